@@ -1,0 +1,87 @@
+# Developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION ?= 0.13.9
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+STAMP := $(VENV)/.installed
+
+# The engine is imported as `migration_manager` from include/, DAG files from dags/.
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
+# uv's cache usually sits on another filesystem: copy instead of warning about hardlinks.
+export UV_LINK_MODE ?= copy
+
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+# Exported before every command that needs PostgreSQL: a server URL (bin/pg-url) and the
+# directory of the pg_dump/pg_restore/psql that match it.
+PG_ENV = MM_PG_URL="$$(bin/pg-url)"; MM_PG_BINDIR="$$(bin/pg-url --bindir)"; \
+	export MM_PG_URL MM_PG_BINDIR; echo "MM_PG_URL=$$MM_PG_URL MM_PG_BINDIR=$$MM_PG_BINDIR"
+
+.PHONY: help venv lint fmt test demo bench lock pg-stop clean distclean
+
+help:
+	@echo "make venv       create .venv and install requirements.txt (only when it changed)"
+	@echo "make lint       ruff check, ruff format --check, mypy include/migration_manager"
+	@echo "make fmt        ruff check --fix, ruff format"
+	@echo "make test       lint, then pytest with MM_PG_URL from bin/pg-url (PYTEST_ARGS=...)"
+	@echo "make demo       python -m migration_manager.demo (DEMO_ARGS=...)"
+	@echo "make bench      python bench/run.py (BENCH_ARGS=...)"
+	@echo "make lock       rewrite requirements.txt from what .venv holds"
+	@echo "make pg-stop    stop the throwaway PostgreSQL cluster bin/pg-url may have started"
+	@echo "make clean      stop that cluster, remove .pg .airflow .demo artifacts and caches"
+	@echo "make distclean  clean, and remove .venv"
+
+venv: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(UV): | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): requirements.txt | $(UV)
+	$(UV) pip install --python $(BIN)/python -r requirements.txt
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy include/migration_manager
+
+fmt: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# pytest's own exit code is kept: 5 (no tests collected) fails the target.
+test: lint
+	$(PG_ENV); $(BIN)/pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(PG_ENV); $(BIN)/python -m migration_manager.demo $(DEMO_ARGS)
+
+bench: venv
+	$(PG_ENV); $(BIN)/python bench/run.py $(BENCH_ARGS)
+
+lock: | $(UV)
+	{ sed -n '/^#/p' requirements.txt; \
+	  $(UV) pip freeze --python $(BIN)/python | grep -vE '^(pip|setuptools|uv)=='; \
+	} > requirements.txt.new
+	mv requirements.txt.new requirements.txt
+
+pg-stop:
+	bin/pg-stop
+
+clean:
+	bin/pg-stop --purge || true
+	rm -rf .airflow .demo artifacts .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
