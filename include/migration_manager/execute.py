@@ -1,0 +1,358 @@
+"""Execute a migration file on a target: plan the units, then apply each in one transaction."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg import sql
+
+from migration_manager import pg, rules
+from migration_manager.archive import ArchiveReader
+from migration_manager.config import DATA_RULES, INSERT_IGNORE, KEYED_RULES, OVERWRITE, SKIP, UPSERT
+from migration_manager.errors import ApplyError, MigrationError, PlanError, TransientError
+from migration_manager.plan import Unit
+from migration_manager.schema import (
+    StatementRecorder,
+    TableStructure,
+    apply_diff,
+    diff_table,
+    ensure_sequences,
+    own_sequences,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TableResult:
+    table: str
+    rule: str
+    status: str  # "applied", "unchanged", "skipped"
+    ddl: tuple[str, ...] = ()
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+    data_sql: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("ddl", "warnings", "data_sql"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TableResult:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit: str
+    tables: tuple[TableResult, ...]
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "tables": [t.to_dict() for t in self.tables], "seconds": self.seconds}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> UnitResult:
+        return cls(unit=d["unit"], tables=tuple(TableResult.from_dict(t) for t in d["tables"]), seconds=d["seconds"])
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    migration_id: str
+    units: tuple[Unit, ...]
+    tables: tuple[TableResult, ...] = field(default=())  # tables needing no unit (skipped / unchanged)
+    pending: tuple[dict[str, Any], ...] = field(default=())  # per table: rule and structure changes to make
+    warnings: tuple[str, ...] = ()
+
+
+def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in reader.manifest["tables"]}
+
+
+def _target_pk(conn: sa.Connection, schema: str, table: str) -> tuple[str, ...] | None:
+    """The target table's primary key columns; None when the table does not exist."""
+    if not sa.inspect(conn).has_table(table, schema=schema):
+        return None
+    pk = sa.inspect(conn).get_pk_constraint(table, schema=schema)
+    return tuple(pk.get("constrained_columns") or ())
+
+
+def prepare(reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False, verify: bool = True) -> ExecutionPlan:
+    """Check the file and the target; return the units that have work to do. Writes nothing."""
+    if verify:
+        reader.verify()
+    entries = _entries(reader)
+    problems: list[str] = []
+    quiet: list[TableResult] = []
+    pending: list[dict[str, Any]] = []
+    needs_work: set[str] = set()
+    with pg.sa_connection(target_dsn) as conn:
+        for name, e in entries.items():
+            rule = e["rule"]
+            if rule == SKIP:
+                quiet.append(TableResult(name, rule, "skipped"))
+                continue
+            structure = TableStructure.from_dict(e["structure"])
+            target_pk = _target_pk(conn, structure.schema or "public", name)
+            if rule in KEYED_RULES and target_pk is not None and target_pk != structure.primary_key:
+                problems.append(
+                    f"{name}: {rule} matches rows by the primary key ({', '.join(structure.primary_key)}), "
+                    f"but the target's key is ({', '.join(target_pk) or 'none'}); align the keys or use overwrite"
+                )
+                continue
+            diff = diff_table(conn, structure, allow_drop=allow_drop)
+            changes = [c.description for c in diff.changes]
+            if rule in DATA_RULES or changes:
+                needs_work.add(name)
+                pending.append({"table": name, "rule": rule, "changes": changes})
+            else:
+                quiet.append(TableResult(name, rule, "unchanged", warnings=tuple(f"kept: {c.description}" for c in diff.skipped)))
+        conn.rollback()
+    if problems:
+        raise PlanError(problems, heading="The migration cannot be applied to this target")
+    unit_list = tuple(
+        Unit.from_dict(u) for u in reader.manifest["units"] if any(t in needs_work for t in u["tables"])
+    )
+    return ExecutionPlan(
+        migration_id=reader.manifest["id"],
+        units=unit_list,
+        tables=tuple(quiet),
+        pending=tuple(pending),
+        warnings=tuple(reader.manifest.get("warnings") or ()),
+    )
+
+
+def _lock_timeout() -> str:
+    return os.environ.get("MM_LOCK_TIMEOUT", "60s")
+
+
+def _fix_sequences(
+    cur: psycopg.Cursor[Any], structure: TableStructure, rule: str, counts: rules.Counts
+) -> None:
+    """Move each sequence of the table past the largest id (and past the source's value after a load)."""
+    schema = structure.schema or "public"
+    for seq in structure.sequences:
+        if seq.column is None:
+            continue
+        row = cur.execute(
+            "SELECT pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), %s)", (schema, structure.name, seq.column)
+        ).fetchone()
+        seq_name = row[0] if row and row[0] else None
+        if seq_name is None:
+            seq_name = sql.SQL("{}").format(pg.qualified(seq.schema or schema, seq.name)).as_string(cur.connection)
+        m = cur.execute(
+            sql.SQL("SELECT max({})::bigint FROM {}").format(sql.Identifier(seq.column), pg.qualified(schema, structure.name))
+        ).fetchone()
+        candidates = [m[0] if m else None]
+        if rule in DATA_RULES:
+            candidates.append(seq.last_value)
+        values = [v for v in candidates if v is not None]
+        if not values:
+            continue
+        wanted = max(values)
+        last = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name))).fetchone()
+        assert last is not None
+        if (last[1] and last[0] >= wanted) or (not last[1] and last[0] > wanted):
+            continue
+        query = sql.SQL("SELECT setval({}, {}, true)").format(sql.Literal(seq_name), sql.Literal(wanted))
+        counts.statements.append(query.as_string(cur.connection))
+        cur.execute(query)
+
+
+def apply_unit(
+    reader: ArchiveReader,
+    target_dsn: str,
+    unit: Unit,
+    *,
+    allow_drop: bool = False,
+    on_sql: Callable[[str], None] | None = None,
+) -> UnitResult:
+    """Apply one unit to the target in a single transaction; all of it or nothing."""
+    started = time.monotonic()
+    entries = _entries(reader)
+    missing = [t for t in unit.tables if t not in entries]
+    if missing:
+        raise ApplyError(f"Unit {unit.id} names tables the migration file lacks: {', '.join(missing)}", terminal=True)
+    structures = {t: TableStructure.from_dict(entries[t]["structure"]) for t in unit.tables}
+    rule_of = {t: entries[t]["rule"] for t in unit.tables}
+    ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
+    warnings: dict[str, list[str]] = {t: [] for t in unit.tables}
+    counts = {t: rules.Counts() for t in unit.tables}
+    seconds = dict.fromkeys(unit.tables, 0.0)
+    current = unit.tables[0]
+    try:
+        with pg.sa_connection(target_dsn) as conn:
+            conn.exec_driver_sql(f"SET lock_timeout = '{_lock_timeout()}'")
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            # 1. structure, referenced tables first
+            for name in unit.tables:
+                current = name
+                t0 = time.monotonic()
+                structure = structures[name]
+
+                def execute(stmt: str, _name: str = name) -> None:
+                    conn.exec_driver_sql(stmt)
+                    ddl[_name].append(stmt)
+
+                if structure.schema and not conn.execute(
+                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": structure.schema}
+                ).first():
+                    execute(f'CREATE SCHEMA IF NOT EXISTS "{structure.schema}"')
+                ensure_sequences(conn, structure, execute)
+                diff = diff_table(conn, structure, allow_drop=allow_drop)
+                with StatementRecorder(conn) as recorder:
+                    apply_diff(conn, diff)
+                ddl[name].extend(recorder.statements)
+                own_sequences(conn, structure, execute)
+                for skipped in diff.skipped:
+                    warnings[name].append(f"kept in the target (dropping is off): {skipped.description}")
+                    log.warning("%s: kept in the target (allow_drop is off): %s", name, skipped.description)
+                seconds[name] += time.monotonic() - t0
+
+            # 2. rows: stage, delete (dependents first), write (referenced first)
+            data_tables = [t for t in unit.tables if rule_of[t] in DATA_RULES]
+            targets = {}
+            for name in data_tables:
+                e = entries[name]
+                s = structures[name]
+                targets[name] = rules.Target(
+                    schema=s.schema or "public",
+                    name=name,
+                    columns=tuple(e["data"]["columns"]),
+                    key=s.primary_key,
+                    rows=int(e["data"]["rows"]),
+                    raw_bytes=e["data"].get("raw_bytes"),
+                )
+            cur = raw.cursor()
+            cur.execute("SET LOCAL synchronous_commit = off")
+            staged: dict[str, sql.Identifier] = {}
+            direct: set[str] = set()
+            for name in data_tables:
+                current = name
+                t0 = time.monotonic()
+                t = targets[name]
+                if rule_of[name] == OVERWRITE and rules.is_empty(cur, t):
+                    direct.add(name)
+                else:
+                    with reader.data(entries[name]["data"]["member"]) as stream:
+                        staged[name] = rules.stage(
+                            cur, counts[name], t, stream, f"mm_stage_{zlib.crc32(name.encode()):08x}"
+                        )
+                seconds[name] += time.monotonic() - t0
+            replace: set[str] = set()
+            for name in reversed(data_tables):
+                current = name
+                t0 = time.monotonic()
+                t = targets[name]
+                if rule_of[name] == OVERWRITE and name in staged:
+                    if t.key:
+                        rules.delete_missing(cur, counts[name], t, staged[name])
+                    elif rules.same_rows(cur, t, staged[name]):
+                        counts[name].unchanged = t.rows
+                    else:
+                        replace.add(name)
+                        counts[name].deleted += rules.delete_all(cur, counts[name], t)
+                seconds[name] += time.monotonic() - t0
+            for name in data_tables:
+                current = name
+                t0 = time.monotonic()
+                t = targets[name]
+                c = counts[name]
+                rule = rule_of[name]
+                if name in direct:
+                    with reader.data(entries[name]["data"]["member"]) as stream:
+                        c.inserted += rules.copy_in(cur, c, t.ident, t, stream, f"load {name}")
+                elif rule == OVERWRITE and not t.key:
+                    if name in replace:
+                        c.inserted += rules.insert_all(cur, c, t, staged[name])
+                elif rule in (OVERWRITE, UPSERT):
+                    rules.upsert(cur, c, t, staged[name], update=True, total=t.rows)
+                elif rule == INSERT_IGNORE:
+                    rules.upsert(cur, c, t, staged[name], update=False, total=t.rows)
+                seconds[name] += time.monotonic() - t0
+
+            # 3. sequences past the largest id
+            for name in unit.tables:
+                current = name
+                _fix_sequences(cur, structures[name], rule_of[name], counts[name])
+            current = unit.tables[-1]
+            raw.commit()
+    except MigrationError as exc:
+        raise ApplyError(f"{current}: {exc}", terminal=exc.terminal) from exc
+    except (psycopg.OperationalError, sa.exc.OperationalError) as exc:
+        raise TransientError(f"{current}: {_pg_message(exc)}; the unit was rolled back and may be retried") from exc
+    except (psycopg.Error, sa.exc.SQLAlchemyError) as exc:
+        raise ApplyError(
+            f"{current}: {_pg_message(exc)}; the unit ({', '.join(unit.tables)}) was rolled back, the target is unchanged",
+            terminal=True,
+        ) from exc
+
+    results = []
+    for name in unit.tables:
+        c = counts[name]
+        changed = bool(ddl[name]) or c.inserted or c.updated or c.deleted
+        results.append(
+            TableResult(
+                table=name,
+                rule=rule_of[name],
+                status="applied" if changed else "unchanged",
+                ddl=tuple(ddl[name]),
+                inserted=c.inserted,
+                updated=c.updated,
+                deleted=c.deleted,
+                unchanged=c.unchanged,
+                seconds=round(seconds[name], 3),
+                warnings=tuple(warnings[name]),
+                data_sql=tuple(c.statements),
+            )
+        )
+        if on_sql:
+            for stmt in ddl[name]:
+                on_sql(stmt)
+    result = UnitResult(unit=unit.id, tables=tuple(results), seconds=round(time.monotonic() - started, 3))
+    for r in results:
+        log.info(
+            "%s (%s): %s; %d DDL, +%d ~%d -%d =%d rows in %.2f s",
+            r.table,
+            r.rule,
+            r.status,
+            len(r.ddl),
+            r.inserted,
+            r.updated,
+            r.deleted,
+            r.unchanged,
+            r.seconds,
+        )
+    return result
+
+
+def _pg_message(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    diag = getattr(orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag else None
+    detail = getattr(diag, "message_detail", None) if diag else None
+    text = primary or str(orig).splitlines()[0]
+    return f"{text} ({detail})" if detail else text
+
+
+def execute_migration(
+    reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False
+) -> tuple[ExecutionPlan, list[UnitResult]]:
+    """Prepare and apply every unit in order (no Airflow): for the CLI, the demo and tests."""
+    plan = prepare(reader, target_dsn, allow_drop=allow_drop)
+    return plan, [apply_unit(reader, target_dsn, u, allow_drop=allow_drop) for u in plan.units]

@@ -1,0 +1,211 @@
+"""Resolve rules to a per-table plan, refuse what cannot work, and group tables into units.
+
+The plan is data (frozen dataclasses) that a test can assert on, a log can print and XCom can
+carry as small dicts; nothing here writes anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from migration_manager.config import (
+    DATA_RULES,
+    KEYED_RULES,
+    OVERWRITE,
+    PROFILE_DEFAULT,
+    SCHEMA_ONLY,
+    SKIP,
+    SYSTEM,
+    USER,
+    RuleSet,
+)
+from migration_manager.errors import PlanError
+from migration_manager.profiles import TableClass, TableScope
+from migration_manager.schema import TableStructure
+
+# How much a rule writes; a companion table follows the weakest of the tables it links.
+_STRENGTH = {OVERWRITE: 4, "upsert": 3, "insert-ignore": 2, SCHEMA_ONLY: 1, SKIP: 0}
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    name: str
+    schema: str
+    group: str
+    rule: str
+    rule_source: str  # "system default (profile)", "independent rule", "follows a, b", ...
+    key_kind: str
+    companion_of: tuple[str, ...] = ()
+
+    @property
+    def moves_data(self) -> bool:
+        return self.rule in DATA_RULES
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["companion_of"] = list(self.companion_of)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TablePlan:
+        return cls(**{**d, "companion_of": tuple(d.get("companion_of") or ())})
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Tables applied together in one transaction (one table, or tables linked by foreign keys)."""
+
+    id: str
+    tables: tuple[str, ...]
+    label: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "tables": list(self.tables), "label": self.label}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Unit:
+        return cls(id=str(d["id"]), tables=tuple(d["tables"]), label=str(d.get("label") or ", ".join(d["tables"])))
+
+
+def refusal(table: str, rule: str, structure: TableStructure, source: str) -> str | None:
+    """Why ``rule`` cannot be applied to ``table`` (None when it can)."""
+    if rule not in KEYED_RULES:
+        return None
+    if not structure.primary_key:
+        return f"{table}: {rule} ({source}) needs a primary key and {table} has none; use overwrite or schema-only"
+    auto = structure.auto_increment_columns
+    if auto:
+        kind = structure.key_kind if structure.key_kind in ("serial", "identity") else "auto-increment"
+        return (
+            f"{table}: {rule} ({source}) is refused for tables with an auto-increment id "
+            f"({', '.join(auto)} is {kind}); use overwrite or schema-only"
+        )
+    return None
+
+
+def resolve(
+    structures: Mapping[str, TableStructure],
+    classes: Mapping[str, TableClass],
+    rules: RuleSet,
+    scope: TableScope,
+) -> tuple[list[TablePlan], list[str]]:
+    """Each table's rule. Raises :class:`PlanError` listing every refused table."""
+    problems: list[str] = []
+    warnings: list[str] = [c.note for c in classes.values() if c.note]
+
+    independent: dict[str, tuple[str, str]] = {}  # physical table -> (rule, group it was listed under)
+    for group in (SYSTEM, USER):
+        for name, rule in rules.group(group).independent.items():
+            table = name if name in structures else scope.physical(name)
+            if table not in structures:
+                problems.append(
+                    f"{name}: an independent rule ({group}: {rule}) names a table the source does not have "
+                    f"(schema {scope.schema!r}); remove it or fix the name"
+                )
+                continue
+            if table in independent and independent[table][0] != rule:
+                problems.append(f"{name}: independent rules disagree ({independent[table][0]} and {rule}); keep one")
+                continue
+            if classes[table].group != group:
+                warnings.append(f"{name}: listed under {group} independent rules but is a {classes[table].group} table; applied anyway")
+            independent[table] = (rule, group)
+
+    resolved: dict[str, tuple[str, str]] = {}
+    for table, cls in classes.items():
+        if table in independent:
+            resolved[table] = (independent[table][0], "independent rule")
+        elif cls.companion_of:
+            continue
+        else:
+            default = rules.group(cls.group).default
+            if default == PROFILE_DEFAULT:
+                resolved[table] = (cls.profile_rule, f"{cls.group} default: the profile's rule")
+            else:
+                resolved[table] = (default, f"{cls.group} default rule")
+    for table, cls in classes.items():
+        if table in resolved:
+            continue
+        sides = [resolved[s][0] for s in cls.companion_of if s in resolved]
+        rule = min(sides, key=_STRENGTH.__getitem__) if sides else rules.group(cls.group).default
+        if rule == PROFILE_DEFAULT:
+            rule = cls.profile_rule
+        resolved[table] = (rule, f"follows {', '.join(cls.companion_of)}")
+
+    plans = []
+    for table in sorted(structures):
+        cls = classes[table]
+        rule, source = resolved[table]
+        structure = structures[table]
+        why = refusal(table, rule, structure, source)
+        if why:
+            if cls.companion_of and table not in independent:
+                why += f"; or give {table} an independent rule"
+            problems.append(why)
+        elif cls.allowed_rules and rule not in cls.allowed_rules and rule != SKIP:
+            problems.append(
+                f"{table}: {rule} ({source}) is not allowed by the application for this table; "
+                f"allowed: {', '.join(cls.allowed_rules)}"
+            )
+        plans.append(
+            TablePlan(
+                name=table,
+                schema=structure.schema or scope.schema,
+                group=cls.group,
+                rule=rule,
+                rule_source=source,
+                key_kind=structure.key_kind,
+                companion_of=cls.companion_of,
+            )
+        )
+    if problems:
+        raise PlanError(problems)
+    return plans, warnings
+
+
+def units(plans: list[TablePlan], structures: Mapping[str, TableStructure]) -> list[Unit]:
+    """Tables linked by foreign keys form one unit, ordered referenced-first; others stand alone.
+
+    Skipped tables get no unit (they are reported by the plan). Within a unit, rows are deleted
+    in reverse order and loaded in order, so no foreign key fails on load order.
+    """
+    active = {p.name for p in plans if p.rule != SKIP}
+    parent: dict[str, str] = {t: t for t in active}
+
+    def find(t: str) -> str:
+        while parent[t] != t:
+            parent[t] = parent[parent[t]]
+            t = parent[t]
+        return t
+
+    deps: dict[str, set[str]] = {t: set() for t in active}
+    for t in active:
+        for fk in structures[t].foreign_keys:
+            ref = fk["referred_table"]
+            if ref in active and ref != t:
+                deps[t].add(ref)
+                parent[find(t)] = find(ref)
+    groups: dict[str, list[str]] = {}
+    for t in sorted(active):
+        groups.setdefault(find(t), []).append(t)
+
+    ordered_groups = []
+    for members in groups.values():
+        order: list[str] = []
+        pending = sorted(members)
+        while pending:
+            ready = [t for t in pending if deps[t] <= set(order)] or pending[:1]  # a cycle: break it
+            order.append(ready[0])
+            pending.remove(ready[0])
+        ordered_groups.append(order)
+    ordered_groups.sort(key=lambda g: g[0])
+    rules = {p.name: p.rule for p in plans}
+    return [
+        Unit(
+            id=f"{i:04d}",
+            tables=tuple(g),
+            label=", ".join(f"{t} ({rules[t]})" for t in g),
+        )
+        for i, g in enumerate(ordered_groups, start=1)
+    ]

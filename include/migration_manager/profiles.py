@@ -1,0 +1,227 @@
+"""Application profiles: which tables are built-in, their default rules, which settings must match.
+
+``nocobase`` knows NocoBase's built-in tables (``data/nocobase_builtin_tables.tsv``, from
+NocoBase's documentation), tells user-defined collections from system ones through the
+``collections`` table, and lets companion tables (m2m through tables, tree path tables) follow
+the collections they belong to. ``generic`` treats every table as user-defined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import sqlalchemy as sa
+
+from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
+from migration_manager.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """An app setting that must be equal in source and target (``.env`` name and default)."""
+
+    name: str
+    default: str
+    boolean: bool = False
+
+    def normalise(self, env: Mapping[str, str]) -> str:
+        raw = env.get(self.name)
+        value = self.default if raw is None or str(raw).strip() == "" else str(raw).strip()
+        if self.boolean:
+            return "true" if value.lower() in ("1", "true", "yes", "on") else "false"
+        return value
+
+
+@dataclass(frozen=True)
+class TableScope:
+    """Where an application's tables live: PostgreSQL schema, name prefix, snake_case names."""
+
+    schema: str = "public"
+    prefix: str = ""
+    underscored: bool = False
+
+    def physical(self, logical: str) -> str:
+        return self.prefix + (snake_case(logical) if self.underscored else logical)
+
+    def column(self, logical: str) -> str:
+        return snake_case(logical) if self.underscored else logical
+
+    def contains(self, physical: str) -> bool:
+        return physical.startswith(self.prefix)
+
+
+@dataclass(frozen=True)
+class TableClass:
+    """What the profile says about one source table."""
+
+    name: str
+    group: str  # "system" or "user"
+    profile_rule: str  # the rule when the group default is "profile"
+    allowed_rules: tuple[str, ...] | None = None  # None: every rule the key allows
+    companion_of: tuple[str, ...] = ()  # tables whose rules this one follows
+    note: str | None = None  # a warning for the plan
+
+
+def snake_case(name: str) -> str:
+    """NocoBase's snake_case of a camelCase identifier (``uiSchemaTreePath`` -> ``ui_schema_tree_path``)."""
+    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
+    return name.lower()
+
+
+class Profile:
+    name = "generic"
+    description = "Any PostgreSQL database: every table is user-defined, no settings are checked."
+    checked_settings: tuple[Setting, ...] = ()
+
+    def scope(self, env: Mapping[str, str]) -> TableScope:
+        return TableScope()
+
+    def settings(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The checked settings' effective values (defaults filled in)."""
+        return {s.name: s.normalise(env) for s in self.checked_settings}
+
+    def classify(self, conn: sa.Connection, scope: TableScope, tables: list[str]) -> dict[str, TableClass]:
+        return {t: TableClass(t, USER, SCHEMA_ONLY) for t in tables}
+
+    def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        return None
+
+
+@cache
+def nocobase_builtin_rules() -> dict[str, str]:
+    text = resources.files("migration_manager.data").joinpath("nocobase_builtin_tables.tsv").read_text("utf-8")
+    rules: dict[str, str] = {}
+    for line in text.splitlines()[1:]:
+        if line.strip():
+            table, rule, _category = line.split("\t")
+            assert rule in RULES, (table, rule)
+            rules[table] = rule
+    return rules
+
+
+def _json(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            return {}
+        return parsed if isinstance(parsed, dict) else {}
+    return {}
+
+
+class NocoBaseProfile(Profile):
+    name = "nocobase"
+    description = "NocoBase 1.x/2.x: built-in tables with NocoBase's documented default rules."
+    checked_settings = (
+        Setting("DB_UNDERSCORED", "false", boolean=True),
+        Setting("USE_DB_SCHEMA_IN_SUBAPP", "false", boolean=True),
+        Setting("DB_TABLE_PREFIX", ""),
+        Setting("DB_SCHEMA", "public"),
+        Setting("COLLECTION_MANAGER_SCHEMA", ""),
+    )
+
+    def settings(self, env: Mapping[str, str]) -> dict[str, str]:
+        values = super().settings(env)
+        # NocoBase's collection manager uses DB_SCHEMA unless told otherwise.
+        values["COLLECTION_MANAGER_SCHEMA"] = values["COLLECTION_MANAGER_SCHEMA"] or values["DB_SCHEMA"]
+        return values
+
+    def scope(self, env: Mapping[str, str]) -> TableScope:
+        s = self.settings(env)
+        return TableScope(schema=s["DB_SCHEMA"], prefix=s["DB_TABLE_PREFIX"], underscored=s["DB_UNDERSCORED"] == "true")
+
+    def _rows(self, conn: sa.Connection, scope: TableScope, table: str, columns: list[str], tables: set[str]) -> list[Any]:
+        physical = scope.physical(table)
+        if physical not in tables:
+            return []
+        cols = ", ".join(f'"{scope.column(c)}"' for c in columns)
+        return list(conn.execute(sa.text(f'SELECT {cols} FROM "{scope.schema}"."{physical}"')))
+
+    def classify(self, conn: sa.Connection, scope: TableScope, tables: list[str]) -> dict[str, TableClass]:
+        present = set(tables)
+        builtin = {scope.physical(k): v for k, v in nocobase_builtin_rules().items()}
+        collections: dict[str, dict[str, Any]] = {}  # physical table -> options
+        for name, options in self._rows(conn, scope, "collections", ["name", "options"], present):
+            opts = _json(options)
+            collections[scope.physical(str(opts.get("tableName") or name))] = opts
+        through: dict[str, set[str]] = {}
+        fields = self._rows(conn, scope, "fields", ["collectionName", "type", "options"], present)
+        for collection, ftype, options in fields:
+            if ftype != "belongsToMany":
+                continue
+            opts = _json(options)
+            if opts.get("through"):
+                sides = through.setdefault(scope.physical(str(opts["through"])), set())
+                sides.add(scope.physical(str(collection)))
+                if opts.get("target"):
+                    sides.add(scope.physical(str(opts["target"])))
+        # Tree collections keep their paths in "main_<collection>_path" (built-in trees such as
+        # desktopRoutes are not in `collections`, so any table of that shape follows its tree).
+        tree_paths: dict[str, str] = {}
+        for t in tables:
+            m = re.fullmatch(re.escape(scope.prefix) + r"main_(.+)_path", t)
+            if m and scope.prefix + m.group(1) in present:
+                tree_paths[t] = scope.prefix + m.group(1)
+
+        def group_of(table: str) -> str:
+            if table in builtin or collections.get(table, {}).get("origin"):
+                return SYSTEM
+            return USER if table in collections else SYSTEM
+
+        out: dict[str, TableClass] = {}
+        for t in tables:
+            opts = collections.get(t, {})
+            allowed = opts.get("migrationRules")
+            allowed_rules = tuple(dict.fromkeys(r for r in allowed if r in RULES)) if isinstance(allowed, list) and allowed else None
+            if t in builtin:
+                out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
+            elif t in through:
+                sides = tuple(sorted(s for s in through[t] if s in present))
+                group = USER if any(group_of(s) == USER for s in sides) else SYSTEM
+                out[t] = TableClass(t, group, SCHEMA_ONLY, allowed_rules, companion_of=sides)
+            elif t in tree_paths:
+                tree = tree_paths[t]
+                out[t] = TableClass(t, group_of(tree), SCHEMA_ONLY, None, companion_of=(tree,) if tree in present else ())
+            elif t in collections and opts.get("origin"):
+                first = allowed_rules[0] if allowed_rules else SCHEMA_ONLY
+                note = None if allowed_rules else f"{t}: built-in collection of {opts['origin']} without migrationRules; schema-only by default"
+                out[t] = TableClass(t, SYSTEM, first, allowed_rules, note=note)
+            elif t in collections:
+                out[t] = TableClass(t, USER, SCHEMA_ONLY, allowed_rules)
+            else:
+                out[t] = TableClass(
+                    t, SYSTEM, SCHEMA_ONLY, None, note=f"{t}: not a known NocoBase built-in table nor a collection; schema-only by default"
+                )
+        return out
+
+    def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        exists = conn.execute(
+            sa.text("SELECT to_regclass(:name)"), {"name": f'"{scope.schema}"."{scope.physical("applicationVersion")}"'}
+        ).scalar()
+        if exists is None:
+            return None
+        rows = self._rows(conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")})
+        return str(rows[0][0]) if rows else None
+
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (NocoBaseProfile(), Profile())}
+
+
+def get_profile(name: str | None) -> Profile:
+    key = (name or "nocobase").strip()
+    try:
+        return PROFILES[key]
+    except KeyError:
+        raise ConfigError(f"Unknown profile {name!r}; use one of {', '.join(sorted(PROFILES))}") from None

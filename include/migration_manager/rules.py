@@ -1,0 +1,154 @@
+"""How each rule writes rows. One place per rule; SQL built with ``psycopg.sql`` only.
+
+All functions run inside the unit's transaction on a psycopg connection. Rows are compared as
+the text of a row of the source's columns, which works for every type (``json`` has no
+equality operator) and treats two rows as equal exactly when PostgreSQL prints them the same.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import psycopg
+from psycopg import sql
+
+from migration_manager import pg
+from migration_manager.archive import CHUNK
+from migration_manager.progress import Progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Counts:
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    statements: list[str] = field(default_factory=list)  # data statements' shapes, no values
+
+
+@dataclass(frozen=True)
+class Target:
+    """One table as the rules see it: where it is, its source columns, its key."""
+
+    schema: str
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+    rows: int
+    raw_bytes: int | None = None
+
+    @property
+    def ident(self) -> sql.Composable:
+        return pg.qualified(self.schema, self.name)
+
+
+def _run(cur: psycopg.Cursor[Any], counts: Counts, query: sql.Composable, params: Any = None) -> psycopg.Cursor[Any]:
+    counts.statements.append(query.as_string(cur.connection))
+    return cur.execute(query, params)
+
+
+def copy_in(cur: psycopg.Cursor[Any], counts: Counts, into: sql.Composable, t: Target, stream: IO[bytes], what: str) -> int:
+    """Stream a binary COPY from ``stream`` into ``into``; returns rows loaded."""
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(into, pg.ident_list(t.columns))
+    counts.statements.append(query.as_string(cur.connection))
+    progress = Progress(what, t.rows, log, expected_bytes=t.raw_bytes)
+    with cur.copy(query) as copy:
+        while chunk := stream.read(CHUNK):
+            copy.write(chunk)
+            progress.add_bytes(len(chunk))
+    rows = cur.rowcount
+    progress.done(rows)
+    return rows
+
+
+def is_empty(cur: psycopg.Cursor[Any], t: Target) -> bool:
+    row = cur.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(t.ident)).fetchone()
+    return bool(row and row[0])
+
+
+def stage(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stream: IO[bytes], name: str) -> sql.Identifier:
+    """Load the source rows into a temporary table shaped like the target's source columns."""
+    stage_ident = sql.Identifier(name)
+    _run(
+        cur,
+        counts,
+        sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+            stage_ident, pg.ident_list(t.columns), t.ident
+        ),
+    )
+    copy_in(cur, counts, stage_ident, t, stream, f"load {t.name}")
+    cur.execute(sql.SQL("ANALYZE {}").format(stage_ident))
+    return stage_ident
+
+
+def _row_text(alias: str, columns: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL("ROW({})::text").format(pg.ident_list(columns, alias))
+
+
+def _key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
+    return sql.SQL(" AND ").join(
+        sql.SQL("{}.{} = {}.{}").format(sql.Identifier(a), sql.Identifier(k), sql.Identifier(b), sql.Identifier(k))
+        for k in key
+    )
+
+
+def delete_missing(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier) -> None:
+    """Delete target rows whose key the source no longer has."""
+    query = sql.SQL("DELETE FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+        t.ident, stage_ident, _key_match("s", "d", t.key)
+    )
+    counts.deleted += _run(cur, counts, query).rowcount
+
+
+def upsert(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier, *, update: bool, total: int) -> None:
+    """INSERT ... ON CONFLICT (key): update rows that differ (or leave them), insert new ones."""
+    non_key = tuple(c for c in t.columns if c not in t.key)
+    if update and non_key:
+        action = sql.SQL("DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}").format(
+            sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in non_key),
+            _row_text("d", non_key),
+            _row_text("excluded", non_key),
+        )
+    else:
+        action = sql.SQL("DO NOTHING")
+    query = sql.SQL(
+        "WITH r AS (INSERT INTO {} AS d ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} "
+        "ON CONFLICT ({}) {} RETURNING (d.xmax = 0) AS inserted) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM r"
+    ).format(t.ident, pg.ident_list(t.columns), pg.ident_list(t.columns), stage_ident, pg.ident_list(t.key), action)
+    row = _run(cur, counts, query).fetchone()
+    assert row is not None
+    inserted, updated = int(row[0]), int(row[1])
+    counts.inserted += inserted
+    counts.updated += updated
+    counts.unchanged += total - inserted - updated
+
+
+def delete_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target) -> int:
+    return _run(cur, counts, sql.SQL("DELETE FROM {}").format(t.ident)).rowcount
+
+
+def insert_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier) -> int:
+    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+        t.ident, pg.ident_list(t.columns), pg.ident_list(t.columns), stage_ident
+    )
+    return _run(cur, counts, query).rowcount
+
+
+def same_rows(cur: psycopg.Cursor[Any], t: Target, stage_ident: sql.Identifier) -> bool:
+    """Whether target and stage hold the same multiset of rows (for tables without a key)."""
+    q = sql.SQL(
+        "SELECT NOT EXISTS (SELECT {a} FROM {s} AS s EXCEPT ALL SELECT {b} FROM {t} AS d) "
+        "AND NOT EXISTS (SELECT {b} FROM {t} AS d EXCEPT ALL SELECT {a} FROM {s} AS s)"
+    ).format(a=_row_text("s", t.columns), b=_row_text("d", t.columns), s=stage_ident, t=t.ident)
+    row = cur.execute(q).fetchone()
+    return bool(row and row[0])
+
+
+def count_rows(cur: psycopg.Cursor[Any], t: Target) -> int:
+    row = cur.execute(sql.SQL("SELECT count(*) FROM {}").format(t.ident)).fetchone()
+    return int(row[0]) if row else 0

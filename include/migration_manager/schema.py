@@ -1,0 +1,687 @@
+"""Table structure: reflect it from the source, carry it in the migration file, sync the target.
+
+The structure travels as plain JSON (:class:`TableStructure`): column types as PostgreSQL's
+own ``format_type()`` text, defaults as ``pg_get_expr()`` text. On the target it becomes a
+SQLAlchemy ``Table`` again, and Alembic's autogenerate comparison says what differs; Alembic's
+operations then write the DDL. No hand-written differ.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import produce_migrations
+from alembic.operations import Operations
+from alembic.operations import ops as alembic_ops
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import UserDefinedType
+
+log = logging.getLogger(__name__)
+for _noisy in ("alembic.runtime.migration", "alembic.runtime.plugins", "alembic.ddl.postgresql"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_ARGS = re.compile(r"\(([^)]*)\)")
+_NEXTVAL = re.compile(r"nextval\('([^']+)'::regclass\)")
+
+
+# --------------------------------------------------------------------------- types
+
+
+class RawType(UserDefinedType[Any]):
+    """A type SQLAlchemy does not know (an enum, a domain, an extension type): kept as text."""
+
+    cache_ok = True
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return self.text
+
+
+def type_from_text(text: str) -> sa.types.TypeEngine[Any]:
+    """The SQLAlchemy type for a ``format_type()`` text such as ``character varying(255)[]``."""
+    base = text.strip()
+    dims = 0
+    while base.endswith("[]"):
+        dims += 1
+        base = base[:-2]
+    match = _ARGS.search(base)
+    args = [a.strip() for a in match.group(1).split(",")] if match else []
+    name = _ARGS.sub("", base).strip()
+    kind = postgresql.base.ischema_names.get(name)
+    result: sa.types.TypeEngine[Any]
+    try:
+        if name in ("timestamp with time zone", "time with time zone"):
+            assert kind is not None
+            result = kind(timezone=True, precision=int(args[0]) if args else None)
+        elif name in ("timestamp without time zone", "time without time zone"):
+            assert kind is not None
+            result = kind(timezone=False, precision=int(args[0]) if args else None)
+        elif name == "double precision":
+            result = postgresql.DOUBLE_PRECISION()
+        elif name == "numeric":
+            result = sa.Numeric(*(int(a) for a in args))
+        elif name.startswith("interval"):
+            fields = name[len("interval") :].strip() or None
+            result = postgresql.INTERVAL(fields=fields, precision=int(args[0]) if args else None)
+        elif kind is None:
+            result = RawType(base)
+        elif args:
+            result = kind(*(int(a) for a in args))
+        else:
+            result = kind()
+    except (TypeError, ValueError):
+        result = RawType(base)
+    for _ in range(dims):
+        result = postgresql.ARRAY(result)
+    return result
+
+
+def _default_clause(text: str | None) -> sa.TextClause | None:
+    """A server default as SQL text; colons escaped so ``{"a":1}`` is not read as a bind parameter."""
+    if text is None:
+        return None
+    return sa.text(re.sub(r"(?<!\\):", r"\\:", text))
+
+
+def type_text(type_: sa.types.TypeEngine[Any]) -> str:
+    return str(type_.compile(dialect=_DIALECT))
+
+
+# --------------------------------------------------------------------------- structure
+
+
+@dataclass(frozen=True)
+class ColumnStructure:
+    name: str
+    type: str
+    nullable: bool
+    default: str | None = None
+    identity: dict[str, Any] | None = None
+    computed: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class SequenceStructure:
+    name: str
+    schema: str | None
+    column: str | None
+    data_type: str
+    start: int
+    increment: int
+    min_value: int
+    max_value: int
+    cache: int
+    cycle: bool
+    last_value: int | None
+    identity: bool = False
+
+
+@dataclass(frozen=True)
+class TableStructure:
+    """Everything needed to create the table anywhere and to compare it with a target's."""
+
+    name: str
+    schema: str | None
+    columns: tuple[ColumnStructure, ...]
+    primary_key: tuple[str, ...] = ()
+    primary_key_name: str | None = None
+    unique_constraints: tuple[dict[str, Any], ...] = ()
+    indexes: tuple[dict[str, Any], ...] = ()
+    foreign_keys: tuple[dict[str, Any], ...] = ()
+    check_constraints: tuple[dict[str, Any], ...] = ()
+    sequences: tuple[SequenceStructure, ...] = ()
+    comment: str | None = None
+
+    # -- derived facts
+
+    @property
+    def data_columns(self) -> tuple[str, ...]:
+        """Columns that carry data (generated columns are computed by the target)."""
+        return tuple(c.name for c in self.columns if c.computed is None)
+
+    def column(self, name: str) -> ColumnStructure:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def auto_increment_columns(self) -> tuple[str, ...]:
+        """Key columns filled by a sequence: serial, identity, or a ``nextval`` default."""
+        out = []
+        for name in self.primary_key:
+            col = self.column(name)
+            if col.identity is not None or (col.default and "nextval(" in col.default):
+                out.append(name)
+        return tuple(out)
+
+    @property
+    def key_kind(self) -> str:
+        if not self.primary_key:
+            return "none"
+        if len(self.primary_key) > 1:
+            return "composite"
+        col = self.column(self.primary_key[0])
+        if col.identity is not None:
+            return "identity"
+        if col.default and "nextval(" in col.default:
+            return "serial"
+        t = col.type.lower()
+        if t == "uuid":
+            return "uuid"
+        if t.startswith(("character", "text", "varchar")):
+            return "string"
+        if t in ("bigint", "integer", "smallint"):
+            return "integer"
+        return "other"
+
+    # -- JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "schema": self.schema,
+            "columns": [c.__dict__.copy() for c in self.columns],
+            "primary_key": list(self.primary_key),
+            "primary_key_name": self.primary_key_name,
+            "unique_constraints": [dict(u) for u in self.unique_constraints],
+            "indexes": [dict(i) for i in self.indexes],
+            "foreign_keys": [dict(f) for f in self.foreign_keys],
+            "check_constraints": [dict(c) for c in self.check_constraints],
+            "sequences": [s.__dict__.copy() for s in self.sequences],
+            "comment": self.comment,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableStructure:
+        return cls(
+            name=d["name"],
+            schema=d.get("schema"),
+            columns=tuple(ColumnStructure(**c) for c in d["columns"]),
+            primary_key=tuple(d.get("primary_key") or ()),
+            primary_key_name=d.get("primary_key_name"),
+            unique_constraints=tuple(d.get("unique_constraints") or ()),
+            indexes=tuple(d.get("indexes") or ()),
+            foreign_keys=tuple(d.get("foreign_keys") or ()),
+            check_constraints=tuple(d.get("check_constraints") or ()),
+            sequences=tuple(SequenceStructure(**s) for s in d.get("sequences") or ()),
+            comment=d.get("comment"),
+        )
+
+    # -- SQLAlchemy
+
+    def to_table(self, metadata: sa.MetaData) -> sa.Table:
+        columns: list[sa.Column[Any]] = []
+        for c in self.columns:
+            args: list[Any] = []
+            if c.identity is not None:
+                args.append(sa.Identity(**c.identity))
+            if c.computed is not None:
+                args.append(sa.Computed(sa.text(c.computed), persisted=True))
+            columns.append(
+                sa.Column(
+                    c.name,
+                    type_from_text(c.type),
+                    *args,
+                    nullable=c.nullable,
+                    server_default=_default_clause(c.default) if c.identity is None else None,
+                    comment=c.comment,
+                    autoincrement=False,
+                )
+            )
+        constraints: list[Any] = []
+        if self.primary_key:
+            constraints.append(sa.PrimaryKeyConstraint(*self.primary_key, name=self.primary_key_name))
+        for u in self.unique_constraints:
+            constraints.append(sa.UniqueConstraint(*u["columns"], name=u["name"]))
+        for f in self.foreign_keys:
+            referred = f["referred_table"] if not f.get("referred_schema") else f"{f['referred_schema']}.{f['referred_table']}"
+            constraints.append(
+                sa.ForeignKeyConstraint(
+                    f["columns"],
+                    [f"{referred}.{rc}" for rc in f["referred_columns"]],
+                    name=f["name"],
+                    **{k: v for k, v in (f.get("options") or {}).items() if k in ("onupdate", "ondelete", "deferrable", "initially")},
+                )
+            )
+        for ck in self.check_constraints:
+            constraints.append(sa.CheckConstraint(sa.text(ck["sqltext"]), name=ck["name"]))
+        table = sa.Table(self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment)
+        for ix in self.indexes:
+            elements: list[Any] = []
+            exprs = ix.get("expressions") or []
+            for i, col in enumerate(ix["columns"]):
+                if col is not None:
+                    elements.append(table.c[col])
+                elif i < len(exprs):
+                    elements.append(sa.text(exprs[i]))
+            kwargs = {k: v for k, v in (ix.get("dialect_options") or {}).items() if v not in (None, [], "btree")}
+            if "postgresql_where" in kwargs:
+                kwargs["postgresql_where"] = sa.text(kwargs["postgresql_where"])
+            sa.Index(ix["name"], *elements, unique=ix.get("unique", False), **kwargs)
+        return table
+
+
+# --------------------------------------------------------------------------- reflection
+
+
+_FORMAT_TYPES = """
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+_SEQUENCES = """
+SELECT s.schemaname, s.sequencename, s.data_type::text, s.start_value, s.increment_by, s.min_value,
+       s.max_value, s.cache_size, s.cycle, s.last_value, t.relname, a.attname, d.deptype
+FROM pg_sequences s
+JOIN pg_namespace sn ON sn.nspname = s.schemaname
+JOIN pg_class sc ON sc.relname = s.sequencename AND sc.relnamespace = sn.oid
+LEFT JOIN pg_depend d ON d.objid = sc.oid AND d.classid = 'pg_class'::regclass
+     AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+LEFT JOIN pg_class t ON t.oid = d.refobjid
+LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+WHERE s.schemaname = :schema
+"""
+
+
+def list_tables(conn: sa.Connection, schema: str) -> list[str]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1"
+        ),
+        {"schema": schema},
+    )
+    return [r[0] for r in rows]
+
+
+def estimated_rows(conn: sa.Connection, schema: str) -> dict[str, int]:
+    rows = conn.execute(
+        sa.text(
+            "SELECT c.relname, GREATEST(c.reltuples, 0)::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')"
+        ),
+        {"schema": schema},
+    )
+    return {r[0]: int(r[1]) for r in rows}
+
+
+def _seq_name(text: str) -> tuple[str | None, str]:
+    """``public."a_id_seq"`` -> ("public", "a_id_seq"); ``"a_id_seq"`` -> (None, "a_id_seq")."""
+    parts = [p.strip('"') for p in re.findall(r'"(?:[^"]|"")*"|[^.]+', text)]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    return None, parts[-1]
+
+
+def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> dict[str, TableStructure]:
+    """Reflect ``names`` in ``schema`` in one pass per kind of object (fast on 100+ tables)."""
+    names = list(names)
+    if not names:
+        return {}
+    insp = sa.inspect(conn)
+    kw: dict[str, Any] = {"schema": schema, "filter_names": names}
+    cols = insp.get_multi_columns(**kw)
+    pks = insp.get_multi_pk_constraint(**kw)
+    uniques = insp.get_multi_unique_constraints(**kw)
+    indexes = insp.get_multi_indexes(**kw)
+    fks = insp.get_multi_foreign_keys(**kw)
+    checks = insp.get_multi_check_constraints(**kw)
+    comments = insp.get_multi_table_comment(**kw)
+    types: dict[tuple[str, str], str] = {
+        (r[0], r[1]): r[2] for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema})
+    }
+    seq_rows = list(conn.execute(sa.text(_SEQUENCES), {"schema": schema}))
+    by_seq = {r[1]: r for r in seq_rows}
+
+    out: dict[str, TableStructure] = {}
+    for name in names:
+        key = (schema, name)
+        columns = []
+        wanted_seqs: dict[str, str | None] = {}
+        for c in cols.get(key, []):
+            identity = None
+            if c.get("identity"):
+                ident = c["identity"]
+                identity = {
+                    k: ident[k]
+                    for k in ("always", "start", "increment", "minvalue", "maxvalue", "cycle", "cache")
+                    if k in ident and ident[k] is not None
+                }
+            computed = c["computed"]["sqltext"] if c.get("computed") else None
+            default = c.get("default")
+            columns.append(
+                ColumnStructure(
+                    name=c["name"],
+                    type=types[(name, c["name"])],
+                    nullable=bool(c["nullable"]),
+                    default=None if identity is not None or computed is not None else default,
+                    identity=identity,
+                    computed=computed,
+                    comment=c.get("comment"),
+                )
+            )
+            if default:
+                m = _NEXTVAL.search(default)
+                if m:
+                    wanted_seqs[_seq_name(m.group(1))[1]] = c["name"]
+        for r in seq_rows:
+            if r[10] == name and r[11] is not None:
+                wanted_seqs.setdefault(r[1], r[11])
+        sequences = []
+        for seq_name, col in sorted(wanted_seqs.items()):
+            r = by_seq.get(seq_name)
+            if r is None:
+                continue
+            sequences.append(
+                SequenceStructure(
+                    name=r[1],
+                    schema=r[0],
+                    column=col,
+                    data_type=r[2],
+                    start=int(r[3]),
+                    increment=int(r[4]),
+                    min_value=int(r[5]),
+                    max_value=int(r[6]),
+                    cache=int(r[7]),
+                    cycle=bool(r[8]),
+                    last_value=None if r[9] is None else int(r[9]),
+                    identity=r[12] == "i",
+                )
+            )
+        pk = pks.get(key) or {}
+        out[name] = TableStructure(
+            name=name,
+            schema=schema,
+            columns=tuple(columns),
+            primary_key=tuple(pk.get("constrained_columns") or ()),
+            primary_key_name=pk.get("name"),
+            unique_constraints=tuple(
+                {"name": u["name"], "columns": list(u["column_names"])} for u in uniques.get(key, [])
+            ),
+            indexes=tuple(
+                {
+                    "name": i["name"],
+                    "unique": bool(i["unique"]),
+                    "columns": list(i["column_names"]),
+                    "expressions": list(i.get("expressions") or []) or None,
+                    "dialect_options": _plain(i.get("dialect_options") or {}),
+                }
+                for i in indexes.get(key, [])
+                if not i.get("duplicates_constraint")
+            ),
+            foreign_keys=tuple(
+                {
+                    "name": f["name"],
+                    "columns": list(f["constrained_columns"]),
+                    "referred_schema": f.get("referred_schema"),
+                    "referred_table": f["referred_table"],
+                    "referred_columns": list(f["referred_columns"]),
+                    "options": _plain(f.get("options") or {}),
+                }
+                for f in fks.get(key, [])
+            ),
+            check_constraints=tuple({"name": c["name"], "sqltext": c["sqltext"]} for c in checks.get(key, [])),
+            sequences=tuple(sequences),
+            comment=(comments.get(key) or {}).get("text"),
+        )
+    return out
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy of reflection options (SQLAlchemy may return clause objects or tuples)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, (list, tuple)):
+            out[k] = [str(x) for x in v]
+        elif v is None or isinstance(v, (str, int, bool, float)):
+            out[k] = v
+        else:
+            out[k] = str(v)
+    return out
+
+
+# --------------------------------------------------------------------------- comparison
+
+
+@dataclass(frozen=True)
+class SchemaChange:
+    """One structural difference found by Alembic, as a describable, loggable value."""
+
+    kind: str  # add_table, add_column, alter_column, add_index, drop_column, ...
+    description: str
+    destructive: bool = False
+
+
+@dataclass
+class SchemaDiff:
+    table: str
+    ops: list[alembic_ops.MigrateOperation] = field(default_factory=list)
+    changes: list[SchemaChange] = field(default_factory=list)
+    skipped: list[SchemaChange] = field(default_factory=list)
+    creates_table: bool = False
+
+
+def _compare_type(
+    context: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+) -> bool:
+    return type_text(inspected_type) != type_text(metadata_type)
+
+
+def _normalise_default(text: str | None, table: str, column: str) -> str | None:
+    if text is None:
+        return None
+    text = text.strip()
+    m = _NEXTVAL.fullmatch(text)
+    if m and _seq_name(m.group(1))[1] == f"{table}_{column}_seq":
+        # Alembic reports a serial column's own sequence default as None when reflecting the
+        # target; treat the source's the same way.
+        return None
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return text
+
+
+def _compare_default(
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool:
+    # Alembic's own PostgreSQL comparison evaluates both defaults in a SELECT built as text,
+    # which breaks on JSON defaults containing ":1" (shared/notes/schema-diff.md). The
+    # defaults on both sides come from pg_get_expr(), so their texts are comparable as is.
+    if metadata_column.identity is not None or metadata_column.computed is not None:
+        return False
+    table, column = metadata_column.table.name, metadata_column.name
+    return _normalise_default(inspected_default, table, column) != _normalise_default(
+        rendered_metadata_default, table, column
+    )
+
+
+def _walk(ops_list: Iterable[alembic_ops.MigrateOperation]) -> Iterator[alembic_ops.MigrateOperation]:
+    for op in ops_list:
+        if isinstance(op, alembic_ops.OpContainer):
+            yield from _walk(op.ops)
+        else:
+            yield op
+
+
+def _describe(op: alembic_ops.MigrateOperation) -> SchemaChange:
+    if isinstance(op, alembic_ops.CreateTableOp):
+        return SchemaChange("add_table", f"create table {op.table_name}")
+    if isinstance(op, alembic_ops.DropTableOp):
+        return SchemaChange("drop_table", f"drop table {op.table_name}", destructive=True)
+    if isinstance(op, alembic_ops.AddColumnOp):
+        return SchemaChange("add_column", f"add column {op.column.name} {type_text(op.column.type)}")
+    if isinstance(op, alembic_ops.DropColumnOp):
+        return SchemaChange("drop_column", f"drop column {op.column_name}", destructive=True)
+    if isinstance(op, alembic_ops.AlterColumnOp):
+        parts = []
+        if op.modify_type is not None:
+            parts.append(f"type {type_text(op.existing_type)} -> {type_text(op.modify_type)}")
+        if op.modify_nullable is not None:
+            parts.append("nullable" if op.modify_nullable else "not null")
+        if op.modify_server_default is not False:
+            parts.append("default")
+        if op.modify_comment is not False:
+            parts.append("comment")
+        return SchemaChange("alter_column", f"alter column {op.column_name}: {', '.join(parts)}")
+    if isinstance(op, alembic_ops.CreateIndexOp):
+        return SchemaChange("add_index", f"create index {op.index_name}")
+    if isinstance(op, alembic_ops.DropIndexOp):
+        return SchemaChange("drop_index", f"drop index {op.index_name}", destructive=True)
+    if isinstance(op, alembic_ops.AddConstraintOp):
+        return SchemaChange("add_constraint", f"add constraint {getattr(op, 'constraint_name', '')}")
+    if isinstance(op, alembic_ops.DropConstraintOp):
+        return SchemaChange("drop_constraint", f"drop constraint {op.constraint_name}", destructive=True)
+    if isinstance(op, (alembic_ops.CreateTableCommentOp, alembic_ops.DropTableCommentOp)):
+        return SchemaChange("table_comment", "table comment")
+    return SchemaChange(type(op).__name__, repr(op))
+
+
+def _migration_context(conn: sa.Connection, structure: TableStructure, metadata: sa.MetaData) -> MigrationContext:
+    default_schema = conn.dialect.default_schema_name
+    schema = structure.schema
+
+    def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+        if type_ == "schema":
+            return name == schema or (name is None and schema in (None, default_schema))
+        if type_ == "table":
+            return name == structure.name
+        return True
+
+    return MigrationContext.configure(
+        connection=conn,
+        opts={
+            "target_metadata": metadata,
+            "compare_type": _compare_type,
+            "compare_server_default": _compare_default,
+            "include_name": include_name,
+            "include_schemas": schema not in (None, default_schema),
+        },
+    )
+
+
+def diff_table(conn: sa.Connection, structure: TableStructure, *, allow_drop: bool = False) -> SchemaDiff:
+    """What the target needs so that ``structure``'s table matches the source's.
+
+    Destructive operations (dropping columns, indexes, constraints) are left out unless
+    ``allow_drop``; they are reported in ``skipped`` so the caller can warn.
+    """
+    metadata = sa.MetaData()
+    structure.to_table(metadata)
+    for fk in structure.foreign_keys:
+        # referenced tables must exist in the metadata for the FK to compile; a stub is enough
+        ref_key = f"{fk['referred_schema']}.{fk['referred_table']}" if fk.get("referred_schema") else fk["referred_table"]
+        if ref_key not in metadata.tables:
+            sa.Table(
+                fk["referred_table"],
+                metadata,
+                *(sa.Column(c, sa.Integer) for c in fk["referred_columns"]),
+                schema=fk.get("referred_schema"),
+            )
+    context = _migration_context(conn, structure, metadata)
+    script = produce_migrations(context, metadata)
+    upgrade_ops = script.upgrade_ops
+    assert upgrade_ops is not None
+    diff = SchemaDiff(table=structure.name)
+    for op in _walk(upgrade_ops.ops):
+        if isinstance(op, alembic_ops.DropTableOp):
+            continue  # never: only stub tables for FK targets could show up here
+        change = _describe(op)
+        if change.destructive and not allow_drop:
+            diff.skipped.append(change)
+            continue
+        if isinstance(op, alembic_ops.AlterColumnOp) and op.modify_type is not None:
+            col = sa.Column(op.column_name, op.modify_type)
+            op.kw["postgresql_using"] = f"{_DIALECT.identifier_preparer.quote(col.name)}::{type_text(op.modify_type)}"
+        if isinstance(op, alembic_ops.CreateTableOp):
+            diff.creates_table = True
+        diff.ops.append(op)
+        diff.changes.append(change)
+    return diff
+
+
+class StatementRecorder:
+    """Records every statement a SQLAlchemy connection executes (the executed schema SQL)."""
+
+    def __init__(self, conn: sa.Connection):
+        self.conn = conn
+        self.statements: list[str] = []
+
+    def __enter__(self) -> StatementRecorder:
+        sa.event.listen(self.conn, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sa.event.remove(self.conn, "before_cursor_execute", self._record)
+
+    def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        self.statements.append(statement.strip())
+
+
+def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:
+    operations = Operations(MigrationContext.configure(connection=conn))
+    for op in diff.ops:
+        operations.invoke(op)
+
+
+def ensure_sequences(conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]) -> None:
+    """Create the table's non-identity sequences the target lacks (before the table needs them)."""
+    prep = _DIALECT.identifier_preparer
+    for seq in structure.sequences:
+        if seq.identity:
+            continue
+        exists = conn.execute(
+            sa.text(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'S' AND c.relname = :name AND n.nspname = COALESCE(:schema, current_schema())"
+            ),
+            {"name": seq.name, "schema": seq.schema},
+        ).first()
+        if exists:
+            continue
+        qname = prep.quote(seq.name) if not seq.schema else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
+        execute(
+            f"CREATE SEQUENCE {qname} AS {seq.data_type} INCREMENT BY {seq.increment} "
+            f"MINVALUE {seq.min_value} MAXVALUE {seq.max_value} START WITH {seq.start} "
+            f"CACHE {seq.cache}{' CYCLE' if seq.cycle else ''}"
+        )
+
+
+def own_sequences(conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]) -> None:
+    """``ALTER SEQUENCE ... OWNED BY`` for sequences the source ties to a column and the target does not."""
+    prep = _DIALECT.identifier_preparer
+    for seq in structure.sequences:
+        if seq.identity or seq.column is None:
+            continue
+        owned = conn.execute(
+            sa.text(
+                "SELECT 1 FROM pg_depend d JOIN pg_class s ON s.oid = d.objid "
+                "JOIN pg_namespace n ON n.oid = s.relnamespace "
+                "WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'a' AND s.relname = :name "
+                "AND n.nspname = COALESCE(:schema, current_schema())"
+            ),
+            {"name": seq.name, "schema": seq.schema},
+        ).first()
+        if owned:
+            continue
+        qseq = prep.quote(seq.name) if not seq.schema else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
+        qtab = prep.quote(structure.name) if not structure.schema else f"{prep.quote_schema(structure.schema)}.{prep.quote(structure.name)}"
+        execute(f"ALTER SEQUENCE {qseq} OWNED BY {qtab}.{prep.quote(seq.column)}")
