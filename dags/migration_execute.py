@@ -1,0 +1,30 @@
+"""
+### migration_execute
+
+Execute a **migration file** on the target environment: `plan` verifies the file and compares
+it with the target, `apply_table` applies each unit (a table, or tables linked by foreign
+keys) in its own transaction, in parallel, and `collect` gathers the results and fails the run
+if any unit failed. Clear a failed `apply_table` map index to retry that table alone.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag
+
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, execute_chain, execute_params
+
+
+@dag(
+    dag_id="migration_execute",
+    schedule=None,
+    catchup=False,
+    tags=TAGS,
+    default_args=DEFAULT_ARGS,
+    params=execute_params(),
+    doc_md=__doc__,
+)
+def migration_execute() -> None:
+    execute_chain("{{ params.migration_file }}")
+
+
+migration_execute()

@@ -1,0 +1,31 @@
+"""
+### migration_sync
+
+Create a migration file from the source and execute it on the target in one run
+(staging → prod). Same params as `migration_create` and `migration_execute`.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import dag
+
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_params, create_task, execute_chain, execute_params
+
+
+@dag(
+    dag_id="migration_sync",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    tags=TAGS,
+    default_args=DEFAULT_ARGS,
+    params={**create_params(), **execute_params(with_file=False)},
+    doc_md=__doc__,
+)
+def migration_sync() -> None:
+    create = create_task()
+    done = execute_chain(create.output)
+    create >> done
+
+
+migration_sync()

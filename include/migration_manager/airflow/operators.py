@@ -1,0 +1,154 @@
+"""Custom operators: each one opens what it needs and makes one call into the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_manager.archive import ArchiveReader, open_archive
+from migration_manager.create import create_migration, new_migration_id
+from migration_manager.errors import MigrationError
+from migration_manager.execute import apply_unit, prepare
+from migration_manager.plan import Unit
+
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.store import migration_file_path, new_migration_file
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@contextmanager
+def engine_errors() -> Iterator[None]:
+    """Terminal engine errors fail the task without retries; transient ones are retried."""
+    try:
+        yield
+    except MigrationError as exc:
+        if exc.terminal:
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+@contextmanager
+def _archive(ref: str) -> Iterator[ArchiveReader]:
+    path = migration_file_path(ref)
+    with open_archive(path, name=str(path)) as reader:
+        yield reader
+
+
+class CreateMigrationOperator(BaseOperator):
+    """Write a migration file from the source database into the migration store.
+
+    :param source_conn_id: Airflow connection of the source database (templated)
+    :param profile: application profile, ``nocobase`` or ``generic`` (templated)
+    :param rules: the rules document, JSON text or object (templated)
+    :return: the migration file's URI
+    """
+
+    template_fields: Sequence[str] = ("source_conn_id", "profile", "rules")
+
+    def __init__(self, *, source_conn_id: str, profile: str = "nocobase", rules: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.source_conn_id = source_conn_id
+        self.profile = profile
+        self.rules = rules
+
+    def execute(self, context: Context) -> str:
+        with engine_errors():
+            env = environment(self.source_conn_id)
+            migration_id = new_migration_id()
+            with new_migration_file(migration_id) as (fh, dest):
+                result, _manifest = create_migration(
+                    env.dsn, fh, profile=self.profile, rules=self.rules, app_env=env.app_env, migration_id=migration_id
+                )
+        for warning in result.warnings:
+            self.log.warning("%s", warning)
+        self.log.info("Migration file %s: %d tables, %d rows", dest, result.tables, result.rows)
+        return str(dest)
+
+
+class PlanMigrationOperator(BaseOperator):
+    """Verify a migration file and check it against the target; return the units to apply.
+
+    :param migration_file: URI or store file name of the migration file (templated)
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :param allow_drop: also drop target columns/indexes the source lacks (templated)
+    :return: a list of small dicts, one per unit (mapped over by ``apply_table``)
+    """
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "allow_drop")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+        self.allow_drop = allow_drop
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with _archive(self.migration_file) as reader:
+                plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
+                manifest = reader.manifest
+        for warning in plan.warnings:
+            self.log.warning("%s", warning)
+        for item in plan.pending:
+            self.log.info("%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows")
+        self.log.info(
+            "Migration %s: %d unit(s) to apply, %d table(s) need nothing",
+            plan.migration_id,
+            len(plan.units),
+            len(plan.tables),
+        )
+        context["ti"].xcom_push(
+            key="report",
+            value={
+                "migration_id": plan.migration_id,
+                "migration_file": self.migration_file,
+                "source": manifest["source"].get("database"),
+                "units": [u.to_dict() for u in plan.units],
+                "rules": {e["name"]: e["rule"] for e in manifest["tables"]},
+                "quiet_tables": [t.to_dict() for t in plan.tables],
+                "warnings": list(plan.warnings),
+            },
+        )
+        return [{**u.to_dict(), "migration_file": self.migration_file} for u in plan.units]
+
+
+class ApplyUnitOperator(BaseOperator):
+    """Apply one unit (a table, or tables linked by foreign keys) in one transaction.
+
+    Idempotent: re-running a unit (retry, or clearing its map index) converges on the same state.
+
+    :param unit: the unit dict from ``plan`` (templated when mapped)
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :param allow_drop: also drop target columns/indexes the source lacks (templated)
+    :return: the unit's result: per table, rule, DDL executed, rows inserted/updated/deleted/unchanged, seconds
+    """
+
+    template_fields: Sequence[str] = ("unit", "target_conn_id", "allow_drop")
+
+    def __init__(self, *, unit: dict[str, Any], target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.unit = unit
+        self.target_conn_id = target_conn_id
+        self.allow_drop = allow_drop
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        unit = Unit.from_dict(self.unit)
+        self.log.info("Unit %s: %s", unit.id, unit.label)
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with _archive(self.unit["migration_file"]) as reader:
+                result = apply_unit(reader, env.dsn, unit, allow_drop=_as_bool(self.allow_drop))
+        return result.to_dict()

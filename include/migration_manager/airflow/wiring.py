@@ -1,0 +1,167 @@
+"""DAG building blocks shared by the DAG files: params, default args and the task chains.
+
+The DAG files in ``dags/`` declare structure only and call these. Nothing here touches a
+connection or the network at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import Param, TriggerRule, XComArg, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_manager.config import RULES
+from migration_manager.profiles import PROFILES
+from migration_manager.report import format_summary, summarize
+
+from migration_manager.airflow.operators import ApplyUnitOperator, CreateMigrationOperator, PlanMigrationOperator
+from migration_manager.airflow.store import store_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "migration-manager",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=15),
+}
+TAGS = ["migration-manager"]
+
+_GROUP_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "default": {"type": "string"},
+        "independent": {"type": "object", "additionalProperties": {"type": "string", "enum": list(RULES)}},
+    },
+}
+DEFAULT_RULES = {"system": {"default": "profile", "independent": {}}, "user": {"default": "schema-only", "independent": {}}}
+
+
+def create_params() -> dict[str, Param]:
+    return {
+        "source_conn_id": Param(
+            "migration_source",
+            type="string",
+            title="Source connection",
+            description="Airflow connection (postgres) of the environment to copy from, e.g. staging.",
+        ),
+        "profile": Param(
+            "nocobase",
+            type="string",
+            enum=sorted(PROFILES),
+            title="Application profile",
+            description="nocobase: NocoBase's built-in tables and default rules; generic: every table is user-defined.",
+        ),
+        "rules": Param(
+            DEFAULT_RULES,
+            type="object",
+            title="Migration rules",
+            description=(
+                "Default rule per group and independent rules per table. Rules: "
+                + ", ".join(RULES)
+                + '; system default may also be "profile" (each built-in table\'s own default).'
+            ),
+            schema={
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "system": {
+                        **_GROUP_SCHEMA,
+                        "properties": {
+                            **_GROUP_SCHEMA["properties"],
+                            "default": {"type": "string", "enum": ["profile", *RULES]},
+                        },
+                    },
+                    "user": {
+                        **_GROUP_SCHEMA,
+                        "properties": {**_GROUP_SCHEMA["properties"], "default": {"type": "string", "enum": list(RULES)}},
+                    },
+                },
+            },
+        ),
+    }
+
+
+def execute_params(*, with_file: bool = True) -> dict[str, Param]:
+    params: dict[str, Param] = {}
+    if with_file:
+        params["migration_file"] = Param(
+            type="string",
+            minLength=1,
+            title="Migration file",
+            description="URI returned by migration_create (or a file name in the migration store's files/ folder).",
+        )
+    params["target_conn_id"] = Param(
+        "migration_target",
+        type="string",
+        title="Target connection",
+        description="Airflow connection (postgres) of the environment to change, e.g. prod.",
+    )
+    params["allow_drop"] = Param(
+        False,
+        type="boolean",
+        title="Drop what the source lacks",
+        description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
+    )
+    return params
+
+
+def create_task() -> CreateMigrationOperator:
+    return CreateMigrationOperator(
+        task_id="create_migration_file",
+        source_conn_id="{{ params.source_conn_id }}",
+        profile="{{ params.profile }}",
+        rules="{{ params.rules | tojson }}",
+    )
+
+
+@task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+def collect(results: Any, **context: Any) -> dict[str, Any]:
+    """Gather every unit's result; fail the run when any unit failed (or never ran)."""
+    ti = context["ti"]
+    report = ti.xcom_pull(task_ids="plan", key="report")
+    if not report:
+        raise AirflowFailException("The plan task produced no report: the migration did not start (see the plan task's log)")
+    summary = summarize(report, list(results or []))
+    run_id = context["run_id"]
+    summary["run_id"] = run_id
+    path = store_root() / "logs" / str(summary["migration_id"]) / _safe(run_id) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=1))
+    log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
+    log.info("Summary written to %s", path)
+    if summary["status"] != "success":
+        failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
+        raise AirflowFailException(
+            f"{len(summary['failed_units'])} unit(s) failed: {failed}. Each failed unit was rolled back; "
+            "fix the cause and clear the failed apply_table task(s) to retry them alone."
+        )
+    return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")}
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+
+
+def execute_chain(migration_file: str | XComArg) -> Any:
+    """plan -> apply_table (mapped, one per unit) -> collect."""
+    plan = PlanMigrationOperator(
+        task_id="plan",
+        migration_file=migration_file,
+        target_conn_id="{{ params.target_conn_id }}",
+        allow_drop="{{ params.allow_drop }}",
+        retries=1,
+    )
+    applied = ApplyUnitOperator.partial(
+        task_id="apply_table",
+        target_conn_id="{{ params.target_conn_id }}",
+        allow_drop="{{ params.allow_drop }}",
+        map_index_template="{{ task.unit['label'] }}",
+    ).expand(unit=plan.output)
+    done = collect(applied.output)
+    plan >> applied >> done
+    return done
