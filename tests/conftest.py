@@ -1,0 +1,61 @@
+"""Shared fixtures: real PostgreSQL databases (created per test, dropped after), Airflow env.
+
+PostgreSQL comes from ``MM_PG_URL`` (``make test`` sets it from ``bin/pg-url``), default
+``postgresql://postgres@127.0.0.1:5432/postgres``. Airflow's environment is set here, before
+anything imports Airflow, so that DAG tests use a throwaway ``AIRFLOW_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mm-airflow-test-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+os.environ["MIGRATION_STORE"] = (_AIRFLOW_HOME / "migrations").as_uri()
+os.environ["MM_PROGRESS_SECONDS"] = "1"
+
+
+@pytest.fixture
+def new_db() -> Iterator[Callable[[], str]]:
+    """A factory of fresh databases; returns each one's DSN. All are dropped after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = create_database()
+        made.append(name)
+        return dsn_for(name)
+
+    yield make
+    for name in made:
+        drop_database(name)
+
+
+@pytest.fixture
+def source(new_db: Callable[[], str]) -> str:
+    return new_db()
+
+
+@pytest.fixture
+def target(new_db: Callable[[], str]) -> str:
+    return new_db()
+
+
+@pytest.fixture
+def nocobase_pair(new_db: Callable[[], str]) -> tuple[str, str]:
+    """Fresh databases loaded from the real NocoBase fixture: (staging, prod)."""
+    staging, prod = new_db(), new_db()
+    load_dump(staging, FIXTURES / "dev_staging.sql")
+    load_dump(prod, FIXTURES / "dev_prod.sql")
+    return staging, prod
