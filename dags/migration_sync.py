@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_params, create_task, execute_chain, execute_params
+from migration_manager.airflow.wiring import (
+    DEFAULT_ARGS,
+    TAGS,
+    create_params,
+    create_task,
+    execute_chain,
+    execute_params,
+)
 
 
 @dag(

@@ -21,7 +21,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, Protocol
 
 import zstandard
 
@@ -63,7 +63,7 @@ class _HashingWriter(io.RawIOBase):
 class ArchiveWriter:
     """Writes a migration file; data members first, the manifest last."""
 
-    def __init__(self, fileobj: BinaryIO, *, level: int = 1):
+    def __init__(self, fileobj: IO[bytes], *, level: int = 1):
         self._zip = zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
         self._level = level
         self.members: dict[str, dict[str, int | str]] = {}
@@ -77,7 +77,7 @@ class ArchiveWriter:
             hashing = _HashingWriter(raw)
             compressor = zstandard.ZstdCompressor(level=self._level, threads=-1)
             with compressor.stream_writer(hashing, closefd=False) as writer:  # type: ignore[arg-type]
-                yield writer  # type: ignore[misc]
+                yield writer
             self.members[member] = {"sha256": hashing.sha.hexdigest(), "bytes": hashing.size}
 
     def finish(self, manifest: dict[str, Any]) -> bytes:
@@ -120,25 +120,33 @@ class _VerifyingReader(io.RawIOBase):
 class ArchiveReader:
     """Opens a migration file and checks its format and the manifest's checksum."""
 
-    def __init__(self, fileobj: BinaryIO, *, name: str = "migration file"):
+    def __init__(self, fileobj: IO[bytes], *, name: str = "migration file"):
         self.name = name
         try:
             self._zip = zipfile.ZipFile(fileobj, "r")
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ArchiveError(f"{name} is not a migration file or is truncated ({exc}); create it again") from exc
+            raise ArchiveError(
+                f"{name} is not a migration file or is truncated ({exc}); create it again"
+            ) from exc
         names = self._zip.namelist()
         for member in names:
             if member not in (MANIFEST, MANIFEST_SUM) and not _MEMBER.match(member):
-                raise ArchiveError(f"{name} has an unexpected member {member!r} (path outside the archive layout); refusing it")
+                raise ArchiveError(
+                    f"{name} has an unexpected member {member!r} (path outside the archive layout); refusing it"
+                )
         if MANIFEST not in names or MANIFEST_SUM not in names:
             raise ArchiveError(f"{name} has no manifest; it is not a migration file of this tool")
         try:
             body = self._zip.read(MANIFEST)
             expected = self._zip.read(MANIFEST_SUM).decode("ascii").strip()
         except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError) as exc:
-            raise ArchiveError(f"{name}: the manifest is damaged ({exc}); create the migration file again") from exc
+            raise ArchiveError(
+                f"{name}: the manifest is damaged ({exc}); create the migration file again"
+            ) from exc
         if hashlib.sha256(body).hexdigest() != expected:
-            raise ArchiveError(f"{name}: the manifest fails its checksum (modified or corrupt); create the migration file again")
+            raise ArchiveError(
+                f"{name}: the manifest fails its checksum (modified or corrupt); create the migration file again"
+            )
         try:
             self.manifest: dict[str, Any] = json.loads(body)
         except json.JSONDecodeError as exc:
@@ -154,7 +162,9 @@ class ArchiveReader:
         members = self.manifest.get("members") or {}
         for member in members:
             if not _MEMBER.match(member) or member not in names:
-                raise ArchiveError(f"{name}: the manifest names member {member!r}, which the archive lacks or may not contain")
+                raise ArchiveError(
+                    f"{name}: the manifest names member {member!r}, which the archive lacks or may not contain"
+                )
 
     def close(self) -> None:
         self._zip.close()
@@ -177,7 +187,9 @@ class ArchiveReader:
         """The stored (compressed) bytes of ``member``, checksum-verified as they are read."""
         info = self._member_info(member)
         with self._zip.open(member) as raw:
-            yield io.BufferedReader(_VerifyingReader(raw, info["sha256"], member, int(info["bytes"])), CHUNK)
+            yield io.BufferedReader(
+                _VerifyingReader(raw, info["sha256"], member, int(info["bytes"])), CHUNK
+            )
 
     @contextmanager
     def data(self, member: str) -> Iterator[IO[bytes]]:
@@ -185,11 +197,15 @@ class ArchiveReader:
         with self.raw(member) as raw:
             reader = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, closefd=False)
             try:
-                yield reader  # type: ignore[misc]
-                while raw.read(CHUNK):  # to EOF, so the checksum is checked even if unread bytes follow
+                yield reader
+                while raw.read(
+                    CHUNK
+                ):  # to EOF, so the checksum is checked even if unread bytes follow
                     pass
             except zstandard.ZstdError as exc:
-                raise ArchiveError(f"{self.name}: member {member} does not decompress ({exc}); the file is damaged") from exc
+                raise ArchiveError(
+                    f"{self.name}: member {member} does not decompress ({exc}); the file is damaged"
+                ) from exc
             finally:
                 reader.close()
 
@@ -207,7 +223,9 @@ def open_archive(path: Openable, *, name: str | None = None) -> Iterator[Archive
     try:
         fh = path.open("rb")
     except FileNotFoundError as exc:
-        raise ArchiveError(f"Migration file {label} does not exist; check the migration_file param") from exc
+        raise ArchiveError(
+            f"Migration file {label} does not exist; check the migration_file param"
+        ) from exc
     except OSError as exc:
         raise ArchiveError(f"Migration file {label} cannot be opened ({exc})") from exc
     try:

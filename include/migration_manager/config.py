@@ -62,12 +62,18 @@ class RuleSet:
             try:
                 doc = json.loads(doc)
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"{source}: not valid JSON ({exc}); give an object like {{\"user\": {{\"default\": \"schema-only\"}}}}") from exc
+                raise ConfigError(
+                    f'{source}: not valid JSON ({exc}); give an object like {{"user": {{"default": "schema-only"}}}}'
+                ) from exc
         if not isinstance(doc, Mapping):
-            raise ConfigError(f"{source}: expected an object with keys 'system' and/or 'user', got {type(doc).__name__}")
+            raise ConfigError(
+                f"{source}: expected an object with keys 'system' and/or 'user', got {type(doc).__name__}"
+            )
         unknown = sorted(set(doc) - set(GROUPS))
         if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: 'system', 'user'")
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: 'system', 'user'"
+            )
         groups: dict[str, GroupRules] = {}
         for group in GROUPS:
             part = doc.get(group) or {}
@@ -76,14 +82,19 @@ class RuleSet:
                 raise ConfigError(f"{where}: expected an object with 'default' and 'independent'")
             bad = sorted(set(part) - {"default", "independent"})
             if bad:
-                raise ConfigError(f"{where}: unknown key(s) {', '.join(map(repr, bad))}; allowed: 'default', 'independent'")
+                raise ConfigError(
+                    f"{where}: unknown key(s) {', '.join(map(repr, bad))}; allowed: 'default', 'independent'"
+                )
             fallback = PROFILE_DEFAULT if group == SYSTEM else SCHEMA_ONLY
-            default = _check_rule(part.get("default", fallback), f"{where}.default", allow_profile=group == SYSTEM)
+            default = _check_rule(
+                part.get("default", fallback), f"{where}.default", allow_profile=group == SYSTEM
+            )
             independent = part.get("independent") or {}
             if not isinstance(independent, Mapping):
                 raise ConfigError(f"{where}.independent: expected an object of table name -> rule")
             checked = {
-                str(table): _check_rule(rule, f"{where}.independent[{table!r}]") for table, rule in independent.items()
+                str(table): _check_rule(rule, f"{where}.independent[{table!r}]")
+                for table, rule in independent.items()
             }
             groups[group] = GroupRules(default, checked)
         return cls(system=groups[SYSTEM], user=groups[USER])
@@ -104,7 +115,8 @@ class RuleSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            g: {"default": self.group(g).default, "independent": dict(self.group(g).independent)} for g in GROUPS
+            g: {"default": self.group(g).default, "independent": dict(self.group(g).independent)}
+            for g in GROUPS
         }
 
 
@@ -131,7 +143,9 @@ def parse_env_file(text: str) -> dict[str, str]:
     return out
 
 
-def app_env_from_extra(extra: Mapping[str, Any] | None, *, conn_id: str = "connection") -> dict[str, str]:
+def app_env_from_extra(
+    extra: Mapping[str, Any] | None, *, conn_id: str = "connection"
+) -> dict[str, str]:
     """An environment's app settings from its connection's extra (``app_env`` or ``app_env_file``)."""
     extra = extra or {}
     env: dict[str, str] = {}
@@ -140,7 +154,9 @@ def app_env_from_extra(extra: Mapping[str, Any] | None, *, conn_id: str = "conne
         try:
             env.update(parse_env_file(path.read_text(encoding="utf-8")))
         except OSError as exc:
-            raise ConfigError(f"{conn_id}: app_env_file {path} cannot be read ({exc.strerror}); fix the path in the connection's extra") from exc
+            raise ConfigError(
+                f"{conn_id}: app_env_file {path} cannot be read ({exc.strerror}); fix the path in the connection's extra"
+            ) from exc
     raw = extra.get("app_env")
     if isinstance(raw, str) and raw.strip():
         try:

@@ -7,7 +7,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import sqlalchemy as sa
@@ -37,7 +37,7 @@ class CreateResult:
 
 
 def new_migration_id(now: datetime | None = None) -> str:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     return f"mig-{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
@@ -132,7 +132,7 @@ def create_migration(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "id": mid,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "profile": prof.name,
         "rules": ruleset.to_dict(),

@@ -24,7 +24,9 @@ class PlanError(MigrationError):
     def __init__(self, problems: list[str], *, heading: str = "The migration plan was refused"):
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{heading} ({len(self.problems)} problem(s)); nothing was written:\n{lines}")
+        super().__init__(
+            f"{heading} ({len(self.problems)} problem(s)); nothing was written:\n{lines}"
+        )
 
 
 class ArchiveError(MigrationError):

@@ -53,7 +53,8 @@ class TableResult:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TableResult:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,31 @@ class UnitResult:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"unit": self.unit, "tables": [t.to_dict() for t in self.tables], "seconds": self.seconds}
+        return {
+            "unit": self.unit,
+            "tables": [t.to_dict() for t in self.tables],
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> UnitResult:
-        return cls(unit=d["unit"], tables=tuple(TableResult.from_dict(t) for t in d["tables"]), seconds=d["seconds"])
+        return cls(
+            unit=d["unit"],
+            tables=tuple(TableResult.from_dict(t) for t in d["tables"]),
+            seconds=d["seconds"],
+        )
 
 
 @dataclass(frozen=True)
 class ExecutionPlan:
     migration_id: str
     units: tuple[Unit, ...]
-    tables: tuple[TableResult, ...] = field(default=())  # tables needing no unit (skipped / unchanged)
-    pending: tuple[dict[str, Any], ...] = field(default=())  # per table: rule and structure changes to make
+    tables: tuple[TableResult, ...] = field(
+        default=()
+    )  # tables needing no unit (skipped / unchanged)
+    pending: tuple[dict[str, Any], ...] = field(
+        default=()
+    )  # per table: rule and structure changes to make
     warnings: tuple[str, ...] = ()
 
 
@@ -91,7 +104,9 @@ def _target_pk(conn: sa.Connection, schema: str, table: str) -> tuple[str, ...] 
     return tuple(pk.get("constrained_columns") or ())
 
 
-def prepare(reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False, verify: bool = True) -> ExecutionPlan:
+def prepare(
+    reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False, verify: bool = True
+) -> ExecutionPlan:
     """Check the file and the target; return the units that have work to do. Writes nothing."""
     if verify:
         reader.verify()
@@ -120,12 +135,21 @@ def prepare(reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False,
                 needs_work.add(name)
                 pending.append({"table": name, "rule": rule, "changes": changes})
             else:
-                quiet.append(TableResult(name, rule, "unchanged", warnings=tuple(f"kept: {c.description}" for c in diff.skipped)))
+                quiet.append(
+                    TableResult(
+                        name,
+                        rule,
+                        "unchanged",
+                        warnings=tuple(f"kept: {c.description}" for c in diff.skipped),
+                    )
+                )
         conn.rollback()
     if problems:
         raise PlanError(problems, heading="The migration cannot be applied to this target")
     unit_list = tuple(
-        Unit.from_dict(u) for u in reader.manifest["units"] if any(t in needs_work for t in u["tables"])
+        Unit.from_dict(u)
+        for u in reader.manifest["units"]
+        if any(t in needs_work for t in u["tables"])
     )
     return ExecutionPlan(
         migration_id=reader.manifest["id"],
@@ -149,13 +173,20 @@ def _fix_sequences(
         if seq.column is None:
             continue
         row = cur.execute(
-            "SELECT pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), %s)", (schema, structure.name, seq.column)
+            "SELECT pg_get_serial_sequence(format('%%I.%%I', %s::text, %s::text), %s)",
+            (schema, structure.name, seq.column),
         ).fetchone()
         seq_name = row[0] if row and row[0] else None
         if seq_name is None:
-            seq_name = sql.SQL("{}").format(pg.qualified(seq.schema or schema, seq.name)).as_string(cur.connection)
+            seq_name = (
+                sql.SQL("{}")
+                .format(pg.qualified(seq.schema or schema, seq.name))
+                .as_string(cur.connection)
+            )
         m = cur.execute(
-            sql.SQL("SELECT max({})::bigint FROM {}").format(sql.Identifier(seq.column), pg.qualified(schema, structure.name))
+            sql.SQL("SELECT max({})::bigint FROM {}").format(
+                sql.Identifier(seq.column), pg.qualified(schema, structure.name)
+            )
         ).fetchone()
         candidates = [m[0] if m else None]
         if rule in DATA_RULES:
@@ -164,11 +195,15 @@ def _fix_sequences(
         if not values:
             continue
         wanted = max(values)
-        last = cur.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name))).fetchone()
+        last = cur.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name))
+        ).fetchone()
         assert last is not None
         if (last[1] and last[0] >= wanted) or (not last[1] and last[0] > wanted):
             continue
-        query = sql.SQL("SELECT setval({}, {}, true)").format(sql.Literal(seq_name), sql.Literal(wanted))
+        query = sql.SQL("SELECT setval({}, {}, true)").format(
+            sql.Literal(seq_name), sql.Literal(wanted)
+        )
         counts.statements.append(query.as_string(cur.connection))
         cur.execute(query)
 
@@ -186,7 +221,10 @@ def apply_unit(
     entries = _entries(reader)
     missing = [t for t in unit.tables if t not in entries]
     if missing:
-        raise ApplyError(f"Unit {unit.id} names tables the migration file lacks: {', '.join(missing)}", terminal=True)
+        raise ApplyError(
+            f"Unit {unit.id} names tables the migration file lacks: {', '.join(missing)}",
+            terminal=True,
+        )
     structures = {t: TableStructure.from_dict(entries[t]["structure"]) for t in unit.tables}
     rule_of = {t: entries[t]["rule"] for t in unit.tables}
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
@@ -209,9 +247,13 @@ def apply_unit(
                     conn.exec_driver_sql(stmt)
                     ddl[_name].append(stmt)
 
-                if structure.schema and not conn.execute(
-                    sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": structure.schema}
-                ).first():
+                if (
+                    structure.schema
+                    and not conn.execute(
+                        sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"),
+                        {"s": structure.schema},
+                    ).first()
+                ):
                     execute(f'CREATE SCHEMA IF NOT EXISTS "{structure.schema}"')
                 ensure_sequences(conn, structure, execute)
                 diff = diff_table(conn, structure, allow_drop=allow_drop)
@@ -220,8 +262,12 @@ def apply_unit(
                 ddl[name].extend(recorder.statements)
                 own_sequences(conn, structure, execute)
                 for skipped in diff.skipped:
-                    warnings[name].append(f"kept in the target (dropping is off): {skipped.description}")
-                    log.warning("%s: kept in the target (allow_drop is off): %s", name, skipped.description)
+                    warnings[name].append(
+                        f"kept in the target (dropping is off): {skipped.description}"
+                    )
+                    log.warning(
+                        "%s: kept in the target (allow_drop is off): %s", name, skipped.description
+                    )
                 seconds[name] += time.monotonic() - t0
 
             # 2. rows: stage, delete (dependents first), write (referenced first)
@@ -251,7 +297,11 @@ def apply_unit(
                 else:
                     with reader.data(entries[name]["data"]["member"]) as stream:
                         staged[name] = rules.stage(
-                            cur, counts[name], t, stream, f"mm_stage_{zlib.crc32(name.encode()):08x}"
+                            cur,
+                            counts[name],
+                            t,
+                            stream,
+                            f"mm_stage_{zlib.crc32(name.encode()):08x}",
                         )
                 seconds[name] += time.monotonic() - t0
             replace: set[str] = set()
@@ -295,7 +345,9 @@ def apply_unit(
     except MigrationError as exc:
         raise ApplyError(f"{current}: {exc}", terminal=exc.terminal) from exc
     except (psycopg.OperationalError, sa.exc.OperationalError) as exc:
-        raise TransientError(f"{current}: {_pg_message(exc)}; the unit was rolled back and may be retried") from exc
+        raise TransientError(
+            f"{current}: {_pg_message(exc)}; the unit was rolled back and may be retried"
+        ) from exc
     except (psycopg.Error, sa.exc.SQLAlchemyError) as exc:
         raise ApplyError(
             f"{current}: {_pg_message(exc)}; the unit ({', '.join(unit.tables)}) was rolled back, the target is unchanged",
@@ -324,7 +376,9 @@ def apply_unit(
         if on_sql:
             for stmt in ddl[name]:
                 on_sql(stmt)
-    result = UnitResult(unit=unit.id, tables=tuple(results), seconds=round(time.monotonic() - started, 3))
+    result = UnitResult(
+        unit=unit.id, tables=tuple(results), seconds=round(time.monotonic() - started, 3)
+    )
     for r in results:
         log.info(
             "%s (%s): %s; %d DDL, +%d ~%d -%d =%d rows in %.2f s",

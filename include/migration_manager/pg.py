@@ -26,17 +26,23 @@ def redact(dsn: str) -> str:
     return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
 
 
-def connect(dsn: str, *, autocommit: bool = False, application_name: str = "migration-manager") -> psycopg.Connection[Any]:
+def connect(
+    dsn: str, *, autocommit: bool = False, application_name: str = "migration-manager"
+) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(dsn, autocommit=autocommit, application_name=application_name)
     except psycopg.OperationalError as exc:
         # libpq's message names host and database, never the password.
-        raise TransientError(f"Cannot connect to PostgreSQL ({redact(dsn)}): {exc}".strip()) from exc
+        raise TransientError(
+            f"Cannot connect to PostgreSQL ({redact(dsn)}): {exc}".strip()
+        ) from exc
 
 
 def sa_engine(dsn: str) -> sa.Engine:
     """A SQLAlchemy engine on psycopg 3 that opens plain libpq connections from ``dsn``."""
-    return sa.create_engine("postgresql+psycopg://", creator=lambda: connect(dsn), poolclass=NullPool)
+    return sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: connect(dsn), poolclass=NullPool
+    )
 
 
 @contextlib.contextmanager
@@ -57,7 +63,9 @@ def qualified(schema: str | None, name: str) -> sql.Composable:
 
 def ident_list(names: list[str] | tuple[str, ...], prefix: str | None = None) -> sql.Composable:
     if prefix:
-        return sql.SQL(", ").join(sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(n)) for n in names)
+        return sql.SQL(", ").join(
+            sql.SQL("{}.{}").format(sql.Identifier(prefix), sql.Identifier(n)) for n in names
+        )
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 

@@ -66,7 +66,11 @@ class Unit:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Unit:
-        return cls(id=str(d["id"]), tables=tuple(d["tables"]), label=str(d.get("label") or ", ".join(d["tables"])))
+        return cls(
+            id=str(d["id"]),
+            tables=tuple(d["tables"]),
+            label=str(d.get("label") or ", ".join(d["tables"])),
+        )
 
 
 def refusal(table: str, rule: str, structure: TableStructure, source: str) -> str | None:
@@ -77,7 +81,9 @@ def refusal(table: str, rule: str, structure: TableStructure, source: str) -> st
         return f"{table}: {rule} ({source}) needs a primary key and {table} has none; use overwrite or schema-only"
     auto = structure.auto_increment_columns
     if auto:
-        kind = structure.key_kind if structure.key_kind in ("serial", "identity") else "auto-increment"
+        kind = (
+            structure.key_kind if structure.key_kind in ("serial", "identity") else "auto-increment"
+        )
         return (
             f"{table}: {rule} ({source}) is refused for tables with an auto-increment id "
             f"({', '.join(auto)} is {kind}); use overwrite or schema-only"
@@ -95,7 +101,9 @@ def resolve(
     problems: list[str] = []
     warnings: list[str] = [c.note for c in classes.values() if c.note]
 
-    independent: dict[str, tuple[str, str]] = {}  # physical table -> (rule, group it was listed under)
+    independent: dict[
+        str, tuple[str, str]
+    ] = {}  # physical table -> (rule, group it was listed under)
     for group in (SYSTEM, USER):
         for name, rule in rules.group(group).independent.items():
             table = name if name in structures else scope.physical(name)
@@ -106,10 +114,14 @@ def resolve(
                 )
                 continue
             if table in independent and independent[table][0] != rule:
-                problems.append(f"{name}: independent rules disagree ({independent[table][0]} and {rule}); keep one")
+                problems.append(
+                    f"{name}: independent rules disagree ({independent[table][0]} and {rule}); keep one"
+                )
                 continue
             if classes[table].group != group:
-                warnings.append(f"{name}: listed under {group} independent rules but is a {classes[table].group} table; applied anyway")
+                warnings.append(
+                    f"{name}: listed under {group} independent rules but is a {classes[table].group} table; applied anyway"
+                )
             independent[table] = (rule, group)
 
     resolved: dict[str, tuple[str, str]] = {}
@@ -195,7 +207,9 @@ def units(plans: list[TablePlan], structures: Mapping[str, TableStructure]) -> l
         order: list[str] = []
         pending = sorted(members)
         while pending:
-            ready = [t for t in pending if deps[t] <= set(order)] or pending[:1]  # a cycle: break it
+            ready = [t for t in pending if deps[t] <= set(order)] or pending[
+                :1
+            ]  # a cycle: break it
             order.append(ready[0])
             pending.remove(ready[0])
         ordered_groups.append(order)

@@ -90,7 +90,9 @@ class Profile:
         """The checked settings' effective values (defaults filled in)."""
         return {s.name: s.normalise(env) for s in self.checked_settings}
 
-    def classify(self, conn: sa.Connection, scope: TableScope, tables: list[str]) -> dict[str, TableClass]:
+    def classify(
+        self, conn: sa.Connection, scope: TableScope, tables: list[str]
+    ) -> dict[str, TableClass]:
         return {t: TableClass(t, USER, SCHEMA_ONLY) for t in tables}
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
@@ -99,7 +101,11 @@ class Profile:
 
 @cache
 def nocobase_builtin_rules() -> dict[str, str]:
-    text = resources.files("migration_manager.data").joinpath("nocobase_builtin_tables.tsv").read_text("utf-8")
+    text = (
+        resources.files("migration_manager.data")
+        .joinpath("nocobase_builtin_tables.tsv")
+        .read_text("utf-8")
+    )
     rules: dict[str, str] = {}
     for line in text.splitlines()[1:]:
         if line.strip():
@@ -135,21 +141,36 @@ class NocoBaseProfile(Profile):
     def settings(self, env: Mapping[str, str]) -> dict[str, str]:
         values = super().settings(env)
         # NocoBase's collection manager uses DB_SCHEMA unless told otherwise.
-        values["COLLECTION_MANAGER_SCHEMA"] = values["COLLECTION_MANAGER_SCHEMA"] or values["DB_SCHEMA"]
+        values["COLLECTION_MANAGER_SCHEMA"] = (
+            values["COLLECTION_MANAGER_SCHEMA"] or values["DB_SCHEMA"]
+        )
         return values
 
     def scope(self, env: Mapping[str, str]) -> TableScope:
         s = self.settings(env)
-        return TableScope(schema=s["DB_SCHEMA"], prefix=s["DB_TABLE_PREFIX"], underscored=s["DB_UNDERSCORED"] == "true")
+        return TableScope(
+            schema=s["DB_SCHEMA"],
+            prefix=s["DB_TABLE_PREFIX"],
+            underscored=s["DB_UNDERSCORED"] == "true",
+        )
 
-    def _rows(self, conn: sa.Connection, scope: TableScope, table: str, columns: list[str], tables: set[str]) -> list[Any]:
+    def _rows(
+        self,
+        conn: sa.Connection,
+        scope: TableScope,
+        table: str,
+        columns: list[str],
+        tables: set[str],
+    ) -> list[Any]:
         physical = scope.physical(table)
         if physical not in tables:
             return []
         cols = ", ".join(f'"{scope.column(c)}"' for c in columns)
         return list(conn.execute(sa.text(f'SELECT {cols} FROM "{scope.schema}"."{physical}"')))
 
-    def classify(self, conn: sa.Connection, scope: TableScope, tables: list[str]) -> dict[str, TableClass]:
+    def classify(
+        self, conn: sa.Connection, scope: TableScope, tables: list[str]
+    ) -> dict[str, TableClass]:
         present = set(tables)
         builtin = {scope.physical(k): v for k, v in nocobase_builtin_rules().items()}
         collections: dict[str, dict[str, Any]] = {}  # physical table -> options
@@ -184,35 +205,56 @@ class NocoBaseProfile(Profile):
         for t in tables:
             opts = collections.get(t, {})
             allowed = opts.get("migrationRules")
-            allowed_rules = tuple(dict.fromkeys(r for r in allowed if r in RULES)) if isinstance(allowed, list) and allowed else None
+            allowed_rules = (
+                tuple(dict.fromkeys(r for r in allowed if r in RULES))
+                if isinstance(allowed, list) and allowed
+                else None
+            )
             if t in builtin:
                 out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
             elif t in through:
-                sides = tuple(sorted(s for s in through[t] if s in present))
-                group = USER if any(group_of(s) == USER for s in sides) else SYSTEM
-                out[t] = TableClass(t, group, SCHEMA_ONLY, allowed_rules, companion_of=sides)
+                linked = tuple(sorted(s for s in through[t] if s in present))
+                group = USER if any(group_of(s) == USER for s in linked) else SYSTEM
+                out[t] = TableClass(t, group, SCHEMA_ONLY, allowed_rules, companion_of=linked)
             elif t in tree_paths:
                 tree = tree_paths[t]
-                out[t] = TableClass(t, group_of(tree), SCHEMA_ONLY, None, companion_of=(tree,) if tree in present else ())
+                out[t] = TableClass(
+                    t,
+                    group_of(tree),
+                    SCHEMA_ONLY,
+                    None,
+                    companion_of=(tree,) if tree in present else (),
+                )
             elif t in collections and opts.get("origin"):
                 first = allowed_rules[0] if allowed_rules else SCHEMA_ONLY
-                note = None if allowed_rules else f"{t}: built-in collection of {opts['origin']} without migrationRules; schema-only by default"
+                note = (
+                    None
+                    if allowed_rules
+                    else f"{t}: built-in collection of {opts['origin']} without migrationRules; schema-only by default"
+                )
                 out[t] = TableClass(t, SYSTEM, first, allowed_rules, note=note)
             elif t in collections:
                 out[t] = TableClass(t, USER, SCHEMA_ONLY, allowed_rules)
             else:
                 out[t] = TableClass(
-                    t, SYSTEM, SCHEMA_ONLY, None, note=f"{t}: not a known NocoBase built-in table nor a collection; schema-only by default"
+                    t,
+                    SYSTEM,
+                    SCHEMA_ONLY,
+                    None,
+                    note=f"{t}: not a known NocoBase built-in table nor a collection; schema-only by default",
                 )
         return out
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         exists = conn.execute(
-            sa.text("SELECT to_regclass(:name)"), {"name": f'"{scope.schema}"."{scope.physical("applicationVersion")}"'}
+            sa.text("SELECT to_regclass(:name)"),
+            {"name": f'"{scope.schema}"."{scope.physical("applicationVersion")}"'},
         ).scalar()
         if exists is None:
             return None
-        rows = self._rows(conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")})
+        rows = self._rows(
+            conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")}
+        )
         return str(rows[0][0]) if rows else None
 
 
@@ -224,4 +266,6 @@ def get_profile(name: str | None) -> Profile:
     try:
         return PROFILES[key]
     except KeyError:
-        raise ConfigError(f"Unknown profile {name!r}; use one of {', '.join(sorted(PROFILES))}") from None
+        raise ConfigError(
+            f"Unknown profile {name!r}; use one of {', '.join(sorted(PROFILES))}"
+        ) from None

@@ -27,7 +27,9 @@ class Progress:
         self.expected_rows = max(int(expected_rows or 0), 0)
         self.expected_bytes = expected_bytes
         self.log = logger
-        self.interval = interval if interval is not None else float(os.environ.get("MM_PROGRESS_SECONDS", "10"))
+        self.interval = (
+            interval if interval is not None else float(os.environ.get("MM_PROGRESS_SECONDS", "10"))
+        )
         self.started = self.last = time.monotonic()
         self.bytes = 0
 
@@ -54,11 +56,21 @@ class Progress:
             )
         else:
             self.log.info(
-                "%s: %.1f MB so far (about %d rows expected), %.1f MB/s", self.what, mb, self.expected_rows, mb / elapsed
+                "%s: %.1f MB so far (about %d rows expected), %.1f MB/s",
+                self.what,
+                mb,
+                self.expected_rows,
+                mb / elapsed,
             )
 
     def done(self, rows: int | None = None) -> float:
         seconds = time.monotonic() - self.started
         if seconds >= self.interval:
-            self.log.info("%s: done, %s rows, %.1f MB in %.1f s", self.what, rows if rows is not None else "?", self.bytes / 1e6, seconds)
+            self.log.info(
+                "%s: done, %s rows, %.1f MB in %.1f s",
+                self.what,
+                rows if rows is not None else "?",
+                self.bytes / 1e6,
+                seconds,
+            )
         return seconds

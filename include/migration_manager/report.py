@@ -17,9 +17,16 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
     tables += [TableResult.from_dict(t) for t in report.get("quiet_tables", [])]
     for unit in failed:
         for name in unit["tables"]:
-            tables.append(TableResult(table=name, rule=report.get("rules", {}).get(name, "?"), status="failed"))
+            tables.append(
+                TableResult(
+                    table=name, rule=report.get("rules", {}).get(name, "?"), status="failed"
+                )
+            )
     tables.sort(key=lambda t: t.table)
-    totals = {k: sum(getattr(t, k) for t in tables) for k in ("inserted", "updated", "deleted", "unchanged")}
+    totals = {
+        k: sum(getattr(t, k) for t in tables)
+        for k in ("inserted", "updated", "deleted", "unchanged")
+    }
     return {
         "migration_id": report.get("migration_id"),
         "migration_file": report.get("migration_file"),
@@ -33,7 +40,17 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
 
 def format_summary(summary: Mapping[str, Any], *, only_changed: bool = False) -> str:
     """A plain-text table: table, rule, status, rows inserted/updated/deleted/unchanged, DDL, seconds."""
-    header = ("table", "rule", "status", "inserted", "updated", "deleted", "unchanged", "ddl", "seconds")
+    header = (
+        "table",
+        "rule",
+        "status",
+        "inserted",
+        "updated",
+        "deleted",
+        "unchanged",
+        "ddl",
+        "seconds",
+    )
     rows = [header]
     for t in summary["tables"]:
         if only_changed and t["status"] in ("unchanged", "skipped"):
@@ -53,7 +70,10 @@ def format_summary(summary: Mapping[str, Any], *, only_changed: bool = False) ->
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = [
-        "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        "  ".join(
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
         for r in rows
     ]
     totals = summary["totals"]

@@ -46,14 +46,25 @@ class Target:
         return pg.qualified(self.schema, self.name)
 
 
-def _run(cur: psycopg.Cursor[Any], counts: Counts, query: sql.Composable, params: Any = None) -> psycopg.Cursor[Any]:
+def _run(
+    cur: psycopg.Cursor[Any], counts: Counts, query: sql.Composed, params: Any = None
+) -> psycopg.Cursor[Any]:
     counts.statements.append(query.as_string(cur.connection))
     return cur.execute(query, params)
 
 
-def copy_in(cur: psycopg.Cursor[Any], counts: Counts, into: sql.Composable, t: Target, stream: IO[bytes], what: str) -> int:
+def copy_in(
+    cur: psycopg.Cursor[Any],
+    counts: Counts,
+    into: sql.Composable,
+    t: Target,
+    stream: IO[bytes],
+    what: str,
+) -> int:
     """Stream a binary COPY from ``stream`` into ``into``; returns rows loaded."""
-    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(into, pg.ident_list(t.columns))
+    query = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+        into, pg.ident_list(t.columns)
+    )
     counts.statements.append(query.as_string(cur.connection))
     progress = Progress(what, t.rows, log, expected_bytes=t.raw_bytes)
     with cur.copy(query) as copy:
@@ -70,7 +81,9 @@ def is_empty(cur: psycopg.Cursor[Any], t: Target) -> bool:
     return bool(row and row[0])
 
 
-def stage(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stream: IO[bytes], name: str) -> sql.Identifier:
+def stage(
+    cur: psycopg.Cursor[Any], counts: Counts, t: Target, stream: IO[bytes], name: str
+) -> sql.Identifier:
     """Load the source rows into a temporary table shaped like the target's source columns."""
     stage_ident = sql.Identifier(name)
     _run(
@@ -91,12 +104,16 @@ def _row_text(alias: str, columns: tuple[str, ...]) -> sql.Composable:
 
 def _key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
     return sql.SQL(" AND ").join(
-        sql.SQL("{}.{} = {}.{}").format(sql.Identifier(a), sql.Identifier(k), sql.Identifier(b), sql.Identifier(k))
+        sql.SQL("{}.{} = {}.{}").format(
+            sql.Identifier(a), sql.Identifier(k), sql.Identifier(b), sql.Identifier(k)
+        )
         for k in key
     )
 
 
-def delete_missing(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier) -> None:
+def delete_missing(
+    cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier
+) -> None:
     """Delete target rows whose key the source no longer has."""
     query = sql.SQL("DELETE FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
         t.ident, stage_ident, _key_match("s", "d", t.key)
@@ -104,22 +121,40 @@ def delete_missing(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_id
     counts.deleted += _run(cur, counts, query).rowcount
 
 
-def upsert(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier, *, update: bool, total: int) -> None:
+def upsert(
+    cur: psycopg.Cursor[Any],
+    counts: Counts,
+    t: Target,
+    stage_ident: sql.Identifier,
+    *,
+    update: bool,
+    total: int,
+) -> None:
     """INSERT ... ON CONFLICT (key): update rows that differ (or leave them), insert new ones."""
     non_key = tuple(c for c in t.columns if c not in t.key)
     if update and non_key:
         action = sql.SQL("DO UPDATE SET {} WHERE {} IS DISTINCT FROM {}").format(
-            sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c)) for c in non_key),
+            sql.SQL(", ").join(
+                sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+                for c in non_key
+            ),
             _row_text("d", non_key),
             _row_text("excluded", non_key),
         )
     else:
-        action = sql.SQL("DO NOTHING")
+        action = sql.Composed([sql.SQL("DO NOTHING")])
     query = sql.SQL(
         "WITH r AS (INSERT INTO {} AS d ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} "
         "ON CONFLICT ({}) {} RETURNING (d.xmax = 0) AS inserted) "
         "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM r"
-    ).format(t.ident, pg.ident_list(t.columns), pg.ident_list(t.columns), stage_ident, pg.ident_list(t.key), action)
+    ).format(
+        t.ident,
+        pg.ident_list(t.columns),
+        pg.ident_list(t.columns),
+        stage_ident,
+        pg.ident_list(t.key),
+        action,
+    )
     row = _run(cur, counts, query).fetchone()
     assert row is not None
     inserted, updated = int(row[0]), int(row[1])
@@ -132,7 +167,9 @@ def delete_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target) -> int:
     return _run(cur, counts, sql.SQL("DELETE FROM {}").format(t.ident)).rowcount
 
 
-def insert_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier) -> int:
+def insert_all(
+    cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier
+) -> int:
     query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
         t.ident, pg.ident_list(t.columns), pg.ident_list(t.columns), stage_ident
     )

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 for _noisy in ("alembic.runtime.migration", "alembic.runtime.plugins", "alembic.ddl.postgresql"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_DIALECT = postgresql.dialect()
 _ARGS = re.compile(r"\(([^)]*)\)")
 _NEXTVAL = re.compile(r"nextval\('([^']+)'::regclass\)")
 
@@ -68,7 +68,8 @@ def type_from_text(text: str) -> sa.types.TypeEngine[Any]:
         elif name == "double precision":
             result = postgresql.DOUBLE_PRECISION()
         elif name == "numeric":
-            result = sa.Numeric(*(int(a) for a in args))
+            nums = [int(a) for a in args]
+            result = sa.Numeric(nums[0] if nums else None, nums[1] if len(nums) > 1 else None)
         elif name.startswith("interval"):
             fields = name[len("interval") :].strip() or None
             result = postgresql.INTERVAL(fields=fields, precision=int(args[0]) if args else None)
@@ -241,22 +242,34 @@ class TableStructure:
             )
         constraints: list[Any] = []
         if self.primary_key:
-            constraints.append(sa.PrimaryKeyConstraint(*self.primary_key, name=self.primary_key_name))
+            constraints.append(
+                sa.PrimaryKeyConstraint(*self.primary_key, name=self.primary_key_name)
+            )
         for u in self.unique_constraints:
             constraints.append(sa.UniqueConstraint(*u["columns"], name=u["name"]))
         for f in self.foreign_keys:
-            referred = f["referred_table"] if not f.get("referred_schema") else f"{f['referred_schema']}.{f['referred_table']}"
+            referred = (
+                f["referred_table"]
+                if not f.get("referred_schema")
+                else f"{f['referred_schema']}.{f['referred_table']}"
+            )
             constraints.append(
                 sa.ForeignKeyConstraint(
                     f["columns"],
                     [f"{referred}.{rc}" for rc in f["referred_columns"]],
                     name=f["name"],
-                    **{k: v for k, v in (f.get("options") or {}).items() if k in ("onupdate", "ondelete", "deferrable", "initially")},
+                    **{
+                        k: v
+                        for k, v in (f.get("options") or {}).items()
+                        if k in ("onupdate", "ondelete", "deferrable", "initially")
+                    },
                 )
             )
         for ck in self.check_constraints:
             constraints.append(sa.CheckConstraint(sa.text(ck["sqltext"]), name=ck["name"]))
-        table = sa.Table(self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment)
+        table = sa.Table(
+            self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment
+        )
         for ix in self.indexes:
             elements: list[Any] = []
             exprs = ix.get("expressions") or []
@@ -265,7 +278,11 @@ class TableStructure:
                     elements.append(table.c[col])
                 elif i < len(exprs):
                     elements.append(sa.text(exprs[i]))
-            kwargs = {k: v for k, v in (ix.get("dialect_options") or {}).items() if v not in (None, [], "btree")}
+            kwargs = {
+                k: v
+                for k, v in (ix.get("dialect_options") or {}).items()
+                if v not in (None, [], "btree")
+            }
             if "postgresql_where" in kwargs:
                 kwargs["postgresql_where"] = sa.text(kwargs["postgresql_where"])
             sa.Index(ix["name"], *elements, unique=ix.get("unique", False), **kwargs)
@@ -327,7 +344,9 @@ def _seq_name(text: str) -> tuple[str | None, str]:
     return None, parts[-1]
 
 
-def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> dict[str, TableStructure]:
+def reflect_tables(
+    conn: sa.Connection, schema: str, names: Iterable[str]
+) -> dict[str, TableStructure]:
     """Reflect ``names`` in ``schema`` in one pass per kind of object (fast on 100+ tables)."""
     names = list(names)
     if not names:
@@ -353,12 +372,20 @@ def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> di
         columns = []
         wanted_seqs: dict[str, str | None] = {}
         for c in cols.get(key, []):
-            identity = None
+            identity: dict[str, Any] | None = None
             if c.get("identity"):
                 ident = c["identity"]
                 identity = {
                     k: ident[k]
-                    for k in ("always", "start", "increment", "minvalue", "maxvalue", "cycle", "cache")
+                    for k in (
+                        "always",
+                        "start",
+                        "increment",
+                        "minvalue",
+                        "maxvalue",
+                        "cycle",
+                        "cache",
+                    )
                     if k in ident and ident[k] is not None
                 }
             computed = c["computed"]["sqltext"] if c.get("computed") else None
@@ -383,9 +410,10 @@ def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> di
                 wanted_seqs.setdefault(r[1], r[11])
         sequences = []
         for seq_name, col in sorted(wanted_seqs.items()):
-            r = by_seq.get(seq_name)
-            if r is None:
+            seq_row = by_seq.get(seq_name)
+            if seq_row is None:
                 continue
+            r = seq_row
             sequences.append(
                 SequenceStructure(
                     name=r[1],
@@ -402,7 +430,7 @@ def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> di
                     identity=r[12] == "i",
                 )
             )
-        pk = pks.get(key) or {}
+        pk: dict[str, Any] = dict(pks.get(key) or {})
         out[name] = TableStructure(
             name=name,
             schema=schema,
@@ -410,7 +438,8 @@ def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> di
             primary_key=tuple(pk.get("constrained_columns") or ()),
             primary_key_name=pk.get("name"),
             unique_constraints=tuple(
-                {"name": u["name"], "columns": list(u["column_names"])} for u in uniques.get(key, [])
+                {"name": u["name"], "columns": list(u["column_names"])}
+                for u in uniques.get(key, [])
             ),
             indexes=tuple(
                 {
@@ -434,11 +463,18 @@ def reflect_tables(conn: sa.Connection, schema: str, names: Iterable[str]) -> di
                 }
                 for f in fks.get(key, [])
             ),
-            check_constraints=tuple({"name": c["name"], "sqltext": c["sqltext"]} for c in checks.get(key, [])),
+            check_constraints=tuple(
+                {"name": c["name"], "sqltext": c["sqltext"]} for c in checks.get(key, [])
+            ),
             sequences=tuple(sequences),
-            comment=(comments.get(key) or {}).get("text"),
+            comment=_comment(comments.get(key)),
         )
     return out
+
+
+def _comment(c: Any) -> str | None:
+    text = (c or {}).get("text")
+    return str(text) if text is not None else None
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
@@ -476,7 +512,11 @@ class SchemaDiff:
 
 
 def _compare_type(
-    context: Any, inspected_column: Any, metadata_column: Any, inspected_type: Any, metadata_type: Any
+    context: Any,
+    inspected_column: Any,
+    metadata_column: Any,
+    inspected_type: Any,
+    metadata_type: Any,
 ) -> bool:
     return type_text(inspected_type) != type_text(metadata_type)
 
@@ -514,7 +554,9 @@ def _compare_default(
     )
 
 
-def _walk(ops_list: Iterable[alembic_ops.MigrateOperation]) -> Iterator[alembic_ops.MigrateOperation]:
+def _walk(
+    ops_list: Iterable[alembic_ops.MigrateOperation],
+) -> Iterator[alembic_ops.MigrateOperation]:
     for op in ops_list:
         if isinstance(op, alembic_ops.OpContainer):
             yield from _walk(op.ops)
@@ -528,13 +570,16 @@ def _describe(op: alembic_ops.MigrateOperation) -> SchemaChange:
     if isinstance(op, alembic_ops.DropTableOp):
         return SchemaChange("drop_table", f"drop table {op.table_name}", destructive=True)
     if isinstance(op, alembic_ops.AddColumnOp):
-        return SchemaChange("add_column", f"add column {op.column.name} {type_text(op.column.type)}")
+        return SchemaChange(
+            "add_column", f"add column {op.column.name} {type_text(op.column.type)}"
+        )
     if isinstance(op, alembic_ops.DropColumnOp):
         return SchemaChange("drop_column", f"drop column {op.column_name}", destructive=True)
     if isinstance(op, alembic_ops.AlterColumnOp):
         parts = []
         if op.modify_type is not None:
-            parts.append(f"type {type_text(op.existing_type)} -> {type_text(op.modify_type)}")
+            before = type_text(op.existing_type) if op.existing_type is not None else "?"
+            parts.append(f"type {before} -> {type_text(op.modify_type)}")
         if op.modify_nullable is not None:
             parts.append("nullable" if op.modify_nullable else "not null")
         if op.modify_server_default is not False:
@@ -547,15 +592,21 @@ def _describe(op: alembic_ops.MigrateOperation) -> SchemaChange:
     if isinstance(op, alembic_ops.DropIndexOp):
         return SchemaChange("drop_index", f"drop index {op.index_name}", destructive=True)
     if isinstance(op, alembic_ops.AddConstraintOp):
-        return SchemaChange("add_constraint", f"add constraint {getattr(op, 'constraint_name', '')}")
+        return SchemaChange(
+            "add_constraint", f"add constraint {getattr(op, 'constraint_name', '')}"
+        )
     if isinstance(op, alembic_ops.DropConstraintOp):
-        return SchemaChange("drop_constraint", f"drop constraint {op.constraint_name}", destructive=True)
+        return SchemaChange(
+            "drop_constraint", f"drop constraint {op.constraint_name}", destructive=True
+        )
     if isinstance(op, (alembic_ops.CreateTableCommentOp, alembic_ops.DropTableCommentOp)):
         return SchemaChange("table_comment", "table comment")
     return SchemaChange(type(op).__name__, repr(op))
 
 
-def _migration_context(conn: sa.Connection, structure: TableStructure, metadata: sa.MetaData) -> MigrationContext:
+def _migration_context(
+    conn: sa.Connection, structure: TableStructure, metadata: sa.MetaData
+) -> MigrationContext:
     default_schema = conn.dialect.default_schema_name
     schema = structure.schema
 
@@ -578,7 +629,9 @@ def _migration_context(conn: sa.Connection, structure: TableStructure, metadata:
     )
 
 
-def diff_table(conn: sa.Connection, structure: TableStructure, *, allow_drop: bool = False) -> SchemaDiff:
+def diff_table(
+    conn: sa.Connection, structure: TableStructure, *, allow_drop: bool = False
+) -> SchemaDiff:
     """What the target needs so that ``structure``'s table matches the source's.
 
     Destructive operations (dropping columns, indexes, constraints) are left out unless
@@ -588,7 +641,11 @@ def diff_table(conn: sa.Connection, structure: TableStructure, *, allow_drop: bo
     structure.to_table(metadata)
     for fk in structure.foreign_keys:
         # referenced tables must exist in the metadata for the FK to compile; a stub is enough
-        ref_key = f"{fk['referred_schema']}.{fk['referred_table']}" if fk.get("referred_schema") else fk["referred_table"]
+        ref_key = (
+            f"{fk['referred_schema']}.{fk['referred_table']}"
+            if fk.get("referred_schema")
+            else fk["referred_table"]
+        )
         if ref_key not in metadata.tables:
             sa.Table(
                 fk["referred_table"],
@@ -610,7 +667,9 @@ def diff_table(conn: sa.Connection, structure: TableStructure, *, allow_drop: bo
             continue
         if isinstance(op, alembic_ops.AlterColumnOp) and op.modify_type is not None:
             col = sa.Column(op.column_name, op.modify_type)
-            op.kw["postgresql_using"] = f"{_DIALECT.identifier_preparer.quote(col.name)}::{type_text(op.modify_type)}"
+            op.kw["postgresql_using"] = (
+                f"{_DIALECT.identifier_preparer.quote(col.name)}::{type_text(op.modify_type)}"
+            )
         if isinstance(op, alembic_ops.CreateTableOp):
             diff.creates_table = True
         diff.ops.append(op)
@@ -632,7 +691,15 @@ class StatementRecorder:
     def __exit__(self, *exc: object) -> None:
         sa.event.remove(self.conn, "before_cursor_execute", self._record)
 
-    def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+    def _record(
+        self,
+        conn: Any,
+        cursor: Any,
+        statement: str,
+        parameters: Any,
+        context: Any,
+        executemany: bool,
+    ) -> None:
         self.statements.append(statement.strip())
 
 
@@ -642,7 +709,9 @@ def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:
         operations.invoke(op)
 
 
-def ensure_sequences(conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]) -> None:
+def ensure_sequences(
+    conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]
+) -> None:
     """Create the table's non-identity sequences the target lacks (before the table needs them)."""
     prep = _DIALECT.identifier_preparer
     for seq in structure.sequences:
@@ -657,7 +726,11 @@ def ensure_sequences(conn: sa.Connection, structure: TableStructure, execute: Ca
         ).first()
         if exists:
             continue
-        qname = prep.quote(seq.name) if not seq.schema else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
+        qname = (
+            prep.quote(seq.name)
+            if not seq.schema
+            else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
+        )
         execute(
             f"CREATE SEQUENCE {qname} AS {seq.data_type} INCREMENT BY {seq.increment} "
             f"MINVALUE {seq.min_value} MAXVALUE {seq.max_value} START WITH {seq.start} "
@@ -665,7 +738,9 @@ def ensure_sequences(conn: sa.Connection, structure: TableStructure, execute: Ca
         )
 
 
-def own_sequences(conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]) -> None:
+def own_sequences(
+    conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]
+) -> None:
     """``ALTER SEQUENCE ... OWNED BY`` for sequences the source ties to a column and the target does not."""
     prep = _DIALECT.identifier_preparer
     for seq in structure.sequences:
@@ -682,6 +757,14 @@ def own_sequences(conn: sa.Connection, structure: TableStructure, execute: Calla
         ).first()
         if owned:
             continue
-        qseq = prep.quote(seq.name) if not seq.schema else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
-        qtab = prep.quote(structure.name) if not structure.schema else f"{prep.quote_schema(structure.schema)}.{prep.quote(structure.name)}"
+        qseq = (
+            prep.quote(seq.name)
+            if not seq.schema
+            else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
+        )
+        qtab = (
+            prep.quote(structure.name)
+            if not structure.schema
+            else f"{prep.quote_schema(structure.schema)}.{prep.quote(structure.name)}"
+        )
         execute(f"ALTER SEQUENCE {qseq} OWNED BY {qtab}.{prep.quote(seq.column)}")

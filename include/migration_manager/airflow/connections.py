@@ -26,6 +26,10 @@ def environment(conn_id: str) -> Environment:
     port = f":{conn.port}" if conn.port else ""
     database = quote(conn.schema or "postgres", safe="")
     extra = conn.extra_dejson
-    params = [f"{k}={quote(str(extra[k]), safe='')}" for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if extra.get(k)]
+    params = [
+        f"{k}={quote(str(extra[k]), safe='')}"
+        for k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+        if extra.get(k)
+    ]
     dsn = f"postgresql://{auth}{host}{port}/{database}" + (f"?{'&'.join(params)}" if params else "")
     return Environment(conn_id=conn_id, dsn=dsn, app_env=app_env_from_extra(extra, conn_id=conn_id))

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.store import migration_file_path, new_migration_file
 from migration_manager.archive import ArchiveReader, open_archive
 from migration_manager.create import create_migration, new_migration_id
 from migration_manager.errors import MigrationError
 from migration_manager.execute import apply_unit, prepare
 from migration_manager.plan import Unit
-
-from migration_manager.airflow.connections import environment
-from migration_manager.airflow.store import migration_file_path, new_migration_file
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -57,7 +56,9 @@ class CreateMigrationOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("source_conn_id", "profile", "rules")
 
-    def __init__(self, *, source_conn_id: str, profile: str = "nocobase", rules: Any = None, **kwargs: Any):
+    def __init__(
+        self, *, source_conn_id: str, profile: str = "nocobase", rules: Any = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.source_conn_id = source_conn_id
         self.profile = profile
@@ -69,7 +70,12 @@ class CreateMigrationOperator(BaseOperator):
             migration_id = new_migration_id()
             with new_migration_file(migration_id) as (fh, dest):
                 result, _manifest = create_migration(
-                    env.dsn, fh, profile=self.profile, rules=self.rules, app_env=env.app_env, migration_id=migration_id
+                    env.dsn,
+                    fh,
+                    profile=self.profile,
+                    rules=self.rules,
+                    app_env=env.app_env,
+                    migration_id=migration_id,
                 )
         for warning in result.warnings:
             self.log.warning("%s", warning)
@@ -88,7 +94,9 @@ class PlanMigrationOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("migration_file", "target_conn_id", "allow_drop")
 
-    def __init__(self, *, migration_file: str, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
+    def __init__(
+        self, *, migration_file: str, target_conn_id: str, allow_drop: Any = False, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
@@ -103,7 +111,9 @@ class PlanMigrationOperator(BaseOperator):
         for warning in plan.warnings:
             self.log.warning("%s", warning)
         for item in plan.pending:
-            self.log.info("%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows")
+            self.log.info(
+                "%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows"
+            )
         self.log.info(
             "Migration %s: %d unit(s) to apply, %d table(s) need nothing",
             plan.migration_id,
@@ -138,7 +148,9 @@ class ApplyUnitOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("unit", "target_conn_id", "allow_drop")
 
-    def __init__(self, *, unit: dict[str, Any], target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
+    def __init__(
+        self, *, unit: dict[str, Any], target_conn_id: str, allow_drop: Any = False, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.unit = unit
         self.target_conn_id = target_conn_id

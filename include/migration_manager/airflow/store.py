@@ -36,13 +36,17 @@ def migration_file_path(ref: str) -> ObjectStoragePath:
     """A migration file from a param: a full URI, or a file name / id inside the store."""
     ref = (ref or "").strip()
     if not ref:
-        raise ConfigError("migration_file is empty: give the URI printed by migration_create, or a file name in the store")
+        raise ConfigError(
+            "migration_file is empty: give the URI printed by migration_create, or a file name in the store"
+        )
     if "://" in ref:
         return ObjectStoragePath(ref)
     if ref.startswith("/"):
         return ObjectStoragePath(Path(ref).resolve().as_uri())
     if not _SAFE_NAME.match(ref):
-        raise ConfigError(f"migration_file {ref!r} is not a file name in the store (no paths, no '..'); give a full URI instead")
+        raise ConfigError(
+            f"migration_file {ref!r} is not a file name in the store (no paths, no '..'); give a full URI instead"
+        )
     name = ref if ref.endswith(".zip") else f"{ref}.zip"
     return store_root() / FILES / name
 

@@ -11,15 +11,18 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, TriggerRule, XComArg, task
+from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow.operators import (
+    ApplyUnitOperator,
+    CreateMigrationOperator,
+    PlanMigrationOperator,
+)
+from migration_manager.airflow.store import store_root
 from migration_manager.config import RULES
 from migration_manager.profiles import PROFILES
 from migration_manager.report import format_summary, summarize
-
-from migration_manager.airflow.operators import ApplyUnitOperator, CreateMigrationOperator, PlanMigrationOperator
-from migration_manager.airflow.store import store_root
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +33,27 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 TAGS = ["migration-manager"]
 
-_GROUP_SCHEMA = {
+_INDEPENDENT_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "default": {"type": "string"},
-        "independent": {"type": "object", "additionalProperties": {"type": "string", "enum": list(RULES)}},
-    },
+    "additionalProperties": {"type": "string", "enum": list(RULES)},
 }
-DEFAULT_RULES = {"system": {"default": "profile", "independent": {}}, "user": {"default": "schema-only", "independent": {}}}
+
+
+def _group_schema(defaults: list[str]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "default": {"type": "string", "enum": defaults},
+            "independent": _INDEPENDENT_SCHEMA,
+        },
+    }
+
+
+DEFAULT_RULES = {
+    "system": {"default": "profile", "independent": {}},
+    "user": {"default": "schema-only", "independent": {}},
+}
 
 
 def create_params() -> dict[str, Param]:
@@ -69,17 +84,8 @@ def create_params() -> dict[str, Param]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
-                    "system": {
-                        **_GROUP_SCHEMA,
-                        "properties": {
-                            **_GROUP_SCHEMA["properties"],
-                            "default": {"type": "string", "enum": ["profile", *RULES]},
-                        },
-                    },
-                    "user": {
-                        **_GROUP_SCHEMA,
-                        "properties": {**_GROUP_SCHEMA["properties"], "default": {"type": "string", "enum": list(RULES)}},
-                    },
+                    "system": _group_schema(["profile", *RULES]),
+                    "user": _group_schema(list(RULES)),
                 },
             },
         ),
@@ -125,7 +131,9 @@ def collect(results: Any, **context: Any) -> dict[str, Any]:
     ti = context["ti"]
     report = ti.xcom_pull(task_ids="plan", key="report")
     if not report:
-        raise AirflowFailException("The plan task produced no report: the migration did not start (see the plan task's log)")
+        raise AirflowFailException(
+            "The plan task produced no report: the migration did not start (see the plan task's log)"
+        )
     summary = summarize(report, list(results or []))
     run_id = context["run_id"]
     summary["run_id"] = run_id
@@ -147,7 +155,7 @@ def _safe(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
 
 
-def execute_chain(migration_file: str | XComArg) -> Any:
+def execute_chain(migration_file: Any) -> Any:
     """plan -> apply_table (mapped, one per unit) -> collect."""
     plan = PlanMigrationOperator(
         task_id="plan",
