@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +19,8 @@ from alembic.autogenerate import produce_migrations
 from alembic.operations import Operations
 from alembic.operations import ops as alembic_ops
 from alembic.runtime.migration import MigrationContext
+from alembic.runtime.plugins import Plugin
+from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
@@ -70,6 +72,9 @@ def type_from_text(text: str) -> sa.types.TypeEngine[Any]:
         elif name == "numeric":
             nums = [int(a) for a in args]
             result = sa.Numeric(nums[0] if nums else None, nums[1] if len(nums) > 1 else None)
+        elif name == "bit varying":
+            # ischema_names maps it to BIT, which without varying=True would be bit(n)
+            result = postgresql.BIT(int(args[0]) if args else None, varying=True)
         elif name.startswith("interval"):
             fields = name[len("interval") :].strip() or None
             result = postgresql.INTERVAL(fields=fields, precision=int(args[0]) if args else None)
@@ -81,8 +86,9 @@ def type_from_text(text: str) -> sa.types.TypeEngine[Any]:
             result = kind()
     except (TypeError, ValueError):
         result = RawType(base)
-    for _ in range(dims):
-        result = postgresql.ARRAY(result)
+    if dims:
+        # SQLAlchemy refuses nested ARRAYs; one ARRAY carries the dimensions
+        result = postgresql.ARRAY(result, dimensions=dims if dims > 1 else None)
     return result
 
 
@@ -237,7 +243,9 @@ class TableStructure:
                     nullable=c.nullable,
                     server_default=_default_clause(c.default) if c.identity is None else None,
                     comment=c.comment,
-                    autoincrement=False,
+                    # never SERIAL (the sequence travels as a default); SQLAlchemy refuses
+                    # autoincrement=False next to an Identity, which renders its own clause
+                    autoincrement="auto" if c.identity is not None else False,
                 )
             )
         constraints: list[Any] = []
@@ -554,6 +562,47 @@ def _compare_default(
     )
 
 
+def _skip_generated_defaults(
+    autogen_context: Any,
+    alter_column_op: alembic_ops.AlterColumnOp,
+    schema: str | None,
+    tname: str,
+    cname: str,
+    conn_col: sa.Column[Any],
+    metadata_col: sa.Column[Any],
+) -> PriorityDispatchResult:
+    """Identity and generated columns have no server default to compare: stop there.
+
+    Alembic (1.20) renders the target's default as ``.arg.text`` before calling a
+    ``compare_server_default`` callable, which fails with AttributeError when the target's
+    column is an identity or generated column (neither has ``.arg``). Registered for
+    PostgreSQL at FIRST priority, this runs before that step and ends the server default
+    comparison for such columns, as :func:`_compare_default` would.
+    """
+    generated = (sa.Identity, sa.Computed)
+    if isinstance(conn_col.server_default, generated) or isinstance(
+        metadata_col.server_default, generated
+    ):
+        alter_column_op.existing_server_default = conn_col.server_default
+        return PriorityDispatchResult.STOP
+    return PriorityDispatchResult.CONTINUE
+
+
+_PLUGIN = "migration_manager.generated_defaults"
+try:
+    _plugin = Plugin(_PLUGIN)
+except ValueError:  # already registered (the module was reloaded)
+    pass
+else:
+    _plugin.add_autogenerate_comparator(
+        _skip_generated_defaults,
+        "column",
+        "server_default",
+        qualifier="postgresql",
+        priority=DispatchPriority.FIRST,
+    )
+
+
 def _walk(
     ops_list: Iterable[alembic_ops.MigrateOperation],
 ) -> Iterator[alembic_ops.MigrateOperation]:
@@ -617,6 +666,16 @@ def _migration_context(
             return name == structure.name
         return True
 
+    def include_object(
+        obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+    ) -> bool:
+        # The metadata also holds stub tables standing for the tables this one references;
+        # include_name only filters reflected names, so without this every referenced table
+        # the target has would be "created" again (and fail: relation already exists).
+        if type_ == "table" and not reflected:
+            return bool(obj.name == structure.name and obj.schema == structure.schema)
+        return True
+
     return MigrationContext.configure(
         connection=conn,
         opts={
@@ -624,9 +683,27 @@ def _migration_context(
             "compare_type": _compare_type,
             "compare_server_default": _compare_default,
             "include_name": include_name,
+            "include_object": include_object,
             "include_schemas": schema not in (None, default_schema),
+            "autogenerate_plugins": ["alembic.autogenerate.*", _PLUGIN],
         },
     )
+
+
+def _in_default_schema(structure: TableStructure, default_schema: str | None) -> TableStructure:
+    """``structure`` with the connection's default schema left implicit, as Alembic reflects it.
+
+    Alembic compares a default-schema table with schema None and reflects its foreign keys
+    with ``referred_schema`` None; a metadata table naming ``public`` explicitly would differ
+    from the target in every foreign key (dropped and created again on each run).
+    """
+    if structure.schema not in (None, default_schema):
+        return structure
+    foreign_keys = tuple(
+        {**fk, "referred_schema": None} if fk.get("referred_schema") == default_schema else fk
+        for fk in structure.foreign_keys
+    )
+    return replace(structure, schema=None, foreign_keys=foreign_keys)
 
 
 def diff_table(
@@ -637,6 +714,7 @@ def diff_table(
     Destructive operations (dropping columns, indexes, constraints) are left out unless
     ``allow_drop``; they are reported in ``skipped`` so the caller can warn.
     """
+    structure = _in_default_schema(structure, conn.dialect.default_schema_name)
     metadata = sa.MetaData()
     structure.to_table(metadata)
     for fk in structure.foreign_keys:
