@@ -59,7 +59,12 @@ def set_connections(monkeypatch: Any, **conns: str) -> None:
 def run_dag(dag_id: str, conf: dict[str, Any] | None = None) -> Any:
     """Run a DAG with ``dag.test()``; returns the DagRun."""
     metadata_db()
-    return get_dag(dag_id).test(run_conf=conf or {})
+    # a fresh DAG object per run: dag.test() keeps a run's conf in the DAG's params
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / f"{dag_id}.py"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.dags[dag_id].test(run_conf=conf or {})
 
 
 def task_states(dag_run: Any) -> dict[str, list[str]]:
@@ -103,3 +108,74 @@ def xcom(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
         except json.JSONDecodeError:
             return value
     return value
+
+
+class _User:
+    def __init__(self, name: str):
+        self.name = name
+
+    def get_id(self) -> str:
+        return self.name
+
+    def get_name(self) -> str:
+        return self.name
+
+
+def answer_when_asked(
+    dag_id: str,
+    task_id: str,
+    chosen: list[str],
+    params_input: dict[str, Any] | None = None,
+    *,
+    user: str = "tester",
+) -> Any:
+    """Start a thread that answers a human-in-the-loop task once it waits for input.
+
+    It calls the handler behind ``PATCH /api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails``
+    (the REST API's own code path) against the test's metadata database. ``thread.answered``
+    holds the answer's time once given; ``thread.error`` any exception.
+    """
+    import threading
+    import time
+
+    def run() -> None:
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        deadline = time.monotonic() + 180
+        try:
+            while time.monotonic() < deadline:
+                with create_session() as session:
+                    ti = (
+                        session.query(TaskInstance)
+                        .filter_by(
+                            dag_id=dag_id, task_id=task_id, state=TaskInstanceState.AWAITING_INPUT
+                        )
+                        .first()
+                    )
+                    if ti is not None:
+                        update_hitl_detail(
+                            dag_id=dag_id,
+                            dag_run_id=ti.run_id,
+                            task_id=task_id,
+                            update_hitl_detail_payload=UpdateHITLDetailPayload(
+                                chosen_options=chosen, params_input=params_input or {}
+                            ),
+                            user=_User(user),
+                            session=session,
+                            map_index=ti.map_index,
+                        )
+                        thread.answered = time.time()  # type: ignore[attr-defined]
+                        return
+                time.sleep(0.5)
+        except Exception as exc:  # reported to the test
+            thread.error = exc  # type: ignore[attr-defined]
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.answered = None  # type: ignore[attr-defined]
+    thread.error = None  # type: ignore[attr-defined]
+    thread.start()
+    return thread

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -34,6 +35,23 @@ class CreateResult:
     bytes: int
     seconds: float
     warnings: tuple[str, ...]
+
+
+class _References:
+    """Finds ``{{$env.NAME}}`` references in COPY chunks (a tail is kept across chunk borders)."""
+
+    def __init__(self, pattern: re.Pattern[bytes] | None):
+        self.pattern = pattern
+        self.found: set[str] = set()
+        self._tail = b""
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if self.pattern is None:
+            return
+        data = self._tail + bytes(chunk)
+        if b"$env." in data:
+            self.found.update(m.group(1).decode("ascii") for m in self.pattern.finditer(data))
+        self._tail = data[-128:]
 
 
 def new_migration_id(now: datetime | None = None) -> str:
@@ -83,6 +101,9 @@ def create_migration(
             unit_list = units(plans, structures)
             estimates = estimated_rows(conn, scope.schema)
             app_version = prof.app_version(conn, scope)
+            variables = prof.environment_variables(conn, scope)
+            plugins = prof.enabled_plugins(conn, scope)
+            references = _References(prof.env_reference)
             database = conn.exec_driver_sql("SELECT current_database()").scalar()
             version = conn.exec_driver_sql("SHOW server_version").scalar()
             for w in warnings:
@@ -113,6 +134,7 @@ def create_migration(
                             for chunk in copy:
                                 stream.write(chunk)
                                 progress.add_bytes(len(chunk))
+                                references.feed(chunk)
                         rows = cur.rowcount
                     progress.done(rows)
                     total_rows += rows
@@ -144,6 +166,15 @@ def create_migration(
             "schema": scope.schema,
             "table_prefix": scope.prefix,
         },
+        "environment": {
+            # names and types only: values (and secrets) never enter the file
+            "variables": [
+                {"name": name, "type": kind, "referenced": name in references.found}
+                for name, kind in variables
+            ],
+            "referenced_unknown": sorted(references.found - {name for name, _ in variables}),
+        },
+        "plugins": plugins,
         "tables": table_entries,
         "units": [u.to_dict() for u in unit_list],
         "warnings": warnings,

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
@@ -97,6 +101,30 @@ class Profile:
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         return None
+
+    # -- environment variables and plugins (none for a generic database)
+
+    env_reference: re.Pattern[bytes] | None = None
+
+    def environment_variables(
+        self, conn: sa.Connection, scope: TableScope
+    ) -> list[tuple[str, str]]:
+        """The application's dynamic environment variables: (name, type), type ``default`` or ``secret``."""
+        return []
+
+    def enabled_plugins(self, conn: sa.Connection, scope: TableScope) -> list[dict[str, str]]:
+        return []
+
+    def store_environment_values(
+        self, conn: sa.Connection, scope: TableScope, values: list[tuple[str, str, str]]
+    ) -> None:
+        """Write (name, type, stored value) rows the way the application stores them."""
+        if values:
+            raise ConfigError(f"The {self.name} profile has no environment variables to write")
+
+    def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
+        """A secret's value as the application stores it (NocoBase: AES-encrypted)."""
+        return value
 
 
 @cache
@@ -256,6 +284,109 @@ class NocoBaseProfile(Profile):
             conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")}
         )
         return str(rows[0][0]) if rows else None
+
+    env_reference = re.compile(rb"\{\{\s*\$env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+
+    def _present(self, conn: sa.Connection, scope: TableScope, logical: str) -> set[str]:
+        physical = scope.physical(logical)
+        found = conn.execute(
+            sa.text(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = :s AND c.relname = :t AND c.relkind IN ('r', 'p')"
+            ),
+            {"s": scope.schema, "t": physical},
+        ).first()
+        return {physical} if found else set()
+
+    def environment_variables(
+        self, conn: sa.Connection, scope: TableScope
+    ) -> list[tuple[str, str]]:
+        present = self._present(conn, scope, "environmentVariables")
+        rows = self._rows(conn, scope, "environmentVariables", ["name", "type"], present)
+        return sorted((str(name), str(kind or "default")) for name, kind in rows)
+
+    def enabled_plugins(self, conn: sa.Connection, scope: TableScope) -> list[dict[str, str]]:
+        present = self._present(conn, scope, "applicationPlugins")
+        rows = self._rows(
+            conn,
+            scope,
+            "applicationPlugins",
+            ["name", "packageName", "version", "enabled"],
+            present,
+        )
+        return sorted(
+            (
+                {"name": str(n), "package": str(p or ""), "version": str(v or "")}
+                for n, p, v, on in rows
+                if on
+            ),
+            key=lambda d: d["name"],
+        )
+
+    def store_environment_values(
+        self, conn: sa.Connection, scope: TableScope, values: list[tuple[str, str, str]]
+    ) -> None:
+        if not values:
+            return
+        table = f'"{scope.schema}"."{scope.physical("environmentVariables")}"'
+        c = scope.column
+        conn.execute(
+            sa.text(
+                f'INSERT INTO {table} ("{c("createdAt")}", "{c("updatedAt")}", name, type, value) '
+                "VALUES (now(), now(), :name, :type, :value) "
+                f'ON CONFLICT (name) DO UPDATE SET type = EXCLUDED.type, value = EXCLUDED.value, "{c("updatedAt")}" = now()'
+            ),
+            [{"name": n, "type": t, "value": v} for n, t, v in values],
+        )
+
+    def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
+        return nocobase_encrypt(value, _aes_key(env))
+
+
+def _aes_key(env: Mapping[str, str]) -> bytes:
+    """The target app's AES key, read the way NocoBase reads it."""
+    hex_key = (env.get("APP_AES_SECRET_KEY") or "").strip()
+    if hex_key:
+        try:
+            key = bytes.fromhex(hex_key)
+        except ValueError as exc:
+            raise ConfigError(
+                "APP_AES_SECRET_KEY in the target's app_env is not hex (64 hex digits)"
+            ) from exc
+    elif (env.get("APP_AES_SECRET_KEY_PATH") or "").strip():
+        path = Path(env["APP_AES_SECRET_KEY_PATH"].strip())
+        try:
+            key = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"APP_AES_SECRET_KEY_PATH {path} cannot be read ({exc.strerror})"
+            ) from exc
+    else:
+        raise ConfigError(
+            "A secret environment variable must be stored encrypted with the target app's AES key, "
+            "and the target connection gives none: add APP_AES_SECRET_KEY (hex of the app's "
+            "storage/apps/main/aes_key.dat) or APP_AES_SECRET_KEY_PATH to its extra app_env"
+        )
+    if len(key) != 32:
+        raise ConfigError(f"The target app's AES key must be 32 bytes (AES-256); it has {len(key)}")
+    return key
+
+
+def nocobase_encrypt(value: str, key: bytes) -> str:
+    """AES-256-CBC, random IV, stored as hex(IV) + hex(ciphertext), PKCS#7 padding (NocoBase's format)."""
+    iv = os.urandom(16)
+    padder = padding.PKCS7(128).padder()
+    data = padder.update(value.encode("utf-8")) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return iv.hex() + (encryptor.update(data) + encryptor.finalize()).hex()
+
+
+def nocobase_decrypt(stored: str, key: bytes) -> str:
+    iv, ciphertext = bytes.fromhex(stored[:32]), bytes.fromhex(stored[32:])
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    padded = decryptor.update(ciphertext) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    return (unpadder.update(padded) + unpadder.finalize()).decode("utf-8")
 
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (NocoBaseProfile(), Profile())}

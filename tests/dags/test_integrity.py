@@ -34,16 +34,37 @@ def test_dag_conventions(dag_id: str) -> None:
 
 def test_execute_shape() -> None:
     dag = get_dag("migration_execute")
-    assert {t.task_id for t in dag.tasks} == {"plan", "apply_table", "collect"}
-    assert dag.get_task("apply_table").upstream_task_ids == {"plan"}
+    assert {t.task_id for t in dag.tasks} >= {
+        "env_check",
+        "plan",
+        "env_values",
+        "plugin_check",
+        "env_write",
+        "apply_table",
+        "collect",
+    }
+    # the checks run before anything writes to the target
+    assert dag.get_task("plan").upstream_task_ids == {"env_check"}
+    assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
+    assert "plan" in dag.get_task("apply_table").upstream_task_ids
+    assert "env_write" in dag.get_task("apply_table").upstream_task_ids
     assert dag.get_task("collect").upstream_task_ids == {"apply_table"}
     assert dag.get_task("collect").trigger_rule == "all_done"
 
 
 def test_sync_shape() -> None:
     dag = get_dag("migration_sync")
-    assert dag.get_task("plan").upstream_task_ids == {"create_migration_file"}
-    assert set(dag.params) >= {"source_conn_id", "profile", "rules", "target_conn_id", "allow_drop"}
+    assert dag.get_task("env_check").upstream_task_ids == {"create_migration_file"}
+    assert set(dag.params) >= {
+        "source_conn_id",
+        "profile",
+        "rules",
+        "target_conn_id",
+        "allow_drop",
+        "env_values",
+        "on_missing_env",
+        "on_missing_plugins",
+    }
 
 
 def test_params_render_with_enums() -> None:
@@ -52,6 +73,9 @@ def test_params_render_with_enums() -> None:
     rules_schema = params.get_param("rules").schema
     system_default = rules_schema["properties"]["system"]["properties"]["default"]["enum"]
     assert "profile" in system_default and "upsert" in system_default
+    assert params.get_param("on_missing_env").schema["enum"] == ["ask", "fail"]
+    assert params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
+    assert all(params.get_param(p).description for p in params)
 
 
 def test_dag_files_parse_without_database() -> None:

@@ -1,0 +1,271 @@
+"""Pre-flight check tasks: ``env_check``, ``env_values`` (may prompt), ``plugin_check`` (may prompt), ``env_write``.
+
+The prompts are Airflow human-in-the-loop tasks: the run waits in *awaiting input* and the
+question shows under *Required actions* in the UI (or ``PATCH .../hitlDetails`` in the API).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import BaseOperator, Param
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.log import mask_secret
+
+from migration_manager import checks
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.operators import _archive, engine_errors
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+PROVIDE = "Continue with these values"
+CONTINUE = "Continue anyway"
+STOP = "Stop the migration"
+
+
+def _manifest(ref: str) -> dict[str, Any]:
+    with _archive(ref) as reader:
+        return reader.manifest
+
+
+def _user(event: dict[str, Any]) -> str | None:
+    user = event.get("responded_by_user") or {}
+    return str(user.get("name") or user.get("id")) if user else None
+
+
+class EnvCheckOperator(BaseOperator):
+    """Stop when the source and target apps are configured differently; list missing env variables.
+
+    :param migration_file: URI or store file name of the migration file (templated)
+    :param target_conn_id: Airflow connection of the target database (templated)
+    """
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            manifest = _manifest(self.migration_file)
+            checks.check_settings(manifest, env.app_env)
+            missing = checks.missing_variables(manifest, env.dsn, env.app_env)
+        settings = manifest["source"].get("app_settings", {})
+        self.log.info(
+            "App settings match: %s",
+            ", ".join(f"{k}={v!r}" for k, v in settings.items()) or "none checked",
+        )
+        for var in missing:
+            self.log.warning(
+                "The target lacks %s variable %s%s",
+                var.type,
+                var.name,
+                " (referenced by the migrated configuration)" if var.referenced else "",
+            )
+        return {"settings": settings, "missing_env": [v.to_dict() for v in missing]}
+
+
+class EnvValuesOperator(HITLOperator):
+    """Get values for the env variables the target lacks: from ``params.env_values``, else a prompt.
+
+    Secret values are masked in logs, encrypted for the target app at once, and never returned
+    in clear (the XCom holds only what the app stores: ciphertext for secrets).
+    """
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+        super().__init__(subject="Missing environment variables", options=[PROVIDE], **kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+
+    def _missing(self, context: Context) -> list[checks.EnvVariable]:
+        found = context["ti"].xcom_pull(task_ids="env_check") or {}
+        return [checks.EnvVariable(**v) for v in found.get("missing_env", [])]
+
+    def _finish(
+        self, context: Context, values: dict[str, str], source: str, user: str | None
+    ) -> dict[str, Any]:
+        missing = self._missing(context)
+        for var in missing:
+            if var.secret and var.name in values:
+                mask_secret(values[var.name], var.name)
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            manifest = _manifest(self.migration_file)
+            rows = checks.stored_values(manifest, missing, values, env.app_env)
+        for name, kind, stored in rows:
+            if kind == "secret":
+                mask_secret(stored, name)
+        self.log.info(
+            "Values for %s supplied (%s%s)",
+            ", ".join(n for n, _, _ in rows),
+            source,
+            f" by {user}" if user else "",
+        )
+        return {"rows": [list(r) for r in rows], "source": source, "answered_by": user}
+
+    def execute(self, context: Context) -> Any:
+        missing = self._missing(context)
+        if not missing:
+            self.log.info("The target has every environment variable the source has")
+            return {"rows": [], "source": "none needed", "answered_by": None}
+        params = context["params"]
+        supplied = dict(params.get("env_values") or {})
+        for var in missing:
+            if var.secret and supplied.get(var.name):
+                mask_secret(str(supplied[var.name]), var.name)
+        values, still = checks.resolve_values(missing, supplied)
+        if not still:
+            return self._finish(context, values, "env_values param", None)
+        names = ", ".join(f"{v.name} ({v.type})" for v in still)
+        if params.get("on_missing_env", "ask") == "fail":
+            raise AirflowFailException(
+                f"The target lacks environment variable(s) {names}; give their values in the env_values "
+                "param (an object NAME -> value), or set on_missing_env to 'ask' to be prompted"
+            )
+        self.params = ParamsDict(
+            {
+                v.name: Param(
+                    "",
+                    type="string",
+                    title=v.name,
+                    description=(
+                        "Secret: stored encrypted with the target app's key. "
+                        if v.secret
+                        else "Plain value. "
+                    )
+                    + ("Referenced by the migrated configuration." if v.referenced else ""),
+                )
+                for v in still
+            }
+        )
+        self.body = (
+            "The target application lacks these environment variables, which the source has:\n\n"
+            + "\n".join(
+                f"- **{v.name}** ({v.type}){' — referenced by the migrated configuration' if v.referenced else ''}"
+                for v in still
+            )
+            + "\n\nEnter a value for each to continue. Secrets are encrypted for the target app and never logged."
+        )
+        self.log.info("Waiting for values of %s (Required actions in the Airflow UI)", names)
+        context["ti"].xcom_push(
+            key="asked", value={"names": [v.name for v in still], "given": sorted(values)}
+        )
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if "error" in event:
+            self.process_trigger_event_error(event)
+        answers = {
+            k: str(v) for k, v in (event.get("params_input") or {}).items() if v not in (None, "")
+        }
+        missing = self._missing(context)
+        for var in missing:
+            if var.secret and var.name in answers:
+                mask_secret(answers[var.name], var.name)
+        supplied = dict(context["params"].get("env_values") or {})
+        values, still = checks.resolve_values(missing, {**supplied, **answers})
+        if still:
+            raise AirflowFailException(
+                f"No value was given for {', '.join(v.name for v in still)}; the migration stops"
+            )
+        return self._finish(context, values, "prompt", _user(event))
+
+
+class PluginCheckOperator(HITLOperator):
+    """Compare enabled plugins; for missing ones warn, stop, or ask (``params.on_missing_plugins``)."""
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+        super().__init__(
+            subject="Plugins missing in the target", options=[CONTINUE, STOP], **kwargs
+        )
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+
+    def _missing(self) -> list[checks.PluginInfo]:
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            manifest = _manifest(self.migration_file)
+            return checks.missing_plugins(manifest, env.dsn, env.app_env)
+
+    def execute(self, context: Context) -> Any:
+        missing = self._missing()
+        listed = [p.to_dict() for p in missing]
+        if not missing:
+            self.log.info("Every plugin enabled in the source is enabled in the target")
+            return {"missing": [], "decision": "none needed", "decided_by": None}
+        names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
+        mode = context["params"].get("on_missing_plugins", "ask")
+        self.log.warning("Plugins enabled in the source but not in the target: %s", names)
+        if mode == "fail":
+            raise AirflowFailException(
+                f"Plugins enabled in the source are missing in the target: {names}. Install and enable them "
+                "in the target app, or set on_missing_plugins to 'continue' or 'ask'"
+            )
+        if mode == "continue":
+            return {
+                "missing": listed,
+                "decision": "continue (on_missing_plugins=continue)",
+                "decided_by": None,
+            }
+        self.body = (
+            "These plugins are enabled in the source but not in the target:\n\n"
+            + "\n".join(f"- **{p.name}** {p.version} ({p.package})" for p in missing)
+            + "\n\nConfiguration that depends on them may not work in the target until they are installed."
+        )
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if "error" in event:
+            self.process_trigger_event_error(event)
+        chosen = list(event.get("chosen_options") or [])
+        self.validate_chosen_options(chosen)
+        user = _user(event)
+        missing = [p.to_dict() for p in self._missing()]
+        if STOP in chosen:
+            raise AirflowFailException(
+                f"Stopped by {user or 'a user'}: plugins missing in the target ({', '.join(p['name'] for p in missing)})"
+            )
+        self.log.info(
+            "%s chose to continue without %s",
+            user or "A user",
+            ", ".join(p["name"] for p in missing),
+        )
+        return {"missing": missing, "decision": "continue (prompt)", "decided_by": user}
+
+
+class EnvWriteOperator(BaseOperator):
+    """Store the supplied environment variables in the target (after the backup, before the tables)."""
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        supplied = context["ti"].xcom_pull(task_ids="env_values") or {}
+        rows = [tuple(r) for r in supplied.get("rows", [])]
+        if not rows:
+            self.log.info("No environment variables to write")
+            return {"written": []}
+        for name, kind, stored in rows:
+            if kind == "secret":
+                mask_secret(stored, name)
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            checks.write_values(_manifest(self.migration_file), env.dsn, env.app_env, rows)
+        names = [r[0] for r in rows]
+        self.log.info("Wrote environment variables %s into the target", ", ".join(names))
+        return {"written": names}

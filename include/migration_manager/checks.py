@@ -1,0 +1,160 @@
+"""Pre-flight checks before a migration writes anything: app settings, env variables, plugins.
+
+Each check compares what the migration file recorded about the source with the target and
+returns plain data; the Airflow tasks decide what to do with it (stop, prompt, warn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from migration_manager import pg
+from migration_manager.errors import ConfigError, EnvironmentMismatchError
+from migration_manager.profiles import Profile, get_profile
+
+
+@dataclass(frozen=True)
+class SettingDifference:
+    name: str
+    source: str
+    target: str
+
+
+@dataclass(frozen=True)
+class EnvVariable:
+    name: str
+    type: str  # "default" (plain) or "secret"
+    referenced: bool = False  # the migrated data contains {{$env.NAME}}
+
+    @property
+    def secret(self) -> bool:
+        return self.type == "secret"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    package: str = ""
+    version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def profile_of(manifest: Mapping[str, Any]) -> Profile:
+    return get_profile(manifest.get("profile"))
+
+
+def setting_differences(
+    manifest: Mapping[str, Any], target_env: Mapping[str, str]
+) -> list[SettingDifference]:
+    """The checked settings whose effective values differ (unset equals the app's default)."""
+    profile = profile_of(manifest)
+    source = manifest.get("source", {}).get("app_settings", {})
+    target = profile.settings(target_env)
+    return [
+        SettingDifference(name, str(source.get(name, "")), str(target[name]))
+        for name in target
+        if str(source.get(name, "")) != str(target[name])
+    ]
+
+
+def check_settings(manifest: Mapping[str, Any], target_env: Mapping[str, str]) -> None:
+    differences = setting_differences(manifest, target_env)
+    if differences:
+        lines = "\n".join(
+            f"  - {d.name}: source {d.source!r}, target {d.target!r}" for d in differences
+        )
+        raise EnvironmentMismatchError(
+            f"The source and target applications are configured differently ({len(differences)} setting(s)); "
+            f"the migration cannot continue:\n{lines}\n"
+            "Make the target's .env match the source's (or fix the connection's app_env), then run it again."
+        )
+
+
+def missing_variables(
+    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+) -> list[EnvVariable]:
+    """Source variables (names and types from the file) that the target application lacks."""
+    recorded = manifest.get("environment", {}).get("variables", [])
+    if not recorded:
+        return []
+    profile = profile_of(manifest)
+    scope = profile.scope(target_env)
+    with pg.sa_connection(target_dsn) as conn:
+        present = {name for name, _type in profile.environment_variables(conn, scope)}
+        conn.rollback()
+    return [EnvVariable(**v) for v in recorded if v["name"] not in present]
+
+
+def missing_plugins(
+    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+) -> list[PluginInfo]:
+    """Plugins enabled in the source that are not enabled in the target."""
+    recorded = manifest.get("plugins", [])
+    if not recorded:
+        return []
+    profile = profile_of(manifest)
+    scope = profile.scope(target_env)
+    with pg.sa_connection(target_dsn) as conn:
+        enabled = {p["name"] for p in profile.enabled_plugins(conn, scope)}
+        conn.rollback()
+    return [PluginInfo(**p) for p in recorded if p["name"] not in enabled]
+
+
+def resolve_values(
+    missing: list[EnvVariable], supplied: Mapping[str, Any]
+) -> tuple[dict[str, str], list[EnvVariable]]:
+    """Split the missing variables into those ``supplied`` answers (non-empty) and those still missing."""
+    values: dict[str, str] = {}
+    still: list[EnvVariable] = []
+    for var in missing:
+        value = supplied.get(var.name)
+        if value is None or str(value) == "":
+            still.append(var)
+        else:
+            values[var.name] = str(value)
+    return values, still
+
+
+def stored_values(
+    manifest: Mapping[str, Any],
+    missing: list[EnvVariable],
+    values: Mapping[str, str],
+    target_env: Mapping[str, str],
+) -> list[tuple[str, str, str]]:
+    """(name, type, value as the application stores it): secrets encrypted with the target app's key."""
+    profile = profile_of(manifest)
+    out = []
+    for var in missing:
+        if var.name not in values:
+            continue
+        try:
+            stored = (
+                profile.stored_secret(values[var.name], target_env)
+                if var.secret
+                else values[var.name]
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{var.name}: {exc}") from exc
+        out.append((var.name, var.type, stored))
+    return out
+
+
+def write_values(
+    manifest: Mapping[str, Any],
+    target_dsn: str,
+    target_env: Mapping[str, str],
+    rows: list[tuple[str, str, str]],
+) -> None:
+    """Store the supplied variables in the target, in one transaction."""
+    profile = profile_of(manifest)
+    scope = profile.scope(target_env)
+    with pg.sa_connection(target_dsn) as conn:
+        profile.store_environment_values(conn, scope, rows)
+        conn.commit()

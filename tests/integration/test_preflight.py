@@ -1,0 +1,190 @@
+"""Pre-flight checks in migration_sync/migration_execute, through ``dag.test()`` on the real NocoBase fixture.
+
+Prod lacks staging's HELPDESK_URL (plain) and HELPDESK_KEY (secret) variables and the
+graph-collection-manager plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflowtools import answer_when_asked, connection_uri, run_dag, task_states
+from tests.pgtools import FIXTURES, rows, table_text
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+
+PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
+SECRET = "s3cr3t-prod-helpdesk-7f9c1e"
+URL = "https://helpdesk.prod.invalid/api"
+
+
+def _connect(
+    monkeypatch: pytest.MonkeyPatch, staging: str, prod: str, prod_env: dict[str, str] | None = None
+) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
+    env = {"APP_AES_SECRET_KEY": PROD_KEY.hex(), **(prod_env or {})}
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod, env))
+
+
+def _snapshot(dsn: str) -> dict[str, list[str]]:
+    tables = [
+        r[0]
+        for r in rows(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    ]
+    return {t: table_text(dsn, t) for t in tables}
+
+
+def _env_rows(dsn: str) -> dict[str, tuple[str, str]]:
+    return {
+        r[0]: (r[1], r[2])
+        for r in rows(dsn, 'SELECT name, type, value FROM "environmentVariables"')
+    }
+
+
+def _decrypt(stored: str) -> str:
+    from migration_manager.profiles import nocobase_decrypt
+
+    return nocobase_decrypt(stored, PROD_KEY)
+
+
+def _assert_secret_nowhere(secret: str) -> None:
+    """Not in any log file, XCom, rendered field or migration file of this test session.
+
+    (The metadata database itself holds the run conf and the prompt's answer, as Airflow stores them.)
+    """
+    home = Path(os.environ["AIRFLOW_HOME"])
+    hits = []
+    for path in home.rglob("*"):
+        if path.is_file() and not path.name.startswith("airflow.db") and secret.encode() in path.read_bytes():
+            hits.append(str(path))
+    assert hits == [], f"secret found in {hits}"
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for (value,) in session.query(XComModel.value):
+            assert secret not in str(value)
+        for (fields,) in session.query(RenderedTaskInstanceFields.rendered_fields):
+            assert secret not in str(fields)
+    for zipped in home.rglob("*.zip"):
+        assert secret.encode() not in zipped.read_bytes()
+
+
+def test_env_mismatch_stops_before_any_write(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod, {"DB_TABLE_PREFIX": "nb_"})
+    before = _snapshot(prod)
+    dag_run = run_dag("migration_sync", {"on_missing_plugins": "continue"})
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["env_check"] == ["failed"]
+    assert states["plan"] == ["upstream_failed"]
+    assert all(s == "upstream_failed" for s in states["env_write"])
+    assert _snapshot(prod) == before
+
+
+def test_values_from_params_land_in_prod(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    conf: dict[str, Any] = {
+        "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        "on_missing_plugins": "continue",
+    }
+    dag_run = run_dag("migration_sync", conf)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    stored = _env_rows(prod)
+    assert stored["HELPDESK_URL"] == ("default", URL)
+    kind, value = stored["HELPDESK_KEY"]
+    assert kind == "secret" and value != SECRET
+    assert _decrypt(value) == SECRET  # decrypts with prod's key, as NocoBase would
+    # conf is the one place the value was given; it must not leak into logs, XCom or files
+    _assert_secret_nowhere(SECRET)
+
+
+def test_values_answered_through_the_prompt(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    secret = SECRET + "-prompted"
+    env_answer = answer_when_asked(
+        "migration_sync",
+        "env_values",
+        ["Continue with these values"],
+        {"HELPDESK_URL": URL, "HELPDESK_KEY": secret},
+    )
+    plugin_answer = answer_when_asked(
+        "migration_sync", "plugin_check", ["Continue anyway"], user="olga"
+    )
+    dag_run = run_dag("migration_sync")
+    assert env_answer.error is None and plugin_answer.error is None
+    assert env_answer.answered and plugin_answer.answered
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert _decrypt(_env_rows(prod)["HELPDESK_KEY"][1]) == secret
+    assert _env_rows(prod)["HELPDESK_URL"] == ("default", URL)
+    from tests.airflowtools import xcom
+
+    decision = xcom(dag_run, "plugin_check")
+    assert decision["decision"] == "continue (prompt)" and decision["decided_by"] == "olga"
+    assert [p["name"] for p in decision["missing"]] == ["graph-collection-manager"]
+    _assert_secret_nowhere(secret)
+
+
+def test_on_missing_env_fail(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = _snapshot(prod)
+    dag_run = run_dag(
+        "migration_sync", {"on_missing_env": "fail", "env_values": {"HELPDESK_URL": URL}}
+    )
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["env_values"] == ["failed"]
+    assert _snapshot(prod) == before
+
+
+@pytest.mark.parametrize(("mode", "answer"), [("fail", None), ("ask", "Stop the migration")])
+def test_missing_plugins_stop(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch, mode: str, answer: str | None
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = _snapshot(prod)
+    thread = answer_when_asked("migration_sync", "plugin_check", [answer]) if answer else None
+    dag_run = run_dag(
+        "migration_sync",
+        {"on_missing_plugins": mode, "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET}},
+    )
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["plugin_check"] == ["failed"]
+    if thread is not None:
+        assert thread.error is None and thread.answered
+    assert _snapshot(prod) == before
+
+
+def test_missing_plugins_continue(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    dag_run = run_dag(
+        "migration_sync",
+        {
+            "on_missing_plugins": "continue",
+            "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        },
+    )
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    from tests.airflowtools import xcom
+
+    assert xcom(dag_run, "plugin_check")["decision"] == "continue (on_missing_plugins=continue)"
