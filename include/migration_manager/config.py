@@ -158,9 +158,9 @@ def app_env_from_extra(
                 f"{conn_id}: app_env_file {path} cannot be read ({exc.strerror}); fix the path in the connection's extra"
             ) from exc
     raw = extra.get("app_env")
-    if isinstance(raw, str) and raw.strip():
+    if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
+            raw = json.loads(raw) if raw.strip() else None  # blank, like empty: no settings
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{conn_id}: extra 'app_env' is not a JSON object ({exc})") from exc
     if raw:
