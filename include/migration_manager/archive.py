@@ -21,6 +21,7 @@ import re
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any, Protocol
 
 import zstandard
@@ -218,7 +219,7 @@ class ArchiveReader:
 
 
 @contextmanager
-def open_archive(path: Openable, *, name: str | None = None) -> Iterator[ArchiveReader]:
+def open_archive(path: Openable | Path, *, name: str | None = None) -> Iterator[ArchiveReader]:
     label = name or str(path)
     try:
         fh = path.open("rb")

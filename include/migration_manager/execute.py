@@ -215,8 +215,12 @@ def apply_unit(
     *,
     allow_drop: bool = False,
     on_sql: Callable[[str], None] | None = None,
+    dry_run: bool = False,
 ) -> UnitResult:
-    """Apply one unit to the target in a single transaction; all of it or nothing."""
+    """Apply one unit to the target in a single transaction; all of it or nothing.
+
+    ``dry_run`` does exactly the same work and rolls it back: the result says what a run would do.
+    """
     started = time.monotonic()
     entries = _entries(reader)
     missing = [t for t in unit.tables if t not in entries]
@@ -341,7 +345,10 @@ def apply_unit(
                 current = name
                 _fix_sequences(cur, structures[name], rule_of[name], counts[name])
             current = unit.tables[-1]
-            raw.commit()
+            if dry_run:
+                raw.rollback()  # a preview: the same work as a run, then undone
+            else:
+                raw.commit()
     except MigrationError as exc:
         raise ApplyError(f"{current}: {exc}", terminal=exc.terminal) from exc
     except (psycopg.OperationalError, sa.exc.OperationalError) as exc:

@@ -15,6 +15,7 @@ from migration_manager.config import (
     KEYED_RULES,
     OVERWRITE,
     PROFILE_DEFAULT,
+    RULES,
     SCHEMA_ONLY,
     SKIP,
     SYSTEM,
@@ -91,6 +92,17 @@ def refusal(table: str, rule: str, structure: TableStructure, source: str) -> st
     return None
 
 
+def rule_choices(table: str, structure: TableStructure, cls: TableClass) -> dict[str, str | None]:
+    """For each rule, why ``table`` cannot take it (None when it can): what planning would refuse."""
+    out: dict[str, str | None] = {}
+    for rule in RULES:
+        why = refusal(table, rule, structure, "chosen")
+        if why is None and cls.allowed_rules and rule not in cls.allowed_rules and rule != SKIP:
+            why = f"{table}: the application allows only {', '.join(cls.allowed_rules)} for this table"
+        out[rule] = why
+    return out
+
+
 def resolve(
     structures: Mapping[str, TableStructure],
     classes: Mapping[str, TableClass],
@@ -98,6 +110,19 @@ def resolve(
     scope: TableScope,
 ) -> tuple[list[TablePlan], list[str]]:
     """Each table's rule. Raises :class:`PlanError` listing every refused table."""
+    plans, warnings, problems = evaluate(structures, classes, rules, scope)
+    if problems:
+        raise PlanError(problems)
+    return plans, warnings
+
+
+def evaluate(
+    structures: Mapping[str, TableStructure],
+    classes: Mapping[str, TableClass],
+    rules: RuleSet,
+    scope: TableScope,
+) -> tuple[list[TablePlan], list[str], list[str]]:
+    """Each table's rule, the plan's warnings, and every problem (refusals) without raising."""
     problems: list[str] = []
     warnings: list[str] = [c.note for c in classes.values() if c.note]
 
@@ -171,9 +196,7 @@ def resolve(
                 companion_of=cls.companion_of,
             )
         )
-    if problems:
-        raise PlanError(problems)
-    return plans, warnings
+    return plans, warnings, problems
 
 
 def units(plans: list[TablePlan], structures: Mapping[str, TableStructure]) -> list[Unit]:

@@ -59,7 +59,11 @@ def _assert_secret_nowhere(secret: str) -> None:
     home = Path(os.environ["AIRFLOW_HOME"])
     hits = []
     for path in home.rglob("*"):
-        if path.is_file() and not path.name.startswith("airflow.db") and secret.encode() in path.read_bytes():
+        if (
+            path.is_file()
+            and not path.name.startswith("airflow.db")
+            and secret.encode() in path.read_bytes()
+        ):
             hits.append(str(path))
     assert hits == [], f"secret found in {hits}"
     from airflow.models.renderedtifields import RenderedTaskInstanceFields

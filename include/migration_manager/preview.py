@@ -1,0 +1,127 @@
+"""What a migration would do, before it runs: the source's tables with their rules, and a dry run.
+
+The rules page shows these. ``inspect_source`` uses the same classification and rule resolution
+as ``create_migration`` (without writing a file); ``preview`` runs the same code as a real run —
+a migration file, ``prepare`` and ``apply_unit`` — with every unit's transaction rolled back.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from migration_manager import pg
+from migration_manager.archive import open_archive
+from migration_manager.config import RuleSet
+from migration_manager.create import create_migration
+from migration_manager.errors import ConfigError
+from migration_manager.execute import TableResult, apply_unit, prepare
+from migration_manager.plan import evaluate, rule_choices
+from migration_manager.profiles import get_profile
+from migration_manager.schema import estimated_rows, list_tables, reflect_tables
+
+
+@dataclass(frozen=True)
+class TableView:
+    name: str
+    group: str
+    key_kind: str
+    estimated_rows: int
+    rule: str
+    rule_source: str
+    choices: dict[str, str | None]  # rule -> why it is refused (None: allowed)
+    companion_of: tuple[str, ...] = ()
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["companion_of"] = list(self.companion_of)
+        return d
+
+
+@dataclass(frozen=True)
+class SourceView:
+    profile: str
+    schema: str
+    tables: tuple[TableView, ...]
+    warnings: tuple[str, ...]
+    problems: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "profile": self.profile,
+            "schema": self.schema,
+            "tables": [t.to_dict() for t in self.tables],
+            "warnings": list(self.warnings),
+            "problems": list(self.problems),
+        }
+
+
+def inspect_source(
+    source_dsn: str,
+    *,
+    profile: str | None = "nocobase",
+    rules: RuleSet | Mapping[str, Any] | str | None = None,
+    app_env: Mapping[str, str] | None = None,
+) -> SourceView:
+    """The source's tables in their groups, each with its key kind, row estimate and rule."""
+    prof = get_profile(profile)
+    ruleset = rules if isinstance(rules, RuleSet) else RuleSet.parse(rules)
+    scope = prof.scope(dict(app_env or {}))
+    with pg.sa_connection(source_dsn) as conn:
+        if not conn.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": scope.schema}
+        ).first():
+            raise ConfigError(f"The source database has no schema {scope.schema!r} (DB_SCHEMA)")
+        tables = [t for t in list_tables(conn, scope.schema) if scope.contains(t)]
+        structures = reflect_tables(conn, scope.schema, tables)
+        classes = prof.classify(conn, scope, tables)
+        estimates = estimated_rows(conn, scope.schema)
+        conn.rollback()
+    plans, warnings, problems = evaluate(structures, classes, ruleset, scope)
+    views = []
+    for p in plans:
+        problem = next((msg for msg in problems if msg.startswith(f"{p.name}:")), None)
+        views.append(
+            TableView(
+                name=p.name,
+                group=p.group,
+                key_kind=p.key_kind,
+                estimated_rows=estimates.get(p.name, 0),
+                rule=p.rule,
+                rule_source=p.rule_source,
+                choices=rule_choices(p.name, structures[p.name], classes[p.name]),
+                companion_of=p.companion_of,
+                problem=problem,
+            )
+        )
+    return SourceView(prof.name, scope.schema, tuple(views), tuple(warnings), tuple(problems))
+
+
+def preview(
+    source_dsn: str,
+    target_dsn: str,
+    *,
+    profile: str | None = "nocobase",
+    rules: RuleSet | Mapping[str, Any] | str | None = None,
+    app_env: Mapping[str, str] | None = None,
+    allow_drop: bool = False,
+) -> list[TableResult]:
+    """Per table what a run would do to the target (created, columns, rows), computed by a rolled-back run."""
+    with tempfile.TemporaryDirectory(prefix="mm-preview-") as tmp:
+        path = Path(tmp) / "preview.zip"
+        with path.open("wb") as fh:
+            create_migration(source_dsn, fh, profile=profile, rules=rules, app_env=app_env)
+        with open_archive(path) as reader:
+            plan = prepare(reader, target_dsn, allow_drop=allow_drop)
+            results = list(plan.tables)
+            for unit in plan.units:
+                results.extend(
+                    apply_unit(reader, target_dsn, unit, allow_drop=allow_drop, dry_run=True).tables
+                )
+    return sorted(results, key=lambda r: r.table)
