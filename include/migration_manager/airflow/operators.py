@@ -10,6 +10,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow.connections import environment
+from migration_manager.airflow.rule_sets import load_rule_set
 from migration_manager.airflow.store import migration_file_path, new_migration_file
 from migration_manager.archive import ArchiveReader, open_archive
 from migration_manager.create import create_migration, new_migration_id
@@ -51,21 +52,33 @@ class CreateMigrationOperator(BaseOperator):
     :param source_conn_id: Airflow connection of the source database (templated)
     :param profile: application profile, ``nocobase`` or ``generic`` (templated)
     :param rules: the rules document, JSON text or object (templated)
+    :param rule_set: name of a saved rule set; when given, its profile and rules are used (templated)
     :return: the migration file's URI
     """
 
-    template_fields: Sequence[str] = ("source_conn_id", "profile", "rules")
+    template_fields: Sequence[str] = ("source_conn_id", "profile", "rules", "rule_set")
 
     def __init__(
-        self, *, source_conn_id: str, profile: str = "nocobase", rules: Any = None, **kwargs: Any
+        self,
+        *,
+        source_conn_id: str,
+        profile: str = "nocobase",
+        rules: Any = None,
+        rule_set: str | None = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.source_conn_id = source_conn_id
         self.profile = profile
         self.rules = rules
+        self.rule_set = rule_set
 
     def execute(self, context: Context) -> str:
         with engine_errors():
+            if self.rule_set and str(self.rule_set).strip() not in ("", "None"):
+                saved = load_rule_set(str(self.rule_set).strip())
+                self.log.info("Using rule set %s (profile %s)", saved.name, saved.profile)
+                self.profile, self.rules = saved.profile, saved.rules
             env = environment(self.source_conn_id)
             migration_id = new_migration_id()
             with new_migration_file(migration_id) as (fh, dest):
