@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +389,88 @@ def test_nocobase_shaped_tables_overwrite_then_rerun_changes_nothing(
         assert new_id > scalar(source, f'SELECT max(id) FROM "{name}"'), name
 
 
+KEYED = ("uiSchemas", "rolesUsers", "orders")  # string key with a hyphen, composite, bigint
+
+
+@pytest.mark.parametrize("rule", ["upsert", "insert-ignore"])
+def test_nocobase_shaped_keyed_tables_upsert_and_insert_ignore(
+    source: str, target: str, tmp_path: Path, rule: str
+) -> None:
+    sql(source, NOCOBASE_SHAPED)
+    _fill(source, "large " * 100_000)
+    sql(target, NOCOBASE_SHAPED)
+    _fill(target, "old large value")
+    # the target drifts: a changed row and a row of its own in each keyed table
+    sql(
+        target,
+        """
+        UPDATE "uiSchemas" SET schema = '{"edited": "in prod"}' WHERE "x-uid" = 'ab-c1';
+        INSERT INTO "uiSchemas" ("x-uid", name) VALUES ('prod-only', 'p');
+        UPDATE "rolesUsers" SET "default" = false WHERE "roleName" = 'admin';
+        INSERT INTO "rolesUsers" VALUES ('prod', 9, true);
+        INSERT INTO orders (id, note) VALUES (99, 'prod order');
+        """,
+    )
+    sql(source, "INSERT INTO orders (id, tags) VALUES (5, '{新}')")
+    rules = {"user": {"default": "skip", "independent": dict.fromkeys(KEYED, rule)}}
+    target_before = {t: set(table_text(target, t)) for t in KEYED}
+
+    result = migrate(source, target, tmp_path / "1.zip", create={"rules": rules})
+
+    for name in KEYED:
+        after = set(table_text(target, name))
+        source_rows = set(table_text(source, name))
+        if rule == "upsert":
+            # every source row as in the source; the target's own rows kept
+            assert source_rows <= after, name
+            assert after - source_rows <= target_before[name], name
+        else:
+            # existing rows untouched, only new keys inserted
+            assert target_before[name] <= after, name
+            assert after - target_before[name] <= source_rows, name
+        assert result[name].deleted == 0
+    counts = {n: (result[n].inserted, result[n].updated, result[n].unchanged) for n in KEYED}
+    if rule == "upsert":
+        # orders: 1 differs (the large note), 5 is new; rolesUsers: admin differs
+        assert counts == {"uiSchemas": (0, 1, 2), "rolesUsers": (0, 1, 2), "orders": (1, 1, 2)}
+    else:
+        assert counts == {"uiSchemas": (0, 0, 3), "rolesUsers": (0, 0, 3), "orders": (1, 0, 3)}
+    assert scalar(target, 'SELECT count(*) FROM "rolesUsers" WHERE "roleName" = \'prod\'') == 1
+    assert scalar(target, "SELECT note FROM orders WHERE id = 99") == "prod order"
+    for name in set(tables(source)) - set(KEYED):
+        assert result[name].status == "skipped"
+
+    assert_second_run_changes_nothing(source, target, tmp_path / "2.zip", create={"rules": rules})
+
+
+def test_generated_columns_are_computed_by_the_target(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    sql(
+        source,
+        "CREATE TABLE t (id integer PRIMARY KEY, price numeric(10,2), qty integer,"
+        " total numeric GENERATED ALWAYS AS (price * qty) STORED);"
+        "INSERT INTO t (id, price, qty) VALUES (1, 2.50, 4), (2, NULL, 1);",
+    )
+    result = migrate(source, target, tmp_path / "1.zip", create=user_rule("overwrite"))
+    assert result["t"].inserted == 2
+    assert rows(target, "SELECT id, total FROM t ORDER BY id") == [
+        (1, Decimal("10.0000")),
+        (2, None),
+    ]
+    assert (
+        scalar(
+            target,
+            "SELECT is_generated FROM information_schema.columns "
+            "WHERE table_name = 't' AND column_name = 'total'",
+        )
+        == "ALWAYS"
+    )
+    assert_second_run_changes_nothing(
+        source, target, tmp_path / "2.zip", create=user_rule("overwrite")
+    )
+
+
 def test_unchanged_keyless_table_is_left_alone(source: str, target: str, tmp_path: Path) -> None:
     ddl = "CREATE TABLE paths (a bigint, b text);"
     sql(source, ddl + "INSERT INTO paths VALUES (1, 'x'), (1, 'x'), (2, NULL);")
@@ -729,3 +812,24 @@ def test_the_file_is_one_snapshot_and_applies_the_same_twice(
     apply_file(path, b)
     for name in ("items", "fresh"):
         assert table_text(a, name) == table_text(b, name) == table_text(source, name)
+
+
+def test_overwrite_when_unique_values_swap_between_rows(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    """Two rows exchange a unique value: an UPDATE row by row would trip the constraint midway."""
+    for dsn, (a, b) in ((source, ("beta", "alpha")), (target, ("alpha", "beta"))):
+        sql(
+            dsn,
+            f"CREATE TABLE roles (id int PRIMARY KEY, name text UNIQUE, title text);"
+            f"INSERT INTO roles VALUES (1, '{a}', 'One'), (2, '{b}', 'Two');",
+        )
+    results = migrate(
+        source, target, tmp_path / "m.zip", create={"rules": {"user": {"default": "overwrite"}}}
+    )
+    assert table_text(target, "roles") == table_text(source, "roles")
+    assert results["roles"].status == "applied"
+    again = migrate(
+        source, target, tmp_path / "m2.zip", create={"rules": {"user": {"default": "overwrite"}}}
+    )
+    assert again["roles"].status == "unchanged"
