@@ -334,6 +334,16 @@ def apply_unit(
                 elif rule == OVERWRITE and not t.key:
                     if name in replace:
                         c.inserted += rules.insert_all(cur, c, t, staged[name])
+                elif rule == OVERWRITE and len(unit.tables) == 1:
+                    try:
+                        with raw.transaction():  # a savepoint
+                            rules.upsert(cur, c, t, staged[name], update=True, total=t.rows)
+                    except psycopg.errors.UniqueViolation:
+                        # rows swapped values of a unique column: updating row by row trips the
+                        # constraint midway; replacing the rows gives the same end state
+                        log.info("%s: unique values moved between rows; replacing all rows", name)
+                        c.deleted += rules.delete_all(cur, c, t)
+                        c.inserted += rules.insert_all(cur, c, t, staged[name])
                 elif rule in (OVERWRITE, UPSERT):
                     rules.upsert(cur, c, t, staged[name], update=True, total=t.rows)
                 elif rule == INSERT_IGNORE:
