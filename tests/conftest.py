@@ -7,6 +7,7 @@ anything imports Airflow, so that DAG tests use a throwaway ``AIRFLOW_HOME``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -38,8 +39,17 @@ def new_db() -> Iterator[Callable[[], str]]:
         return dsn_for(name)
 
     yield make
+    # Dropping a database waits for a checkpoint (~1-2 s); a background thread does it while
+    # the next tests run, and the session waits for it at the end.
     for name in made:
-        drop_database(name)
+        _DROPPER.submit(drop_database, name)
+
+
+_DROPPER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dropdb")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _DROPPER.shutdown(wait=True)
 
 
 @pytest.fixture
