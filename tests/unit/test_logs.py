@@ -1,0 +1,384 @@
+"""The run log (migration.json / migration.log / schema.sql / data.sql) from plain data, without Airflow."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migration_manager import logs
+from migration_manager.archive import ArchiveWriter, data_member
+from migration_manager.report import summarize
+
+SECRET = "hunter2-do-not-log"
+
+REPORT: dict[str, Any] = {
+    "migration_id": "mig-20261126T120000Z-abc123",
+    "migration_file": "mig-20261126T120000Z-abc123",
+    "source": "staging",
+    "units": [
+        {"id": "u1", "label": "roles, rolesUsers", "tables": ["roles", "rolesUsers"]},
+        {"id": "u2", "label": "orders", "tables": ["orders"]},
+        {"id": "u3", "label": "broken", "tables": ["broken"]},
+    ],
+    "rules": {
+        "roles": "overwrite",
+        "rolesUsers": "schema-only",
+        "orders": "upsert",
+        "broken": "overwrite",
+        "users": "skip",
+    },
+    "quiet_tables": [{"table": "users", "rule": "skip", "status": "skipped"}],
+    "warnings": ["legacyThing: the profile does not know it (schema-only)"],
+}
+RESULTS: list[dict[str, Any]] = [
+    {
+        "unit": "u2",
+        "seconds": 0.5,
+        "tables": [
+            {
+                "table": "orders",
+                "rule": "upsert",
+                "status": "applied",
+                "ddl": [
+                    "ALTER TABLE public.orders ADD COLUMN tags TEXT[]",
+                    "CREATE INDEX ix_orders_tags ON public.orders (tags)",
+                ],
+                "inserted": 499,
+                "updated": 1,
+                "deleted": 0,
+                "unchanged": 0,
+                "seconds": 0.4,
+                "warnings": [],
+                "data_sql": [
+                    'CREATE TEMP TABLE "mm_stage_1" (LIKE "public"."orders")',
+                    'COPY "mm_stage_1" ("id", "total") FROM STDIN (FORMAT binary)',
+                    'INSERT INTO "public"."orders" SELECT * FROM "mm_stage_1" ON CONFLICT ("id") DO UPDATE SET "total" = EXCLUDED."total"',
+                ],
+            }
+        ],
+    },
+    {
+        "unit": "u1",
+        "seconds": 0.2,
+        "tables": [
+            {
+                "table": "roles",
+                "rule": "overwrite",
+                "status": "applied",
+                "ddl": [
+                    "CREATE TABLE public.roles (name VARCHAR(255) NOT NULL, PRIMARY KEY (name))"
+                ],
+                "inserted": 3,
+            },
+            {
+                "table": "rolesUsers",
+                "rule": "schema-only",
+                "status": "applied",
+                "ddl": ['CREATE TABLE public."rolesUsers" ("roleName" VARCHAR(255))'],
+            },
+        ],
+    },
+]
+
+
+def _steps() -> list[logs.Step]:
+    t = "2026-11-26T12:00:{:02d}+00:00"
+    return [
+        logs.Step("plan", "success", start=t.format(2), end=t.format(4), attempt=1),
+        logs.Step("env_check", "success", start=t.format(0), end=t.format(1), attempt=1),
+        logs.Step(
+            "apply_table",
+            "success",
+            map_index=1,
+            label="orders",
+            start=t.format(5),
+            end=t.format(7),
+            attempt=2,
+        ),
+        logs.Step(
+            "apply_table",
+            "success",
+            map_index=0,
+            label="roles, rolesUsers",
+            start=t.format(5),
+            end=t.format(6),
+            attempt=1,
+        ),
+        logs.Step(
+            "apply_table",
+            "failed",
+            map_index=2,
+            label="broken",
+            start=t.format(5),
+            end=t.format(8),
+            attempt=3,
+            error=f"broken: connection to postgresql://app:{SECRET}@db:5432/prod failed",
+        ),
+        logs.Step("collect_logs", "failed", start=t.format(9), end=t.format(10), attempt=1),
+    ]
+
+
+def _record(**overrides: Any) -> dict[str, Any]:
+    summary = summarize(REPORT, RESULTS)
+    values: dict[str, Any] = {
+        "run": {
+            "dag_id": "migration_execute",
+            "run_id": "manual__2026-11-26T12:00:00+00:00",
+            "run_type": "manual",
+            "triggered_by": "olga",
+            "start_date": "2026-11-26T12:00:00+00:00",
+        },
+        "steps": _steps(),
+        "report": REPORT,
+        "summary": summary,
+        "migration_file": {
+            "name": "mig-20261126T120000Z-abc123.zip",
+            "sha256": "ab" * 32,
+            "bytes": 2048,
+        },
+        "source": {"database": "staging", "app_version": "1.6.0"},
+        "target": {
+            "conn_id": "migration_target",
+            "host": "db",
+            "port": 5432,
+            "database": "prod",
+            "user": "app",
+        },
+        "params": {
+            "target_conn_id": "migration_target",
+            "env_values": {"API_KEY": SECRET},
+            "allow_drop": False,
+        },
+        "checks": {
+            "env_check": {
+                "settings": {"DB_SCHEMA": "public"},
+                "missing_env": [{"name": "API_KEY", "type": "secret", "referenced": True}],
+            },
+            "env_values": {
+                "rows": [["API_KEY", "secret", "deadbeef" + SECRET]],
+                "source": "env_values param",
+                "answered_by": None,
+            },
+            "plugin_check": {
+                "missing": [{"name": "graph", "version": "1.0", "package": "@nocobase/graph"}],
+                "decision": "continue (prompt)",
+                "decided_by": "olga",
+            },
+            "env_write": {"written": ["API_KEY"]},
+        },
+        "backup": {
+            "backup_id": "bk-20261126T120003Z-a1b2c3",
+            "tables": 12,
+            "rows": 345,
+            "size": 99999,
+        },
+        "rollback": {
+            "status": "not rolled back",
+            "reason": "rollback_on_failure is off",
+            "backup_id": "bk-20261126T120003Z-a1b2c3",
+        },
+        "task_order": ["env_check", "plan", "apply_table", "collect_logs"],
+        "ended_at": "2026-11-26T12:00:10+00:00",
+    }
+    values.update(overrides)
+    return logs.build_record(**values)
+
+
+def test_record_has_everything_and_no_secret() -> None:
+    record = _record()
+    assert record["format"] == "migration-manager-log"
+    assert record["migration_id"] == "mig-20261126T120000Z-abc123"
+    assert record["status"] == "failed"  # unit u3 never returned a result
+    assert record["failed_units"] == [{"id": "u3", "tables": ["broken"]}]
+    assert record["seconds"] == 10.0
+    assert record["triggered_by"] == "olga"
+    # steps ordered by start, then by the DAG's order
+    assert [s["name"] for s in record["steps"]][:2] == ["env_check", "plan"]
+    names = [s["name"] for s in record["steps"]]
+    assert names.index("apply_table[roles, rolesUsers]") < names.index("apply_table[orders]")
+    orders = next(s for s in record["steps"] if s["name"] == "apply_table[orders]")
+    assert orders["attempt"] == 2 and orders["seconds"] == 2.0 and orders["status"] == "success"
+    assert record["units"][2] == {
+        "id": "u3",
+        "label": "broken",
+        "tables": ["broken"],
+        "map_index": 2,
+        "status": "failed",
+    }
+    assert record["checks"]["env_values"]["supplied"] == [{"name": "API_KEY", "type": "secret"}]
+    assert record["checks"]["plugin_check"]["decided_by"] == "olga"
+    assert record["params"]["env_values"] == ["API_KEY"]
+    assert record["backup"]["backup_id"].startswith("bk-")
+    assert record["rollback"]["status"] == "not rolled back"
+    assert record["totals"]["inserted"] == 502 and record["totals"]["ddl"] == 4
+    assert any("broken" in e and "***" in e for e in record["errors"])
+    for name, text in logs.render(record).items():
+        assert SECRET not in text, name
+        assert "deadbeef" not in text, name
+
+
+def test_log_text_reads_top_to_bottom() -> None:
+    text = logs.format_log(_record())
+    assert text.startswith("Migration mig-20261126T120000Z-abc123: FAILED\n")
+    for expected in (
+        "triggered by olga",
+        "Target      migration_target: app@db:5432/prod",
+        "Backup      bk-20261126T120003Z-a1b2c3 (12 tables, 345 rows, 97.7 KB)",
+        "Rollback    not rolled back to bk-20261126T120003Z-a1b2c3 (rollback_on_failure is off)",
+        "apply_table[orders]",
+        "Plugins           missing in the target: graph; decision: continue (prompt) by olga",
+        "Values supplied   API_KEY (secret) from the env_values param (values not recorded)",
+        "! failed unit u3: broken (rolled back)",
+        "legacyThing: the profile does not know it",
+    ):
+        assert expected in text, expected
+    process = text.split("Process\n-------\n")[1].split("\n\n")[0].splitlines()
+    assert process[0].split() == ["#", "step", "status", "try", "start", "end", "seconds"]
+    assert process[1].split() == ["1", "env_check", "success", "1", "12:00:00", "12:00:01", "1.00"]
+
+
+def test_schema_sql_is_in_order_grouped_and_runs(tmp_path: Path) -> None:
+    """The statements of each table, units in plan order, tables referenced-first; psql runs it."""
+    text = logs.schema_sql(_record())
+    roles = text.index("-- Table roles:")
+    roles_users = text.index("-- Table rolesUsers:")
+    orders = text.index("-- Table orders:")
+    assert roles < roles_users < orders
+    assert text.index("ADD COLUMN tags") < text.index("CREATE INDEX ix_orders_tags")
+    assert text.count("BEGIN;") == 2 and text.count("COMMIT;") == 2
+    assert "mm_stage" not in text  # data statements live in data.sql
+    body = [line for line in text.splitlines() if line and not line.startswith("--")]
+    assert all(line.endswith(";") for line in body)
+    data = logs.data_sql(_record())
+    assert 'COPY "mm_stage_1" ("id", "total") FROM STDIN (FORMAT binary);' in data
+    assert "ALTER TABLE" not in data
+
+
+@pytest.mark.postgres
+def test_schema_sql_runs_with_psql(new_db: Any) -> None:
+    from tests.pgtools import psql_bin, scalar
+
+    dsn = new_db()
+    record = _record()
+    # a plausible script: the orders table exists before its ALTER
+    script = "CREATE TABLE public.orders (id int PRIMARY KEY, total numeric);\n" + logs.schema_sql(
+        record
+    )
+    out = subprocess.run(
+        [psql_bin(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn],
+        input=script,
+        text=True,
+        capture_output=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert scalar(dsn, "SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_orders_tags'") == 1
+
+
+def test_run_stopped_before_the_plan_is_logged() -> None:
+    steps = [
+        logs.Step(
+            "env_check",
+            "failed",
+            start="2026-11-26T12:00:00+00:00",
+            end="2026-11-26T12:00:01+00:00",
+            attempt=1,
+            error="DB_TABLE_PREFIX differs: 'nb_' in the target, '' in the source",
+        ),
+        logs.Step("plan", "upstream_failed"),
+        logs.Step("apply_table", "upstream_failed"),
+    ]
+    record = logs.build_record(
+        run={"dag_id": "migration_execute", "run_id": "r1"},
+        steps=steps,
+        migration_file={"name": "mig-x.zip", "id": "mig-x", "sha256": "cd" * 32},
+    )
+    assert record["status"] == "failed" and record["migration_id"] == "mig-x"
+    assert record["tables"] == [] and record["units"] == []
+    files = logs.render(record)
+    assert "the run stopped before the plan" in files[logs.LOG]
+    assert "env_check: DB_TABLE_PREFIX differs" in files[logs.LOG]
+    assert "-- No schema statement was executed." in files[logs.SCHEMA_SQL]
+    plan = next(s for s in record["steps"] if s["task_id"] == "plan")
+    assert plan["start"] is None and plan["seconds"] is None
+
+
+def test_scrub_removes_credentials() -> None:
+    assert logs.scrub("postgresql://app:pw@db/x") == "postgresql://app:***@db/x"
+    assert logs.scrub("host=db password=pw user=app") == "host=db password=*** user=app"
+    assert logs.scrub('{"password": "pw"}') == '{"password": "***"}'
+    assert logs.scrub("no secrets here") == "no secrets here"
+
+
+def test_unknown_step_outcomes_are_not_recorded() -> None:
+    assert logs.outcome_of("some_custom_task", {"token": SECRET}) is None
+    assert logs.outcome_of("env_values", {"rows": [["K", "secret", SECRET]]}) == {
+        "supplied": [{"name": "K", "type": "secret"}],
+        "source": None,
+        "answered_by": None,
+    }
+
+
+def test_write_files_and_load(tmp_path: Path) -> None:
+    record = _record()
+    written = logs.write_files(tmp_path / "logs" / "m" / "r", record)
+    assert [p.name for p in written] == [
+        "migration.log",
+        "schema.sql",
+        "data.sql",
+        "summary.json",
+        "migration.json",
+    ]
+    loaded = logs.load_record((tmp_path / "logs" / "m" / "r" / "migration.json").read_text())
+    assert loaded["run_id"] == record["run_id"]
+    summary = json.loads((tmp_path / "logs" / "m" / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["backup"]["backup_id"].startswith("bk-")
+    with pytest.raises(ValueError):
+        logs.load_record('{"format": "something else"}')
+
+
+def _archive(path: Path, manifest_id: str = "mig-1") -> Path:
+    buf = io.BytesIO()
+    writer = ArchiveWriter(buf)
+    with writer.data(data_member(1)) as out:
+        out.write(b"rows")
+    writer.finish(
+        {
+            "format": "migration-manager",
+            "format_version": 1,
+            "id": manifest_id,
+            "created_at": "2026-11-26T12:00:00+00:00",
+            "profile": "generic",
+            "source": {"database": "staging"},
+            "tables": [{"name": "t", "data": {"rows": 7}}],
+            "members": writer.members,
+        }
+    )
+    path.write_bytes(buf.getvalue())
+    return path
+
+
+def test_describe_file(tmp_path: Path) -> None:
+    path = _archive(tmp_path / "mig-1.zip")
+    info = logs.describe_file(path)
+    assert info["id"] == "mig-1" and info["rows"] == 7 and info["tables"] == 1
+    assert info["bytes"] == path.stat().st_size and len(info["sha256"]) == 64
+    with zipfile.ZipFile(path) as zf:
+        assert info["manifest_sha256"] == zf.read("manifest.json.sha256").decode().strip()
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"not a zip")
+    assert "error" in logs.describe_file(bad)
+
+
+def test_safe_component() -> None:
+    assert (
+        logs.safe_component("manual__2026-11-26T12:00:00+00:00")
+        == "manual__2026-11-26T12_00_00_00_00"
+    )
+    assert logs.safe_component("../..") == "_"
+    assert "/" not in logs.safe_component("a/../b")
