@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 PG_ENV = MM_PG_URL="$$(bin/pg-url)"; MM_PG_BINDIR="$$(bin/pg-url --bindir)"; \
 	export MM_PG_URL MM_PG_BINDIR; echo "MM_PG_URL=$$MM_PG_URL MM_PG_BINDIR=$$MM_PG_BINDIR"
 
-.PHONY: help venv lint fmt test demo bench lock pg-stop clean distclean
+.PHONY: help venv lint fmt test demo bench lock pg-stop clean distclean airflow airflow-stop airflow-status
 
 help:
 	@echo "make venv       create .venv and install requirements.txt (only when it changed)"
@@ -33,6 +33,8 @@ help:
 	@echo "make test       lint, then pytest with MM_PG_URL from bin/pg-url (PYTEST_ARGS=...)"
 	@echo "make demo       python -m migration_manager.demo (DEMO_ARGS=...)"
 	@echo "make bench      python bench/run.py (BENCH_ARGS=...)"
+	@echo "make airflow    run Airflow for real (LocalExecutor, http://127.0.0.1:8080, admin/admin)"
+	@echo "make airflow-stop  stop every process make airflow started"
 	@echo "make lock       rewrite requirements.txt from what .venv holds"
 	@echo "make pg-stop    stop the throwaway PostgreSQL cluster bin/pg-url may have started"
 	@echo "make clean      stop that cluster, remove .pg .airflow .demo artifacts and caches"
@@ -69,6 +71,18 @@ demo: venv
 bench: venv
 	$(PG_ENV); $(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# Airflow for real: api-server, scheduler, dag-processor, triggerer (bin/airflow-local --help).
+# AIRFLOW_ARGS=... passes options, e.g. AIRFLOW_ARGS="--port 8081 --executor CeleryExecutor".
+AIRFLOW_ARGS ?=
+airflow: venv
+	$(PG_ENV); $(BIN)/python bin/airflow-local start $(AIRFLOW_ARGS)
+
+airflow-stop:
+	$(BIN)/python bin/airflow-local stop $(AIRFLOW_ARGS)
+
+airflow-status:
+	$(BIN)/python bin/airflow-local status $(AIRFLOW_ARGS)
+
 lock: | $(UV)
 	{ sed -n '/^#/p' requirements.txt; \
 	  $(UV) pip freeze --python $(BIN)/python | grep -vE '^(pip|setuptools|uv)=='; \
@@ -79,6 +93,7 @@ pg-stop:
 	bin/pg-stop
 
 clean:
+	[ ! -x $(BIN)/python ] || $(BIN)/python bin/airflow-local stop
 	bin/pg-stop --purge || true
 	rm -rf .airflow .demo artifacts .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

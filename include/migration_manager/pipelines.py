@@ -1,0 +1,199 @@
+"""Nightly sync pipelines: a YAML file of source -> target syncs, each one a scheduled DAG.
+
+The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.example.yaml``)::
+
+    pipelines:
+      - name: staging_to_prod              # DAG id sync_staging_to_prod
+        source_conn_id: migration_source
+        target_conn_id: migration_target
+        profile: nocobase                  # optional, default nocobase
+        schedule: "0 2 * * *"              # cron, or a preset such as "@daily"
+        rules:                             # same shape as the rules param (optional)
+          user: {default: schema-only, independent: {orders: upsert}}
+        options:                           # all optional
+          backup: true                     # take a backup of the target first
+          rollback: true                   # restore it when a table fails
+          on_missing_plugins: fail         # ask | continue | fail (nobody answers at night)
+          on_missing_env: fail             # ask | fail
+          allow_drop: false
+          pool: migration_units            # Airflow pool capping the table units applied at once
+
+Loading only reads the file: no database, no network. Every error names the file, the
+pipeline and the key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from migration_manager.config import RuleSet
+from migration_manager.errors import ConfigError
+from migration_manager.profiles import PROFILES
+
+DEFAULT_POOL = "migration_units"
+PRESETS = ("@once", "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
+KEYS = ("name", "source_conn_id", "target_conn_id", "profile", "schedule", "rules", "options")
+REQUIRED = ("name", "source_conn_id", "target_conn_id", "schedule")
+OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
+    "backup": (bool, None),
+    "rollback": (bool, None),
+    "on_missing_plugins": (str, ("ask", "continue", "fail")),
+    "on_missing_env": (str, ("ask", "fail")),
+    "allow_drop": (bool, None),
+    "pool": (str, None),
+}
+_NAME = re.compile(r"^[A-Za-z0-9_]{1,200}$")
+_POOL = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
+
+
+class PipelineError(ConfigError):
+    """The pipelines file is unreadable or a pipeline in it is invalid."""
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    source_conn_id: str
+    target_conn_id: str
+    schedule: str
+    profile: str = "nocobase"
+    rules: Mapping[str, Any] = field(default_factory=dict)
+    backup: bool = True
+    rollback: bool = True
+    on_missing_plugins: str = "fail"
+    on_missing_env: str = "fail"
+    allow_drop: bool = False
+    pool: str = DEFAULT_POOL
+
+    @property
+    def dag_id(self) -> str:
+        return f"sync_{self.name}"
+
+    def conf(self) -> dict[str, Any]:
+        """The run conf of a sync with this pipeline's settings (the DAG's param defaults)."""
+        return {
+            "source_conn_id": self.source_conn_id,
+            "target_conn_id": self.target_conn_id,
+            "profile": self.profile,
+            "rules": dict(self.rules),
+            "allow_drop": self.allow_drop,
+            "on_missing_plugins": self.on_missing_plugins,
+            "on_missing_env": self.on_missing_env,
+            "skip_backup": not self.backup,
+            "rollback_on_failure": self.rollback,
+        }
+
+
+def _valid_schedule(value: str) -> bool:
+    if value.startswith("@"):
+        return value in PRESETS
+    try:
+        from croniter import croniter
+    except ImportError:  # pragma: no cover - croniter comes with Airflow
+        return len(value.split()) in (5, 6)
+    return bool(croniter.is_valid(value))
+
+
+def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
+    """Validate a parsed pipelines document; errors name the pipeline and the key."""
+    if doc is None:
+        return []
+    if not isinstance(doc, Mapping) or set(doc) - {"pipelines"}:
+        raise PipelineError(f"{source}: expected a mapping with one key 'pipelines' (a list)")
+    items = doc.get("pipelines") or []
+    if not isinstance(items, list):
+        raise PipelineError(f"{source}: 'pipelines' must be a list of pipelines")
+    found: list[Pipeline] = []
+    seen: set[str] = set()
+    for index, item in enumerate(items, start=1):
+        label = f"{source}: pipeline #{index}"
+        if not isinstance(item, Mapping):
+            raise PipelineError(f"{label}: expected a mapping with keys {', '.join(KEYS)}")
+        if isinstance(item.get("name"), str) and item["name"]:
+            label = f"{source}: pipeline {item['name']!r}"
+        unknown = sorted(set(map(str, item)) - set(KEYS))
+        if unknown:
+            raise PipelineError(
+                f"{label}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEYS)}"
+            )
+        for key in REQUIRED:
+            value = item.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise PipelineError(f"{label}: key {key!r} is required (a non-empty string)")
+        name = str(item["name"])
+        if not _NAME.match(name):
+            raise PipelineError(
+                f"{label}: key 'name': {name!r} may hold only letters, digits and '_' (it becomes the DAG id sync_<name>)"
+            )
+        if name in seen:
+            raise PipelineError(f"{label}: key 'name': {name!r} is used by an earlier pipeline")
+        seen.add(name)
+        schedule = str(item["schedule"]).strip()
+        if not _valid_schedule(schedule):
+            raise PipelineError(
+                f"{label}: key 'schedule': {schedule!r} is neither a cron expression "
+                f"(5 fields, e.g. '0 2 * * *') nor a preset ({', '.join(PRESETS)})"
+            )
+        profile = item.get("profile", "nocobase")
+        if profile not in PROFILES:
+            raise PipelineError(
+                f"{label}: key 'profile': unknown profile {profile!r}; use one of {', '.join(sorted(PROFILES))}"
+            )
+        try:
+            rules = RuleSet.parse(item.get("rules"), source=f"{label}: key 'rules'").to_dict()
+        except PipelineError:
+            raise
+        except ConfigError as exc:
+            raise PipelineError(str(exc)) from exc
+        options = item.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise PipelineError(f"{label}: key 'options' must be a mapping")
+        checked: dict[str, Any] = {}
+        for key, value in options.items():
+            if key not in OPTIONS:
+                raise PipelineError(
+                    f"{label}: key 'options.{key}' is unknown; allowed: {', '.join(OPTIONS)}"
+                )
+            kind, allowed = OPTIONS[key]
+            if not isinstance(value, kind) or (allowed and value not in allowed):
+                what = f"one of {', '.join(allowed)}" if allowed else kind.__name__
+                raise PipelineError(f"{label}: key 'options.{key}': {value!r} is not {what}")
+            if key == "pool" and not _POOL.match(str(value)):
+                raise PipelineError(f"{label}: key 'options.pool': {value!r} is not a pool name")
+            checked[key] = value
+        found.append(
+            Pipeline(
+                name=name,
+                source_conn_id=str(item["source_conn_id"]).strip(),
+                target_conn_id=str(item["target_conn_id"]).strip(),
+                schedule=schedule,
+                profile=str(profile),
+                rules=rules,
+                **checked,
+            )
+        )
+    return found
+
+
+def load_pipelines(path: str | Path) -> list[Pipeline]:
+    """The pipelines of a YAML file (which must exist)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PipelineError(
+            f"Pipelines file {path} does not exist (MIGRATION_PIPELINES); fix the path or unset it"
+        ) from exc
+    except OSError as exc:
+        raise PipelineError(f"Pipelines file {path} cannot be read ({exc.strerror})") from exc
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"Pipelines file {path} is not valid YAML: {exc}") from exc
+    return parse_pipelines(doc, source=f"Pipelines file {path}")
