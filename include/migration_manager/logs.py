@@ -388,9 +388,7 @@ def build_record(
     ended = utc_iso(ended_at) or (max(ends) if ends else None)
     seconds = _between(started_at, ended)
     all_errors = [scrub(e) for e in errors]
-    all_errors += [
-        f"{s.name}: {scrub(s.error)}" for s in steps if s.error and s.status != SUCCESS
-    ]
+    all_errors += [f"{s.name}: {scrub(s.error)}" for s in steps if s.error and s.status != SUCCESS]
     file_info = dict(migration_file or {})
     migration_id = (
         (summary or {}).get("migration_id")
@@ -539,11 +537,12 @@ def format_log(record: Mapping[str, Any]) -> str:
         f"({record.get('run_type') or '-'}, triggered by {trig})"
     )
     if f:
-        detail = (
-            f"sha256 {f.get('sha256')}, {_size(f.get('bytes'))}, created {f.get('created_at')}"
-            if f.get("sha256")
-            else f"unreadable: {f.get('error')}"
-        )
+        if f.get("sha256"):
+            detail = f"sha256 {f.get('sha256')}, {_size(f.get('bytes'))}"
+            if f.get("created_at"):
+                detail += f", created {f['created_at']}"
+        else:
+            detail = f"unreadable: {f.get('error')}"
         lines.append(f"File        {f.get('name')} ({detail})")
     source = record.get("source") or {}
     if source:

@@ -1,0 +1,381 @@
+"""The Migrations page: a FastAPI app that the Airflow plugin mounts at ``/migrations``.
+
+Every route requires an authenticated Airflow user (Airflow's own auth dependency: the UI's
+``_token`` cookie or an ``Authorization: Bearer`` token) allowed to read runs of
+``migration_execute``; uploading a file and running one require the right to trigger it.
+Plugin apps are public unless they say so: this one says so for the whole app.
+
+Routes (relative to the mount point):
+
+=======  ===========================================  =============================================
+GET      ``/``                                        migrations, newest first (``target``, ``status``)
+GET      ``/runs/{migration}/{run}``                  one run: process timeline, tables, checks, log
+GET      ``/runs/{migration}/{run}/download/{name}``  ``migration.log``, ``migration.json``, ``schema.sql``, ``data.sql``, ``summary.json``
+GET      ``/files``                                   migration files in the store
+GET      ``/files/{name}``                            download one
+POST     ``/files``                                   upload one (verified before it is stored)
+POST     ``/files/{name}/run``                        trigger ``migration_execute`` with it (Airflow REST API)
+GET      ``/backups``                                 backups of every target, with their metadata
+GET      ``/static/style.css``                        the stylesheet
+=======  ===========================================  =============================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from migration_manager import logs
+from migration_manager.ui import catalog, charts
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "/migrations"
+EXECUTE_DAG = "migration_execute"
+MEDIA = {
+    logs.RECORD: "application/json",
+    logs.SUMMARY: "application/json",
+    logs.LOG: "text/plain; charset=utf-8",
+    logs.SCHEMA_SQL: "application/sql; charset=utf-8",
+    logs.DATA_SQL: "application/sql; charset=utf-8",
+}
+
+ApiClientFactory = Callable[[Request], httpx.Client]
+
+
+# --- auth: Airflow's own dependencies --------------------------------------------------------
+
+
+def _requires(method: str) -> Callable[..., Any]:
+    """Airflow's ``requires_access_dag`` on runs of ``migration_execute`` (imported lazily)."""
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return requires_access_dag(method, DagAccessEntity.RUN, param_dag_id=EXECUTE_DAG)  # type: ignore[arg-type]
+
+
+def _token(request: Request) -> str | None:
+    """The caller's Airflow token (Bearer header first, as Airflow's ``get_user`` does, then the UI cookie)."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+
+    return request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _store() -> Any:
+    from migration_manager.airflow.store import store_root
+
+    return store_root()
+
+
+def _when(value: Any) -> str:
+    if value in (None, ""):
+        return "-"
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _duration(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    if value < 60:
+        return f"{value:.1f} s"
+    minutes, seconds = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    size = float(value)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}".replace(",", "\u202f") if isinstance(value, int) else str(value or 0)
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(HERE / "templates")),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(when=_when, duration=_duration, bytes=_bytes, number=_number)
+    return env
+
+
+def _airflow_root(request: Request) -> str:
+    """Where the Airflow UI lives, from this app's mount point (honours ``[api] base_url`` paths)."""
+    root = str(request.scope.get("root_path") or "")
+    prefix = request.app.state.prefix
+    return root[: -len(prefix)] if prefix and root.endswith(prefix) else ""
+
+
+def _api_client(request: Request) -> httpx.Client:
+    """A client of Airflow's REST API on this same server, as the calling user."""
+    factory: ApiClientFactory | None = getattr(request.app.state, "api_client", None)
+    if factory is not None:
+        return factory(request)
+    base = os.environ.get("MM_AIRFLOW_API_URL", "").rstrip("/")
+    if not base:
+        base = f"{request.url.scheme}://{request.url.netloc}{_airflow_root(request)}"
+    return httpx.Client(base_url=base, timeout=30)
+
+
+# --- the app ------------------------------------------------------------------------------------
+
+
+def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = None) -> FastAPI:
+    """The Migrations app. ``api_client`` replaces the HTTP client of Airflow's REST API (tests)."""
+    read = [Depends(_requires("GET"))]
+    write = [Depends(_requires("POST"))]
+    app = FastAPI(
+        title="Migrations",
+        description="Migration runs, their logs and SQL, migration files and backups.",
+        dependencies=read,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.prefix = prefix
+    app.state.api_client = api_client
+    env = _environment()
+
+    def page(
+        request: Request, template: str, status_code: int = 200, **values: Any
+    ) -> HTMLResponse:
+        values.setdefault("active", "")
+        html = env.get_template(template).render(
+            request=request,
+            base=str(request.scope.get("root_path") or ""),
+            airflow_root=_airflow_root(request),
+            **values,
+        )
+        return HTMLResponse(html, status_code=status_code)
+
+    def not_found(request: Request, what: str) -> HTMLResponse:
+        return page(request, "error.html", 404, title="Not found", message=what)
+
+    def send(path: Any, name: str, media_type: str, *, inline: bool = False) -> Response:
+        disposition = "inline" if inline else "attachment"
+        headers = {"Content-Disposition": f'{disposition}; filename="{name}"'}
+        headers["X-Content-Type-Options"] = "nosniff"
+        local = catalog.local_path(path)
+        if local is not None:
+            return FileResponse(local, media_type=media_type, headers=headers)
+        return Response(path.read_bytes(), media_type=media_type, headers=headers)
+
+    @app.get("/", response_class=HTMLResponse, name="index")
+    def index(request: Request, target: str = "", status: str = "") -> HTMLResponse:
+        root = _store()
+        runs = catalog.list_runs(root, target=target or None, status=status or None)
+        return page(
+            request,
+            "index.html",
+            active="runs",
+            title="Migrations",
+            runs=runs,
+            targets=catalog.targets(root),
+            target=target,
+            status=status,
+        )
+
+    @app.get("/runs/{migration}/{run}", response_class=HTMLResponse, name="run_page")
+    def run_page(request: Request, migration: str, run: str) -> HTMLResponse:
+        root = _store()
+        try:
+            ref = catalog.RunRef.checked(migration, run)
+            record = catalog.load_run(root, ref)
+            log_text = catalog.log_file(root, ref, logs.LOG).read_text()
+        except catalog.NotFound:
+            return not_found(request, f"No migration log {migration}/{run} in the store.")
+        file_name = (record.get("migration_file") or {}).get("name") or ""
+        try:
+            catalog.migration_file(root, file_name)
+            file_in_store = True
+        except catalog.NotFound:
+            file_in_store = False
+        steps = record.get("steps") or []
+        run_link = (
+            f"{_airflow_root(request)}/dags/{quote(str(record.get('dag_id')), safe='')}"
+            f"/runs/{quote(str(record.get('run_id')), safe='')}"
+        )
+        return page(
+            request,
+            "run.html",
+            active="runs",
+            title=f"Migration {record.get('migration_id') or ''}",
+            ref=ref,
+            r=record,
+            timeline=Markup(charts.timeline_svg(steps)),
+            log_text=log_text,
+            file_in_store=file_in_store,
+            file_name=file_name,
+            run_link=run_link,
+            changed=logs.changed_rows(record),
+            endpoint=logs.endpoint,
+        )
+
+    @app.get("/runs/{migration}/{run}/download/{name}", name="run_download")
+    def run_download(migration: str, run: str, name: str, inline: bool = False) -> Response:
+        try:
+            ref = catalog.RunRef.checked(migration, run)
+            path = catalog.log_file(_store(), ref, name)
+        except catalog.NotFound:
+            raise HTTPException(404, f"No {name} for migration log {migration}/{run}") from None
+        download = name if name != logs.RECORD else f"{ref.migration}.{ref.run}.json"
+        if name in (logs.LOG, logs.SCHEMA_SQL, logs.DATA_SQL):
+            download = f"{ref.migration}.{name}"
+        return send(path, download, MEDIA[name], inline=inline)
+
+    @app.get("/files", response_class=HTMLResponse, name="files")
+    def files(
+        request: Request, uploaded: str = "", triggered: str = "", paused: str = ""
+    ) -> HTMLResponse:
+        return page(
+            request,
+            "files.html",
+            active="files",
+            title="Migration files",
+            files=catalog.list_files(_store()),
+            uploaded=uploaded,
+            triggered=triggered,
+            paused=bool(paused),
+        )
+
+    @app.get("/files/{name}", name="file_download")
+    def file_download(name: str) -> Response:
+        try:
+            path = catalog.migration_file(_store(), name)
+        except catalog.NotFound:
+            raise HTTPException(404, f"No migration file {name} in the store") from None
+        return send(path, name, "application/zip")
+
+    @app.post("/files", name="file_upload", dependencies=write)
+    def file_upload(request: Request, file: Annotated[UploadFile, File()]) -> Response:
+        root = _store()
+        try:
+            stored = catalog.store_upload(root, file.file, file.filename or "")
+        except catalog.Refused as exc:
+            log.warning("Upload refused: %s", exc)
+            return page(
+                request,
+                "files.html",
+                exc.status,
+                active="files",
+                title="Migration files",
+                files=catalog.list_files(root),
+                error=str(exc),
+            )
+        query = urlencode({"uploaded": stored["name"]})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/files?{query}", 303)
+
+    @app.post("/files/{name}/run", name="file_run", dependencies=write)
+    def file_run(
+        request: Request,
+        name: str,
+        target_conn_id: Annotated[str, Form()] = "migration_target",
+        allow_drop: Annotated[bool, Form()] = False,
+    ) -> Response:
+        root = _store()
+        try:
+            catalog.migration_file(root, name)
+        except catalog.NotFound:
+            return not_found(request, f"No migration file {name} in the store.")
+        body = {
+            "logical_date": None,
+            "conf": {
+                "migration_file": name,
+                "target_conn_id": target_conn_id.strip() or "migration_target",
+                "allow_drop": allow_drop,
+            },
+            "note": f"Started from the Migrations page with {name}",
+        }
+        token = _token(request)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = _api_client(request)
+        try:
+            resp = client.post(f"/api/v2/dags/{EXECUTE_DAG}/dagRuns", json=body, headers=headers)
+            paused = None
+            if resp.status_code < 300:
+                dag = client.get(f"/api/v2/dags/{EXECUTE_DAG}", headers=headers)
+                paused = dag.json().get("is_paused") if dag.status_code == 200 else None
+        except httpx.HTTPError as exc:
+            return page(
+                request,
+                "error.html",
+                502,
+                title="Airflow's API did not answer",
+                message=f"Triggering {EXECUTE_DAG} failed: {exc}",
+            )
+        finally:
+            client.close()
+        if resp.status_code >= 300:
+            try:
+                detail = resp.json().get("detail")
+            except ValueError:
+                detail = resp.text
+            return page(
+                request,
+                "error.html",
+                resp.status_code,
+                title=f"{EXECUTE_DAG} was not triggered",
+                message=f"Airflow answered {resp.status_code}: {detail}",
+            )
+        run_id = resp.json().get("dag_run_id", "")
+        log.info("Triggered %s run %s with %s", EXECUTE_DAG, run_id, name)
+        query = urlencode({"triggered": run_id, "paused": "1" if paused else ""})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/files?{query}", 303)
+
+    @app.get("/backups", response_class=HTMLResponse, name="backups")
+    def backups(request: Request) -> HTMLResponse:
+        root = _store()
+        items = catalog.list_backups(root)
+        for b in items:
+            b["log"] = None
+            if b.get("migration_id") and b.get("run_id"):
+                ref = catalog.RunRef(
+                    logs.safe_component(b["migration_id"]), logs.safe_component(b["run_id"])
+                )
+                with contextlib.suppress(catalog.NotFound):
+                    catalog.run_folder(root, ref)
+                    b["log"] = f"{ref.migration}/{ref.run}"
+        return page(request, "backups.html", active="backups", title="Backups", backups=items)
+
+    @app.get("/static/style.css", name="style")
+    def style() -> Response:
+        return FileResponse(HERE / "static" / "style.css", media_type="text/css")
+
+    return app

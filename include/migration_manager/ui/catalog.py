@@ -1,0 +1,348 @@
+"""What the Migrations page shows, read from the migration store: run logs, migration files, backups.
+
+Every name that comes from a URL is checked against a strict pattern (one path component, no
+``..``, no slash) before it is joined to the store's root, so no request can reach outside
+``logs/``, ``files/`` or ``backups/``. Uploaded migration files are verified (format, manifest
+checksum, every data member's checksum) before they are stored as ``files/<migration id>.zip``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from migration_manager import logs
+from migration_manager.archive import ArchiveReader
+from migration_manager.errors import ArchiveError
+
+log = logging.getLogger(__name__)
+
+LOGS = "logs"
+FILES = "files"
+BACKUPS = "backups"
+DOWNLOADS = (*logs.FILES, logs.SUMMARY)
+_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,250}$")
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,195}$")
+_CHUNK = 1 << 20
+MAX_UPLOAD_BYTES = int(os.environ.get("MM_MAX_UPLOAD_BYTES", str(8 << 30)))
+
+
+class NotFound(LookupError):
+    """No such run, file or backup (or a name that cannot be one)."""
+
+
+class Refused(ValueError):
+    """An upload that is not stored: not a valid migration file, or a different file of the same id."""
+
+    def __init__(self, message: str, *, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def _part(value: str) -> str:
+    if not _PART.match(value or "") or value in (".", ".."):
+        raise NotFound(value)
+    return value
+
+
+def file_name(value: str) -> str:
+    """A migration file's name in ``files/``; NotFound for anything else (paths, ``..``, other suffixes)."""
+    if not _FILE.match(value or ""):
+        raise NotFound(value)
+    return value
+
+
+def _is_local(path: Any) -> bool:
+    return getattr(path, "protocol", "file") in ("file", "local", "")
+
+
+def local_path(path: Any) -> Path | None:
+    """The local file behind a store path (for a file response), None for remote stores."""
+    return Path(path.path) if _is_local(path) else None
+
+
+def _mtime(path: Any) -> float:
+    try:
+        return float(path.stat()["mtime"])
+    except (KeyError, TypeError, OSError):
+        return 0.0
+
+
+def _size(path: Any) -> int | None:
+    try:
+        return int(path.stat()["size"])
+    except (KeyError, TypeError, OSError):
+        return None
+
+
+def _children(folder: Any) -> list[Any]:
+    try:
+        if not folder.exists():
+            return []
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+# --- runs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run's log folder: ``logs/<migration>/<run>/`` (both names as the folders spell them)."""
+
+    migration: str
+    run: str
+
+    @classmethod
+    def checked(cls, migration: str, run: str) -> RunRef:
+        return cls(_part(migration), _part(run))
+
+
+def run_folder(root: Any, ref: RunRef) -> Any:
+    folder = root / LOGS / ref.migration / ref.run
+    if not (folder / logs.RECORD).exists():
+        raise NotFound(f"{ref.migration}/{ref.run}")
+    return folder
+
+
+def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
+    path = run_folder(root, ref) / logs.RECORD
+    try:
+        return logs.load_record(path.read_text())
+    except (ValueError, OSError) as exc:
+        raise NotFound(f"{ref.migration}/{ref.run}: unreadable record ({exc})") from exc
+
+
+def log_file(root: Any, ref: RunRef, name: str) -> Any:
+    if name not in DOWNLOADS:
+        raise NotFound(name)
+    path = run_folder(root, ref) / name
+    if not path.exists():
+        raise NotFound(name)
+    return path
+
+
+def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
+    target = record.get("target") or {}
+    source = record.get("source") or {}
+    mfile = record.get("migration_file") or {}
+    return {
+        "ref": ref,
+        "migration_id": record.get("migration_id"),
+        "run_id": record.get("run_id"),
+        "dag_id": record.get("dag_id"),
+        "status": record.get("status"),
+        "started_at": record.get("started_at"),
+        "seconds": record.get("seconds"),
+        "source": logs.endpoint(source) if source else "-",
+        "source_name": source.get("conn_id") or source.get("database") or "-",
+        "target": logs.endpoint(target) if target else "-",
+        "target_name": target.get("conn_id") or target.get("database") or "-",
+        "file": mfile.get("name"),
+        "tables": len(record.get("tables") or []),
+        "changed_tables": sum(
+            1 for t in record.get("tables") or [] if t.get("status") not in ("unchanged", "skipped")
+        ),
+        "rows_changed": logs.changed_rows(record),
+        "ddl": (record.get("totals") or {}).get("ddl", 0),
+        "triggered_by": record.get("triggered_by"),
+    }
+
+
+def list_runs(
+    root: Any, *, target: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """Every run with a log, newest first; optionally only one target (connection id) or status."""
+    entries = []
+    for mfolder in _children(root / LOGS):
+        for rfolder in _children(mfolder):
+            try:
+                ref = RunRef.checked(mfolder.name, rfolder.name)
+                record = logs.load_record((rfolder / logs.RECORD).read_text())
+            except (NotFound, ValueError, OSError):
+                continue
+            entries.append(_run_entry(ref, record))
+    if target:
+        entries = [e for e in entries if target in (e["target_name"], e["target"])]
+    if status:
+        entries = [e for e in entries if e["status"] == status]
+    entries.sort(key=lambda e: (e["started_at"] or "", e["run_id"] or ""), reverse=True)
+    return entries
+
+
+def targets(root: Any) -> list[str]:
+    return sorted({e["target_name"] for e in list_runs(root) if e["target_name"] != "-"})
+
+
+# --- migration files -------------------------------------------------------------------------
+
+
+def _manifest_summary(path: Any) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh, ArchiveReader(fh, name=path.name) as reader:
+            m = reader.manifest
+    except (ArchiveError, OSError) as exc:
+        return {"error": str(exc)}
+    tables = m.get("tables") or []
+    return {
+        "id": m.get("id"),
+        "created_at": m.get("created_at"),
+        "profile": m.get("profile"),
+        "source": (m.get("source") or {}).get("database"),
+        "app_version": (m.get("source") or {}).get("app_version"),
+        "tables": len(tables),
+        "data_tables": sum(1 for t in tables if t.get("data")),
+        "rows": sum(int((t.get("data") or {}).get("rows") or 0) for t in tables),
+    }
+
+
+def list_files(root: Any) -> list[dict[str, Any]]:
+    """Migration files in ``files/``, newest first, each with its manifest's summary."""
+    found = []
+    for path in _children(root / FILES):
+        if not _FILE.match(path.name):
+            continue
+        found.append(
+            {
+                "name": path.name,
+                "bytes": _size(path),
+                "modified": _mtime(path),
+                **_manifest_summary(path),
+            }
+        )
+    found.sort(key=lambda f: (f.get("created_at") or "", f["modified"]), reverse=True)
+    return found
+
+
+def migration_file(root: Any, name: str) -> Any:
+    path = root / FILES / file_name(name)
+    if not path.exists():
+        raise NotFound(name)
+    return path
+
+
+def _sha256(path: Any) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+@contextlib.contextmanager
+def _spooled(upload: IO[bytes]) -> Iterator[tuple[Path, str, int]]:
+    """The upload in a local temporary file: (path, sha256, bytes)."""
+    with tempfile.NamedTemporaryFile(prefix="mm-upload-", suffix=".zip", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+        sha = hashlib.sha256()
+        size = 0
+        while chunk := upload.read(_CHUNK):
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                tmp_path.unlink(missing_ok=True)
+                raise Refused(
+                    f"The file is larger than {MAX_UPLOAD_BYTES} bytes (MM_MAX_UPLOAD_BYTES)",
+                    status=413,
+                )
+            sha.update(chunk)
+            tmp.write(chunk)
+    try:
+        yield tmp_path, sha.hexdigest(), size
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def store_upload(root: Any, upload: IO[bytes], filename: str = "") -> dict[str, Any]:
+    """Verify an uploaded migration file and store it as ``files/<its id>.zip``.
+
+    Refused (nothing stored) when it is not a migration file of this format, fails a checksum,
+    or the store already holds a *different* file with the same id. The uploaded name is only
+    used in messages: the stored name comes from the verified manifest.
+    """
+    shown = re.sub(r"[^A-Za-z0-9._ -]", "_", os.path.basename(filename or "upload"))[:120]
+    with _spooled(upload) as (tmp, sha, size):
+        if size == 0:
+            raise Refused(f"{shown} is empty: choose a migration file (.zip) to upload")
+        try:
+            with tmp.open("rb") as fh, ArchiveReader(fh, name=shown) as reader:
+                reader.verify()
+                manifest = reader.manifest
+        except ArchiveError as exc:
+            raise Refused(f"Refused {shown}: {exc}") from exc
+        migration_id = str(manifest.get("id") or "")
+        if not _ID.match(migration_id):
+            raise Refused(f"Refused {shown}: its manifest has no usable id ({migration_id!r})")
+        name = f"{migration_id}.zip"
+        dest = root / FILES / name
+        if dest.exists():
+            if _sha256(dest) == sha:
+                return {"name": name, "id": migration_id, "stored": False, "sha256": sha}
+            raise Refused(
+                f"Refused {shown}: the store already has a different file {name} with the same "
+                "migration id; it was not replaced",
+                status=409,
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if _is_local(dest):
+            part = Path(dest.path).with_name(f".{name}.{os.getpid()}.part")
+            shutil.copyfile(tmp, part)
+            os.replace(part, dest.path)
+        else:
+            with tmp.open("rb") as src, dest.open("wb") as out:
+                shutil.copyfileobj(src, out, _CHUNK)
+    log.info("Stored uploaded migration file %s (%d bytes, sha256 %s)", name, size, sha)
+    return {"name": name, "id": migration_id, "stored": True, "sha256": sha, "bytes": size}
+
+
+# --- backups ---------------------------------------------------------------------------------
+
+
+def list_backups(root: Any) -> list[dict[str, Any]]:
+    """Backup records (``backups/<target>/<id>.json``), newest first; unreadable ones are skipped."""
+    found = []
+    for folder in _children(root / BACKUPS):
+        for path in _children(folder):
+            if not path.name.endswith(".json"):
+                continue
+            try:
+                rec = json.loads(path.read_text())
+            except (ValueError, OSError):
+                log.warning("Skipping unreadable backup record %s", path)
+                continue
+            if not isinstance(rec, dict) or not rec.get("backup_id"):
+                continue
+            prints = rec.get("fingerprints") or {}
+            dump = folder / str(rec.get("dump_file") or f"{rec['backup_id']}.dump")
+            found.append(
+                {
+                    "target": folder.name,
+                    "backup_id": rec.get("backup_id"),
+                    "created_at": rec.get("created_at"),
+                    "database": rec.get("database"),
+                    "server_version": rec.get("server_version"),
+                    "app_version": rec.get("app_version"),
+                    "profile": rec.get("profile"),
+                    "size": rec.get("size"),
+                    "sha256": rec.get("sha256"),
+                    "seconds": rec.get("seconds"),
+                    "tables": len(prints),
+                    "rows": sum(int(v[0]) for v in prints.values() if v),
+                    "migration_id": rec.get("migration_id"),
+                    "run_id": rec.get("run_id"),
+                    "dump_present": dump.exists(),
+                }
+            )
+    found.sort(key=lambda b: (b["created_at"] or "", b["backup_id"]), reverse=True)
+    return found

@@ -1,0 +1,33 @@
+"""The Migrations page inside the Airflow UI.
+
+Mounts the FastAPI app of ``migration_manager.ui`` at ``/migrations`` (every route requires an
+authenticated Airflow user: plugin apps are public unless they say otherwise) and adds a
+**Migrations** entry to the UI's navigation, which shows the page inside the UI at
+``/plugin/migrations``.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+
+from migration_manager.ui.app import PREFIX, create_app
+
+ICON = (
+    "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'>"
+    "<path d='M4 7h11l-3-3m3 3-3 3M20 17H9l3 3m-3-3 3-3' fill='none' stroke='%23667085' "
+    "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'/></svg>"
+)
+
+
+class MigrationsPlugin(AirflowPlugin):
+    name = "migration_manager"
+    fastapi_apps = [{"app": create_app(prefix=PREFIX), "url_prefix": PREFIX, "name": "Migrations"}]
+    external_views = [
+        {
+            "name": "Migrations",
+            "href": f"{PREFIX}/",
+            "destination": "nav",
+            "url_route": "migrations",
+            "icon": ICON,
+        }
+    ]

@@ -1,0 +1,418 @@
+"""The Migrations page's routes, through Airflow's own app (the plugin mounted, real auth, real REST API)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflowtools import metadata_db
+from tests.uitools import auth_env, migration_archive, seed_store, sync_dags
+
+pytestmark = [pytest.mark.airflow]
+
+P = "/migrations"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A fresh migration store seeded with runs, files and backups (MIGRATION_STORE points at it)."""
+    folder = tmp_path_factory.mktemp("store")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIGRATION_STORE", folder.as_uri())
+        seeded = seed_store(folder)
+        (folder.parent / "outside-secret.txt").write_text("TOP-SECRET-OUTSIDE-THE-STORE")
+        yield {"root": folder, **seeded}
+
+
+@pytest.fixture(scope="module")
+def client(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A test client of Airflow's API server app (``/api/v2``, ``/auth``, the plugin at ``/migrations``)."""
+    from fastapi.testclient import TestClient
+
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in auth_env(tmp_path_factory.mktemp("auth")).items():
+            mp.setenv(key, value)
+        metadata_db()
+        sync_dags()
+        from airflow.api_fastapi.app import create_app, purge_cached_app
+
+        purge_cached_app()
+        app = create_app(apps="core")
+        test_client = TestClient(app)
+        # "run this file" calls Airflow's REST API: here, the same app in-process
+        page_app = next(r.app for r in app.routes if getattr(r, "path", None) == P)
+        page_app.state.api_client = lambda request: TestClient(app)
+        yield test_client
+        purge_cached_app()
+
+
+def _token(client: Any, user: str) -> str:
+    resp = client.post("/auth/token", json={"username": user, "password": user})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["access_token"])
+
+
+@pytest.fixture(scope="module")
+def admin(client: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(client, 'admin')}"}
+
+
+@pytest.fixture(scope="module")
+def viewer(client: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(client, 'viewer')}"}
+
+
+def _routes(store: dict[str, Any]) -> list[tuple[str, str]]:
+    m, r = store["success"]
+    name = f"{m}.zip"
+    return [
+        ("GET", f"{P}/"),
+        ("GET", f"{P}/?status=failed"),
+        ("GET", f"{P}/runs/{m}/{r}"),
+        *[
+            ("GET", f"{P}/runs/{m}/{r}/download/{n}")
+            for n in ("migration.log", "migration.json", "schema.sql", "data.sql", "summary.json")
+        ],
+        ("GET", f"{P}/files"),
+        ("GET", f"{P}/files/{name}"),
+        ("POST", f"{P}/files"),
+        ("POST", f"{P}/files/{name}/run"),
+        ("GET", f"{P}/backups"),
+        ("GET", f"{P}/static/style.css"),
+    ]
+
+
+def test_every_route_refuses_anonymous_requests(client: Any, store: dict[str, Any]) -> None:
+    for method, url in _routes(store):
+        resp = client.request(method, url)
+        assert resp.status_code == 401, (method, url, resp.status_code)
+        assert "TOP-SECRET" not in resp.text
+    # a forged token is refused too, and so is a cookie that is not a token
+    resp = client.get(f"{P}/", headers={"Authorization": "Bearer not-a-token"})
+    assert resp.status_code in (401, 403)
+    resp = client.get(f"{P}/", cookies={"_token": "not-a-token"})
+    assert resp.status_code in (401, 403)
+
+
+def test_the_ui_cookie_is_accepted(client: Any, store: dict[str, Any]) -> None:
+    token = _token(client, "admin")
+    from fastapi.testclient import TestClient
+
+    with TestClient(client.app, cookies={"_token": token}) as browser_like:
+        assert browser_like.get(f"{P}/").status_code == 200
+
+
+def test_list_newest_first_with_filters(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    resp = client.get(f"{P}/", headers=admin)
+    assert resp.status_code == 200
+    html = resp.text
+    positions = [
+        html.index(mid)
+        for mid in (
+            "mig-20261126T100000Z-bbbbbb",
+            "mig-20261126T090000Z-aaaaaa",
+            "mig-20261126T080000Z-cccccc",
+        )
+    ]
+    assert positions == sorted(positions), "newest first"
+    for expected in (
+        "staging",
+        "prod",
+        "failed",
+        "success",
+        "2026-11-26 10:01:00 UTC",
+        "1 / 2",
+        "16",
+        "8.0 s",
+    ):
+        assert expected in html, expected
+    failed = client.get(f"{P}/?status=failed", headers=admin).text
+    assert "mig-20261126T090000Z-aaaaaa" in failed and "mig-20261126T100000Z-bbbbbb" not in failed
+    qa = client.get(f"{P}/?target=qa", headers=admin).text
+    assert "mig-20261126T080000Z-cccccc" in qa and "mig-20261126T100000Z-bbbbbb" not in qa
+    assert (
+        "No migration matches these filters"
+        in client.get(f"{P}/?target=nowhere", headers=admin).text
+    )
+
+
+def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
+    m, r = store["failed"]
+    resp = client.get(f"{P}/runs/{m}/{r}", headers=admin)
+    assert resp.status_code == 200
+    html = resp.text
+    assert '<svg class="timeline"' in html and 'data-status="failed"' in html  # the process chart
+    assert "apply_table[uiSchemas]" in html and "3.00 s · try 3" not in html  # 2 s, third try
+    assert "2.00 s · try 3" in html
+    assert "uiSchemas: invalid input syntax for type integer" in html  # the error
+    assert store["failed_backup"] in html  # the backup id
+    assert "DB_SCHEMA" in html  # the checks' outcome
+    assert "Migration mig-20261126T090000Z-aaaaaa: FAILED" in html  # the log text, online
+    for name in ("migration.log", "migration.json", "schema.sql", "data.sql"):
+        assert f'href="{P}/runs/{m}/{r}/download/{name}"' in html
+    assert f'href="{P}/files/{m}.zip"' in html  # the migration file
+    assert 'href="/dags/migration_execute/runs/manual__2026-11-26T09%3A01%3A00%2B00%3A00"' in html
+
+
+def test_downloads(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
+    m, r = store["success"]
+    folder = store["root"] / "logs" / m / r
+    for name, media in (
+        ("migration.log", "text/plain"),
+        ("migration.json", "application/json"),
+        ("schema.sql", "application/sql"),
+        ("data.sql", "application/sql"),
+    ):
+        resp = client.get(f"{P}/runs/{m}/{r}/download/{name}", headers=admin)
+        assert resp.status_code == 200, name
+        assert resp.headers["content-type"].startswith(media)
+        assert resp.headers["content-disposition"].startswith("attachment;")
+        assert resp.content == (folder / name).read_bytes()
+    sql = client.get(f"{P}/runs/{m}/{r}/download/schema.sql", headers=admin).text
+    assert 'ALTER TABLE public."uiSchemas" ADD COLUMN "x-async" BOOLEAN;' in sql
+    inline = client.get(f"{P}/runs/{m}/{r}/download/migration.log?inline=true", headers=admin)
+    assert inline.headers["content-disposition"].startswith("inline;")
+    zipped = client.get(f"{P}/files/{m}.zip", headers=admin)
+    assert (
+        zipped.status_code == 200
+        and zipped.content == (store["root"] / "files" / f"{m}.zip").read_bytes()
+    )
+
+
+def test_unknown_ids_are_404(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
+    m, r = store["success"]
+    for url in (
+        f"{P}/runs/mig-nope/run-nope",
+        f"{P}/runs/{m}/run-nope",
+        f"{P}/runs/mig-nope/{r}/download/migration.log",
+        f"{P}/runs/{m}/{r}/download/airflow.cfg",
+        f"{P}/runs/{m}/{r}/download/",
+        f"{P}/files/mig-nope.zip",
+        f"{P}/files/{m}.json",
+        f"{P}/nothing-here",
+    ):
+        assert client.get(url, headers=admin).status_code == 404, url
+    resp = client.post(
+        f"{P}/files/mig-nope.zip/run", headers=admin, data={"target_conn_id": "prod"}
+    )
+    assert resp.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/runs/..%2F..%2F/outside-secret.txt",
+        "/runs/%2e%2e/%2e%2e/download/migration.log",
+        "/runs/%2E%2E/%2E%2E/download/schema.sql",
+        "/runs/{m}/..%2F..%2F..%2Foutside-secret.txt/download/migration.log",
+        "/runs/{m}/{r}/download/..%2F..%2F..%2F..%2Foutside-secret.txt",
+        "/runs/{m}/{r}/download/%2e%2e%2f%2e%2e%2f%2e%2e%2f%2e%2e%2foutside-secret.txt",
+        "/runs/{m}/{r}/download/....//....//outside-secret.txt",
+        "/files/..%2Foutside-secret.txt",
+        "/files/..%2F..%2Foutside-secret.txt",
+        "/files/%2e%2e%2foutside-secret.zip",
+        "/files/.hidden.zip",
+        "/files/%2Fetc%2Fpasswd",
+        "/files/%2E%2E",
+        "/files/..%5C..%5Coutside-secret.txt",
+    ],
+)
+def test_path_traversal_is_refused(
+    client: Any, admin: dict[str, str], store: dict[str, Any], url: str
+) -> None:
+    m, r = store["success"]
+    resp = client.get(P + url.format(m=m, r=r), headers=admin)
+    assert resp.status_code == 404, (url, resp.status_code)
+    assert b"TOP-SECRET" not in resp.content and b"root:" not in resp.content
+
+
+def test_upload_verifies_and_stores(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    body = migration_archive("mig-20261126T120000Z-upload")
+    resp = client.post(
+        f"{P}/files",
+        headers=admin,
+        files={"file": ("staging's file (1).zip", body, "application/zip")},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text
+    assert resp.headers["location"] == f"{P}/files?uploaded=mig-20261126T120000Z-upload.zip"
+    stored = store["root"] / "files" / "mig-20261126T120000Z-upload.zip"
+    assert stored.read_bytes() == body  # stored under its manifest's id, not the uploaded name
+    page = client.get(resp.headers["location"], headers=admin).text
+    assert "Stored <code>mig-20261126T120000Z-upload.zip</code>" in page
+    assert client.get(f"{P}/files/{stored.name}", headers=admin).content == body
+    # the same file again: accepted, nothing changes
+    again = client.post(
+        f"{P}/files", headers=admin, files={"file": ("x.zip", body)}, follow_redirects=False
+    )
+    assert again.status_code == 303
+    # another file with the same id: refused, the stored one is kept
+    other = migration_archive("mig-20261126T120000Z-upload", rows=99)
+    clash = client.post(f"{P}/files", headers=admin, files={"file": ("x.zip", other)})
+    assert clash.status_code == 409 and "different file" in clash.text
+    assert stored.read_bytes() == body
+
+
+def _flipped(body: bytes) -> bytes:
+    """One bit flipped inside the data member (damaged in transit: the ZIP's CRC no longer matches)."""
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        info = zf.getinfo("data/0001.copy.zst")
+    head = info.header_offset
+    name_len, extra_len = struct.unpack("<HH", body[head + 26 : head + 30])
+    offset = head + 30 + name_len + extra_len + info.compress_size // 2
+    data = bytearray(body)
+    data[offset] ^= 0xFF
+    return bytes(data)
+
+
+def _rezipped(body: bytes, member: str, change: Any) -> bytes:
+    """The file re-zipped with one member edited (a consistent ZIP: only our checksums can tell)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(body)) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            content = src.read(name)
+            dst.writestr(name, change(content) if name == member else content)
+    return out.getvalue()
+
+
+def _with_member(body: bytes, name: str) -> bytes:
+    buf = io.BytesIO(body)
+    with zipfile.ZipFile(buf, "a") as zf:
+        zf.writestr(name, b"x")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("what", "make", "message"),
+    [
+        (
+            "tampered data",
+            lambda: _rezipped(
+                migration_archive("mig-tampered"), "data/0001.copy.zst", lambda b: b[:-1] + b"!"
+            ),
+            "fails its checksum",
+        ),
+        (
+            "tampered manifest",
+            lambda: _rezipped(
+                migration_archive("mig-tampered2"),
+                "manifest.json",
+                lambda b: b.replace(b'"rows": 3', b'"rows": 4'),
+            ),
+            "manifest fails its checksum",
+        ),
+        ("damaged in transit", lambda: _flipped(migration_archive("mig-flipped")), "is damaged"),
+        ("not a zip", lambda: b"hello, I am not a migration file", "not a migration file"),
+        ("empty", lambda: b"", "is empty"),
+        (
+            "path escaping",
+            lambda: _with_member(migration_archive("mig-escape"), "../../evil.sh"),
+            "unexpected member",
+        ),
+    ],
+)
+def test_upload_refuses_invalid_files(
+    client: Any, admin: dict[str, str], store: dict[str, Any], what: str, make: Any, message: str
+) -> None:
+    before = sorted(p.name for p in (store["root"] / "files").iterdir())
+    resp = client.post(
+        f"{P}/files",
+        headers=admin,
+        files={"file": ("../../evil name.zip", make(), "application/zip")},
+    )
+    assert resp.status_code == 400, (what, resp.status_code)
+    assert message in resp.text, (what, resp.text[:2000])
+    assert sorted(p.name for p in (store["root"] / "files").iterdir()) == before
+    assert not (store["root"].parent / "evil name.zip").exists()
+
+
+def test_viewer_may_read_but_not_upload_or_run(
+    client: Any, viewer: dict[str, str], store: dict[str, Any]
+) -> None:
+    m, r = store["success"]
+    assert client.get(f"{P}/runs/{m}/{r}", headers=viewer).status_code == 200
+    body = migration_archive("mig-20261126T130000Z-viewer")
+    assert (
+        client.post(f"{P}/files", headers=viewer, files={"file": ("v.zip", body)}).status_code
+        == 403
+    )
+    assert not (store["root"] / "files" / "mig-20261126T130000Z-viewer.zip").exists()
+    resp = client.post(f"{P}/files/{m}.zip/run", headers=viewer, data={"target_conn_id": "prod"})
+    assert resp.status_code == 403
+
+
+def test_run_this_file_triggers_migration_execute(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    m, _ = store["other"]
+    resp = client.post(
+        f"{P}/files/{m}.zip/run",
+        headers=admin,
+        data={"target_conn_id": "qa", "allow_drop": "true"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text
+    location = resp.headers["location"]
+    assert location.startswith(f"{P}/files?triggered=manual__")
+    from urllib.parse import parse_qs, urlsplit
+
+    run_id = parse_qs(urlsplit(location).query)["triggered"][0]
+    runs = client.get("/api/v2/dags/migration_execute/dagRuns", headers=admin).json()["dag_runs"]
+    run = next(x for x in runs if x["dag_run_id"] == run_id)
+    assert run["conf"] == {"migration_file": f"{m}.zip", "target_conn_id": "qa", "allow_drop": True}
+    assert run["triggering_user_name"] == "admin" and run["state"] == "queued"
+    page = client.get(location, headers=admin).text
+    assert f"migration_execute run {run_id}" in page
+    assert "The DAG is paused" in page  # new DAGs start paused
+
+
+def test_backups_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
+    html = client.get(f"{P}/backups", headers=admin).text
+    m, r = store["success"]
+    for expected in (
+        store["success_backup"],
+        store["other_backup"],
+        "prod",
+        "qa",
+        "15.10",
+        "4.0 KB",
+        "56",
+    ):
+        assert expected in html, expected
+    assert f'href="{P}/runs/{m}/{r}"' in html
+
+
+def test_stylesheet(client: Any, admin: dict[str, str]) -> None:
+    resp = client.get(f"{P}/static/style.css", headers=admin)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/css")
+
+
+def test_plugin_shows_in_the_ui_menu(client: Any, admin: dict[str, str]) -> None:
+    plugins = client.get("/api/v2/plugins", headers=admin).json()["plugins"]
+    plugin = next(p for p in plugins if p["name"] == "migration_manager")
+    view = plugin["external_views"][0]
+    assert (
+        view["url_route"] == "migrations"
+        and view["href"] == f"{P}/"
+        and view["destination"] == "nav"
+    )
+    assert plugin["fastapi_apps"][0]["url_prefix"] == P
+
+
+def test_empty_store(
+    client: Any, admin: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MIGRATION_STORE", (tmp_path / "empty").as_uri())
+    assert "No migration has run yet" in client.get(f"{P}/", headers=admin).text
+    assert "no migration file yet" in client.get(f"{P}/files", headers=admin).text
+    assert "No backup yet" in client.get(f"{P}/backups", headers=admin).text

@@ -1,0 +1,202 @@
+"""Helpers for the Migrations page tests: Airflow users, the Airflow app, a seeded migration store."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tests.pgtools import REPO
+
+USERS = {"admin": ("admin", "admin"), "viewer": ("viewer", "viewer")}  # name -> (password, role)
+
+
+def auth_env(folder: Path) -> dict[str, str]:
+    """Environment for Airflow's simple auth manager with an admin and a viewer (password = name)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    passwords = folder / "simple_auth_manager_passwords.json"
+    passwords.write_text(json.dumps({name: pw for name, (pw, _) in USERS.items()}))
+    return {
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(
+            f"{name}:{role}" for name, (_, role) in USERS.items()
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+    }
+
+
+def store_root() -> Path:
+    return Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+
+
+def sync_dags() -> None:
+    """Parse ``dags/`` and write the DAGs to the metadata database (what the DAG processor does)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    bag = DagBag(
+        dag_folder=str(REPO / "dags"), bundle_path=REPO / "dags", bundle_name="dags-folder"
+    )
+    assert not bag.import_errors, bag.import_errors
+    sync_bag_to_db(bag, "dags-folder", None)
+
+
+def migration_archive(manifest_id: str, *, rows: int = 3, database: str = "staging") -> bytes:
+    """A small valid migration file (one table with data)."""
+    from migration_manager.archive import ArchiveWriter, data_member
+
+    buf = io.BytesIO()
+    writer = ArchiveWriter(buf)
+    with writer.data(data_member(1)) as out:
+        out.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 64)
+    writer.finish(
+        {
+            "format": "migration-manager",
+            "format_version": 1,
+            "id": manifest_id,
+            "created_at": "2026-11-26T11:58:00+00:00",
+            "tool_version": "0.1.0",
+            "profile": "nocobase",
+            "rules": {},
+            "source": {"database": database, "app_version": "1.6.0"},
+            "tables": [
+                {"name": "uiSchemas", "rule": "overwrite", "data": {"rows": rows}},
+                {"name": "users", "rule": "schema-only", "data": None},
+            ],
+            "units": [],
+            "members": writer.members,
+        }
+    )
+    return buf.getvalue()
+
+
+def seed_store(root: Path) -> dict[str, Any]:
+    """Two runs (one failed, one successful, with a backup), their migration files and a backup record.
+
+    Returns the seeded ids: ``failed`` and ``success`` as (migration folder, run folder).
+    """
+    from migration_manager import logs
+    from migration_manager.report import summarize
+
+    files = root / "files"
+    files.mkdir(parents=True, exist_ok=True)
+    seeded: dict[str, Any] = {}
+    for key, mid, status, target, start in (
+        ("failed", "mig-20261126T090000Z-aaaaaa", "failed", "prod", "2026-11-26T09:01:00+00:00"),
+        ("success", "mig-20261126T100000Z-bbbbbb", "success", "prod", "2026-11-26T10:01:00+00:00"),
+        ("other", "mig-20261126T080000Z-cccccc", "success", "qa", "2026-11-26T08:01:00+00:00"),
+    ):
+        (files / f"{mid}.zip").write_bytes(migration_archive(mid))
+        units = [{"id": "u1", "label": "uiSchemas", "tables": ["uiSchemas"]}]
+        report = {
+            "migration_id": mid,
+            "migration_file": f"{mid}.zip",
+            "units": units,
+            "rules": {"uiSchemas": "overwrite", "users": "schema-only"},
+            "quiet_tables": [{"table": "users", "rule": "schema-only", "status": "unchanged"}],
+            "warnings": [],
+        }
+        results = (
+            []
+            if status == "failed"
+            else [
+                {
+                    "unit": "u1",
+                    "seconds": 0.8,
+                    "tables": [
+                        {
+                            "table": "uiSchemas",
+                            "rule": "overwrite",
+                            "status": "applied",
+                            "ddl": ['ALTER TABLE public."uiSchemas" ADD COLUMN "x-async" BOOLEAN'],
+                            "inserted": 12,
+                            "updated": 3,
+                            "deleted": 1,
+                            "unchanged": 40,
+                            "seconds": 0.7,
+                            "data_sql": ['COPY "mm_stage" ("x-uid") FROM STDIN (FORMAT binary)'],
+                        }
+                    ],
+                }
+            ]
+        )
+        t0 = start[:-9]  # "2026-11-26T09:01"
+        steps = [
+            logs.Step(
+                "env_check", "success", start=f"{t0}:00+00:00", end=f"{t0}:01+00:00", attempt=1
+            ),
+            logs.Step("plan", "success", start=f"{t0}:01+00:00", end=f"{t0}:03+00:00", attempt=1),
+            logs.Step(
+                "apply_table",
+                "failed" if status == "failed" else "success",
+                map_index=0,
+                label="uiSchemas",
+                start=f"{t0}:04+00:00",
+                end=f"{t0}:06+00:00",
+                attempt=3 if status == "failed" else 1,
+                error="uiSchemas: invalid input syntax for type integer"
+                if status == "failed"
+                else None,
+            ),
+            logs.Step(
+                "collect_logs", status, start=f"{t0}:07+00:00", end=f"{t0}:08+00:00", attempt=1
+            ),
+        ]
+        run_id = f"manual__{start}"
+        backup_id = f"bk-{mid[4:20]}-{mid[-6:]}"
+        record = logs.build_record(
+            run={
+                "dag_id": "migration_execute",
+                "run_id": run_id,
+                "run_type": "manual",
+                "triggered_by": "admin",
+                "start_date": start,
+            },
+            steps=steps,
+            report=report,
+            summary=summarize(report, results),
+            migration_file={"name": f"{mid}.zip", "id": mid, "sha256": "ab" * 32, "bytes": 1234},
+            source={"database": "staging", "app_version": "1.6.0"},
+            target={"conn_id": target, "host": "db", "port": 5432, "database": target},
+            params={"target_conn_id": target},
+            checks={"env_check": {"settings": {"DB_SCHEMA": "public"}, "missing_env": []}},
+            backup={"backup_id": backup_id, "tables": 2, "rows": 56, "size": 4096},
+            ended_at=f"{t0}:08+00:00",
+        )
+        folder = root / "logs" / logs.safe_component(mid) / logs.safe_component(run_id)
+        logs.write_files(folder, record)
+        seeded[key] = (logs.safe_component(mid), logs.safe_component(run_id))
+        backups = root / "backups" / target
+        backups.mkdir(parents=True, exist_ok=True)
+        (backups / f"{backup_id}.dump").write_bytes(b"PGDMP")
+        (backups / f"{backup_id}.json").write_text(
+            json.dumps(
+                {
+                    "format": "migration-manager-backup",
+                    "format_version": 1,
+                    "backup_id": backup_id,
+                    "created_at": start,
+                    "database": target,
+                    "server_version": "15.10",
+                    "pg_dump_version": "15.10",
+                    "size": 4096,
+                    "sha256": "cd" * 32,
+                    "seconds": 0.4,
+                    "fingerprints": {"public.uiSchemas": [40, "x"], "public.users": [16, "y"]},
+                    "profile": "nocobase",
+                    "app_version": "1.6.0",
+                    "migration_id": mid,
+                    "run_id": run_id,
+                    "target_conn_id": target,
+                    "dump_file": f"{backup_id}.dump",
+                }
+            )
+        )
+        seeded[f"{key}_backup"] = backup_id
+    return seeded
