@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from migration_manager.ui.app import PREFIX, create_app
+from migration_manager.ui.lazy import PREFIX, LazyApp
 
 ICON = (
     "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'>"
@@ -21,7 +21,14 @@ ICON = (
 
 class MigrationsPlugin(AirflowPlugin):
     name = "migration_manager"
-    fastapi_apps = [{"app": create_app(prefix=PREFIX), "url_prefix": PREFIX, "name": "Migrations"}]
+    fastapi_apps = [
+        {
+            # built on the first request: tasks import plugins too, and never serve the page
+            "app": LazyApp("migration_manager.ui.app:create_app", prefix=PREFIX),
+            "url_prefix": PREFIX,
+            "name": "Migrations",
+        }
+    ]
     external_views = [
         {
             "name": "Migrations",

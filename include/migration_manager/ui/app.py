@@ -39,11 +39,11 @@ from markupsafe import Markup
 
 from migration_manager import logs
 from migration_manager.ui import catalog, charts
+from migration_manager.ui.lazy import PREFIX
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
-PREFIX = "/migrations"
 EXECUTE_DAG = "migration_execute"
 MEDIA = {
     logs.RECORD: "application/json",
