@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseHook
@@ -18,7 +19,11 @@ class Environment:
 
 
 def environment(conn_id: str) -> Environment:
-    conn = BaseHook.get_connection(conn_id)
+    return environment_of(BaseHook.get_connection(conn_id), conn_id)
+
+
+def environment_of(conn: Any, conn_id: str) -> Environment:
+    """The environment of a connection object (the Task SDK's, or the server's ``airflow.models``)."""
     user = quote(conn.login or "", safe="")
     password = quote(conn.password or "", safe="")
     auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")

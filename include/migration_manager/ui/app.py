@@ -16,6 +16,7 @@ GET      ``/files/{name}``                            download one
 POST     ``/files``                                   upload one (verified before it is stored)
 POST     ``/files/{name}/run``                        trigger ``migration_execute`` with it (Airflow REST API)
 GET      ``/backups``                                 backups of every target, with their metadata
+*        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules.py``)
 GET      ``/static/style.css``                        the stylesheet
 =======  ===========================================  =============================================
 """
@@ -378,4 +379,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
     def style() -> Response:
         return FileResponse(HERE / "static" / "style.css", media_type="text/css")
 
+    from migration_manager.ui import rules  # imports this module: configure, preview, save, start
+
+    rules.install(app, page)
     return app
