@@ -10,6 +10,7 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
         schedule: "0 2 * * *"              # cron, or a preset such as "@daily"
         rules:                             # same shape as the rules param (optional)
           user: {default: schema-only, independent: {orders: upsert}}
+        # rule_set: nightly                # or: a saved rule set (Migrations page: Rule sets)
         options:                           # all optional
           backup: true                     # take a backup of the target first
           rollback: true                   # restore it when a table fails
@@ -35,10 +36,20 @@ import yaml
 from migration_manager.config import RuleSet
 from migration_manager.errors import ConfigError
 from migration_manager.profiles import PROFILES
+from migration_manager.rulesets import check_name
 
 DEFAULT_POOL = "migration_units"
 PRESETS = ("@once", "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-KEYS = ("name", "source_conn_id", "target_conn_id", "profile", "schedule", "rules", "options")
+KEYS = (
+    "name",
+    "source_conn_id",
+    "target_conn_id",
+    "profile",
+    "schedule",
+    "rules",
+    "rule_set",
+    "options",
+)
 REQUIRED = ("name", "source_conn_id", "target_conn_id", "schedule")
 OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "backup": (bool, None),
@@ -64,6 +75,7 @@ class Pipeline:
     schedule: str
     profile: str = "nocobase"
     rules: Mapping[str, Any] = field(default_factory=dict)
+    rule_set: str = ""  # a saved rule set's name: its profile and rules replace the two above
     backup: bool = True
     rollback: bool = True
     on_missing_plugins: str = "fail"
@@ -82,6 +94,7 @@ class Pipeline:
             "target_conn_id": self.target_conn_id,
             "profile": self.profile,
             "rules": dict(self.rules),
+            "rule_set": self.rule_set,
             "allow_drop": self.allow_drop,
             "on_missing_plugins": self.on_missing_plugins,
             "on_missing_env": self.on_missing_env,
@@ -151,6 +164,16 @@ def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
             raise
         except ConfigError as exc:
             raise PipelineError(str(exc)) from exc
+        rule_set = item.get("rule_set") or ""
+        if rule_set:
+            if "rules" in item:
+                raise PipelineError(
+                    f"{label}: give either 'rules' or 'rule_set' (a saved rule set), not both"
+                )
+            try:
+                check_name(rule_set)
+            except ConfigError as exc:
+                raise PipelineError(f"{label}: key 'rule_set': {exc}") from exc
         options = item.get("options") or {}
         if not isinstance(options, Mapping):
             raise PipelineError(f"{label}: key 'options' must be a mapping")
@@ -175,6 +198,7 @@ def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
                 schedule=schedule,
                 profile=str(profile),
                 rules=rules,
+                rule_set=rule_set,
                 **checked,
             )
         )
