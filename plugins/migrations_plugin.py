@@ -12,11 +12,14 @@ from airflow.plugins_manager import AirflowPlugin
 
 from migration_manager.ui.lazy import PREFIX, LazyApp
 
-ICON = (
-    "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'>"
-    "<path d='M4 7h11l-3-3m3 3-3 3M20 17H9l3 3m-3-3 3-3' fill='none' stroke='%23667085' "
-    "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'/></svg>"
-)
+
+def _icon(color: str) -> str:
+    """The nav icon (two opposed arrows: source -> target), as an SVG data URL."""
+    return (
+        "data:image/svg+xml;utf8,<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 24 24'>"
+        f"<path d='M4 7h11l-3-3m3 3-3 3M20 17H9l3 3m-3-3 3-3' fill='none' stroke='{color}' "
+        "stroke-width='2' stroke-linecap='round' stroke-linejoin='round'/></svg>"
+    )
 
 
 class MigrationsPlugin(AirflowPlugin):
@@ -35,6 +38,7 @@ class MigrationsPlugin(AirflowPlugin):
             "href": f"{PREFIX}/",
             "destination": "nav",
             "url_route": "migrations",
-            "icon": ICON,
+            "icon": _icon("%232d3748"),
+            "icon_dark_mode": _icon("%23e2e8f0"),
         }
     ]
