@@ -218,7 +218,7 @@ def test_tables_in_groups_with_key_kinds_rows_rules_and_refusals(
     assert cats["refused"] == [
         {
             "rules": ["upsert", "insert-ignore"],
-            "why": "refused for tables with an auto-increment id (id is serial)",
+            "why": "auto-increment id (id is serial)",
         }
     ]
     assert "needs a primary key" in tables["main_locations_path"]["choices"]["insert-ignore"]
@@ -580,10 +580,8 @@ def test_new_migration_page(client: Any, admin: dict[str, str]) -> None:
         '<option value="upsert"  disabled title="ticketCategories: upsert (chosen) is refused for '
         "tables with an auto-increment id (id is serial); use overwrite or schema-only"
     ) in html
-    assert (
-        "No upsert, insert-ignore: refused for tables with an auto-increment id (id is serial)"
-        in html
-    )
+    assert "No upsert, insert-ignore: auto-increment id (id is serial)" in html
+    assert "No upsert, insert-ignore: no primary key" in html  # main_locations_path
     assert "each table's default" in html
     assert f'src="{P}/static/rules.js"' in html
     assert '<option value="nb_prod" selected>' in html

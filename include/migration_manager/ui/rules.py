@@ -191,7 +191,13 @@ def rule_set_dict(rs: NamedRuleSet) -> dict[str, Any]:
 def short_reason(table: str, rule: str, reason: str) -> str:
     """A refusal without the parts the page shows elsewhere (table, rule, advice)."""
     text = reason.removeprefix(f"{table}: ").removeprefix(f"{rule} (chosen) ")
-    return text.split("; use ", 1)[0].removeprefix("is ")
+    text = text.split("; use ", 1)[0].removeprefix("is ")
+    text = text.replace("refused for tables with an auto-increment id", "auto-increment id")
+    if text.startswith("needs a primary key"):
+        return "no primary key"
+    return text.replace("the application allows only ", "the app allows only ").removesuffix(
+        " for this table"
+    )
 
 
 def table_dict(view: Any) -> dict[str, Any]:

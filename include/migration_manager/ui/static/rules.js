@@ -245,7 +245,7 @@
       for (const row of rows) {
         if (!$(".pick", row).checked) continue;
         const option = $(`option[value="${rule}"]`, $(".table-rule", row));
-        if (option.disabled) skipped.push(`${row.dataset.table}: ${option.title}`);
+        if (option.disabled) skipped.push(option.title);
         else { $(".table-rule", row).value = rule; done.push(row.dataset.table); }
       }
       let text = done.length ? `${rule} assigned to ${done.join(", ")}.` : "";
