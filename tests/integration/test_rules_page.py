@@ -491,6 +491,16 @@ def test_start_create_with_rules_triggers_migration_create(
         f"{API}/runs/migration_create/{quote(out['run_id'], safe='')}", headers=admin
     ).json()
     assert state["state"] == "queued" and state["log_page"] is None and not state["finished"]
+    # once the run's log is in the store, the landing page sends the browser to its page
+    from migration_manager import logs
+
+    folder = store_root() / "logs" / "mig-x" / logs.safe_component(out["run_id"])
+    folder.mkdir(parents=True)
+    (folder / logs.RECORD).write_text("{}")
+    state = client.get(
+        f"{API}/runs/migration_create/{quote(out['run_id'], safe='')}", headers=admin
+    ).json()
+    assert state["log_page"] == f"/migrations/runs/mig-x/{logs.safe_component(out['run_id'])}"
 
 
 def test_start_sync_with_a_rule_set(client: Any, admin: dict[str, str]) -> None:
