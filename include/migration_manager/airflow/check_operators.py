@@ -17,6 +17,7 @@ from airflow.sdk.log import mask_secret
 
 from migration_manager import checks
 from migration_manager.airflow.connections import environment
+from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, engine_errors
 
 if TYPE_CHECKING:
@@ -265,7 +266,8 @@ class EnvWriteOperator(BaseOperator):
                 mask_secret(stored, name)
         with engine_errors():
             env = environment(self.target_conn_id)
-            checks.write_values(_manifest(self.migration_file), env.dsn, env.app_env, rows)
+            with target_write_lock(context, env.dsn, self.log):
+                checks.write_values(_manifest(self.migration_file), env.dsn, env.app_env, rows)
         names = [r[0] for r in rows]
         self.log.info("Wrote environment variables %s into the target", ", ".join(names))
         return {"written": names}

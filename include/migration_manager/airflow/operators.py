@@ -172,8 +172,14 @@ class ApplyUnitOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         unit = Unit.from_dict(self.unit)
         self.log.info("Unit %s: %s", unit.id, unit.label)
+        # imported here: lock_operators builds on this module
+        from migration_manager.airflow.lock_operators import target_write_lock
+
         with engine_errors():
             env = environment(self.target_conn_id)
-            with _archive(self.unit["migration_file"]) as reader:
+            with (
+                target_write_lock(context, env.dsn, self.log),
+                _archive(self.unit["migration_file"]) as reader,
+            ):
                 result = apply_unit(reader, env.dsn, unit, allow_drop=_as_bool(self.allow_drop))
         return result.to_dict()

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
 from migration_manager.airflow.operators import (
     ApplyUnitOperator,
     CreateMigrationOperator,
@@ -21,6 +22,7 @@ from migration_manager.airflow.operators import (
 )
 from migration_manager.airflow.store import store_root
 from migration_manager.config import RULES
+from migration_manager.pipelines import DEFAULT_POOL
 from migration_manager.profiles import PROFILES
 from migration_manager.report import format_summary, summarize
 
@@ -113,6 +115,7 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Drop what the source lacks",
         description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
     )
+    params.update(lock_params())
     return params
 
 
@@ -155,7 +158,7 @@ def _safe(run_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
 
 
-def execute_chain(migration_file: Any) -> Any:
+def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     """plan -> apply_table (mapped, one per unit) -> collect."""
     plan = PlanMigrationOperator(
         task_id="plan",
@@ -169,7 +172,9 @@ def execute_chain(migration_file: Any) -> Any:
         target_conn_id="{{ params.target_conn_id }}",
         allow_drop="{{ params.allow_drop }}",
         map_index_template="{{ task.unit['label'] }}",
+        pool=pool,
     ).expand(unit=plan.output)
     done = collect(applied.output)
     plan >> applied >> done
+    guard_target_writes(plan, target_conn_id="{{ params.target_conn_id }}")
     return done

@@ -1,0 +1,219 @@
+"""The target lock in a DAG run: ``hold_target_lock``, ``target_locked`` and the writers' guard.
+
+``hold_target_lock`` takes the target's advisory lock (``migration_manager.target_lock``) and
+keeps its connection open until every writing task of the run has finished; ``target_locked``
+(a sensor in reschedule mode, so it holds no worker slot while it waits) opens the gate to the
+writing tasks once this run holds the lock. Each writing task also enters
+:func:`target_write_lock`, which checks that its run holds the lock (or takes it for that task
+alone when the holder is not running: a table retried on its own, a run in ``dags test``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, BaseSensorOperator, Param
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_manager import pg, target_lock
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.operators import engine_errors
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+DEFAULT_TIMEOUT = 1800.0
+FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
+HOLD_TASK = "hold_target_lock"
+
+
+def run_ref(context: Context) -> target_lock.RunRef:
+    return target_lock.RunRef(dag_id=context["dag"].dag_id, run_id=str(context["run_id"]))
+
+
+def lock_timeout(context: Context) -> float:
+    value = (context.get("params") or {}).get("target_lock_timeout", DEFAULT_TIMEOUT)
+    try:
+        return max(0.0, float(value))
+    except (TypeError, ValueError):
+        return DEFAULT_TIMEOUT
+
+
+def _in_process_run() -> bool:
+    """True under ``dag.test()`` / ``airflow dags test``: tasks run one after another in this process."""
+    from airflow.sdk.execution_time import task_runner
+
+    comms = getattr(task_runner, "SUPERVISOR_COMMS", None)
+    return type(comms).__name__ == "InProcessSupervisorComms"
+
+
+@contextmanager
+def target_write_lock(context: Context, dsn: str, log: Any) -> Iterator[None]:
+    """Enter before writing to the target; fails (no retry) naming the run that holds it."""
+    ref = run_ref(context)
+
+    def waiting(who: target_lock.LockOwner) -> None:
+        log.warning("Waiting for the target lock, held by %s", who.describe())
+
+    with (
+        engine_errors(),
+        target_lock.write_lock(dsn, ref, timeout=lock_timeout(context), on_wait=waiting) as how,
+    ):
+        log.info("Target lock: %s", how)
+        yield
+
+
+class HoldTargetLockOperator(BaseOperator):
+    """Hold the target's lock for this run until its writing tasks have finished.
+
+    Waits up to ``params.target_lock_timeout`` seconds for another run to let it go, then fails
+    naming that run. Under ``dags test`` (tasks run one at a time in one process) it only
+    checks that the lock is free and returns: each writing task then takes it for itself.
+
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :param writers: task ids of the run's writing tasks
+    :param check_interval: seconds between checks of the writers' states and the connection
+    """
+
+    template_fields: Sequence[str] = ("target_conn_id",)
+
+    def __init__(
+        self,
+        *,
+        target_conn_id: str,
+        writers: Sequence[str],
+        check_interval: float = 3.0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+        self.writers = list(writers)
+        self.check_interval = check_interval
+
+    def _writers_done(self, context: Context) -> bool:
+        ti = context["ti"]
+        run_id = str(context["run_id"])
+        states = ti.get_task_states(dag_id=ti.dag_id, task_ids=self.writers, run_ids=[run_id]).get(
+            run_id, {}
+        )
+        return bool(states) and all(
+            (str(s.value if hasattr(s, "value") else s) if s is not None else None) in FINISHED
+            for s in states.values()
+        )
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ref = run_ref(context)
+        timeout = lock_timeout(context)
+
+        def waiting(who: target_lock.LockOwner) -> None:
+            self.log.warning(
+                "The target is locked by %s; waiting up to %.0f s", who.describe(), timeout
+            )
+
+        started = time.monotonic()
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with target_lock.hold_run_lock(env.dsn, ref, timeout=timeout, on_wait=waiting) as conn:
+                waited = time.monotonic() - started
+                self.log.info(
+                    "Holding the lock of target %s for run %s (waited %.1f s)",
+                    pg.redact(env.dsn),
+                    ref,
+                    waited,
+                )
+                if _in_process_run():
+                    self.log.info(
+                        "In-process run (dags test): each writing task takes the lock for its own writes"
+                    )
+                    return {"waited_seconds": round(waited, 1), "held_seconds": 0.0}
+                while not self._writers_done(context):
+                    target_lock.keepalive(conn, ref)
+                    time.sleep(self.check_interval)
+        held = time.monotonic() - started - waited
+        self.log.info("Writing tasks finished: released the target lock after %.1f s", held)
+        return {"waited_seconds": round(waited, 1), "held_seconds": round(held, 1)}
+
+
+class TargetLockedSensor(BaseSensorOperator):
+    """Succeeds once this run holds the target's lock; fails when ``hold_target_lock`` failed.
+
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :param holder_task_id: the task holding the lock for this run
+    """
+
+    template_fields: Sequence[str] = ("target_conn_id",)
+
+    def __init__(self, *, target_conn_id: str, holder_task_id: str = HOLD_TASK, **kwargs: Any):
+        kwargs.setdefault("mode", "reschedule")
+        kwargs.setdefault("poke_interval", 3)
+        kwargs.setdefault("timeout", timedelta(days=1))
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+        self.holder_task_id = holder_task_id
+
+    def poke(self, context: Context) -> bool:
+        ti = context["ti"]
+        run_id = str(context["run_id"])
+        states = ti.get_task_states(
+            dag_id=ti.dag_id, task_ids=[self.holder_task_id], run_ids=[run_id]
+        ).get(run_id, {})
+        raw = states.get(self.holder_task_id)
+        state = str(raw.value if hasattr(raw, "value") else raw) if raw is not None else None
+        if state in ("failed", "upstream_failed"):
+            raise AirflowFailException(
+                f"{self.holder_task_id} failed: this run does not hold the target lock "
+                f"(its log names the run holding it); nothing was written"
+            )
+        if state == "success":  # dags test: each writing task takes the lock itself
+            return True
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with pg.connect(env.dsn, autocommit=True) as conn:
+                who = target_lock.owner(conn)
+        ref = run_ref(context)
+        if who is not None and who.is_holder_of(ref):
+            self.log.info("This run holds the target lock (backend pid %d)", who.pid)
+            return True
+        self.log.info(
+            "Waiting for %s to take the target lock%s",
+            self.holder_task_id,
+            f" (held by {who.describe()})" if who else "",
+        )
+        return False
+
+
+def lock_params() -> dict[str, Param]:
+    return {
+        "target_lock_timeout": Param(
+            int(DEFAULT_TIMEOUT),
+            type="integer",
+            minimum=0,
+            title="Target lock timeout (seconds)",
+            description=(
+                "Two migrations never write to one target at once: when another run holds the "
+                "target's lock, wait this long for it, then fail naming that run."
+            ),
+        ),
+    }
+
+
+def guard_target_writes(gate_after: Any, *, target_conn_id: str) -> tuple[Any, Any]:
+    """Put the target lock between ``gate_after`` and the tasks that follow it (the writers).
+
+    ``hold_target_lock`` and ``target_locked`` run after ``gate_after``; every task that ran
+    directly after ``gate_after`` now also waits for ``target_locked``. The holder keeps the lock
+    until every task downstream of ``target_locked`` has finished.
+    """
+    following = list(gate_after.downstream_list)
+    hold = HoldTargetLockOperator(
+        task_id=HOLD_TASK, target_conn_id=target_conn_id, writers=[], retries=0
+    )
+    locked = TargetLockedSensor(task_id="target_locked", target_conn_id=target_conn_id, retries=0)
+    gate_after >> [hold, locked]
+    locked >> following
+    hold.writers = sorted(locked.get_flat_relative_ids(upstream=False))
+    return hold, locked
