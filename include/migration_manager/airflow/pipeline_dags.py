@@ -1,0 +1,70 @@
+"""Nightly sync pipelines as DAGs: one scheduled ``sync_<name>`` DAG per pipeline of the file.
+
+``MIGRATION_PIPELINES`` names the YAML file (see ``migration_manager.pipelines``); unset, there
+are no pipeline DAGs. Building them reads only that file: no connection, no database.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from migration_manager.airflow.wiring import (
+    DEFAULT_ARGS,
+    TAGS,
+    create_params,
+    create_task,
+    execute_chain,
+    execute_params,
+)
+from migration_manager.pipelines import Pipeline, load_pipelines
+
+ENV = "MIGRATION_PIPELINES"
+
+
+def _params(pipeline: Pipeline) -> dict[str, Param]:
+    """The sync params, with this pipeline's values as their defaults."""
+    params = {**create_params(), **execute_params(with_file=False)}
+    for key, value in pipeline.conf().items():
+        if key in params:
+            schema = {k: v for k, v in params[key].schema.items() if k != "description"}
+            params[key] = Param(value, description=params[key].description, **schema)
+    return params
+
+
+def _doc(pipeline: Pipeline) -> str:
+    return (
+        f"### {pipeline.dag_id}\n\n"
+        f"Nightly sync **{pipeline.source_conn_id} → {pipeline.target_conn_id}** "
+        f"(profile `{pipeline.profile}`, schedule `{pipeline.schedule}`), from the pipelines file "
+        f"`{os.environ.get(ENV, '')}`. Same tasks as `migration_sync`; the pipeline's settings are "
+        "the params' defaults, so a manual trigger can change them for one run. One active run "
+        f"at a time, no catch-up; table units go through the pool `{pipeline.pool}`."
+    )
+
+
+def pipeline_dag(pipeline: Pipeline) -> DAG:
+    with DAG(
+        dag_id=pipeline.dag_id,
+        schedule=pipeline.schedule,
+        catchup=False,
+        max_active_runs=1,
+        tags=[*TAGS, "pipeline"],
+        default_args=DEFAULT_ARGS,
+        params=_params(pipeline),
+        doc_md=_doc(pipeline),
+    ) as dag:
+        create = create_task()
+        done = execute_chain(create.output, pool=pipeline.pool)
+        create >> done
+    return dag
+
+
+def pipeline_dags(path: str | None = None) -> dict[str, Any]:
+    """DAG id -> DAG for every pipeline of the file (none when ``MIGRATION_PIPELINES`` is unset)."""
+    path = path if path is not None else os.environ.get(ENV, "").strip()
+    if not path:
+        return {}
+    return {p.dag_id: pipeline_dag(p) for p in load_pipelines(path)}
