@@ -1,0 +1,227 @@
+"""A running Airflow for end-to-end tests (started with ``bin/airflow-local``) and its REST API.
+
+Everything goes through ``/api/v2`` with a token from ``POST /auth/token``, the way the UI
+talks to Airflow. Waits poll with a deadline; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.pgtools import REPO, create_database, drop_database, dsn_for
+
+LAUNCHER = REPO / "bin" / "airflow-local"
+FINISHED = ("success", "failed")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+class Airflow:
+    def __init__(self, base: str, home: Path, user: str = "admin", password: str = "admin"):
+        self.base = base
+        self.home = home
+        self.client = httpx.Client(base_url=base, timeout=30)
+        answer = self.client.post("/auth/token", json={"username": user, "password": password})
+        assert answer.status_code in (200, 201), answer.text
+        self.client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+
+    # --- plumbing ------------------------------------------------------------------------
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        answer = self.client.request(method, f"/api/v2{path}", **kw)
+        assert answer.status_code in expect, f"{method} {path}: {answer.status_code} {answer.text}"
+        return answer.json() if answer.content else None
+
+    # --- connections ---------------------------------------------------------------------
+    def set_connection(self, conn_id: str, dsn: str, extra: dict[str, Any] | None = None) -> None:
+        parts = urlsplit(dsn)
+        body = {
+            "connection_id": conn_id,
+            "conn_type": "postgres",
+            "host": parts.hostname,
+            "port": parts.port or 5432,
+            "login": parts.username,
+            "password": parts.password,
+            "schema": parts.path.lstrip("/"),
+            "extra": json.dumps(extra) if extra else None,
+        }
+        exists = self.client.get(f"/api/v2/connections/{conn_id}").status_code == 200
+        if exists:
+            self.call("PATCH", f"/connections/{conn_id}", json=body)
+        else:
+            self.call("POST", "/connections", json=body, expect=(201,))
+
+    # --- DAGs and runs -------------------------------------------------------------------
+    def dag(self, dag_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/dags/{dag_id}"))
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
+        def parsed() -> dict[str, Any] | None:
+            answer = self.client.get(f"/api/v2/dags/{dag_id}")
+            return answer.json() if answer.status_code == 200 else None
+
+        return dict(wait_for(f"DAG {dag_id} to be parsed", parsed, timeout))
+
+    def unpause(self, dag_id: str) -> None:
+        self.wait_for_dag(dag_id)
+        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
+        run_id = run_id or f"e2e__{uuid.uuid4().hex[:12]}"
+        self.call(
+            "POST",
+            f"/dags/{dag_id}/dagRuns",
+            json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        )
+        return run_id
+
+    def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 420) -> str:
+        def finished() -> str | None:
+            state = str(self.run(dag_id, run_id)["state"])
+            return state if state in FINISHED else None
+
+        try:
+            return str(wait_for(f"run {dag_id}/{run_id} to finish", finished, timeout))
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; task states: {self.states(dag_id, run_id)}") from None
+
+    def explain(self, dag_id: str, run_id: str) -> str:
+        """Task states and the log tails of failed tasks: the message of a failed assertion."""
+        lines = [f"run {dag_id}/{run_id}:"]
+        for ti in self.task_instances(dag_id, run_id):
+            lines.append(f"  {ti['task_id']}[{ti['map_index']}] {ti['state']}")
+            if ti["state"] == "failed":
+                log = self.log(dag_id, run_id, ti["task_id"], ti["try_number"], ti["map_index"])
+                lines.extend("      " + line for line in log.splitlines()[-15:])
+        return "\n".join(lines)
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        body = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")
+        return list(body["task_instances"])
+
+    def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        out = {}
+        for ti in self.task_instances(dag_id, run_id):
+            key = ti["task_id"] if ti["map_index"] < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+            out[key] = ti["state"]
+        return out
+
+    def task_instance(
+        self, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+    ) -> dict[str, Any]:
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+        if map_index >= 0:
+            path += f"/{map_index}"
+        return dict(self.call("GET", path))
+
+    def wait_for_state(
+        self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 300
+    ) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            answer = self.client.get(
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
+            )
+            if answer.status_code != 200:
+                return None
+            ti = answer.json()
+            return ti if ti.get("state") in states else None
+
+        return dict(wait_for(f"{task_id} of {run_id} in {states}", reached, timeout))
+
+    def log(
+        self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+    ) -> str:
+        body = self.call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = body.get("content") if isinstance(body, dict) else body
+        if isinstance(content, list):
+            return "\n".join(
+                str(item.get("event", item)) if isinstance(item, dict) else str(item)
+                for item in content
+            )
+        return str(content)
+
+
+@contextmanager
+def running_airflow(
+    tmp: Path, *, executor: str = "LocalExecutor", env: dict[str, str] | None = None
+) -> Iterator[Airflow]:
+    """Start Airflow with ``bin/airflow-local`` (own home, fresh metadata database, free port)."""
+    home = tmp / "airflow"
+    port = free_port()
+    db = create_database("mm_e2e_airflow")
+    db_url = dsn_for(db).replace("postgresql://", "postgresql+psycopg://", 1)
+    proc_env = {
+        **os.environ,
+        "MIGRATION_STORE": (tmp / "store").as_uri(),
+        "MM_PROGRESS_SECONDS": "5",
+        **(env or {}),
+    }
+    cmd = [sys.executable, str(LAUNCHER), "--home", str(home), "--port", str(port)]
+    started = subprocess.run(
+        [*cmd[:2], "start", *cmd[2:], "--db-url", db_url, "--no-demo", "--parallelism", "4"]
+        + ["--executor", executor],
+        env=proc_env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    try:
+        assert started.returncode == 0, (
+            f"bin/airflow-local start failed:\n{started.stdout}\n{started.stderr}\n"
+            + _log_tails(home)
+        )
+        yield Airflow(f"http://127.0.0.1:{port}", home)
+    finally:
+        stopped = subprocess.run(
+            [*cmd[:2], "stop", *cmd[2:], "--timeout", "10"],
+            env=proc_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        drop_database(db)
+        assert stopped.returncode == 0, stopped.stderr
+
+
+def _log_tails(home: Path) -> str:
+    out = []
+    for path in sorted((home / "logs").glob("*.log")):
+        lines = path.read_text(errors="replace").splitlines()[-25:]
+        out.append(f"--- {path.name}\n" + "\n".join(lines))
+    return "\n".join(out)
