@@ -1,0 +1,131 @@
+"""Team scale, for real: CeleryExecutor with a Celery worker on this machine's Redis, and the
+migration store on an S3-compatible server (moto's server mode on loopback) through
+``ObjectStoragePath``; a migration runs end to end through the REST API.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.e2e.airflowapi import Airflow, free_port, running_airflow
+from tests.pgtools import sql, table_text
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
+
+REDIS = "redis://127.0.0.1:6379/11"
+BUCKET = "mm-e2e-store"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, Any]]:
+    """An S3-compatible server on loopback (moto's server mode) with an empty bucket."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint, client
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory, s3: tuple[str, Any]) -> Iterator[Airflow]:
+    endpoint, _client = s3
+    tmp = tmp_path_factory.mktemp("e2e-celery")
+    env = {
+        # the connection the store URI names (s3://<conn id>@<bucket>/<prefix>)
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+            }
+        ),
+        "MIGRATION_STORE": f"s3://aws_default@{BUCKET}/migrations",
+        # a queue of our own, so no other worker on this Redis takes our tasks
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"mm-e2e-{uuid.uuid4().hex[:8]}",
+        "MM_AIRFLOW_BROKER": REDIS,
+    }
+    with running_airflow(tmp, executor="CeleryExecutor", env=env) as instance:
+        yield instance
+
+
+def test_migration_through_celery_with_the_store_on_s3(
+    airflow: Airflow, s3: tuple[str, Any], new_db: Callable[[], str]
+) -> None:
+    _endpoint, client = s3
+    source, target = new_db(), new_db()
+    sql(
+        source,
+        """
+        CREATE TABLE settings (id int PRIMARY KEY, value jsonb);
+        CREATE TABLE pages (id serial PRIMARY KEY, title text NOT NULL);
+        INSERT INTO settings SELECT g, jsonb_build_object('k', g) FROM generate_series(1, 20) g;
+        INSERT INTO pages (title) SELECT 'page ' || g FROM generate_series(1, 30) g;
+        """,
+    )
+    sql(
+        target,
+        "CREATE TABLE pages (id serial PRIMARY KEY, title text); INSERT INTO pages VALUES (99, 'old')",
+    )
+    airflow.set_connection("e2e_celery_source", source)
+    airflow.set_connection("e2e_celery_target", target)
+    airflow.unpause("migration_sync")
+    run_id = airflow.trigger(
+        "migration_sync",
+        {
+            "source_conn_id": "e2e_celery_source",
+            "target_conn_id": "e2e_celery_target",
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "on_missing_plugins": "continue",
+        },
+    )
+    assert airflow.wait_for_run("migration_sync", run_id) == "success", airflow.explain(
+        "migration_sync", run_id
+    )
+    for table in ("settings", "pages"):
+        assert table_text(target, table) == table_text(source, table), table
+
+    # every task went through the Celery worker (our queue), none through another executor
+    queue = None
+    for ti in airflow.task_instances("migration_sync", run_id):
+        if ti["state"] == "success":
+            queue = queue or ti["queue"]
+            assert ti["queue"] == queue and queue.startswith("mm-e2e-"), ti
+    worker_log = (airflow.home / "logs" / "celery-worker.log").read_text(errors="replace")
+    assert "execute_workload" in worker_log and "succeeded" in worker_log
+
+    # the migration file, the backup and the run summary live in the bucket
+    keys = [
+        o["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+        for o in page.get("Contents", [])
+    ]
+    assert any(k.startswith("migrations/files/") and k.endswith(".zip") for k in keys), keys
+    assert any(k.startswith("migrations/backups/e2e_celery_target/") for k in keys), keys
+    run_logs = [k for k in keys if k.startswith("migrations/logs/") and run_id in k]
+    assert run_logs, keys  # the run's summary / log, written by the last task
+    create = airflow.call(
+        "GET",
+        f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/create_migration_file/xcomEntries/return_value",
+    )["value"]
+    assert str(create).startswith(f"s3://aws_default@{BUCKET}/migrations/files/")
