@@ -58,6 +58,12 @@ def _env(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v) for k, v in env.items()}
 
 
+def _default(value: str) -> str:
+    """The value compose uses when the variable is unset: ``${VAR:-default}`` -> ``default``."""
+    m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:?-(.*)\}", value)
+    return m.group(1) if m else value
+
+
 def _bind_mounts(service: dict[str, Any]) -> list[tuple[str, str]]:
     mounts = []
     for vol in service.get("volumes") or []:
@@ -82,7 +88,7 @@ def test_airflow_services_share_the_common_block(services: dict[str, Any]) -> No
         env = _env(svc)
         assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", name
         assert "/opt/airflow/include" in env.get("PYTHONPATH", "").split(":"), name
-        assert env.get("MIGRATION_STORE", "").startswith("file:///opt/airflow/"), name
+        assert _default(env.get("MIGRATION_STORE", "")).startswith("file:///opt/airflow/"), name
 
 
 def test_mounted_host_paths_exist(compose: dict[str, Any], services: dict[str, Any]) -> None:
@@ -147,3 +153,50 @@ def test_dockerfile_matches_requirements() -> None:
         assert pins.get(name) == version, (
             f"Dockerfile pins {name}=={version}, requirements.txt {pins.get(name)}"
         )
+
+
+def _container_to_host(services: dict[str, Any], service: str, container_path: str) -> Path:
+    """The repository file a container path of ``service`` comes from (through its bind mounts)."""
+    for source, target in _bind_mounts(services[service]):
+        if source.startswith(".") and (container_path + "/").startswith(target.rstrip("/") + "/"):
+            return (REPO / source / container_path[len(target) :].lstrip("/")).resolve()
+    raise AssertionError(f"{service}: {container_path} is not under a bind mount")
+
+
+def test_celery_stack(services: dict[str, Any]) -> None:
+    env = _env(services["airflow-worker"])
+    assert urlsplit(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert "celery worker" in str(services["airflow-worker"]["command"])
+    for name in AIRFLOW_SERVICES:  # the workers' task tokens are checked by the api-server
+        assert _env(services[name]).get("AIRFLOW__API_AUTH__JWT_SECRET"), name
+    assert "execution" in env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
+
+
+def test_init_creates_the_units_pool(services: dict[str, Any]) -> None:
+    command = "\n".join(map(str, services["airflow-init"]["command"]))
+    assert "airflow pools set migration_units" in command
+    assert "_AIRFLOW_DB_MIGRATE" in _env(services["airflow-init"])
+
+
+def test_ports_on_loopback(services: dict[str, Any]) -> None:
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
+
+
+def test_pipelines_file_and_demo_data_are_mounted(services: dict[str, Any]) -> None:
+    from migration_manager.pipelines import load_pipelines
+
+    pipelines = _env(services["airflow-scheduler"])["MIGRATION_PIPELINES"]
+    path = _container_to_host(services, "airflow-scheduler", pipelines)
+    assert path.is_file() and load_pipelines(path)
+    for db in ("staging-db", "prod-db"):
+        inits = [t for s, t in _bind_mounts(services[db]) if "docker-entrypoint-initdb.d" in t]
+        assert len(inits) == 2, db  # the demo data of make demo, loaded on first start
+
+
+def test_image_has_the_team_scale_packages() -> None:
+    text = (REPO / "Dockerfile").read_text(encoding="utf-8")
+    for package in ("apache-airflow-providers-celery", "apache-airflow-providers-amazon", "s3fs"):
+        assert f'"{package}==' in text, package
