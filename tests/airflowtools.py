@@ -78,7 +78,7 @@ def task_states(dag_run: Any) -> dict[str, list[str]]:
 
 
 def summaries(migration_id: str | None = None) -> list[dict[str, Any]]:
-    """The summaries written by ``collect`` into the migration store, newest last."""
+    """The summaries written by ``collect_logs`` into the migration store, newest last."""
     root = Path(os.environ["MIGRATION_STORE"].removeprefix("file://")) / "logs"
     found = sorted(
         root.glob(f"{migration_id or '*'}/*/summary.json"), key=lambda p: p.stat().st_mtime

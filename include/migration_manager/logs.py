@@ -113,6 +113,7 @@ class Step:
     attempt: int | None = None
     outcome: Mapping[str, Any] | None = None
     error: str | None = None
+    note: str | None = None  # why a step was skipped, and the like
 
     @property
     def name(self) -> str:
@@ -144,6 +145,7 @@ class Step:
             attempt=int(d["attempt"]) if d.get("attempt") is not None else None,
             outcome=d.get("outcome"),
             error=scrub(str(d["error"])) if d.get("error") else None,
+            note=scrub(str(d["note"])) if d.get("note") else None,
         )
 
 
@@ -388,7 +390,9 @@ def build_record(
     ended = utc_iso(ended_at) or (max(ends) if ends else None)
     seconds = _between(started_at, ended)
     all_errors = [scrub(e) for e in errors]
-    all_errors += [f"{s.name}: {scrub(s.error)}" for s in steps if s.error and s.status != SUCCESS]
+    all_errors += [
+        f"{s.name}: {scrub(s.error)}" for s in steps if s.error and s.status in _FAILED_STATES
+    ]
     file_info = dict(migration_file or {})
     migration_id = (
         (summary or {}).get("migration_id")

@@ -41,15 +41,15 @@ def test_execute_shape() -> None:
         "plugin_check",
         "env_write",
         "apply_table",
-        "collect",
+        "collect_logs",
     }
     # the checks run before anything writes to the target
     assert dag.get_task("plan").upstream_task_ids == {"env_check"}
     assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
     assert "plan" in dag.get_task("apply_table").upstream_task_ids
     assert "env_write" in dag.get_task("apply_table").upstream_task_ids
-    assert dag.get_task("collect").upstream_task_ids == {"apply_table"}
-    assert dag.get_task("collect").trigger_rule == "all_done"
+    assert dag.get_task("collect_logs").upstream_task_ids == {"apply_table"}
+    assert dag.get_task("collect_logs").trigger_rule == "all_done"
 
 
 def test_sync_shape() -> None:

@@ -18,7 +18,7 @@ def _tables(dsn: str) -> set[str]:
 
 def _latest_summary(dag_run: Any) -> dict[str, Any]:
     found = [s for s in summaries() if s.get("run_id") == dag_run.run_id]
-    assert found, "collect wrote no summary for this run"
+    assert found, "collect_logs wrote no summary for this run"
     return found[-1]
 
 
@@ -191,7 +191,7 @@ def test_failed_unit_fails_the_run(
     )
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)
-    assert states["collect"] == ["failed"]
+    assert states["collect_logs"] == ["failed"]
     assert sorted(states["apply_table"]) == ["failed", "success"]
     assert table_text(target, "good") == ["(1,x)"]
     assert table_text(target, "bad") == ["(7,seven)"]  # rolled back: untouched

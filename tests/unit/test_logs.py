@@ -382,3 +382,14 @@ def test_safe_component() -> None:
     )
     assert logs.safe_component("../..") == "_"
     assert "/" not in logs.safe_component("a/../b")
+
+
+def test_a_skip_reason_is_a_note_not_an_error() -> None:
+    steps = [
+        logs.Step("rollback", "skipped", note="No apply_table unit failed: nothing to roll back"),
+        logs.Step("apply_table", "upstream_failed", error="upstream"),
+    ]
+    record = logs.build_record(run={"run_id": "r"}, steps=steps)
+    assert record["errors"] == ["apply_table: upstream"]
+    rollback = next(s for s in record["steps"] if s["task_id"] == "rollback")
+    assert rollback["note"].startswith("No apply_table unit failed")

@@ -6,7 +6,6 @@ connection or the network at import time.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -20,7 +19,7 @@ from migration_manager.airflow.operators import (
     CreateMigrationOperator,
     PlanMigrationOperator,
 )
-from migration_manager.airflow.store import store_root
+from migration_manager.airflow.run_log import STEP_HOOKS, write_run_log
 from migration_manager.config import RULES
 from migration_manager.pipelines import DEFAULT_POOL
 from migration_manager.profiles import PROFILES
@@ -32,6 +31,7 @@ DEFAULT_ARGS: dict[str, Any] = {
     "owner": "migration-manager",
     "retries": 2,
     "retry_delay": timedelta(seconds=15),
+    **STEP_HOOKS,  # every task records its step (status, start, end, attempt) for collect_logs
 }
 TAGS = ["migration-manager"]
 
@@ -129,33 +129,44 @@ def create_task() -> CreateMigrationOperator:
 
 
 @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
-def collect(results: Any, **context: Any) -> dict[str, Any]:
-    """Gather every unit's result; fail the run when any unit failed (or never ran)."""
+def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
+    """Write the run's log, whatever happened upstream; fail the run when any unit failed (or never ran).
+
+    ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
+    data.sql and summary.json (see :mod:`migration_manager.logs`).
+    """
     ti = context["ti"]
     report = ti.xcom_pull(task_ids="plan", key="report")
+    results = [r for r in (results or []) if r]
     if not report:
-        raise AirflowFailException(
-            "The plan task produced no report: the migration did not start (see the plan task's log)"
+        _, folder = write_run_log(
+            context, report=None, summary=None, results=results, final_status="failed"
         )
-    summary = summarize(report, list(results or []))
+        raise AirflowFailException(
+            "The plan task produced no report: the migration did not start (see the failed "
+            f"task's log); the run's log is in {folder}"
+        )
+    summary = summarize(report, results)
     run_id = context["run_id"]
     summary["run_id"] = run_id
-    path = store_root() / "logs" / str(summary["migration_id"]) / _safe(run_id) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summary, indent=1))
+    _, folder = write_run_log(
+        context,
+        report=report,
+        summary=summary,
+        results=results,
+        final_status="success" if summary["status"] == "success" else "failed",
+    )
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
-    log.info("Summary written to %s", path)
+    log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
     if summary["status"] != "success":
         failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
         raise AirflowFailException(
             f"{len(summary['failed_units'])} unit(s) failed: {failed}. Each failed unit was rolled back; "
             "fix the cause and clear the failed apply_table task(s) to retry them alone."
         )
-    return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")}
-
-
-def _safe(run_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")} | {
+        "log": str(folder)
+    }
 
 
 def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
@@ -174,7 +185,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         map_index_template="{{ task.unit['label'] }}",
         pool=pool,
     ).expand(unit=plan.output)
-    done = collect(applied.output)
+    done = collect_logs(applied.output)
     plan >> applied >> done
     guard_target_writes(plan, target_conn_id="{{ params.target_conn_id }}")
     return done

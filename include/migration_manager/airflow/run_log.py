@@ -1,0 +1,266 @@
+"""The run's log in the store: step records pushed by every task, gathered by ``collect_logs``.
+
+Inside a task, Airflow 3 gives no access to the metadata database, so each task records its
+own step: :data:`STEP_HOOKS` (in the DAGs' ``default_args``) push a small XCom (key ``step``)
+when the task starts (``pre_execute``), when it succeeds (``post_execute``, while the task is
+still running) and when it fails (``on_failure_callback``). ``collect_logs`` reads those
+records, takes each task's final state from the Task SDK (``get_task_states``, which also
+covers tasks that never ran), and writes ``MIGRATION_STORE/logs/<migration id>/<run id>/``
+through :mod:`migration_manager.logs`.
+
+Recording a step never fails a task: a hook that cannot push logs a warning and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.sdk import BaseHook, ObjectStoragePath
+
+from migration_manager import logs
+from migration_manager.airflow.store import migration_file_path, store_root
+
+log = logging.getLogger(__name__)
+
+STEP_KEY = "step"
+LOGS = "logs"
+UNKNOWN_MIGRATION = "no-migration-file"
+_ERROR_CHARS = 4000
+# the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
+CHECK_TASKS = ("env_check", "env_values", "plugin_check", "env_write")
+
+
+def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
+    return (
+        store_root()
+        / LOGS
+        / logs.safe_component(migration_id or UNKNOWN_MIGRATION)
+        / logs.safe_component(run_id)
+    )
+
+
+# --- step records (run inside every task) ------------------------------------------------------
+
+
+def _push(
+    context: Any,
+    status: str,
+    error: BaseException | str | None = None,
+    note: BaseException | str | None = None,
+) -> None:
+    try:
+        ti = context["ti"]
+        now = datetime.now(UTC)
+        start = getattr(ti, "start_date", None) or now
+        record = {
+            "task_id": ti.task_id,
+            "map_index": ti.map_index if ti.map_index is not None else -1,
+            "attempt": ti.try_number,
+            "status": status,
+            "start": logs.utc_iso(start),
+            "end": None if status == "running" else logs.utc_iso(now),
+            "error": logs.scrub(str(error))[:_ERROR_CHARS] if error else None,
+            "note": logs.scrub(str(note))[:_ERROR_CHARS] if note else None,
+        }
+        ti.xcom_push(key=STEP_KEY, value=record)
+    except Exception:  # never let the log break the migration
+        log.warning("Could not record this step for the migration log", exc_info=True)
+
+
+def step_started(context: Any) -> None:
+    _push(context, "running")
+
+
+def step_succeeded(context: Any, result: Any = None) -> None:
+    _push(context, "success")
+
+
+def step_failed(context: Any) -> None:
+    _push(context, "failed", context.get("exception"))
+
+
+def step_skipped(context: Any) -> None:
+    _push(context, "skipped", note=context.get("exception"))
+
+
+STEP_HOOKS: dict[str, Any] = {
+    "pre_execute": step_started,
+    "post_execute": step_succeeded,
+    "on_failure_callback": step_failed,
+    "on_skipped_callback": step_skipped,
+}
+
+
+# --- gathering (run inside collect_logs) ----------------------------------------------------
+
+
+def _states(ti: Any, task_ids: set[str]) -> dict[tuple[str, int], str]:
+    """Every task instance's state in this run: (task id, map index) -> state."""
+    try:
+        found = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id]).get(ti.run_id, {})
+    except Exception:
+        log.warning("Could not read the task states of this run", exc_info=True)
+        return {}
+    states: dict[tuple[str, int], str] = {}
+    for key, state in found.items():
+        if key in task_ids:
+            states[(key, -1)] = str(state) if state else "none"
+            continue
+        task_id, _, index = key.rpartition("_")
+        if task_id in task_ids and index.isdigit():
+            states[(task_id, int(index))] = str(state) if state else "none"
+    return states
+
+
+def gather_steps(
+    context: Any,
+    *,
+    report: dict[str, Any] | None,
+    results: list[dict[str, Any]],
+    final_status: str,
+) -> list[logs.Step]:
+    """One :class:`~migration_manager.logs.Step` per task instance of the run, with its outcome."""
+    ti = context["ti"]
+    dag = context["dag"]
+    task_ids = set(dag.task_ids)
+    records: dict[tuple[str, int], dict[str, Any]] = {}
+    for rec in ti.xcom_pull(task_ids=sorted(task_ids), key=STEP_KEY) or []:
+        if isinstance(rec, dict) and rec.get("task_id"):
+            records[(rec["task_id"], int(rec.get("map_index", -1)))] = rec
+    states = _states(ti, task_ids)
+
+    units = list((report or {}).get("units") or [])
+    labels = {i: u.get("label") or ", ".join(u.get("tables", [])) for i, u in enumerate(units)}
+    index_of_unit = {u.get("id"): i for i, u in enumerate(units)}
+    outcomes: dict[tuple[str, int], Any] = {}
+    for result in results:
+        if isinstance(result, dict) and result.get("unit") in index_of_unit:
+            outcomes[("apply_table", index_of_unit[result["unit"]])] = result
+    for task_id in task_ids & set(logs.OUTCOMES):
+        if task_id == "apply_table":
+            continue
+        outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
+    rollback = ti.xcom_pull(task_ids="rollback", key="rollback") if "rollback" in task_ids else None
+    if rollback:
+        outcomes[("rollback", -1)] = rollback
+
+    now = logs.utc_iso(datetime.now(UTC))
+    steps = []
+    for key in sorted(set(records) | set(states)):
+        task_id, map_index = key
+        rec = dict(records.get(key) or {"task_id": task_id, "map_index": map_index})
+        state = states.get(key) or rec.get("status") or "unknown"
+        if task_id == ti.task_id and map_index == (
+            ti.map_index if ti.map_index is not None else -1
+        ):
+            state, rec["end"] = final_status, now  # this task: how it is about to end
+        elif state in ("running", "queued", "scheduled", "none") and rec.get("status") == "running":
+            state = rec["status"]
+        if state == "success" and rec.get("status") == "failed":
+            rec["error"] = None  # an earlier failure whose retry succeeded
+        steps.append(
+            logs.Step.from_dict(
+                {
+                    **rec,
+                    "status": state,
+                    "label": labels.get(map_index) if task_id == "apply_table" else None,
+                    "outcome": logs.outcome_of(task_id, outcomes.get(key)),
+                }
+            )
+        )
+    return steps
+
+
+def describe_connection(conn_id: str | None) -> dict[str, Any] | None:
+    """Where a connection points: host, port, database, user. Never its password or extra."""
+    if not conn_id:
+        return None
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        return {"conn_id": conn_id, "error": logs.scrub(str(exc))}
+    return {
+        "conn_id": conn_id,
+        "host": conn.host or "127.0.0.1",
+        "port": conn.port or 5432,
+        "database": conn.schema or "postgres",
+        "user": conn.login or None,
+    }
+
+
+def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
+    ti = context["ti"]
+    ref = (report or {}).get("migration_file")
+    if not ref and "create_migration_file" in context["dag"].task_ids:
+        ref = ti.xcom_pull(task_ids="create_migration_file")
+    if not ref:
+        ref = (context.get("params") or {}).get("migration_file")
+    return str(ref) if ref else None
+
+
+def _describe_file(ref: str | None) -> dict[str, Any] | None:
+    if not ref:
+        return None
+    try:
+        path = migration_file_path(ref)
+    except Exception as exc:
+        return {"uri": logs.scrub(ref), "name": ref, "error": logs.scrub(str(exc))}
+    return logs.describe_file(path, uri=str(path))
+
+
+def write_run_log(
+    context: Any,
+    *,
+    report: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+    results: list[dict[str, Any]],
+    final_status: str,
+    errors: list[str] | None = None,
+) -> tuple[dict[str, Any], ObjectStoragePath]:
+    """Gather everything about this run and write its log folder; returns the record and the folder."""
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    params = dict(context.get("params") or {})
+    file_info = _describe_file(_file_ref(context, report))
+    source = dict((file_info or {}).get("source") or {})
+    if params.get("source_conn_id"):
+        source |= {
+            k: v
+            for k, v in (describe_connection(params["source_conn_id"]) or {}).items()
+            if k != "database" or not source.get("database")
+        }
+    checks = {t: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in context["dag"].task_ids}
+    steps = gather_steps(context, report=report, results=results, final_status=final_status)
+    backup = (summary or {}).get("backup")
+    if backup is None and "backup" in context["dag"].task_ids:
+        backup = ti.xcom_pull(task_ids="backup")
+    rollback = (summary or {}).get("rollback")
+    run_type = getattr(dag_run, "run_type", None)
+    record = logs.build_record(
+        run={
+            "dag_id": dag_run.dag_id,
+            "run_id": dag_run.run_id,
+            "run_type": str(getattr(run_type, "value", run_type) or "") or None,
+            "triggered_by": getattr(dag_run, "triggering_user_name", None)
+            or str(getattr(run_type, "value", run_type) or "-"),
+            "start_date": getattr(dag_run, "start_date", None),
+        },
+        steps=steps,
+        report=report,
+        summary=summary,
+        migration_file=file_info,
+        source=source or None,
+        target=describe_connection(params.get("target_conn_id")),
+        params=params,
+        checks=checks,
+        backup=backup,
+        rollback=rollback,
+        task_order=[t.task_id for t in context["dag"].topological_sort()],
+        ended_at=datetime.now(UTC),
+        errors=errors or [],
+    )
+    folder = log_folder(record.get("migration_id"), dag_run.run_id)
+    logs.write_files(folder, record)
+    return record, folder

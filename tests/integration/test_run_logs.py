@@ -1,0 +1,237 @@
+"""``collect_logs`` writes every run's log into the store, whatever happened upstream (``dag.test()``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflowtools import run_dag, set_connections, task_states, xcom
+from tests.pgtools import psql_bin, rows, sql
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+
+TARGET_DDL = "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2)); "
+
+
+def _log_folder(dag_run: Any) -> Path:
+    from migration_manager.logs import safe_component
+    from tests.uitools import store_root
+
+    found = list((store_root() / "logs").glob(f"*/{safe_component(dag_run.run_id)}"))
+    assert len(found) == 1, f"no single log folder for run {dag_run.run_id}: {found}"
+    return found[0]
+
+
+def _record(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "migration.json").read_text()))
+
+
+def _steps(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["name"]: s for s in record["steps"]}
+
+
+def _columns(dsn: str, table: str) -> list[tuple[Any, ...]]:
+    return rows(
+        dsn,
+        "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND table_name = %s ORDER BY column_name",
+        (table,),
+    )
+
+
+def test_successful_run_is_logged_step_by_step(
+    source: str, target: str, new_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql(
+        source,
+        """
+        CREATE TABLE "uiSchemas" ("x-uid" varchar(255) PRIMARY KEY, "schema" json);
+        INSERT INTO "uiSchemas" VALUES ('a-1', '{"type":"void"}'), ('b-2', '{"x":1}');
+        CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2), tags text[] NOT NULL DEFAULT '{}');
+        CREATE INDEX orders_tags ON orders USING gin (tags);
+        INSERT INTO orders SELECT g, g * 1.5, ARRAY['tag-value-' || g] FROM generate_series(1, 50) g;
+        """,
+    )
+    sql(target, TARGET_DDL + "INSERT INTO orders VALUES (1, 99), (9999, 1);")
+    set_connections(monkeypatch, migration_source=source, migration_target=target)
+    created = run_dag(
+        "migration_create",
+        {
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite", "independent": {"orders": "upsert"}}},
+        },
+    )
+    uri = xcom(created, "create_migration_file")
+    dag_run = run_dag("migration_execute", {"migration_file": uri})
+    assert str(dag_run.state) == "success", task_states(dag_run)
+
+    folder = _log_folder(dag_run)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "data.sql",
+        "migration.json",
+        "migration.log",
+        "schema.sql",
+        "summary.json",
+    ]
+    record = _record(folder)
+    assert record["status"] == "success" and record["dag_id"] == "migration_execute"
+    assert record["run_id"] == dag_run.run_id and record["run_type"] == "manual"
+    file_path = Path(uri.removeprefix("file://"))
+    assert record["migration_file"]["id"] == record["migration_id"] == file_path.stem
+    assert record["migration_file"]["sha256"] == hashlib.sha256(file_path.read_bytes()).hexdigest()
+    assert record["target"]["conn_id"] == "migration_target"
+    assert record["target"]["database"] == target.rsplit("/", 1)[1]
+    assert "password" not in json.dumps(record["target"])
+
+    steps = _steps(record)
+    states = task_states(dag_run)
+    for task_id in states:
+        names = [n for n in steps if n == task_id or n.startswith(f"{task_id}[")]
+        assert names, f"no step recorded for {task_id}"
+    for name in ("env_check", "plan", "env_values", "plugin_check", "env_write", "collect_logs"):
+        step = steps[name]
+        assert step["status"] == "success", (name, step)
+        assert step["attempt"] == 1 and step["start"] <= step["end"], (name, step)
+    applied = {n: s for n, s in steps.items() if n.startswith("apply_table[")}
+    assert set(applied) == {"apply_table[orders (upsert)]", "apply_table[uiSchemas (overwrite)]"}
+    orders = applied["apply_table[orders (upsert)]"]["outcome"]["tables"][0]
+    assert (orders["inserted"], orders["updated"], orders["ddl"]) == (49, 1, 2)
+    assert steps["env_check"]["outcome"]["missing_env"] == []
+    starts = [s["start"] for s in record["steps"] if s["start"]]
+    assert starts == sorted(starts), "steps in the order they ran"
+
+    text = (folder / "migration.log").read_text()
+    assert text.startswith(f"Migration {record['migration_id']}: SUCCESS")
+    for name in steps:
+        assert name in text, name
+
+    # schema.sql: every DDL in order, grouped by table, and it runs: on a copy of the target as
+    # it was, it gives the migrated structure
+    schema = (folder / "schema.sql").read_text()
+    assert (
+        schema.index("-- Table orders:")
+        < schema.index("ADD COLUMN tags")
+        < schema.index("CREATE INDEX orders_tags")
+    )
+    replay = new_db()
+    sql(replay, TARGET_DDL)
+    out = subprocess.run(
+        [
+            psql_bin(),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            replay,
+            "-f",
+            str(folder / "schema.sql"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    for table in ("orders", "uiSchemas"):
+        assert _columns(replay, table) == _columns(target, table), table
+    # data.sql: shapes, no values
+    data = (folder / "data.sql").read_text()
+    assert "FROM STDIN (FORMAT binary)" in data
+    assert "tag-value-" not in data and "tag-value-" not in text
+
+
+def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    sql(
+        source,
+        """
+        CREATE TABLE good (id int PRIMARY KEY, v text); INSERT INTO good VALUES (1, 'x');
+        CREATE TABLE bad (id int PRIMARY KEY, v text); INSERT INTO bad VALUES (1, 'one');
+        """,
+    )
+    # the target's extra NOT NULL column (kept: dropping is off) cannot take the source's rows
+    sql(target, "CREATE TABLE bad (id int PRIMARY KEY, v text, extra text NOT NULL);")
+    set_connections(monkeypatch, migration_source=source, migration_target=target)
+    dag_run = run_dag(
+        "migration_sync",
+        {"profile": "generic", "rules": {"user": {"default": "overwrite"}}, "skip_backup": True},
+    )
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["collect_logs"] == ["failed"]
+    record = _record(_log_folder(dag_run))
+    assert record["status"] == "failed"
+    assert record["failed_units"][0]["tables"] == ["bad"]
+    steps = _steps(record)
+    bad = steps["apply_table[bad (overwrite)]"]
+    assert bad["status"] == "failed" and bad["attempt"] == 1  # terminal: not retried
+    assert 'null value in column "extra"' in bad["error"]
+    assert steps["apply_table[good (overwrite)]"]["status"] == "success"
+    assert steps["create_migration_file"]["status"] == "success"
+    assert steps["collect_logs"]["status"] == "failed"
+    assert record["source"]["conn_id"] == "migration_source"
+    assert any('column "extra"' in e for e in record["errors"])
+    text = (_log_folder(dag_run) / "migration.log").read_text()
+    assert "! apply_table[bad (overwrite)]: " in text and "FAILED" in text.splitlines()[0]
+
+
+def test_run_stopped_by_the_checks_is_logged(
+    source: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sql(source, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    set_connections(monkeypatch, migration_source=source, migration_target=target)
+    created = run_dag("migration_create", {"profile": "nocobase"})  # generic checks no setting
+    uri = xcom(created, "create_migration_file")
+    from tests.airflowtools import connection_uri
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(target, {"DB_TABLE_PREFIX": "nb_"})
+    )
+    dag_run = run_dag("migration_execute", {"migration_file": uri})
+    assert str(dag_run.state) == "failed"
+    folder = _log_folder(dag_run)
+    assert folder.parent.name == Path(uri).stem  # filed under the migration's id, from the file
+    record = _record(folder)
+    steps = _steps(record)
+    assert record["status"] == "failed" and record["tables"] == []
+    assert (
+        steps["env_check"]["status"] == "failed"
+        and "DB_TABLE_PREFIX" in steps["env_check"]["error"]
+    )
+    assert steps["plan"]["status"] == "upstream_failed" and steps["plan"]["start"] is None
+    assert "the run stopped before the plan" in (folder / "migration.log").read_text()
+    assert "No schema statement was executed" in (folder / "schema.sql").read_text()
+
+
+def test_secret_values_never_reach_the_log(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_preflight import SECRET, URL, _connect
+
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    dag_run = run_dag(
+        "migration_sync",
+        {
+            "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+            "on_missing_plugins": "continue",
+        },
+    )
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    stored = rows(
+        prod, 'SELECT value FROM "environmentVariables" WHERE name = %s', ("HELPDESK_KEY",)
+    )
+    ciphertext = stored[0][0]
+    folder = _log_folder(dag_run)
+    for path in folder.iterdir():
+        text = path.read_text()
+        assert SECRET not in text, path.name
+        assert ciphertext not in text, path.name  # not even encrypted
+        assert URL not in text, path.name  # values are not recorded, plain ones neither
+    record = _record(folder)
+    assert record["params"]["env_values"] == ["HELPDESK_KEY", "HELPDESK_URL"]
+    supplied = record["checks"]["env_values"]["supplied"]
+    assert {"name": "HELPDESK_KEY", "type": "secret"} in supplied
+    assert record["checks"]["plugin_check"]["missing"][0]["name"] == "graph-collection-manager"
