@@ -266,6 +266,47 @@ def outcome_of(task_id: str, value: Any) -> dict[str, Any] | None:
         return None
 
 
+def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
+    """A step's outcome in a few words, for the Process view and the log."""
+    if not outcome:
+        return ""
+    o = outcome
+    if task_id == "apply_table":
+        return "; ".join(
+            f"{t.get('table')}: +{t.get('inserted', 0)} ~{t.get('updated', 0)} "
+            f"-{t.get('deleted', 0)} ={t.get('unchanged', 0)} rows, {t.get('ddl', 0)} DDL"
+            for t in o.get("tables") or []
+        )
+    if task_id == "env_check":
+        missing = ", ".join(f"{m['name']} ({m['type']})" for m in o.get("missing_env") or [])
+        return "settings match" + (f"; the target lacks {missing}" if missing else "")
+    if task_id == "env_values":
+        supplied = ", ".join(f"{v['name']} ({v['type']})" for v in o.get("supplied") or [])
+        if not supplied:
+            return "no value needed"
+        by = f" by {o['answered_by']}" if o.get("answered_by") else ""
+        return f"{supplied} from the {o.get('source')}{by}"
+    if task_id == "plugin_check":
+        missing = ", ".join(str(p.get("name")) for p in o.get("missing") or [])
+        if not missing:
+            return "every plugin enabled"
+        by = f" by {o['decided_by']}" if o.get("decided_by") else ""
+        return f"missing {missing}: {o.get('decision')}{by}"
+    if task_id == "env_write":
+        written = ", ".join(o.get("written") or [])
+        return f"wrote {written}" if written else "nothing to write"
+    if task_id == "plan":
+        units = o.get("units") or []
+        return f"{len(units)} unit(s) to apply"
+    if task_id == "backup":
+        return f"{o.get('backup_id')}: {o.get('tables')} tables, {o.get('rows')} rows"
+    if task_id == "rollback":
+        return str(o.get("status") or "") + (f" ({o['reason']})" if o.get("reason") else "")
+    if task_id == "create_migration_file":
+        return str(o.get("migration_file") or "").rsplit("/", 1)[-1]
+    return ", ".join(f"{k}={v}" for k, v in o.items())
+
+
 def safe_params(params: Mapping[str, Any]) -> dict[str, Any]:
     """The run's params for the log: ``env_values`` by name only (its values may be secrets)."""
     out: dict[str, Any] = {}
@@ -331,7 +372,8 @@ def describe_file(path: Openable, *, uri: str | None = None) -> dict[str, Any]:
 
 def _step_sort_key(order: Mapping[str, int]) -> Callable[[Step], tuple[Any, ...]]:
     def key(s: Step) -> tuple[Any, ...]:
-        return (s.start is None, s.start or "", order.get(s.task_id, len(order)), s.map_index)
+        # the DAG's order first (steps that never ran stay where they belong), then start time
+        return (order.get(s.task_id, len(order)), s.start is None, s.start or "", s.map_index)
 
     return key
 
@@ -480,11 +522,14 @@ def endpoint(info: Mapping[str, Any] | None) -> str:
     return f"{conn}: {where}" if conn else str(where)
 
 
-def _table(rows: list[tuple[str, ...]], right: int) -> list[str]:
+def _table(rows: list[tuple[str, ...]], right: int, *, left_last: bool = False) -> list[str]:
+    """Columns padded to their widths: the first ``right`` (and, with ``left_last``, the last)
+    left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    last = len(widths) - 1 if left_last else -1
     return [
         "  ".join(
-            c.ljust(w) if i < right else c.rjust(w)
+            c.ljust(w) if i < right or i == last else c.rjust(w)
             for i, (c, w) in enumerate(zip(r, widths, strict=True))
         ).rstrip()
         for r in rows
@@ -584,7 +629,9 @@ def format_log(record: Mapping[str, Any]) -> str:
         lines.append("Params      " + json.dumps(params, sort_keys=True))
 
     lines += ["", "Process", "-------"]
-    rows: list[tuple[str, ...]] = [("#", "step", "status", "try", "start", "end", "seconds")]
+    rows: list[tuple[str, ...]] = [
+        ("#", "step", "status", "try", "start", "end", "seconds", "outcome")
+    ]
     for i, s in enumerate(record.get("steps") or [], 1):
         secs = s.get("seconds")
         rows.append(
@@ -596,9 +643,10 @@ def format_log(record: Mapping[str, Any]) -> str:
                 _clock(s.get("start")),
                 _clock(s.get("end")),
                 f"{secs:.2f}" if isinstance(secs, (int, float)) else "-",
+                describe_outcome(str(s.get("task_id")), s.get("outcome")) or s.get("note") or "",
             )
         )
-    lines += ["  " + line for line in _table(rows, 4)]
+    lines += ["  " + line for line in _table(rows, 4, left_last=True)]
     for s in record.get("steps") or []:
         if s.get("error"):
             lines.append(f"  ! {s['name']}: {s['error']}")

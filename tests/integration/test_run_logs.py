@@ -102,8 +102,9 @@ def test_successful_run_is_logged_step_by_step(
     orders = applied["apply_table[orders (upsert)]"]["outcome"]["tables"][0]
     assert (orders["inserted"], orders["updated"], orders["ddl"]) == (49, 1, 2)
     assert steps["env_check"]["outcome"]["missing_env"] == []
-    starts = [s["start"] for s in record["steps"] if s["start"]]
-    assert starts == sorted(starts), "steps in the order they ran"
+    chain = [steps[n]["start"] for n in ("env_check", "plan", "env_write", "collect_logs")]
+    assert chain == sorted(chain), "each step started after the one before it"
+    assert [s["task_id"] for s in record["steps"]][:2] == ["env_check", "plan"]  # the DAG's order
 
     text = (folder / "migration.log").read_text()
     assert text.startswith(f"Migration {record['migration_id']}: SUCCESS")

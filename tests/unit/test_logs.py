@@ -239,7 +239,16 @@ def test_log_text_reads_top_to_bottom() -> None:
     ):
         assert expected in text, expected
     process = text.split("Process\n-------\n")[1].split("\n\n")[0].splitlines()
-    assert process[0].split() == ["#", "step", "status", "try", "start", "end", "seconds"]
+    assert process[0].split() == [
+        "#",
+        "step",
+        "status",
+        "try",
+        "start",
+        "end",
+        "seconds",
+        "outcome",
+    ]
     assert process[1].split() == ["1", "env_check", "success", "1", "12:00:00", "12:00:01", "1.00"]
 
 
@@ -393,3 +402,20 @@ def test_a_skip_reason_is_a_note_not_an_error() -> None:
     assert record["errors"] == ["apply_table: upstream"]
     rollback = next(s for s in record["steps"] if s["task_id"] == "rollback")
     assert rollback["note"].startswith("No apply_table unit failed")
+
+
+def test_outcomes_in_a_few_words() -> None:
+    unit = logs.outcome_of("apply_table", RESULTS[0])
+    assert logs.describe_outcome("apply_table", unit) == "orders: +499 ~1 -0 =0 rows, 2 DDL"
+    checks = _record()["checks"]
+    assert logs.describe_outcome("env_check", checks["env_check"]) == (
+        "settings match; the target lacks API_KEY (secret)"
+    )
+    assert logs.describe_outcome("plugin_check", checks["plugin_check"]) == (
+        "missing graph: continue (prompt) by olga"
+    )
+    assert logs.describe_outcome("env_values", checks["env_values"]) == (
+        "API_KEY (secret) from the env_values param"
+    )
+    assert logs.describe_outcome("plan", {"units": ["a", "b"]}) == "2 unit(s) to apply"
+    assert logs.describe_outcome("anything", None) == ""

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 EXECUTE_DAG = "migration_execute"
+QUIET = ("unchanged", "skipped")  # tables a run did not change
 MEDIA = {
     logs.RECORD: "application/json",
     logs.SUMMARY: "application/json",
@@ -134,6 +135,7 @@ def _environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(when=_when, duration=_duration, bytes=_bytes, number=_number)
+    env.globals["describe_outcome"] = logs.describe_outcome
     return env
 
 
@@ -240,7 +242,12 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             title=f"Migration {record.get('migration_id') or ''}",
             ref=ref,
             r=record,
-            timeline=Markup(charts.timeline_svg(steps)),
+            timeline=Markup(charts.timeline_svg(charts.collapse(steps))),
+            timeline_full=Markup(charts.timeline_svg(steps))
+            if len(charts.collapse(steps)) < len(steps)
+            else None,
+            changed_tables=[t for t in record.get("tables") or [] if t.get("status") not in QUIET],
+            quiet_tables=[t for t in record.get("tables") or [] if t.get("status") in QUIET],
             log_text=log_text,
             file_in_store=file_in_store,
             file_name=file_name,

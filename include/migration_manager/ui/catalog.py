@@ -147,7 +147,8 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
         "started_at": record.get("started_at"),
         "seconds": record.get("seconds"),
         "source": logs.endpoint(source) if source else "-",
-        "source_name": source.get("conn_id") or source.get("database") or "-",
+        # the database named in the migration file: known whichever DAG ran the migration
+        "source_name": source.get("database") or source.get("conn_id") or "-",
         "target": logs.endpoint(target) if target else "-",
         "target_name": target.get("conn_id") or target.get("database") or "-",
         "file": mfile.get("name"),
@@ -158,6 +159,10 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
         "rows_changed": logs.changed_rows(record),
         "ddl": (record.get("totals") or {}).get("ddl", 0),
         "triggered_by": record.get("triggered_by"),
+        "failed_step": next(
+            (s.get("name") for s in record.get("steps") or [] if s.get("status") == "failed"),
+            None,
+        ),
     }
 
 

@@ -68,6 +68,52 @@ def _tick_label(s: float) -> str:
     return f"{s:g} s"
 
 
+_SEVERITY = ("failed", "upstream_failed", "up_for_retry", "running", "success", "skipped")
+
+
+def collapse(steps: Sequence[Mapping[str, Any]], *, limit: int = 24) -> list[Mapping[str, Any]]:
+    """With more than ``limit`` steps, each mapped task becomes one row spanning all its map indexes.
+
+    The row's status is its worst map index's; its name says how many there are.
+    """
+    if len(steps) <= limit:
+        return list(steps)
+    out: list[Mapping[str, Any]] = []
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for step in steps:
+        if int(step.get("map_index", -1)) < 0:
+            out.append(step)
+            continue
+        task = str(step.get("task_id"))
+        if task not in groups:
+            groups[task] = []
+            out.append({"task_id": task, "_group": task})
+        groups[task].append(step)
+    rows: list[Mapping[str, Any]] = []
+    for row in out:
+        if "_group" not in row:
+            rows.append(row)
+            continue
+        members = groups[str(row["_group"])]
+        statuses = [str(m.get("status")) for m in members]
+        worst = min(statuses, key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else 2)
+        starts = [m["start"] for m in members if m.get("start")]
+        ends = [m["end"] for m in members if m.get("end")]
+        failed = sum(1 for st in statuses if st == "failed")
+        rows.append(
+            {
+                "task_id": row["task_id"],
+                "name": f"{row['task_id']} × {len(members)}",
+                "status": worst,
+                "start": min(starts) if starts else None,
+                "end": max(ends) if ends else None,
+                "attempt": max((int(m.get("attempt") or 1) for m in members), default=None),
+                "suffix": f"{len(members)} units" + (f", {failed} failed" if failed else ""),
+            }
+        )
+    return rows
+
+
 def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") -> str:
     """One row per step: a bar from its start to its end, coloured by status, with its duration.
 
@@ -134,6 +180,8 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
             + f", {start.strftime('%H:%M:%S')}–{stop.strftime('%H:%M:%S')} UTC"
         )
         text = _fmt_seconds(seconds) + (f" · try {attempt}" if attempt and int(attempt) > 1 else "")
+        if step.get("suffix"):
+            text += f" · {step['suffix']}"
         if x0 + w + 6 + len(text) * 6.5 <= WIDTH:
             tx, anchor = x0 + w + 6, "start"
         else:  # no room after the bar: before it
