@@ -1,0 +1,237 @@
+"""The Migrations page inside a real Airflow UI, in headless Chromium.
+
+A real ``airflow api-server`` (simple auth manager, admin:admin, on loopback, the test session's
+SQLite metadata DB) serves a migration store filled by real ``dag.test()`` runs: a NocoBase
+staging -> prod ``migration_sync`` and a run stopped by the environment check. Debian's
+``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it), driven by Playwright's
+Python package, logs in, opens **Migrations** from the UI's navigation, opens the migration and
+downloads its ``schema.sql``. Screenshots go to ``artifacts/migrations-page/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.airflowtools import connection_uri, metadata_db, run_dag, task_states, xcom
+from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
+from tests.uitools import auth_env
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
+
+ARTIFACTS = REPO / "artifacts" / "migrations-page"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _chromium() -> str:
+    found = (
+        os.environ.get("MM_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    assert found, "Debian's chromium is needed for the browser test: apt-get install -y chromium"
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A migration store with two real runs: a NocoBase sync (success) and one the checks stopped."""
+    folder = tmp_path_factory.mktemp("browser-store")
+    staging, prod = create_database(), create_database()
+    try:
+        load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
+        load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
+        key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MIGRATION_STORE", folder.as_uri())
+            mp.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(dsn_for(staging)))
+            mp.setenv(
+                "AIRFLOW_CONN_MIGRATION_TARGET",
+                connection_uri(dsn_for(prod), {"APP_AES_SECRET_KEY": key}),
+            )
+            synced = run_dag(
+                "migration_sync",
+                {
+                    "env_values": {
+                        "HELPDESK_URL": "https://helpdesk.prod.invalid/api",
+                        "HELPDESK_KEY": "browser-test-secret-value",
+                    },
+                    "on_missing_plugins": "continue",
+                },
+            )
+            assert str(synced.state) == "success", task_states(synced)
+            uri = xcom(synced, "create_migration_file")
+            mp.setenv(
+                "AIRFLOW_CONN_MIGRATION_TARGET",
+                connection_uri(dsn_for(prod), {"DB_TABLE_PREFIX": "nb_"}),
+            )
+            stopped = run_dag("migration_execute", {"migration_file": uri})
+            assert str(stopped.state) == "failed"
+        yield {"root": folder, "migration_id": Path(uri).stem, "run_id": synced.run_id}
+    finally:
+        drop_database(staging)
+        drop_database(prod)
+
+
+@pytest.fixture(scope="module")
+def airflow(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``airflow api-server`` on a free loopback port; its URL. Stopped (its process group) after."""
+    metadata_db()
+    port = _free_port()
+    env = {
+        **os.environ,
+        **auth_env(tmp_path_factory.mktemp("browser-auth")),
+        "MIGRATION_STORE": store["root"].as_uri(),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "browser-test-" + "0123456789abcdef" * 4,
+        "PYTHONPATH": f"{REPO / 'include'}:{REPO}",
+    }
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log_path = ARTIFACTS / "api-server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(REPO / ".venv" / "bin" / "airflow"),
+                "api-server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None, "api-server exited:\n" + log_path.read_text()[-3000:]
+            try:
+                if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (
+                "api-server not healthy after 180 s:\n" + log_path.read_text()[-3000:]
+            )
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    migration_id = store["migration_id"]
+    shots = ARTIFACTS
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            # anonymous: the plugin's app answers 401 (it is not public)
+            anonymous = browser.new_context()
+            assert anonymous.request.get(f"{airflow}/migrations/").status == 401
+            anonymous.close()
+
+            context = browser.new_context(
+                viewport={"width": 1440, "height": 960}, accept_downloads=True
+            )
+            page = context.new_page()
+            page.goto(f"{airflow}/")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill("admin")
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(f"{airflow}/")
+
+            # the Migrations entry of the UI's navigation opens the page inside the UI
+            page.get_by_role("link", name="Migrations").first.click()
+            page.wait_for_url("**/plugin/migrations**")
+            frame = page.frame_locator("iframe").first
+            expect(frame.get_by_role("heading", name="Migrations")).to_be_visible(timeout=30_000)
+            expect(frame.get_by_text(migration_id).first).to_be_visible()
+            expect(frame.locator(".badge.s-failed").first).to_be_visible()
+            page.screenshot(path=str(shots / "01-migrations-in-airflow.png"))
+
+            # open the successful migration
+            frame.locator("tr", has=frame.locator(".badge.s-success")).get_by_role(
+                "link", name=migration_id
+            ).click()
+            expect(frame.locator("svg.timeline")).to_be_visible(timeout=30_000)
+            expect(frame.get_by_role("heading", name="Tables")).to_be_visible()
+            expect(frame.locator("pre.log")).to_contain_text(f"Migration {migration_id}: SUCCESS")
+            page.screenshot(path=str(shots / "02-migration-in-airflow.png"))
+
+            # download its schema SQL
+            with page.expect_download() as download_info:
+                frame.get_by_role("link", name="schema.sql", exact=True).click()
+            download = download_info.value
+            saved = shots / "schema.sql"
+            download.save_as(saved)
+            text = saved.read_text()
+            assert download.suggested_filename == f"{migration_id}.schema.sql"
+            assert text.startswith("-- Schema (DDL) statements executed on the target, in order")
+            assert "ADD COLUMN" in text and "-- Table users:" in text
+            from migration_manager.logs import safe_component
+
+            stored = (
+                store["root"]
+                / "logs"
+                / migration_id
+                / safe_component(store["run_id"])
+                / "schema.sql"
+            )
+            assert text == stored.read_text()
+
+            # the same page on its own, full length (inside the UI it scrolls in its frame)
+            alone = context.new_page()
+            for status, name in (
+                ("success", "03-migration-page-full.png"),
+                ("failed", "03-stopped-run-full.png"),
+            ):
+                alone.goto(f"{airflow}/migrations/")
+                row = alone.locator("tr", has=alone.locator(f".badge.s-{status}"))
+                row.get_by_role("link", name=migration_id).click()
+                alone.locator("details.steps summary").click()
+                alone.screenshot(path=str(shots / name), full_page=True)
+            for name, path in (
+                ("04-files.png", "/migrations/files"),
+                ("05-backups.png", "/migrations/backups"),
+            ):
+                alone.goto(f"{airflow}{path}")
+                alone.screenshot(path=str(shots / name), full_page=True)
+            context.close()
+        finally:
+            browser.close()
+    assert (shots / "02-migration-in-airflow.png").stat().st_size > 10_000
