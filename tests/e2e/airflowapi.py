@@ -209,7 +209,7 @@ def running_airflow(
         yield Airflow(f"http://127.0.0.1:{port}", home)
     finally:
         stopped = subprocess.run(
-            [*cmd[:2], "stop", *cmd[2:], "--timeout", "10"],
+            [*cmd[:2], "stop", *cmd[2:], "--timeout", "5"],
             env=proc_env,
             capture_output=True,
             text=True,
