@@ -61,21 +61,22 @@ def _free_port() -> int:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A migration store with two real runs: a NocoBase sync (success) and one the checks stopped."""
     folder = tmp_path_factory.mktemp("browser-store")
-    staging, prod = create_database(), create_database()
+    staging, prod = create_database("staging"), create_database("prod")
     try:
         load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
         load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
         key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("MIGRATION_STORE", folder.as_uri())
-            mp.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(dsn_for(staging)))
+            mp.setenv("AIRFLOW_CONN_STAGING", connection_uri(dsn_for(staging)))
             mp.setenv(
-                "AIRFLOW_CONN_MIGRATION_TARGET",
-                connection_uri(dsn_for(prod), {"APP_AES_SECRET_KEY": key}),
+                "AIRFLOW_CONN_PROD", connection_uri(dsn_for(prod), {"APP_AES_SECRET_KEY": key})
             )
             synced = run_dag(
                 "migration_sync",
                 {
+                    "source_conn_id": "staging",
+                    "target_conn_id": "prod",
                     "env_values": {
                         "HELPDESK_URL": "https://helpdesk.prod.invalid/api",
                         "HELPDESK_KEY": "browser-test-secret-value",
@@ -86,10 +87,11 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             assert str(synced.state) == "success", task_states(synced)
             uri = xcom(synced, "create_migration_file")
             mp.setenv(
-                "AIRFLOW_CONN_MIGRATION_TARGET",
-                connection_uri(dsn_for(prod), {"DB_TABLE_PREFIX": "nb_"}),
+                "AIRFLOW_CONN_PROD", connection_uri(dsn_for(prod), {"DB_TABLE_PREFIX": "nb_"})
             )
-            stopped = run_dag("migration_execute", {"migration_file": uri})
+            stopped = run_dag(
+                "migration_execute", {"migration_file": uri, "target_conn_id": "prod"}
+            )
             assert str(stopped.state) == "failed"
         yield {"root": folder, "migration_id": Path(uri).stem, "run_id": synced.run_id}
     finally:
@@ -188,10 +190,12 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
             frame.locator("tr", has=frame.locator(".badge.s-success")).get_by_role(
                 "link", name=migration_id
             ).click()
-            expect(frame.locator("svg.timeline")).to_be_visible(timeout=30_000)
+            expect(frame.locator("svg.timeline").first).to_be_visible(timeout=30_000)
             expect(frame.get_by_role("heading", name="Tables")).to_be_visible()
             expect(frame.locator("pre.log")).to_contain_text(f"Migration {migration_id}: SUCCESS")
+            page.set_viewport_size({"width": 1440, "height": 1280})
             page.screenshot(path=str(shots / "02-migration-in-airflow.png"))
+            page.set_viewport_size({"width": 1440, "height": 960})
 
             # download its schema SQL
             with page.expect_download() as download_info:
@@ -223,7 +227,7 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
                 alone.goto(f"{airflow}/migrations/")
                 row = alone.locator("tr", has=alone.locator(f".badge.s-{status}"))
                 row.get_by_role("link", name=migration_id).click()
-                alone.locator("details.steps summary").click()
+                alone.get_by_text("Steps in detail").click()
                 alone.screenshot(path=str(shots / name), full_page=True)
             for name, path in (
                 ("04-files.png", "/migrations/files"),

@@ -114,12 +114,18 @@ def _states(ti: Any, task_ids: set[str]) -> dict[tuple[str, int], str]:
     return states
 
 
+def _succeeded(states: dict[tuple[str, int], str]) -> set[str]:
+    """Unmapped tasks that succeeded: only those have a return value to read (no 404s logged)."""
+    return {task for (task, index), state in states.items() if index < 0 and state == "success"}
+
+
 def gather_steps(
     context: Any,
     *,
     report: dict[str, Any] | None,
     results: list[dict[str, Any]],
     final_status: str,
+    states: dict[tuple[str, int], str] | None = None,
 ) -> list[logs.Step]:
     """One :class:`~migration_manager.logs.Step` per task instance of the run, with its outcome."""
     ti = context["ti"]
@@ -129,7 +135,8 @@ def gather_steps(
     for rec in ti.xcom_pull(task_ids=sorted(task_ids), key=STEP_KEY) or []:
         if isinstance(rec, dict) and rec.get("task_id"):
             records[(rec["task_id"], int(rec.get("map_index", -1)))] = rec
-    states = _states(ti, task_ids)
+    if states is None:
+        states = _states(ti, task_ids)
 
     units = list((report or {}).get("units") or [])
     labels = {i: u.get("label") or ", ".join(u.get("tables", [])) for i, u in enumerate(units)}
@@ -138,11 +145,13 @@ def gather_steps(
     for result in results:
         if isinstance(result, dict) and result.get("unit") in index_of_unit:
             outcomes[("apply_table", index_of_unit[result["unit"]])] = result
-    for task_id in task_ids & set(logs.OUTCOMES):
-        if task_id == "apply_table":
-            continue
+    for task_id in (task_ids & set(logs.OUTCOMES) & _succeeded(states)) - {"apply_table"}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
-    rollback = ti.xcom_pull(task_ids="rollback", key="rollback") if "rollback" in task_ids else None
+    rollback = (
+        ti.xcom_pull(task_ids="rollback", key="rollback")
+        if "rollback" in _succeeded(states)
+        else None
+    )
     if rollback:
         outcomes[("rollback", -1)] = rollback
 
@@ -231,10 +240,14 @@ def write_run_log(
             for k, v in (describe_connection(params["source_conn_id"]) or {}).items()
             if k != "database" or not source.get("database")
         }
-    checks = {t: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in context["dag"].task_ids}
-    steps = gather_steps(context, report=report, results=results, final_status=final_status)
+    states = _states(ti, set(context["dag"].task_ids))
+    succeeded = _succeeded(states)
+    checks = {t: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in succeeded}
+    steps = gather_steps(
+        context, report=report, results=results, final_status=final_status, states=states
+    )
     backup = (summary or {}).get("backup")
-    if backup is None and "backup" in context["dag"].task_ids:
+    if backup is None and "backup" in succeeded:
         backup = ti.xcom_pull(task_ids="backup")
     rollback = (summary or {}).get("rollback")
     run_type = getattr(dag_run, "run_type", None)
