@@ -45,6 +45,10 @@ class ApplyError(MigrationError):
         self.terminal = terminal
 
 
+class BackupError(MigrationError):
+    """A backup cannot be taken or restored: missing or too old tools, a damaged file, a refusal."""
+
+
 class TransientError(MigrationError):
     """A connection dropped or a lock timed out: retrying may succeed."""
 

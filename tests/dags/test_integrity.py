@@ -11,7 +11,13 @@ import pytest
 from tests.airflowtools import dagbag, get_dag
 from tests.pgtools import REPO
 
-DAG_IDS = ("migration_create", "migration_execute", "migration_sync")
+DAG_IDS = (
+    "migration_create",
+    "migration_execute",
+    "migration_sync",
+    "migration_rollback",
+    "migration_backup",
+)
 
 
 def test_no_import_errors() -> None:
@@ -48,8 +54,37 @@ def test_execute_shape() -> None:
     assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
     assert "plan" in dag.get_task("apply_table").upstream_task_ids
     assert "env_write" in dag.get_task("apply_table").upstream_task_ids
-    assert dag.get_task("collect_logs").upstream_task_ids == {"apply_table"}
+    assert dag.get_task("collect_logs").upstream_task_ids == {"apply_table", "rollback"}
     assert dag.get_task("collect_logs").trigger_rule == "all_done"
+
+
+def test_backup_and_rollback_shape() -> None:
+    dag = get_dag("migration_execute")
+    # the backup after the plan and the checks, before the first write (env_write, apply_table)
+    backup = dag.get_task("backup")
+    before = backup.get_flat_relative_ids(upstream=True)
+    checks = {"env_check", "plan", "env_values", "plugin_check"} & set(dag.task_ids)
+    assert "plan" in checks and checks <= before
+    writers = {"env_write", "apply_table", "rollback"} & set(dag.task_ids)
+    assert writers <= backup.get_flat_relative_ids(upstream=False)
+    assert "backup" in dag.get_task("apply_table").upstream_task_ids
+    # the rollback after every unit, before collect
+    assert dag.get_task("rollback").upstream_task_ids == {"apply_table"}
+    assert dag.get_task("rollback").trigger_rule == "all_done"
+    assert set(dag.params) >= {"skip_backup", "rollback_on_failure", "backups_to_keep"}
+    assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
+    assert dag.params["backups_to_keep"] == 10
+    rollback = get_dag("migration_rollback")
+    assert [t.task_id for t in rollback.tasks] == ["restore"]
+    assert rollback.params.get_param("mode").schema["enum"] == ["in_place", "new_database"]
+    assert set(rollback.params) == {
+        "target_conn_id",
+        "backup_id",
+        "mode",
+        "new_database_name",
+        "force",
+    }
+    assert "MIGRATION_STORE/backups" in rollback.params.get_param("backup_id").description
 
 
 def test_sync_shape() -> None:
@@ -83,7 +118,7 @@ def test_dag_files_parse_without_database() -> None:
     code = (
         "import importlib.util, sys, time\n"
         "t = time.monotonic()\n"
-        "for name in ('migration_create', 'migration_execute', 'migration_sync'):\n"
+        f"for name in {DAG_IDS!r}:\n"
         f"    spec = importlib.util.spec_from_file_location(name, '{REPO}/dags/' + name + '.py')\n"
         "    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
         "print(time.monotonic() - t)\n"

@@ -186,8 +186,14 @@ def test_failed_unit_fails_the_run(
         "CREATE TABLE bad (id int PRIMARY KEY, v text); INSERT INTO bad VALUES (7, 'seven');",
     )
     set_connections(monkeypatch, migration_source=source, migration_target=target)
+    # without the automatic rollback (test_rollback_dags.py), so the good unit stays applied
     dag_run = run_dag(
-        "migration_sync", {"profile": "generic", "rules": {"user": {"default": "overwrite"}}}
+        "migration_sync",
+        {
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "rollback_on_failure": False,
+        },
     )
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)

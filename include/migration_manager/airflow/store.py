@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import shutil
@@ -14,11 +16,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from migration_manager.errors import ConfigError
+from migration_manager.backup import BackupRecord, check_backup_id, expired, take_backup
+from migration_manager.errors import BackupError, ConfigError
+
+log = logging.getLogger(__name__)
 
 FILES = "files"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
@@ -68,3 +73,113 @@ def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectSto
                 shutil.copyfileobj(src, out, 1 << 20)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+# --- backups: backups/<target key>/<backup id>.dump + <backup id>.json ---------------------
+
+BACKUPS = "backups"
+
+
+def backup_key(conn_id: str) -> str:
+    """The folder of a target's backups: its connection id, made safe for a path."""
+    key = re.sub(r"[^A-Za-z0-9._-]", "_", (conn_id or "").strip()).strip("._")
+    if not key:
+        raise ConfigError("target_conn_id is empty: name the Airflow connection of the target")
+    return key
+
+
+def backup_dir(key: str) -> ObjectStoragePath:
+    return store_root() / BACKUPS / key
+
+
+def _put(local: Path, dest: ObjectStoragePath) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.protocol in ("file", "local", ""):
+        shutil.move(str(local), dest.path)
+    else:
+        with local.open("rb") as src, dest.open("wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+
+
+def save_backup(
+    dsn: str, key: str, *, keep: int, **meta: Any
+) -> tuple[BackupRecord, ObjectStoragePath]:
+    """Take a backup into the store (dump first, its record last), then remove the oldest beyond ``keep``."""
+    expired([], keep)  # validate before the dump
+    with tempfile.NamedTemporaryFile(prefix="mm-backup-", suffix=".dump", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        record = take_backup(dsn, tmp_path, **meta)
+        folder = backup_dir(key)
+        dest = folder / record.dump_file
+        _put(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    (folder / f"{record.backup_id}.json").write_text(json.dumps(record.to_dict(), indent=1))
+    prune_backups(key, keep)
+    return record, dest
+
+
+def backup_records(key: str) -> list[BackupRecord]:
+    """The target's backups, newest first (records that cannot be read are logged and left out)."""
+    folder = backup_dir(key)
+    if not folder.exists():
+        return []
+    found = []
+    for path in folder.iterdir():
+        if not path.name.endswith(".json"):
+            continue
+        try:
+            found.append(BackupRecord.from_dict(json.loads(path.read_text())))
+        except (ValueError, KeyError, TypeError, BackupError) as exc:
+            log.warning("Skipping unreadable backup record %s: %s", path, exc)
+    return sorted(found, key=lambda r: (r.created_at, r.backup_id), reverse=True)
+
+
+def load_backup_record(key: str, backup_id: str) -> BackupRecord:
+    path = backup_dir(key) / f"{check_backup_id(backup_id)}.json"
+    if not path.exists():
+        known = ", ".join(r.backup_id for r in backup_records(key)[:10]) or "none"
+        raise BackupError(
+            f"No backup {backup_id} for target {key} in {backup_dir(key)} (newest there: {known}); "
+            "run migration_rollback without backup_id to list them"
+        )
+    try:
+        return BackupRecord.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"Backup record {path} is unreadable ({exc})") from exc
+
+
+@contextmanager
+def local_backup_file(key: str, record: BackupRecord) -> Iterator[Path]:
+    """The backup's dump as a local file (the store's own file, or a temporary download)."""
+    src = backup_dir(key) / record.dump_file
+    if not src.exists():
+        raise BackupError(
+            f"Backup {record.backup_id}: its dump {src} is missing; it cannot be restored"
+        )
+    if src.protocol in ("file", "local", ""):
+        yield Path(src.path)
+        return
+    with tempfile.NamedTemporaryFile(prefix="mm-restore-", suffix=".dump", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        with src.open("rb") as fh, tmp_path.open("wb") as out:
+            shutil.copyfileobj(fh, out, 1 << 20)
+        yield tmp_path
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def prune_backups(key: str, keep: int) -> list[str]:
+    """Remove the target's backups beyond the ``keep`` newest; returns the removed ids."""
+    removed = expired(backup_records(key), keep)
+    folder = backup_dir(key)
+    for backup_id in removed:
+        # the record first: a backup without its record is never listed nor restored
+        for name in (f"{backup_id}.json", f"{backup_id}.dump"):
+            path = folder / name
+            if path.exists():
+                path.unlink()
+        log.info("Removed backup %s of %s (keeping the %d newest)", backup_id, key, keep)
+    return removed

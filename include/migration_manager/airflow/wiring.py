@@ -13,6 +13,11 @@ from typing import Any
 from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow.backup_operators import (
+    BackupOperator,
+    RestoreBackupOperator,
+    RollbackOperator,
+)
 from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
 from migration_manager.airflow.operators import (
     ApplyUnitOperator,
@@ -115,8 +120,34 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Drop what the source lacks",
         description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
     )
+    params.update(backup_params())
     params.update(lock_params())
     return params
+
+
+def backup_params() -> dict[str, Param]:
+    """The backup taken before a migration writes, and the rollback when a unit fails."""
+    return {
+        "skip_backup": Param(
+            False,
+            type="boolean",
+            title="Skip the backup",
+            description="Take no backup of the target before writing (faster); automatic rollback is then unavailable for the run.",
+        ),
+        "rollback_on_failure": Param(
+            True,
+            type="boolean",
+            title="Roll back when a table fails",
+            description="When an apply_table unit fails (after its retries), restore the backup taken before this run and verify every table. Off: the failure reports the backup id to restore by hand (migration_rollback).",
+        ),
+        "backups_to_keep": Param(
+            10,
+            type="integer",
+            minimum=1,
+            title="Backups to keep",
+            description="How many backups of this target to keep in MIGRATION_STORE/backups/<target>/; older ones are removed after a successful new backup.",
+        ),
+    }
 
 
 def create_task() -> CreateMigrationOperator:
@@ -149,6 +180,13 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     summary = summarize(report, results)
     run_id = context["run_id"]
     summary["run_id"] = run_id
+    # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
+    summary["backup"] = ti.xcom_pull(task_ids="backup")
+    rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
+    if rollback:
+        summary["rollback"] = rollback
+        log.info("Rollback: %s", _rollback_advice(rollback))
+    # --- end backup / rollback ---
     _, folder = write_run_log(
         context,
         report=report,
@@ -160,13 +198,42 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
     if summary["status"] != "success":
         failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
+        advice = _rollback_advice(summary.get("rollback")) or (
+            "Each failed unit was rolled back; fix the cause and clear the failed apply_table "
+            "task(s) to retry them alone."
+        )
         raise AirflowFailException(
-            f"{len(summary['failed_units'])} unit(s) failed: {failed}. Each failed unit was rolled back; "
-            "fix the cause and clear the failed apply_table task(s) to retry them alone."
+            f"{len(summary['failed_units'])} unit(s) failed: {failed}. {advice}"
         )
     return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")} | {
         "log": str(folder)
     }
+
+
+def _rollback_advice(rollback: dict[str, Any] | None) -> str | None:
+    if not rollback:
+        return None
+    status, backup_id = rollback.get("status"), rollback.get("backup_id")
+    if status == "rolled back":
+        return (
+            f"The target was rolled back to backup {backup_id} (taken before this run) and verified: "
+            "no change of this run remains. Fix the cause and run the whole migration again."
+        )
+    if status == "rollback failed":
+        return (
+            f"Rolling back to backup {backup_id} FAILED ({rollback.get('reason')}); the target is as the "
+            f"failed run left it. To restore by hand: {rollback.get('restore_by_hand')}."
+        )
+    if backup_id:
+        return (
+            f"Not rolled back ({rollback.get('reason')}): the target keeps the units that succeeded. "
+            f"Backup {backup_id} holds the state before this run; to restore it: "
+            f"{rollback.get('restore_by_hand')}."
+        )
+    return (
+        f"Not rolled back ({rollback.get('reason')}): the target keeps the units that succeeded; "
+        "fix the cause and clear the failed apply_table task(s) to retry them alone."
+    )
 
 
 def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
@@ -187,5 +254,115 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     ).expand(unit=plan.output)
     done = collect_logs(applied.output)
     plan >> applied >> done
+    # backup after the checks and before the first write; rollback after every unit, before collect_logs
+    backup = BackupOperator(
+        task_id="backup",
+        migration_file=migration_file,
+        target_conn_id="{{ params.target_conn_id }}",
+        skip_backup="{{ params.skip_backup }}",
+        backups_to_keep="{{ params.backups_to_keep }}",
+        retries=1,
+    )
+    rollback = RollbackOperator(
+        task_id="rollback",
+        target_conn_id="{{ params.target_conn_id }}",
+        rollback_on_failure="{{ params.rollback_on_failure }}",
+        trigger_rule=TriggerRule.ALL_DONE,
+        retries=1,
+    )
+    plan >> backup >> applied >> rollback >> done
     guard_target_writes(plan, target_conn_id="{{ params.target_conn_id }}")
     return done
+
+
+# --- migration_rollback ---------------------------------------------------------------------
+
+
+def rollback_params() -> dict[str, Param]:
+    return {
+        "target_conn_id": Param(
+            "migration_target",
+            type="string",
+            title="Target connection",
+            description="Airflow connection (postgres) of the database whose backup to restore, e.g. prod.",
+        ),
+        "backup_id": Param(
+            "",
+            type=["null", "string"],
+            title="Backup id",
+            description=(
+                "The backup to restore, like bk-20260101T120000Z-1a2b3c. Ids are in the log of the "
+                "backup task of each migration_execute/migration_sync run, in its collect_logs record, and "
+                "in MIGRATION_STORE/backups/<target_conn_id>/<id>.json. Leave empty to list this "
+                "target's backups in the run log (the run then fails)."
+            ),
+        ),
+        "mode": Param(
+            "in_place",
+            type="string",
+            enum=["in_place", "new_database"],
+            title="Mode",
+            description=(
+                "in_place (scenario A): restore into the target database itself, in one transaction. "
+                "new_database (scenario B, blue-green): create new_database_name on the same server and "
+                "restore into it, leaving the current database untouched, then switch traffic."
+            ),
+        ),
+        "new_database_name": Param(
+            "",
+            type=["null", "string"],
+            title="New database name",
+            description="mode new_database only: the database to create (must not exist).",
+        ),
+        "force": Param(
+            False,
+            type="boolean",
+            title="Force",
+            description=(
+                "Restore despite: other clients connected to the target (in_place), an application "
+                "version different from the backup's, a different PostgreSQL major version. A damaged "
+                "backup is refused regardless."
+            ),
+        ),
+    }
+
+
+def standalone_backup_params() -> dict[str, Param]:
+    return {
+        "target_conn_id": Param(
+            "migration_target",
+            type="string",
+            title="Connection",
+            description="Airflow connection (postgres) of the database to back up, e.g. prod.",
+        ),
+        "profile": Param(
+            "nocobase",
+            type="string",
+            enum=sorted(PROFILES),
+            title="Application profile",
+            description="Says where the application's version and settings are, to record them with the backup.",
+        ),
+        "backups_to_keep": backup_params()["backups_to_keep"],
+    }
+
+
+def standalone_backup_task() -> BackupOperator:
+    return BackupOperator(
+        task_id="backup",
+        target_conn_id="{{ params.target_conn_id }}",
+        profile="{{ params.profile }}",
+        backups_to_keep="{{ params.backups_to_keep }}",
+        retries=1,
+    )
+
+
+def restore_task() -> RestoreBackupOperator:
+    return RestoreBackupOperator(
+        task_id="restore",
+        target_conn_id="{{ params.target_conn_id }}",
+        backup_id="{{ params.backup_id or '' }}",
+        mode="{{ params.mode }}",
+        new_database_name="{{ params.new_database_name or '' }}",
+        force="{{ params.force }}",
+        retries=0,
+    )
