@@ -226,8 +226,23 @@ def _unit(v: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _plan(v: Any) -> dict[str, Any]:
-    units = v if isinstance(v, list) else []
-    return {"units": [u.get("label") or u.get("id") for u in units if isinstance(u, Mapping)]}
+    """The plan's report (or its return value, the units): units, and the differences found."""
+    units = v.get("units") if isinstance(v, Mapping) else v
+    out: dict[str, Any] = {
+        "units": [u.get("label") or u.get("id") for u in units or [] if isinstance(u, Mapping)]
+    }
+    if isinstance(v, Mapping):
+        out["differences"] = [
+            {
+                "table": p.get("table"),
+                "rule": p.get("rule"),
+                "changes": list(p.get("changes") or []),
+            }
+            for p in v.get("pending") or []
+            if isinstance(p, Mapping) and p.get("changes")
+        ]
+        out["unchanged"] = len(v.get("quiet_tables") or [])
+    return out
 
 
 def _created(v: Any) -> dict[str, Any]:
@@ -297,7 +312,10 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
         return f"wrote {written}" if written else "nothing to write"
     if task_id == "plan":
         units = o.get("units") or []
-        return f"{len(units)} unit(s) to apply"
+        text = f"{len(units)} unit(s) to apply"
+        if o.get("differences"):
+            text += f"; structure differences in {len(o['differences'])} table(s)"
+        return text
     if task_id == "backup":
         return f"{o.get('backup_id')}: {o.get('tables')} tables, {o.get('rows')} rows"
     if task_id == "rollback":
@@ -472,6 +490,7 @@ def build_record(
         "backup": _backup(backup) if backup else None,
         "rollback": _rollback(rollback) if rollback else None,
         "units": _units(summary, report),
+        "differences": (_plan(report) if report else {}).get("differences", []),
         "tables": tables,
         "totals": totals,
         "failed_units": list((summary or {}).get("failed_units", [])),
@@ -654,6 +673,12 @@ def format_log(record: Mapping[str, Any]) -> str:
     check_lines = _checks_lines(record.get("checks") or {})
     if check_lines:
         lines += ["", "Checks", "------", *check_lines]
+
+    if record.get("differences"):
+        lines += ["", "Differences found by the plan", "-----------------------------"]
+        for d in record["differences"]:
+            lines.append(f"  {d['table']} ({d['rule']}):")
+            lines += [f"    - {c}" for c in d["changes"]]
 
     lines += ["", "Tables", "------"]
     if record.get("tables"):

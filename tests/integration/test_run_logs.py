@@ -102,6 +102,9 @@ def test_successful_run_is_logged_step_by_step(
     orders = applied["apply_table[orders (upsert)]"]["outcome"]["tables"][0]
     assert (orders["inserted"], orders["updated"], orders["ddl"]) == (49, 1, 2)
     assert steps["env_check"]["outcome"]["missing_env"] == []
+    differences = {d["table"]: d["changes"] for d in steps["plan"]["outcome"]["differences"]}
+    assert any("tags" in c for c in differences["orders"]), differences
+    assert record["differences"] == steps["plan"]["outcome"]["differences"]
     chain = [steps[n]["start"] for n in ("env_check", "plan", "env_write", "collect_logs")]
     assert chain == sorted(chain), "each step started after the one before it"
     assert [s["task_id"] for s in record["steps"]][:2] == ["env_check", "plan"]  # the DAG's order

@@ -35,6 +35,14 @@ REPORT: dict[str, Any] = {
     },
     "quiet_tables": [{"table": "users", "rule": "skip", "status": "skipped"}],
     "warnings": ["legacyThing: the profile does not know it (schema-only)"],
+    "pending": [
+        {
+            "table": "orders",
+            "rule": "upsert",
+            "changes": ["add column tags", "add index ix_orders_tags"],
+        },
+        {"table": "roles", "rule": "overwrite", "changes": []},
+    ],
 }
 RESULTS: list[dict[str, Any]] = [
     {
@@ -419,3 +427,22 @@ def test_outcomes_in_a_few_words() -> None:
     )
     assert logs.describe_outcome("plan", {"units": ["a", "b"]}) == "2 unit(s) to apply"
     assert logs.describe_outcome("anything", None) == ""
+
+
+def test_differences_found_by_the_plan() -> None:
+    record = _record()
+    assert record["differences"] == [
+        {
+            "table": "orders",
+            "rule": "upsert",
+            "changes": ["add column tags", "add index ix_orders_tags"],
+        }
+    ]
+    text = logs.format_log(record)
+    assert "Differences found by the plan" in text
+    assert "  orders (upsert):\n    - add column tags\n    - add index ix_orders_tags" in text
+    plan = logs.outcome_of("plan", REPORT)
+    assert plan is not None and plan["unchanged"] == 1
+    assert logs.describe_outcome("plan", plan) == (
+        "3 unit(s) to apply; structure differences in 1 table(s)"
+    )

@@ -143,6 +143,8 @@ class PlanMigrationOperator(BaseOperator):
                 "rules": {e["name"]: e["rule"] for e in manifest["tables"]},
                 "quiet_tables": [t.to_dict() for t in plan.tables],
                 "warnings": list(plan.warnings),
+                # per table with work to do: rule and the structure differences found (for the log)
+                "pending": [dict(p) for p in plan.pending],
             },
         )
         return [{**u.to_dict(), "migration_file": self.migration_file} for u in plan.units]

@@ -147,6 +147,8 @@ def gather_steps(
             outcomes[("apply_table", index_of_unit[result["unit"]])] = result
     for task_id in (task_ids & set(logs.OUTCOMES) & _succeeded(states)) - {"apply_table"}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
+    if report:
+        outcomes[("plan", -1)] = report  # units and the differences found
     rollback = (
         ti.xcom_pull(task_ids="rollback", key="rollback")
         if "rollback" in _succeeded(states)
