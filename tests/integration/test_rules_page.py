@@ -496,10 +496,11 @@ def test_start_create_with_rules_triggers_migration_create(
 
     folder = store_root() / "logs" / "mig-x" / logs.safe_component(out["run_id"])
     folder.mkdir(parents=True)
-    (folder / logs.RECORD).write_text("{}")
-    state = client.get(
-        f"{API}/runs/migration_create/{quote(out['run_id'], safe='')}", headers=admin
-    ).json()
+    (folder / logs.RECORD).write_text('{"format": "migration-man')  # still being written
+    state_url = f"{API}/runs/migration_create/{quote(out['run_id'], safe='')}"
+    assert client.get(state_url, headers=admin).json()["log_page"] is None
+    (folder / logs.RECORD).write_text(json.dumps({"format": logs.LOG_FORMAT}))
+    state = client.get(state_url, headers=admin).json()
     assert state["log_page"] == f"/migrations/runs/mig-x/{logs.safe_component(out['run_id'])}"
 
 

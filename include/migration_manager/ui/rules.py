@@ -355,8 +355,14 @@ def _run_page_of(run_id: str) -> tuple[str, str] | None:
     if not root.exists():
         return None
     for folder in root.iterdir():
-        if (folder / part / logs.RECORD).exists():
-            return folder.name, part
+        record = folder / part / logs.RECORD
+        if not record.exists():
+            continue
+        try:
+            logs.load_record(record.read_text())  # written last, but maybe not completely yet
+        except (ValueError, OSError):
+            continue
+        return folder.name, part
     return None
 
 
