@@ -166,6 +166,20 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_ENTRIES: dict[str, tuple[float, dict[str, Any]]] = {}  # record path -> (mtime, list entry)
+
+
+def _entry(ref: RunRef, path: Any) -> dict[str, Any]:
+    """A run's list entry, parsed again only when its record changed (records can be large)."""
+    key, mtime = str(path), _mtime(path)
+    cached = _ENTRIES.get(key)
+    if cached is not None and cached[0] == mtime and mtime:
+        return cached[1]
+    entry = _run_entry(ref, logs.load_record(path.read_text()))
+    _ENTRIES[key] = (mtime, entry)
+    return entry
+
+
 def list_runs(
     root: Any, *, target: str | None = None, status: str | None = None
 ) -> list[dict[str, Any]]:
@@ -175,10 +189,9 @@ def list_runs(
         for rfolder in _children(mfolder):
             try:
                 ref = RunRef.checked(mfolder.name, rfolder.name)
-                record = logs.load_record((rfolder / logs.RECORD).read_text())
+                entries.append(_entry(ref, rfolder / logs.RECORD))
             except (NotFound, ValueError, OSError):
                 continue
-            entries.append(_run_entry(ref, record))
     if target:
         entries = [e for e in entries if target in (e["target_name"], e["target"])]
     if status:
