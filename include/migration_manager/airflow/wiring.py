@@ -18,6 +18,12 @@ from migration_manager.airflow.backup_operators import (
     RestoreBackupOperator,
     RollbackOperator,
 )
+from migration_manager.airflow.check_operators import (
+    EnvCheckOperator,
+    EnvValuesOperator,
+    EnvWriteOperator,
+    PluginCheckOperator,
+)
 from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
 from migration_manager.airflow.operators import (
     ApplyUnitOperator,
@@ -78,6 +84,12 @@ def create_params() -> dict[str, Param]:
             title="Application profile",
             description="nocobase: NocoBase's built-in tables and default rules; generic: every table is user-defined.",
         ),
+        "rule_set": Param(
+            "",
+            type="string",
+            title="Rule set",
+            description="Name of a saved rule set (Migrations page: Rules); when given, its profile and rules replace the two params above.",
+        ),
         "rules": Param(
             DEFAULT_RULES,
             type="object",
@@ -120,6 +132,30 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Drop what the source lacks",
         description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
     )
+    params["env_values"] = Param(
+        {},
+        type="object",
+        title="Environment variable values",
+        description=(
+            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value. "
+            "Missing ones are asked for in the UI (on_missing_env=ask). Secrets are stored encrypted "
+            "with the target app's AES key; prefer the prompt for secrets (run conf is visible in the UI)."
+        ),
+    )
+    params["on_missing_env"] = Param(
+        "ask",
+        type="string",
+        enum=["ask", "fail"],
+        title="Missing environment variables",
+        description="ask: pause the run and ask in the UI (Required actions); fail: stop with the list (scheduled runs).",
+    )
+    params["on_missing_plugins"] = Param(
+        "ask",
+        type="string",
+        enum=["ask", "continue", "fail"],
+        title="Plugins missing in the target",
+        description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
+    )
     params.update(backup_params())
     params.update(lock_params())
     return params
@@ -156,6 +192,7 @@ def create_task() -> CreateMigrationOperator:
         source_conn_id="{{ params.source_conn_id }}",
         profile="{{ params.profile }}",
         rules="{{ params.rules | tojson }}",
+        rule_set="{{ params.rule_set }}",
     )
 
 
@@ -237,7 +274,14 @@ def _rollback_advice(rollback: dict[str, Any] | None) -> str | None:
 
 
 def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
-    """plan -> apply_table (mapped, one per unit) -> collect."""
+    """env_check -> plan -> env_values -> plugin_check -> env_write -> apply_table (mapped) -> collect_logs.
+
+    Nothing before ``env_write`` writes to the target.
+    """
+    target = "{{ params.target_conn_id }}"
+    env_check = EnvCheckOperator(
+        task_id="env_check", migration_file=migration_file, target_conn_id=target, retries=0
+    )
     plan = PlanMigrationOperator(
         task_id="plan",
         migration_file=migration_file,
@@ -252,8 +296,17 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         map_index_template="{{ task.unit['label'] }}",
         pool=pool,
     ).expand(unit=plan.output)
+    env_values = EnvValuesOperator(
+        task_id="env_values", migration_file=migration_file, target_conn_id=target, retries=0
+    )
+    plugin_check = PluginCheckOperator(
+        task_id="plugin_check", migration_file=migration_file, target_conn_id=target, retries=0
+    )
+    env_write = EnvWriteOperator(
+        task_id="env_write", migration_file=migration_file, target_conn_id=target
+    )
     done = collect_logs(applied.output)
-    plan >> applied >> done
+    env_check >> plan >> env_values >> plugin_check >> env_write >> applied >> done
     # backup after the checks and before the first write; rollback after every unit, before collect_logs
     backup = BackupOperator(
         task_id="backup",
@@ -270,8 +323,9 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         trigger_rule=TriggerRule.ALL_DONE,
         retries=1,
     )
-    plan >> backup >> applied >> rollback >> done
-    guard_target_writes(plan, target_conn_id="{{ params.target_conn_id }}")
+    plugin_check >> backup >> env_write
+    backup >> applied >> rollback >> done
+    guard_target_writes(plugin_check, target_conn_id=target)
     return done
 
 
