@@ -57,6 +57,7 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         mp.setenv("AIRFLOW_CONN_NB_STAGING", connection_uri(dbs["staging"]))
         mp.setenv("AIRFLOW_CONN_NB_SAME", connection_uri(dbs["staging"]))
         mp.setenv("AIRFLOW_CONN_WEB", "http://example.invalid")
+        mp.setenv("AIRFLOW_CONN_NB_GONE", connection_uri(dsn_for("mm_no_such_database")))
         metadata_db()
         sync_dags()
         from airflow.api_fastapi.app import create_app, purge_cached_app
@@ -248,6 +249,7 @@ def test_tables_report_what_planning_would_refuse(client: Any, admin: dict[str, 
         ({"source": "nowhere"}, 404, "Airflow has no connection 'nowhere'"),
         ({"source": "not_postgres"}, 400, "is of type 'http'"),
         ({"source": "web"}, 400, "choose a postgres connection"),
+        ({"source": "nb_gone"}, 502, 'database "mm_no_such_database" does not exist'),
         (
             {"rules": '{"user": {"default": "copy"}}'},
             400,

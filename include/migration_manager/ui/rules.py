@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from migration_manager import logs
 from migration_manager.config import GROUPS, PROFILE_DEFAULT, RULES, RuleSet
-from migration_manager.errors import ConfigError, MigrationError, PlanError
+from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.profiles import PROFILES, get_profile
 from migration_manager.rulesets import NamedRuleSet, check_name
 from migration_manager.ui import connections as conns
@@ -132,6 +132,8 @@ def _answers() -> Iterator[None]:
         raise _refuse(400, str(exc), exc.problems) from None
     except ConfigError as exc:
         raise _refuse(400, str(exc)) from None
+    except TransientError as exc:  # a database that does not answer (the password is redacted)
+        raise _refuse(502, str(exc)) from None
     except MigrationError as exc:
         raise _refuse(409, str(exc)) from None
     except (sqlalchemy.exc.OperationalError, psycopg.OperationalError, OSError) as exc:
