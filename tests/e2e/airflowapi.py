@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from tests.pgtools import REPO, create_database, drop_database, dsn_for
 
@@ -208,6 +209,7 @@ def running_airflow(
         )
         yield Airflow(f"http://127.0.0.1:{port}", home)
     finally:
+        before = _instance_processes(home)
         stopped = subprocess.run(
             [*cmd[:2], "stop", *cmd[2:], "--timeout", "5"],
             env=proc_env,
@@ -217,6 +219,27 @@ def running_airflow(
         )
         drop_database(db)
         assert stopped.returncode == 0, stopped.stderr
+        left = [p for p in before if _alive(p)]
+        assert not left, f"still running after bin/airflow-local stop: {left}"
+
+
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _instance_processes(home: Path) -> list[psutil.Process]:
+    """Every process of the instance: those whose working directory is its home (all of them)."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if Path(proc.cwd()) == home.resolve():
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
 
 
 def _log_tails(home: Path) -> str:

@@ -82,7 +82,7 @@ def test_only_loopback_listeners(airflow: Airflow) -> None:
     members = []
     for proc in psutil.process_iter():
         try:
-            if Path(proc.cwd()) == airflow.home:
+            if Path(proc.cwd()) == airflow.home.resolve():
                 members.append(proc)
         except (psutil.Error, OSError):
             continue
