@@ -1,0 +1,256 @@
+"""The rules page inside a real Airflow UI, in headless Chromium, down to a real sync.
+
+A real Airflow (``bin/airflow-local``: api-server, scheduler, dag-processor, triggerer,
+LocalExecutor, metadata DB on the local PostgreSQL) with two connections to the NocoBase fixture
+databases: staging as an ``AIRFLOW_CONN_*`` environment variable, prod in the metadata DB (with
+prod's AES key in its extra). Debian's ``chromium``, driven by Playwright, logs in, opens
+**Migrations** → **New migration**, picks the source and the profile, keeps the system tables on
+"each table's default", turns on independent rules for the user-defined tables, finds the
+tickets tables with the search box, selects them and bulk-assigns rules (upsert is refused for
+``ticketCategories``, with planning's reason), previews the plan against prod, saves the rule set
+and clicks **Sync now**. The run asks for the environment variables prod lacks (answered through
+the REST API as the Required actions form would), succeeds, and the page lands on the run's
+page in the Migrations UI. Screenshots go to ``artifacts/rules-page/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.airflowapi import Airflow, running_airflow
+from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump, rows
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
+
+ARTIFACTS = REPO / "artifacts" / "rules-page"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
+
+
+def _chromium() -> str:
+    found = (
+        os.environ.get("MM_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    assert found, "Debian's chromium is needed for the browser test: apt-get install -y chromium"
+    return found
+
+
+@pytest.fixture(scope="module")
+def nocobase() -> Iterator[dict[str, str]]:
+    staging, prod = create_database(), create_database()
+    try:
+        load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
+        load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
+        yield {"staging": dsn_for(staging), "prod": dsn_for(prod)}
+    finally:
+        drop_database(staging)
+        drop_database(prod)
+
+
+@pytest.fixture(scope="module")
+def airflow(
+    nocobase: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Airflow]:
+    from urllib.parse import urlsplit
+
+    staging = urlsplit(nocobase["staging"])
+    env_conn = {
+        "conn_type": "postgres",
+        "description": "NocoBase staging",
+        "host": staging.hostname,
+        "port": staging.port or 5432,
+        "login": staging.username,
+        "schema": staging.path.lstrip("/"),
+    }
+    tmp = tmp_path_factory.mktemp("rules-browser")
+    env = {
+        "AIRFLOW_CONN_NOCOBASE_STAGING": json.dumps(env_conn),
+        "MM_POOL_SLOTS": "4",  # table units applied at once (the pool), as many as task slots
+    }
+    with running_airflow(tmp, env=env) as af:
+        key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
+        af.set_connection(
+            "nocobase_prod", nocobase["prod"], {"app_env": {"APP_AES_SECRET_KEY": key}}
+        )
+        af.wait_for_dag("migration_sync")
+        yield af
+
+
+def _answer_env_values(af: Airflow, run_id: str) -> None:
+    """What the Required actions form sends for the env_values question."""
+    af.wait_for_state("migration_sync", run_id, "env_values", ("awaiting_input",), timeout=300)
+    af.call(
+        "PATCH",
+        f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/env_values/-1/hitlDetails",
+        json={"chosen_options": ["Continue with these values"], "params_input": SECRETS},
+    )
+
+
+def test_configure_preview_save_and_sync_from_the_rules_page(
+    airflow: Airflow, nocobase: dict[str, str]
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shots = ARTIFACTS
+    base = airflow.base
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            anonymous = browser.new_context()
+            assert anonymous.request.get(f"{base}/migrations/rules").status == 401
+            anonymous.close()
+
+            context = browser.new_context(viewport={"width": 1600, "height": 1120})
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{base}/")
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill("admin")
+            page.locator("button[type=submit]").click()
+            page.wait_for_url(f"{base}/")
+
+            # Migrations (the plugin's entry in the UI's navigation) -> New migration
+            page.get_by_role("link", name="Migrations").first.click()
+            page.wait_for_url("**/plugin/migrations**")
+            frame = page.frame_locator("iframe").first
+            frame.get_by_role("link", name="New migration").click()
+            expect(frame.get_by_role("heading", name="New migration")).to_be_visible(timeout=30_000)
+
+            # the source (an env-var connection) and the profile
+            options = frame.locator("#source option").all_text_contents()
+            assert any(o.startswith("nocobase_staging (") for o in options), options
+            assert any(o.startswith("nocobase_prod (") for o in options), options
+            frame.locator("#source").select_option("nocobase_staging")
+            frame.locator("#profile").select_option("nocobase")
+            frame.locator("#load").click()
+            tickets = frame.locator("tr[data-table=tickets]")
+            expect(tickets).to_be_visible(timeout=30_000)
+            expect(frame.locator(".group-card[data-group=user] tbody tr")).to_have_count(6)
+            expect(frame.locator(".group-card[data-group=system] tbody tr")).to_have_count(105)
+            expect(tickets.locator(".key")).to_have_text("integer")
+            expect(frame.locator("tr[data-table=ticketCategories] .key")).to_have_text("serial")
+            expect(frame.locator("tr[data-table=uiSchemas] .now .rule")).to_have_text("overwrite")
+
+            # group defaults; independent rules for the user-defined tables
+            frame.locator(".group-default[data-group=system]").select_option("profile")
+            frame.locator(".group-default[data-group=user]").select_option("schema-only")
+            frame.locator(".group-rule[data-group=user] label.switch").click()
+
+            # a rule ticketCategories cannot take: disabled, with planning's reason
+            cats = frame.locator("tr[data-table=ticketCategories]")
+            upsert = cats.locator("option[value=upsert]")
+            expect(upsert).to_be_disabled()
+            assert "is refused for tables with an auto-increment id (id is serial)" in str(
+                upsert.get_attribute("title")
+            )
+            expect(cats.locator(".refused")).to_have_text(
+                "No upsert, insert-ignore: auto-increment id (id is serial)"
+            )
+
+            # search + multi-select + bulk assign
+            frame.locator("#search").fill("ticket")
+            expect(frame.locator(".group-card[data-group=user] tbody tr:visible")).to_have_count(2)
+            frame.locator(".select-all[data-group=user]").check()
+            expect(frame.locator("#selected-count")).to_have_text("2")
+            frame.locator("#bulk-rule").select_option("upsert")
+            frame.locator("#bulk-assign").click()
+            expect(frame.locator("#notice")).to_contain_text("Not assigned")
+            expect(frame.locator("#notice")).to_contain_text("ticketCategories: upsert (chosen)")
+            expect(cats.locator(".table-rule")).to_have_value("")
+            page.screenshot(path=str(shots / "01-refused-rule.png"))
+            cats.locator(".pick").uncheck()
+            frame.locator("#bulk-rule").select_option("overwrite")
+            frame.locator("#bulk-assign").click()
+            expect(tickets.locator(".table-rule")).to_have_value("overwrite")
+            expect(tickets.locator(".now .rule")).to_have_text("overwrite")
+            expect(tickets.locator(".now .source")).to_have_text("independent rule")
+            frame.locator("#search").fill("")
+
+            # the plan against prod: what a run would do, rolled back
+            frame.locator("#target").select_option("nocobase_prod")
+            frame.locator("#preview").click()
+            summary = frame.locator("#preview-result")
+            expect(summary.locator(".figures")).to_be_visible(timeout=120_000)
+            expect(summary).to_contain_text("On nocobase_prod:")
+            expect(tickets.locator(".on-target")).to_contain_text("+29")
+            expect(tickets.locator(".on-target")).to_contain_text("table created")
+            # the rules, the user-defined tables and the preview in one view
+            frame.locator("body").evaluate("() => window.scrollTo(0, 0)")
+            page.screenshot(path=str(shots / "02-preview-in-airflow.png"))
+            assert rows(nocobase["prod"], "SELECT to_regclass('public.tickets')") == [(None,)]
+
+            # save the rule set
+            frame.locator("#rs-name").fill("helpdesk-nightly")
+            frame.locator("#rs-description").fill("Helpdesk configuration, staging to prod")
+            frame.locator("#save").click()
+            expect(frame.locator("#save-status")).to_have_text(
+                "Saved as rule_sets/helpdesk-nightly.yaml.", timeout=30_000
+            )
+            store = Path(str(airflow.home.parent / "store"))
+            saved = yaml.safe_load((store / "rule_sets" / "helpdesk-nightly.yaml").read_text())
+            assert saved["source_conn_id"] == "nocobase_staging"
+            assert saved["rules"] == {
+                "system": {"default": "profile", "independent": {}},
+                "user": {"default": "schema-only", "independent": {"tickets": "overwrite"}},
+            }
+
+            # the whole page on its own, for the record
+            alone = context.new_page()
+            alone.goto(f"{base}/migrations/rules?rule_set=helpdesk-nightly&target=nocobase_prod")
+            expect(alone.locator("#loaded-chip")).to_have_text("rule set helpdesk-nightly")
+            expect(alone.locator("tr[data-table=tickets] .table-rule")).to_have_value("overwrite")
+            alone.screenshot(path=str(shots / "03-rules-page-full.png"), full_page=True)
+            alone.goto(f"{base}/migrations/rules/sets")
+            expect(alone.get_by_text("helpdesk-nightly").first).to_be_visible()
+            alone.screenshot(path=str(shots / "04-rule-sets.png"))
+            alone.close()
+
+            # Sync now: migration_sync through the REST API, then follow the run
+            frame.locator("#on-missing-plugins").select_option("continue")
+            frame.locator("#on-missing-env").select_option("ask")
+            frame.locator("#start-sync").click()
+            state = frame.locator("#run-state")
+            expect(state).to_be_visible(timeout=30_000)
+            runs = airflow.call("GET", "/dags/migration_sync/dagRuns")["dag_runs"]
+            assert len(runs) == 1
+            run = runs[0]
+            assert run["conf"]["rule_set"] == "helpdesk-nightly"
+            assert run["conf"]["target_conn_id"] == "nocobase_prod"
+            _answer_env_values(airflow, run["dag_run_id"])
+            page.screenshot(path=str(shots / "05-run-following.png"))
+            assert airflow.wait_for_run("migration_sync", run["dag_run_id"]) == "success", (
+                airflow.states("migration_sync", run["dag_run_id"])
+            )
+
+            # landed on the run's page in the Migrations UI
+            expect(frame.get_by_role("heading", name="Tables")).to_be_visible(timeout=90_000)
+            expect(frame.locator("h1 .badge.s-success")).to_be_visible()
+            expect(frame.locator("pre.log")).to_contain_text(": SUCCESS")
+            expect(frame.locator("tr", has_text="tickets").first).to_contain_text("overwrite")
+            page.screenshot(path=str(shots / "06-run-page.png"))
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+    assert rows(nocobase["prod"], 'SELECT count(*) FROM "tickets"') == [(29,)]
+    assert rows(nocobase["prod"], 'SELECT count(*) FROM "ticketCategories"') == [(0,)]
+    assert (shots / "02-preview-in-airflow.png").stat().st_size > 10_000
