@@ -791,7 +791,6 @@ def ensure_sequences(
     conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]
 ) -> None:
     """Create the table's non-identity sequences the target lacks (before the table needs them)."""
-    prep = _DIALECT.identifier_preparer
     for seq in structure.sequences:
         if seq.identity:
             continue
@@ -804,16 +803,17 @@ def ensure_sequences(
         ).first()
         if exists:
             continue
-        qname = (
-            prep.quote(seq.name)
-            if not seq.schema
-            else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
-        )
+        qname = _quoted(seq.schema, seq.name)
         execute(
             f"CREATE SEQUENCE {qname} AS {seq.data_type} INCREMENT BY {seq.increment} "
             f"MINVALUE {seq.min_value} MAXVALUE {seq.max_value} START WITH {seq.start} "
             f"CACHE {seq.cache}{' CYCLE' if seq.cycle else ''}"
         )
+
+
+def _quoted(schema: str | None, name: str) -> str:
+    prep = _DIALECT.identifier_preparer
+    return f"{prep.quote_schema(schema)}.{prep.quote(name)}" if schema else prep.quote(name)
 
 
 def own_sequences(
@@ -835,14 +835,6 @@ def own_sequences(
         ).first()
         if owned:
             continue
-        qseq = (
-            prep.quote(seq.name)
-            if not seq.schema
-            else f"{prep.quote_schema(seq.schema)}.{prep.quote(seq.name)}"
-        )
-        qtab = (
-            prep.quote(structure.name)
-            if not structure.schema
-            else f"{prep.quote_schema(structure.schema)}.{prep.quote(structure.name)}"
-        )
+        qseq = _quoted(seq.schema, seq.name)
+        qtab = _quoted(structure.schema, structure.name)
         execute(f"ALTER SEQUENCE {qseq} OWNED BY {qtab}.{prep.quote(seq.column)}")
