@@ -20,7 +20,7 @@ def test_bench_runs_at_a_tiny_scale_and_prints_the_ratios(tmp_path: Path) -> Non
     env = {**os.environ, "MM_PG_URL": PG_URL}
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "run.py"), "--scale", "0.01",
-         "--big-factor", "3", "--json", str(out)],
+         "--big-factor", "3", "--settle", "0", "--json", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
