@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -217,6 +218,14 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
                 / "schema.sql"
             )
             assert text == stored.read_text()
+
+            # the link to the Airflow run opens the run in the UI (the whole window, not the frame)
+            frame.get_by_role("link", name="Open the Airflow run").click()
+            page.wait_for_url("**/dags/migration_sync/runs/**")
+            assert unquote(page.url).endswith(f"/dags/migration_sync/runs/{store['run_id']}")
+            expect(page.locator("iframe")).to_have_count(0, timeout=30_000)  # the UI's own page
+            expect(page.get_by_text(store["run_id"]).first).to_be_visible(timeout=30_000)
+            page.screenshot(path=str(shots / "06-the-airflow-run.png"))
 
             # the same page on its own, full length (inside the UI it scrolls in its frame)
             alone = context.new_page()

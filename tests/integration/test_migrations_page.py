@@ -85,6 +85,7 @@ def _routes(store: dict[str, Any]) -> list[tuple[str, str]]:
         ("POST", f"{P}/files/{name}/run"),
         ("GET", f"{P}/backups"),
         ("GET", f"{P}/static/style.css"),
+        ("GET", f"{P}/static/page.js"),
     ]
 
 
@@ -392,9 +393,13 @@ def test_backups_page(client: Any, admin: dict[str, str], store: dict[str, Any])
     assert f'href="{P}/runs/{m}/{r}"' in html
 
 
-def test_stylesheet(client: Any, admin: dict[str, str]) -> None:
+def test_static_files(client: Any, admin: dict[str, str]) -> None:
     resp = client.get(f"{P}/static/style.css", headers=admin)
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/css")
+    resp = client.get(f"{P}/static/page.js", headers=admin)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/javascript")
+    for name in ("app.py", "..%2Fapp.py", "%2E%2E%2Fcatalog.py", "style.css.map"):
+        assert client.get(f"{P}/static/{name}", headers=admin).status_code == 404, name
 
 
 def test_plugin_shows_in_the_ui_menu(client: Any, admin: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ POST     ``/files``                                   upload one (verified befor
 POST     ``/files/{name}/run``                        trigger ``migration_execute`` with it (Airflow REST API)
 GET      ``/backups``                                 backups of every target, with their metadata
 *        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules.py``)
-GET      ``/static/style.css``                        the stylesheet
+GET      ``/static/{style.css,page.js}``              the stylesheet, the script for links to Airflow
 =======  ===========================================  =============================================
 """
 
@@ -382,9 +382,12 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
                     b["log"] = f"{ref.migration}/{ref.run}"
         return page(request, "backups.html", active="backups", title="Backups", backups=items)
 
-    @app.get("/static/style.css", name="style")
-    def style() -> Response:
-        return FileResponse(HERE / "static" / "style.css", media_type="text/css")
+    @app.get("/static/{name}", name="static")
+    def static(name: str) -> Response:
+        media = {"style.css": "text/css", "page.js": "text/javascript"}
+        if name not in media:
+            raise HTTPException(404, f"No static file {name}")
+        return FileResponse(HERE / "static" / name, media_type=media[name])
 
     from migration_manager.ui import rules  # imports this module: configure, preview, save, start
 

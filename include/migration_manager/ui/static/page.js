@@ -1,0 +1,27 @@
+// Links to Airflow's own pages (target="_top": a run, a DAG's trigger form) from this page while
+// it is shown inside the Airflow UI. The UI embeds plugin pages in a sandboxed iframe that may
+// not navigate the whole window, so the link asks the UI's router to go there instead.
+(function () {
+  "use strict";
+  if (window.top === window.self) return; // opened on its own: links work as they are
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest ? event.target.closest('a[target="_top"]') : null;
+    if (!link || event.defaultPrevented || event.button !== 0) return;
+    if (event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
+    try {
+      var top = window.top;
+      var url = new URL(link.href, window.location.href);
+      if (url.origin !== top.location.origin) return;
+      var state = top.history.state || {};
+      top.history.pushState(
+        { usr: null, key: Math.random().toString(36).slice(2, 10), idx: (state.idx || 0) + 1 },
+        "",
+        url.pathname + url.search + url.hash
+      );
+      top.dispatchEvent(new PopStateEvent("popstate", { state: top.history.state }));
+      event.preventDefault();
+    } catch (error) {
+      // another origin: leave it to the browser
+    }
+  });
+})();
