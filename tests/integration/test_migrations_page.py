@@ -421,3 +421,19 @@ def test_empty_store(
     assert "No migration has run yet" in client.get(f"{P}/", headers=admin).text
     assert "no migration file yet" in client.get(f"{P}/files", headers=admin).text
     assert "No backup yet" in client.get(f"{P}/backups", headers=admin).text
+
+
+def test_downloads_from_a_remote_store_are_streamed(
+    client: Any, admin: dict[str, str], store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a local file (S3, ...), files are streamed in chunks, not read whole."""
+    from migration_manager.ui import catalog
+
+    monkeypatch.setattr(catalog, "local_path", lambda path: None)
+    m, r = store["success"]
+    resp = client.get(f"{P}/files/{m}.zip", headers=admin)
+    assert resp.status_code == 200
+    assert resp.content == (store["root"] / "files" / f"{m}.zip").read_bytes()
+    assert resp.headers["content-disposition"] == f'attachment; filename="{m}.zip"'
+    sql = client.get(f"{P}/runs/{m}/{r}/download/schema.sql", headers=admin)
+    assert sql.content == (store["root"] / "logs" / m / r / "schema.sql").read_bytes()

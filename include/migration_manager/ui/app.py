@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +34,13 @@ from urllib.parse import quote, urlencode
 
 import httpx
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
@@ -127,6 +133,13 @@ def _number(value: Any) -> str:
     return f"{value:,}".replace(",", "\u202f") if isinstance(value, int) else str(value or 0)
 
 
+def _chunks(path: Any) -> Iterator[bytes]:
+    """A file of a remote store (S3, ...), streamed: memory does not grow with its size."""
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            yield chunk
+
+
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(str(HERE / "templates")),
@@ -198,7 +211,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         local = catalog.local_path(path)
         if local is not None:
             return FileResponse(local, media_type=media_type, headers=headers)
-        return Response(path.read_bytes(), media_type=media_type, headers=headers)
+        return StreamingResponse(_chunks(path), media_type=media_type, headers=headers)
 
     @app.get("/", response_class=HTMLResponse, name="index")
     def index(request: Request, target: str = "", status: str = "") -> HTMLResponse:
