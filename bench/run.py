@@ -37,6 +37,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -61,6 +63,7 @@ OVERWRITE_RULES = {"user": {"default": "overwrite"}}
 UPSERT_RULES = {"user": {"default": "upsert", "independent": {"requestLogs": "overwrite"}}}
 CHUNK_ROWS = 250_000  # rows per INSERT ... generate_series statement when generating
 RSS_SLACK_MB = 30.0
+OWNER_TAG = "mmbench:"  # database comment: OWNER_TAG + {"host": ..., "pid": ...}
 SETTLE_IDLE = 0.85  # --settle waits for this idle fraction of all CPUs before measuring
 
 # (key, label, target ratio to the baseline or None)
@@ -91,6 +94,18 @@ def psql_bin() -> str:
     if not found:
         sys.exit("bench: psql is needed for the baseline (apt-get install postgresql-client)")
     return found
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -127,7 +142,35 @@ class Cluster:
                         if attempt == 19:
                             raise
                         time.sleep(0.25)
+            # Who made it: a later run drops it if this process dies without cleaning up.
+            owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()})
+            conn.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(name), sql.Literal(f"{OWNER_TAG} {owner}")
+                )
+            )
         return name
+
+    def drop_orphans(self) -> None:
+        """Drop benchmark databases left by runs on this host whose process is gone
+        (killed with SIGKILL, say): they are named ``mmbench_...`` and commented with
+        their creator's host and pid."""
+        with self.admin() as conn:
+            found = conn.execute(
+                "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database "
+                "WHERE datname LIKE 'mmbench\\_%'"
+            ).fetchall()
+        for name, comment in found:
+            if not comment or not comment.startswith(OWNER_TAG):
+                continue
+            try:
+                owner = json.loads(comment[len(OWNER_TAG) :])
+            except ValueError:
+                continue
+            if owner.get("host") != socket.gethostname() or _alive(int(owner.get("pid", 0))):
+                continue
+            log(f"dropping {name}, left by an earlier run (pid {owner['pid']} is gone)")
+            self.drop(name)
 
     def drop(self, name: str) -> None:
         with self.admin() as conn:
@@ -370,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
+        cluster.drop_orphans()
         results = run(args, cluster, workdir)
     finally:
         cluster.drop_all()
