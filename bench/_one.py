@@ -1,7 +1,7 @@
 """One engine measurement in its own process, so that its peak RSS is its own.
 
     python bench/_one.py create SOURCE_DSN OUT_FILE RULES_JSON [--profile OUT.prof]
-    python bench/_one.py apply FILE TARGET_DSN [--profile OUT.prof]
+    python bench/_one.py apply FILE TARGET_DSN [--workers N] [--profile OUT.prof]
 
 Prints one JSON line on stdout: ``seconds`` (the engine call only, imports excluded),
 ``rss_mb`` (peak resident set of this process, VmHWM; ``ru_maxrss`` as a fallback),
@@ -42,13 +42,13 @@ def do_create(source: str, out: str, rules: str) -> dict[str, Any]:
     return {"rows": result.rows, "bytes": Path(out).stat().st_size, "tables": result.tables}
 
 
-def do_apply(path: str, target: str) -> dict[str, Any]:
+def do_apply(path: str, target: str, workers: int) -> dict[str, Any]:
     from migration_manager.archive import open_archive
     from migration_manager.execute import execute_migration
 
     tables: dict[str, Any] = {}
     with open_archive(Path(path)) as reader:
-        plan, results = execute_migration(reader, target)
+        plan, results = execute_migration(reader, target, workers=workers)
     for unit in results:
         for t in unit.tables:
             tables[t.table] = {
@@ -59,7 +59,7 @@ def do_apply(path: str, target: str) -> dict[str, Any]:
                 "seconds": t.seconds,
                 "ddl": len(t.ddl),
             }
-    return {"units": len(plan.units), "tables": tables}
+    return {"units": len(plan.units), "workers": workers, "tables": tables}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     a = sub.add_parser("apply")
     a.add_argument("file")
     a.add_argument("target")
+    a.add_argument("--workers", type=int, default=1, help="table units applied at once")
     for p in (c, a):
         p.add_argument("--profile", help="write cProfile stats of the engine call here")
     args = ap.parse_args(argv)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
 
         def call() -> dict[str, Any]:
-            return do_apply(args.file, args.target)
+            return do_apply(args.file, args.target, args.workers)
 
     before = peak_rss_mb()
     profiler = cProfile.Profile() if args.profile else None

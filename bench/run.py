@@ -13,7 +13,10 @@ Measured in one run (each ``--repeat`` times, on fresh target databases every ti
   ``psql -c "\\copy t from stdin (format binary)"``, into a target that already has the empty
   tables (same DDL), tables one after another;
 * engine create (overwrite rules): ``create_migration`` to a file;
-* engine apply, overwrite, into an empty database (the engine creates the tables);
+* engine apply, overwrite, into an empty database (the engine creates the tables); every apply
+  runs ``--workers`` table units at once (default 2), as a DAG run's mapped ``apply_table``
+  tasks do in the pool ``migration_units`` (2 slots by default), each unit in its own
+  transaction on its own connection;
 * engine apply, overwrite, into a database holding the previous data (10 % of rows changed,
   5 % missing, 5 % extra);
 * engine create (upsert rules; ``requestLogs`` has no key and gets overwrite) and its apply
@@ -366,7 +369,7 @@ class Runner:
             make_previous(dsn, rows or {})
             log(f"  target with the previous data ready in {time.perf_counter() - t0:.1f} s")
         self.ready()
-        res = self.one(tag, "apply", str(path), dsn)
+        res = self.one(tag, "apply", str(path), dsn, "--workers", str(self.args.workers))
         self.check(dsn, expected, tag)
         self.cluster.drop(name)
         return res
@@ -394,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--big-table", default="fields", choices=datagen.TABLES,
                     help="table measured alone at 1x and --big-factor x for RSS flatness")  # fmt: skip
     ap.add_argument("--big-factor", type=float, default=10.0)
+    ap.add_argument("--workers", type=int, default=2,
+                    help="table units applied at once, as the mapped apply_table tasks do "
+                    "(2: the default slots of the pool migration_units; 1: one after another)")  # fmt: skip
     ap.add_argument("--settle", type=float, default=60.0,
                     help="before each measurement wait up to this many seconds for idle CPUs "
                     "(0: do not wait)")  # fmt: skip
@@ -401,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true",
                     help="cProfile every engine call into <json dir>/logs/<tag>.prof")  # fmt: skip
     args = ap.parse_args(argv)
-    if args.repeat < 1 or args.scale <= 0 or args.big_factor < 1:
-        ap.error("--repeat >= 1, --scale > 0 and --big-factor >= 1")
+    if args.repeat < 1 or args.scale <= 0 or args.big_factor < 1 or args.workers < 1:
+        ap.error("--repeat >= 1, --scale > 0, --big-factor >= 1 and --workers >= 1")
 
     url = os.environ.get("MM_PG_URL") or DEFAULT_URL
     cluster = Cluster(url)
@@ -566,6 +572,7 @@ def report(res: dict[str, Any]) -> None:
         f"Benchmark: {res['total_rows']:,} rows in {len(res['rows'])} tables "
         f"({', '.join(f'{k} {v:,}' for k, v in res['rows'].items())}); "
         f"source {res['source_mb']:.0f} MB; best of {res['args']['repeat']}; "
+        f"applies run {res['args']['workers']} table unit(s) at once; "
         f"PostgreSQL {res['machine']['postgresql']}, {res['machine']['cpus']} CPUs, "
         "load average %.1f at start, %.1f at end" % tuple(res["machine"]["load_average_1min"])
     )

@@ -160,6 +160,37 @@ class Airflow:
 
         return dict(wait_for(f"{task_id} of {run_id} in {states}", reached, timeout))
 
+    def answer(
+        self, dag_id: str, run_id: str, task_id: str, body: dict[str, Any], timeout: float = 300
+    ) -> dict[str, Any]:
+        """Answer a task's question (``PATCH .../hitlDetails``) once it waits for one, and
+        return what it asked.
+
+        The answer goes out only after the scheduler has processed the executor's event for the
+        worker that asked (its ``scheduler.log`` line). Airflow 3.3 races otherwise: a task
+        answered within the same scheduler loop is re-queued before that event arrives, and the
+        late "finished with state success" event then fails the queued task ("task state
+        changed externally"). A person answering in the UI is never that quick; a test is.
+        """
+        ti = self.wait_for_state(dag_id, run_id, task_id, ("awaiting_input",), timeout=timeout)
+        key = (
+            f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', "
+            f"try_number={ti['try_number']}, map_index={ti['map_index']})"
+        )
+        scheduler_log = self.home / "logs" / "scheduler.log"
+
+        def settled() -> bool:
+            text = scheduler_log.read_text(errors="replace") if scheduler_log.exists() else ""
+            return any(
+                "Received executor event" in line and key in line for line in text.splitlines()
+            )
+
+        wait_for(f"the executor event of {task_id} (asking) in {scheduler_log}", settled, 120)
+        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{ti['map_index']}/hitlDetails"
+        asked = dict(self.call("GET", path))
+        self.call("PATCH", path, json=body)
+        return asked
+
     def log(
         self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
     ) -> str:

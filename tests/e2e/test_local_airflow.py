@@ -127,12 +127,11 @@ def test_sync_with_prompt_answered_through_the_api(
         },
     )
     # prod lacks the graph-collection-manager plugin: the run waits for a human
-    airflow.wait_for_state("migration_sync", run_id, "plugin_check", ("awaiting_input",))
-    path = f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/plugin_check/-1/hitlDetails"
-    asked = airflow.call("GET", path)
+    asked = airflow.answer(
+        "migration_sync", run_id, "plugin_check", {"chosen_options": ["Continue anyway"]}
+    )
     assert asked["options"] == ["Continue anyway", "Stop the migration"]
     assert "graph-collection-manager" in (asked.get("body") or "")
-    airflow.call("PATCH", path, json={"chosen_options": ["Continue anyway"]})
 
     assert airflow.wait_for_run("migration_sync", run_id) == "success", airflow.explain(
         "migration_sync", run_id

@@ -95,11 +95,11 @@ def airflow(
 
 def _answer_env_values(af: Airflow, run_id: str) -> None:
     """What the Required actions form sends for the env_values question."""
-    af.wait_for_state("migration_sync", run_id, "env_values", ("awaiting_input",), timeout=300)
-    af.call(
-        "PATCH",
-        f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/env_values/-1/hitlDetails",
-        json={"chosen_options": ["Continue with these values"], "params_input": SECRETS},
+    af.answer(
+        "migration_sync",
+        run_id,
+        "env_values",
+        {"chosen_options": ["Continue with these values"], "params_input": SECRETS},
     )
 
 
@@ -238,7 +238,7 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             _answer_env_values(airflow, run["dag_run_id"])
             page.screenshot(path=str(shots / "05-run-following.png"))
             assert airflow.wait_for_run("migration_sync", run["dag_run_id"]) == "success", (
-                airflow.states("migration_sync", run["dag_run_id"])
+                airflow.explain("migration_sync", run["dag_run_id"])
             )
 
             # landed on the run's page in the Migrations UI

@@ -833,3 +833,55 @@ def test_overwrite_when_unique_values_swap_between_rows(
         source, target, tmp_path / "m2.zip", create={"rules": {"user": {"default": "overwrite"}}}
     )
     assert again["roles"].status == "unchanged"
+
+
+# --------------------------------------------------------------------------- units at once
+
+
+def test_units_applied_at_once_end_as_one_after_another(
+    source: str, target: str, new_db: Callable[[], str], tmp_path: Path
+) -> None:
+    """``workers`` applies independent units concurrently (as mapped tasks do): same end state."""
+    sql(source, NOCOBASE_SHAPED + FK_BASE)
+    _fill(source, "large " * 10_000)
+    serial_target = new_db()
+    make_file(source, tmp_path / "m.zip", **user_rule("overwrite"))
+    with open_archive(tmp_path / "m.zip") as reader:
+        assert len(reader.manifest["units"]) >= 4  # several units to run at once
+
+    at_once = apply_file(tmp_path / "m.zip", target, workers=3)
+    serial = apply_file(tmp_path / "m.zip", serial_target, workers=1)
+
+    names = tables(source)
+    assert tables(target) == names
+    for name in names:
+        assert table_text(target, name) == table_text(source, name), name
+        assert table_text(serial_target, name) == table_text(source, name), name
+        assert (at_once[name].inserted, at_once[name].status) == (
+            serial[name].inserted,
+            serial[name].status,
+        ), name
+    assert_second_run_changes_nothing(
+        source, target, tmp_path / "2.zip", create=user_rule("overwrite"), workers=3
+    )
+
+
+def test_a_failing_unit_among_units_at_once_raises_and_rolls_back_only_itself(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    sql(
+        source,
+        FK_BASE + "INSERT INTO parent VALUES (6, 'p6'); INSERT INTO child VALUES (16, 6, 'bad');",
+    )
+    sql(
+        source,
+        "CREATE TABLE other (id integer PRIMARY KEY, v text); INSERT INTO other VALUES (1, 'x');",
+    )
+    sql(target, FK_BASE + "ALTER TABLE child ADD CONSTRAINT child_v_ok CHECK (v <> 'bad');")
+    make_file(source, tmp_path / "m.zip", **user_rule("overwrite"))
+    before = {t: table_text(target, t) for t in ("parent", "child")}
+
+    with pytest.raises(ApplyError, match=r"child: .*child_v_ok.*rolled back"):
+        apply_file(tmp_path / "m.zip", target, workers=2)
+
+    assert {t: table_text(target, t) for t in ("parent", "child")} == before
