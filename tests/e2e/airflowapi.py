@@ -186,7 +186,9 @@ class Airflow:
             )
 
         wait_for(f"the executor event of {task_id} (asking) in {scheduler_log}", settled, 120)
-        path = f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{ti['map_index']}/hitlDetails"
+        path = (
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{ti['map_index']}/hitlDetails"
+        )
         asked = dict(self.call("GET", path))
         self.call("PATCH", path, json=body)
         return asked
