@@ -137,3 +137,40 @@ def test_dag_files_parse_without_database() -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert time.monotonic() - started < 120
+
+
+def test_questions_stop_the_run_when_nobody_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from migration_manager.airflow.check_operators import EnvValuesOperator, PluginCheckOperator
+    from migration_manager.airflow.wiring import answer_timeout
+
+    for dag_id in ("migration_execute", "migration_sync"):
+        dag = get_dag(dag_id)
+        for task_id in ("env_values", "plugin_check"):
+            assert dag.get_task(task_id).response_timeout == timedelta(hours=24), (dag_id, task_id)
+    monkeypatch.setenv("MM_ANSWER_TIMEOUT_HOURS", "0.5")
+    assert answer_timeout() == timedelta(minutes=30)
+    monkeypatch.setenv("MM_ANSWER_TIMEOUT_HOURS", "0")
+    assert answer_timeout() is None
+    monkeypatch.setenv("MM_ANSWER_TIMEOUT_HOURS", "a day")
+    with pytest.raises(ValueError, match="MM_ANSWER_TIMEOUT_HOURS='a day' is not a number"):
+        answer_timeout()
+
+    timed_out = {"error": "timeout", "error_type": "timeout"}
+    for cls, asked in (
+        (EnvValuesOperator, "missing environment variables"),
+        (PluginCheckOperator, "missing plugins"),
+    ):
+        task = cls(
+            task_id="q",
+            migration_file="m.zip",
+            target_conn_id="t",
+            response_timeout=timedelta(hours=2),
+        )
+        with pytest.raises(
+            AirflowFailException, match=f"Nobody answered the question about {asked} within 2:00:00"
+        ):
+            task.execute_complete({}, timed_out)  # type: ignore[arg-type]

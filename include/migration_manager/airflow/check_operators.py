@@ -33,6 +33,17 @@ def _manifest(ref: str) -> dict[str, Any]:
         return reader.manifest
 
 
+def _unanswered(task: HITLOperator, event: dict[str, Any], asked: str) -> None:
+    """Stop with a message a user can act on when the question was not answered in time."""
+    if event.get("error_type") == "timeout":
+        raise AirflowFailException(
+            f"Nobody answered the question about {asked} within {task.response_timeout}; the "
+            "migration stopped before writing anything. Trigger the run again and answer under "
+            "Required actions (or set MM_ANSWER_TIMEOUT_HOURS for a longer wait)"
+        )
+    task.process_trigger_event_error(event)
+
+
 def _user(event: dict[str, Any]) -> str | None:
     user = event.get("responded_by_user") or {}
     return str(user.get("name") or user.get("id")) if user else None
@@ -164,7 +175,7 @@ class EnvValuesOperator(HITLOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:
-            self.process_trigger_event_error(event)
+            _unanswered(self, event, "missing environment variables")
         answers = {
             k: str(v) for k, v in (event.get("params_input") or {}).items() if v not in (None, "")
         }
@@ -228,7 +239,7 @@ class PluginCheckOperator(HITLOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:
-            self.process_trigger_event_error(event)
+            _unanswered(self, event, "missing plugins")
         chosen = list(event.get("chosen_options") or [])
         self.validate_chosen_options(chosen)
         user = _user(event)

@@ -7,6 +7,7 @@ connection or the network at import time.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import timedelta
 from typing import Any
 
@@ -45,6 +46,23 @@ DEFAULT_ARGS: dict[str, Any] = {
     **STEP_HOOKS,  # every task records its step (status, start, end, attempt) for collect_logs
 }
 TAGS = ["migration-manager"]
+
+ANSWER_TIMEOUT_ENV = "MM_ANSWER_TIMEOUT_HOURS"
+
+
+def answer_timeout() -> timedelta | None:
+    """How long a question (missing env values, missing plugins) waits for an answer before the
+    run stops: ``MM_ANSWER_TIMEOUT_HOURS`` (default 24; 0 waits forever). A nightly sync nobody
+    answers then fails the next morning instead of holding the target's lock for good."""
+    raw = os.environ.get(ANSWER_TIMEOUT_ENV, "24").strip()
+    try:
+        hours = float(raw)
+    except ValueError:
+        raise ValueError(
+            f"{ANSWER_TIMEOUT_ENV}={raw!r} is not a number of hours; set it to e.g. 24, or 0 to wait forever"
+        ) from None
+    return timedelta(hours=hours) if hours > 0 else None
+
 
 _INDEPENDENT_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -297,10 +315,18 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         pool=pool,
     ).expand(unit=plan.output)
     env_values = EnvValuesOperator(
-        task_id="env_values", migration_file=migration_file, target_conn_id=target, retries=0
+        task_id="env_values",
+        migration_file=migration_file,
+        target_conn_id=target,
+        retries=0,
+        response_timeout=answer_timeout(),
     )
     plugin_check = PluginCheckOperator(
-        task_id="plugin_check", migration_file=migration_file, target_conn_id=target, retries=0
+        task_id="plugin_check",
+        migration_file=migration_file,
+        target_conn_id=target,
+        retries=0,
+        response_timeout=answer_timeout(),
     )
     env_write = EnvWriteOperator(
         task_id="env_write", migration_file=migration_file, target_conn_id=target
