@@ -173,6 +173,22 @@ def answer_when_asked(
                 time.sleep(0.5)
         except Exception as exc:  # reported to the test
             thread.error = exc  # type: ignore[attr-defined]
+            _fail_waiting(dag_id, task_id)
+
+    def _fail_waiting(dag_id: str, task_id: str) -> None:
+        """Without an answer dag.test() would wait for one forever: fail the waiting task."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        try:
+            with create_session() as session:
+                for ti in session.query(TaskInstance).filter_by(
+                    dag_id=dag_id, task_id=task_id, state=TaskInstanceState.AWAITING_INPUT
+                ):
+                    ti.state = TaskInstanceState.FAILED
+        except Exception:  # the test reports thread.error; this only unblocks dag.test()
+            pass
 
     thread = threading.Thread(target=run, daemon=True)
     thread.answered = None  # type: ignore[attr-defined]
