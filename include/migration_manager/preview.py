@@ -8,7 +8,9 @@ a migration file, ``prepare`` and ``apply_unit`` — with every unit's transacti
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from migration_manager.execute import TableResult, apply_unit, prepare
 from migration_manager.plan import evaluate, rule_choices
 from migration_manager.profiles import get_profile
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
+from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ def preview(
         path = Path(tmp) / "preview.zip"
         with path.open("wb") as fh:
             create_migration(source_dsn, fh, profile=profile, rules=rules, app_env=app_env)
-        with open_archive(path) as reader:
+        with open_archive(path) as reader, _target_lock(target_dsn):
             plan = prepare(reader, target_dsn, allow_drop=allow_drop)
             results = list(plan.tables)
             for unit in plan.units:
@@ -125,3 +128,20 @@ def preview(
                     apply_unit(reader, target_dsn, unit, allow_drop=allow_drop, dry_run=True).tables
                 )
     return sorted(results, key=lambda r: r.table)
+
+
+@contextmanager
+def _target_lock(target_dsn: str) -> Iterator[None]:
+    """The target's run lock for the dry run, not waited for: a preview's rolled-back writes
+    take the same row and table locks as a run's, so it never runs beside a migration run (and
+    a run starting meanwhile waits for it, as for another run)."""
+    ref = RunRef("preview", uuid.uuid4().hex[:12])
+    try:
+        with hold_run_lock(target_dsn, ref, timeout=0, poll=0):
+            yield
+    except TargetLockedError as exc:
+        raise TargetLockedError(
+            f"{exc}".split("; waited")[0]
+            + ". A preview does a run's work and rolls it back, so it waits for no migration: "
+            "preview again when that run has finished."
+        ) from exc

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from migration_manager.preview import inspect_source, preview
-from tests.pgtools import apply_file, make_file, sql, table_text
+from tests.pgtools import apply_file, make_file, rows, sql, table_text
 
 pytestmark = pytest.mark.postgres
 
@@ -94,3 +94,20 @@ def test_preview_equals_the_run(source: str, target: str, tmp_path: Path) -> Non
         20,
     )
     assert (ran["orders"].inserted, ran["orders"].unchanged) == (24, 6)
+
+
+def test_preview_refuses_while_a_run_holds_the_target(source: str, target: str) -> None:
+    from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
+
+    sql(source, "CREATE TABLE orders (id bigint PRIMARY KEY); INSERT INTO orders VALUES (1);")
+    with hold_run_lock(target, RunRef("migration_sync", "nightly-1"), timeout=5):
+        with pytest.raises(
+            TargetLockedError,
+            match=r"locked by migration run migration_sync/nightly-1 .*preview again when that run has finished",
+        ):
+            preview(source, target, profile="generic", rules={"user": {"default": "overwrite"}})
+    assert rows(target, "SELECT to_regclass('public.orders')") == [(None,)]
+    # once the run has let go, the same preview goes through
+    results = preview(source, target, profile="generic", rules={"user": {"default": "overwrite"}})
+    assert [(r.table, r.inserted) for r in results] == [("orders", 1)]
+    assert rows(target, "SELECT to_regclass('public.orders')") == [(None,)]
