@@ -23,9 +23,12 @@ from migration_manager.plan import Unit
 from migration_manager.schema import (
     StatementRecorder,
     TableStructure,
+    TypeStructure,
     apply_diff,
     diff_table,
     ensure_sequences,
+    ensure_types,
+    find_type,
     own_sequences,
 )
 
@@ -105,6 +108,74 @@ def _target_pk(conn: sa.Connection, schema: str, table: str) -> tuple[str, ...] 
     return tuple(pk.get("constrained_columns") or ())
 
 
+def _check_types(
+    conn: sa.Connection, uses: Mapping[tuple[str, str], tuple[TypeStructure, list[str]]]
+) -> tuple[list[str], list[str], set[tuple[str, str]]]:
+    """Compare the enums and domains the tables use with the target's types of the same names.
+
+    Returns problems (the migration cannot be applied), warnings, and the types the target
+    lacks (``apply_unit`` creates them). An enum lacking some of the source's labels is a
+    problem: ``ALTER TYPE ... ADD VALUE`` may not be used in the transaction that writes rows
+    with the new label, so the unit cannot add them itself. A domain defined otherwise is
+    left as it is, with a warning.
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    missing: set[tuple[str, str]] = set()
+    default_schema = conn.dialect.default_schema_name
+    for key, (source, tables) in uses.items():
+        names = ", ".join(tables)
+        target = find_type(conn, source.schema, source.name)
+        if target is None:
+            missing.add(key)
+        elif target.kind != source.kind:
+            problems.append(
+                f"{names}: the source's {source.kind} type {source.qualified} is a {target.kind} "
+                f"type in the target; rename or drop the target's {source.qualified}, then run "
+                "the migration again"
+            )
+        elif source.kind == "enum":
+            lacking = [label for label in source.labels if label not in target.labels]
+            if lacking:
+                literals = [sql.Literal(label).as_string(None).strip() for label in lacking]
+                labels = ", ".join(literals)
+                add = "; ".join(
+                    f"ALTER TYPE {source.qualified} ADD VALUE {literal}" for literal in literals
+                )
+                problems.append(
+                    f"{names}: the target's enum type {source.qualified} lacks the label(s) "
+                    f"{labels} of the source's; add them on the target first ({add};), "
+                    "then run the migration again"
+                )
+            elif [label for label in target.labels if label in source.labels] != list(
+                source.labels
+            ):
+                warnings.append(
+                    f"{names}: the target's enum type {source.qualified} orders its labels "
+                    f"otherwise ({', '.join(target.labels)}) than the source's "
+                    f"({', '.join(source.labels)}); sorting by it follows the target's order"
+                )
+        elif source.kind == "domain" and target.domain_definition(
+            default_schema
+        ) != source.domain_definition(default_schema):
+            warnings.append(
+                f"{names}: the target's domain {source.qualified} is defined otherwise than the "
+                f"source's ({_describe_domain(target)} instead of {_describe_domain(source)}); "
+                "it is left as it is: rows it refuses fail their unit"
+            )
+    return problems, warnings, missing
+
+
+def _describe_domain(t: TypeStructure) -> str:
+    parts = [t.base_type or "?"]
+    if t.default is not None:
+        parts.append(f"DEFAULT {t.default}")
+    if t.not_null:
+        parts.append("NOT NULL")
+    parts.extend(c["definition"] for c in t.checks)
+    return " ".join(parts)
+
+
 def prepare(
     reader: ArchiveReader, target_dsn: str, *, allow_drop: bool = False, verify: bool = True
 ) -> ExecutionPlan:
@@ -117,12 +188,25 @@ def prepare(
     pending: list[dict[str, Any]] = []
     needs_work: set[str] = set()
     with pg.sa_connection(target_dsn) as conn:
+        structures = {
+            name: TableStructure.from_dict(e["structure"])
+            for name, e in entries.items()
+            if e["rule"] != SKIP
+        }
+        uses: dict[tuple[str, str], tuple[TypeStructure, list[str]]] = {}
+        for name, structure in structures.items():
+            for t in structure.types:
+                uses.setdefault((t.schema, t.name), (t, []))[1].append(name)
+        type_problems, type_warnings, missing_types = _check_types(conn, uses)
+        problems.extend(type_problems)
+        for w in type_warnings:
+            log.warning("%s", w)
         for name, e in entries.items():
             rule = e["rule"]
             if rule == SKIP:
                 quiet.append(TableResult(name, rule, "skipped"))
                 continue
-            structure = TableStructure.from_dict(e["structure"])
+            structure = structures[name]
             target_pk = _target_pk(conn, structure.schema or "public", name)
             if rule in KEYED_RULES and target_pk is not None and target_pk != structure.primary_key:
                 problems.append(
@@ -131,7 +215,11 @@ def prepare(
                 )
                 continue
             diff = diff_table(conn, structure, allow_drop=allow_drop)
-            changes = [c.description for c in diff.changes]
+            changes = [
+                f"create type {t.qualified}"
+                for t in structure.types
+                if (t.schema, t.name) in missing_types
+            ] + [c.description for c in diff.changes]
             if rule in DATA_RULES or changes:
                 needs_work.add(name)
                 pending.append({"table": name, "rule": rule, "changes": changes})
@@ -157,7 +245,7 @@ def prepare(
         units=unit_list,
         tables=tuple(quiet),
         pending=tuple(pending),
-        warnings=tuple(reader.manifest.get("warnings") or ()),
+        warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
     )
 
 
@@ -249,7 +337,8 @@ def apply_unit(
                 structure = structures[name]
 
                 def execute(stmt: str, _name: str = name) -> None:
-                    conn.exec_driver_sql(stmt)
+                    # no_parameters: the statement is final SQL ("%" in an enum label is a "%")
+                    conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
                     ddl[_name].append(stmt)
 
                 if (
@@ -260,6 +349,7 @@ def apply_unit(
                     ).first()
                 ):
                     execute(f'CREATE SCHEMA IF NOT EXISTS "{structure.schema}"')
+                ensure_types(conn, structure, execute)
                 ensure_sequences(conn, structure, execute)
                 diff = diff_table(conn, structure, allow_drop=allow_drop)
                 with StatementRecorder(conn) as recorder:

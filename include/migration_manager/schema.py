@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from alembic.autogenerate import produce_migrations
 from alembic.operations import Operations
@@ -21,6 +22,7 @@ from alembic.operations import ops as alembic_ops
 from alembic.runtime.migration import MigrationContext
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
+from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
@@ -134,6 +136,99 @@ class SequenceStructure:
 
 
 @dataclass(frozen=True)
+class TypeStructure:
+    """A user-defined enum or domain type that a table's columns use.
+
+    Used directly, as the element of an array or as the base of a domain (a domain over an
+    enum lists the enum too). A table's ``types`` are in dependency order: a type comes after
+    the types it is built on, so creating them in that order always works.
+    """
+
+    schema: str
+    name: str
+    kind: str  # "enum" or "domain" (find_type may meet a target type of another kind)
+    labels: tuple[str, ...] = ()  # enum: its labels in sort order (pg_enum.enumsortorder)
+    base_type: str | None = None  # domain: format_type() text of the base type
+    not_null: bool = False  # domain
+    default: str | None = None  # domain: pg_type.typdefault
+    checks: tuple[dict[str, str], ...] = ()  # domain: {"name", "definition"}, by name
+
+    @property
+    def qualified(self) -> str:
+        """The type's name as SQL, schema-qualified, quoted where needed: ``public."Mood"``."""
+        return _quoted(self.schema, self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": self.schema,
+            "name": self.name,
+            "kind": self.kind,
+            "labels": list(self.labels),
+            "base_type": self.base_type,
+            "not_null": self.not_null,
+            "default": self.default,
+            "checks": [dict(c) for c in self.checks],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TypeStructure:
+        return cls(
+            schema=d["schema"],
+            name=d["name"],
+            kind=d["kind"],
+            labels=tuple(d.get("labels") or ()),
+            base_type=d.get("base_type"),
+            not_null=bool(d.get("not_null")),
+            default=d.get("default"),
+            checks=tuple(dict(c) for c in d.get("checks") or ()),
+        )
+
+    def domain_definition(self, default_schema: str | None = None) -> tuple[Any, ...]:
+        """What makes two domains alike (constraint names aside).
+
+        Texts from catalogs name a type of ``default_schema`` with or without its schema,
+        depending on the session's search path; the schema is left out here.
+        """
+
+        def plain(text: str | None) -> str | None:
+            if text is None or not default_schema:
+                return text
+            prep = _DIALECT.identifier_preparer
+            for prefix in {f"{prep.quote_schema(default_schema)}.", f'"{default_schema}".'}:
+                text = re.sub(rf"(?<![\w.\"]){re.escape(prefix)}", "", text)
+            return text
+
+        return (
+            plain(self.base_type),
+            self.not_null,
+            plain(self.default),
+            tuple(sorted(plain(_valid_check(c["definition"])) or "" for c in self.checks)),
+        )
+
+    def create_sql(self, context: psycopg.Connection[Any] | None = None) -> str:
+        """``CREATE TYPE ... AS ENUM`` or ``CREATE DOMAIN``; labels quoted as literals for ``context``."""
+        if self.kind == "enum":
+            labels = ", ".join(sql.Literal(label).as_string(context) for label in self.labels)
+            return f"CREATE TYPE {self.qualified} AS ENUM ({labels})"
+        parts = [f"CREATE DOMAIN {self.qualified} AS {self.base_type}"]
+        if self.default is not None:
+            parts.append(f"DEFAULT {self.default}")
+        if self.not_null:
+            parts.append("NOT NULL")
+        prep = _DIALECT.identifier_preparer
+        for check in self.checks:
+            parts.append(
+                f"CONSTRAINT {prep.quote(check['name'])} {_valid_check(check['definition'])}"
+            )
+        return " ".join(parts)
+
+
+def _valid_check(definition: str) -> str:
+    """A domain CHECK as CREATE DOMAIN takes it: ``NOT VALID`` exists only for ALTER DOMAIN."""
+    return definition.removesuffix(" NOT VALID")
+
+
+@dataclass(frozen=True)
 class TableStructure:
     """Everything needed to create the table anywhere and to compare it with a target's."""
 
@@ -148,6 +243,7 @@ class TableStructure:
     check_constraints: tuple[dict[str, Any], ...] = ()
     sequences: tuple[SequenceStructure, ...] = ()
     comment: str | None = None
+    types: tuple[TypeStructure, ...] = ()  # enums and domains the columns use, dependencies first
 
     # -- derived facts
 
@@ -207,6 +303,7 @@ class TableStructure:
             "check_constraints": [dict(c) for c in self.check_constraints],
             "sequences": [s.__dict__.copy() for s in self.sequences],
             "comment": self.comment,
+            "types": [t.to_dict() for t in self.types],
         }
 
     @classmethod
@@ -223,6 +320,8 @@ class TableStructure:
             check_constraints=tuple(d.get("check_constraints") or ()),
             sequences=tuple(SequenceStructure(**s) for s in d.get("sequences") or ()),
             comment=d.get("comment"),
+            # files written before types were recorded have none: read as "uses no such type"
+            types=tuple(TypeStructure.from_dict(t) for t in d.get("types") or ()),
         )
 
     # -- SQLAlchemy
@@ -322,6 +421,91 @@ WHERE s.schemaname = :schema
 """
 
 
+# Every type a column's type is built on: a domain's base type, an array's element type, and so
+# on down (a domain over an array of an enum reaches the enum); depth counts the steps.
+_REACH = """
+WITH RECURSIVE reach(relname, oid, depth) AS (
+    SELECT c.relname, a.atttypid, 0
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+  UNION
+    SELECT r.relname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, r.depth + 1
+    FROM reach r JOIN pg_type t ON t.oid = r.oid
+    WHERE t.typtype = 'd' OR (t.typcategory = 'A' AND t.typelem <> 0)
+)
+"""
+
+_TYPE_COLUMNS = """
+n.nspname, t.typname, t.typtype::text,
+CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod) END,
+t.typnotnull, t.typdefault,
+ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid ORDER BY e.enumsortorder),
+ARRAY(SELECT k.conname::text FROM pg_constraint k
+      WHERE k.contypid = t.oid AND k.contype = 'c' ORDER BY k.conname),
+ARRAY(SELECT pg_get_constraintdef(k.oid) FROM pg_constraint k
+      WHERE k.contypid = t.oid AND k.contype = 'c' ORDER BY k.conname)
+"""
+
+# Per table, the enums and domains its columns use; a type after the ones it is built on (a
+# type's greatest depth is greater than that of every type built on it).
+_USER_TYPES = (
+    _REACH
+    + "SELECT r.relname, max(r.depth) AS depth, "
+    + _TYPE_COLUMNS
+    + """
+FROM reach r
+JOIN pg_type t ON t.oid = r.oid
+JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE t.typtype IN ('e', 'd') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+GROUP BY r.relname, t.oid, n.oid
+ORDER BY r.relname, depth DESC, n.nspname, t.typname
+"""
+)
+
+_TYPE_KINDS = {
+    "e": "enum",
+    "d": "domain",
+    "c": "composite",
+    "b": "base",
+    "r": "range",
+    "m": "multirange",
+    "p": "pseudo",
+}
+
+
+def _type_from_row(row: Sequence[Any]) -> TypeStructure:
+    """A :class:`TypeStructure` from the :data:`_TYPE_COLUMNS` of one row."""
+    schema, name, typtype, base_type, not_null, default, labels, check_names, check_defs = row
+    kind = _TYPE_KINDS.get(typtype, typtype)
+    return TypeStructure(
+        schema=schema,
+        name=name,
+        kind=kind,
+        labels=tuple(labels or ()),
+        base_type=base_type,
+        not_null=bool(not_null) if kind == "domain" else False,
+        default=default if kind == "domain" else None,
+        checks=tuple(
+            {"name": n, "definition": d}
+            for n, d in zip(check_names or (), check_defs or (), strict=True)
+        ),
+    )
+
+
+def find_type(conn: sa.Connection, schema: str, name: str) -> TypeStructure | None:
+    """The type named ``schema.name`` in ``conn``'s database, of whatever kind; None if absent."""
+    row = conn.execute(
+        sa.text(
+            f"SELECT {_TYPE_COLUMNS} FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = :schema AND t.typname = :name"
+        ),
+        {"schema": schema, "name": name},
+    ).first()
+    return _type_from_row(row) if row is not None else None
+
+
 def list_tables(conn: sa.Connection, schema: str) -> list[str]:
     rows = conn.execute(
         sa.text(
@@ -372,6 +556,9 @@ def reflect_tables(
         (r[0], r[1]): r[2] for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema})
     }
     seq_rows = list(conn.execute(sa.text(_SEQUENCES), {"schema": schema}))
+    user_types: dict[str, list[TypeStructure]] = {}
+    for r in conn.execute(sa.text(_USER_TYPES), {"schema": schema}):
+        user_types.setdefault(r[0], []).append(_type_from_row(r[2:]))
     by_seq = {r[1]: r for r in seq_rows}
 
     out: dict[str, TableStructure] = {}
@@ -476,6 +663,7 @@ def reflect_tables(
             ),
             sequences=tuple(sequences),
             comment=_comment(comments.get(key)),
+            types=tuple(user_types.get(name, ())),
         )
     return out
 
@@ -519,6 +707,23 @@ class SchemaDiff:
     creates_table: bool = False
 
 
+def _comparable_type_text(type_: sa.types.TypeEngine[Any], default_schema: str | None) -> str:
+    """The type's DDL text without a leading default schema.
+
+    An enum or domain column travels as ``format_type()`` text (``mood``, or ``public.mood``
+    where the source's search path lacks ``public``); the target reflects it as an ENUM or
+    DOMAIN named with its schema only when that schema is not on the search path. Both
+    spellings name the same type.
+    """
+    text = type_text(type_)
+    if default_schema:
+        prep = _DIALECT.identifier_preparer
+        for prefix in (f"{prep.quote_schema(default_schema)}.", f'"{default_schema}".'):
+            if text.startswith(prefix):
+                return text[len(prefix) :]
+    return text
+
+
 def _compare_type(
     context: Any,
     inspected_column: Any,
@@ -526,7 +731,10 @@ def _compare_type(
     inspected_type: Any,
     metadata_type: Any,
 ) -> bool:
-    return type_text(inspected_type) != type_text(metadata_type)
+    default_schema = getattr(getattr(context, "dialect", None), "default_schema_name", None)
+    return _comparable_type_text(inspected_type, default_schema) != _comparable_type_text(
+        metadata_type, default_schema
+    )
 
 
 def _normalise_default(text: str | None, table: str, column: str) -> str | None:
@@ -809,6 +1017,40 @@ def ensure_sequences(
             f"MINVALUE {seq.min_value} MAXVALUE {seq.max_value} START WITH {seq.start} "
             f"CACHE {seq.cache}{' CYCLE' if seq.cycle else ''}"
         )
+
+
+def ensure_types(
+    conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]
+) -> None:
+    """Create the enums and domains the table's columns use that the target lacks.
+
+    In the table's dependency order (an enum before a domain over it), in the caller's
+    transaction. A type the target has is left as it is (``prepare`` compared it with the
+    source's). Units applied at the same time may both miss a type: the second one's CREATE
+    waits for the first to commit, fails, and then finds the type made; a savepoint keeps
+    that failure from spoiling the unit's transaction.
+    """
+    context = conn.connection.driver_connection
+    prep = _DIALECT.identifier_preparer
+    for t in structure.types:
+        if find_type(conn, t.schema, t.name) is not None:
+            continue
+        if not conn.execute(
+            sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": t.schema}
+        ).first():
+            execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(t.schema)}")
+        try:
+            with conn.begin_nested():
+                execute(t.create_sql(context))
+        except sa.exc.DBAPIError as exc:
+            raced = isinstance(
+                exc.orig, (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject)
+            )
+            if not raced or find_type(conn, t.schema, t.name) is None:
+                raise
+            log.info(
+                "%s: type %s was created meanwhile by another unit", structure.name, t.qualified
+            )
 
 
 def _quoted(schema: str | None, name: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -10,6 +12,8 @@ from migration_manager.schema import (
     ColumnStructure,
     RawType,
     TableStructure,
+    TypeStructure,
+    _compare_type,
     type_from_text,
     type_text,
 )
@@ -159,3 +163,60 @@ def test_table_structure_round_trips_through_json() -> None:
     table = s.to_table(sa.MetaData())
     assert [type_text(c.type) for c in table.columns] == ["VARCHAR(255)", "JSON", "INTEGER"]
     assert table.c["n"].identity is not None and table.c["n"].identity.always
+
+
+MOOD = TypeStructure("public", "mood", "enum", labels=("sad", "it's 50%"))
+POSINT = TypeStructure(
+    "app",
+    "PosInt",
+    "domain",
+    base_type="integer",
+    not_null=True,
+    default="1",
+    checks=({"name": "positive", "definition": "CHECK ((VALUE > 0)) NOT VALID"},),
+)
+
+
+def test_types_round_trip_through_json_and_old_structures_have_none() -> None:
+    s = TableStructure(
+        name="t",
+        schema="public",
+        columns=(ColumnStructure("m", "mood", True),),
+        types=(MOOD, POSINT),
+    )
+    assert TableStructure.from_dict(s.to_dict()) == s
+    old = s.to_dict()
+    del old["types"]  # a file written before types were recorded
+    assert TableStructure.from_dict(old).types == ()
+
+
+def test_enums_and_domains_are_created_with_quoted_names_and_literal_labels() -> None:
+    assert MOOD.create_sql() == "CREATE TYPE public.mood AS ENUM ('sad', 'it''s 50%')"
+    # CREATE DOMAIN takes no NOT VALID (only ALTER DOMAIN does)
+    assert POSINT.create_sql() == (
+        'CREATE DOMAIN app."PosInt" AS integer DEFAULT 1 NOT NULL '
+        "CONSTRAINT positive CHECK ((VALUE > 0))"
+    )
+
+
+def _differs(reflected: sa.types.TypeEngine, from_file: str) -> bool:
+    context = SimpleNamespace(dialect=SimpleNamespace(default_schema_name="public"))
+    return _compare_type(context, None, None, reflected, type_from_text(from_file))
+
+
+def test_reflected_enums_and_domains_equal_their_format_type_text() -> None:
+    """The target reflects ENUM/DOMAIN objects; the file has format_type() text (RawType)."""
+    mood = postgresql.ENUM("sad", "ok", name="mood", create_type=False)
+    assert not _differs(mood, "mood")
+    assert not _differs(postgresql.ARRAY(mood), "mood[]")
+    assert not _differs(mood, "public.mood")  # default schema: the same type
+    assert not _differs(postgresql.ENUM("sad", name="mood", schema="public"), "mood")
+    assert not _differs(postgresql.ENUM("a", name="Mood"), '"Mood"')
+    assert not _differs(postgresql.ENUM("a", name="mood", schema="app"), "app.mood")
+    assert not _differs(postgresql.DOMAIN("posint", sa.Integer()), "posint")
+    # but another type is a change
+    assert _differs(mood, "text")
+    assert _differs(mood, "feeling")
+    assert _differs(postgresql.ENUM("a", name="mood", schema="app"), "mood")
+    assert _differs(postgresql.ENUM("a", name="Mood"), "mood")
+    assert _differs(postgresql.DOMAIN("posint", sa.Integer()), "integer")
