@@ -100,12 +100,14 @@ def test_preview_refuses_while_a_run_holds_the_target(source: str, target: str) 
     from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
 
     sql(source, "CREATE TABLE orders (id bigint PRIMARY KEY); INSERT INTO orders VALUES (1);")
-    with hold_run_lock(target, RunRef("migration_sync", "nightly-1"), timeout=5):
-        with pytest.raises(
+    with (
+        hold_run_lock(target, RunRef("migration_sync", "nightly-1"), timeout=5),
+        pytest.raises(
             TargetLockedError,
             match=r"locked by migration run migration_sync/nightly-1 .*preview again when that run has finished",
-        ):
-            preview(source, target, profile="generic", rules={"user": {"default": "overwrite"}})
+        ),
+    ):
+        preview(source, target, profile="generic", rules={"user": {"default": "overwrite"}})
     assert rows(target, "SELECT to_regclass('public.orders')") == [(None,)]
     # once the run has let go, the same preview goes through
     results = preview(source, target, profile="generic", rules={"user": {"default": "overwrite"}})
