@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import sqlalchemy as sa
+
 from migration_manager import pg
-from migration_manager.errors import ConfigError, EnvironmentMismatchError
+from migration_manager.errors import ApplyError, ConfigError, EnvironmentMismatchError
 from migration_manager.profiles import Profile, get_profile
 
 
@@ -155,6 +157,17 @@ def write_values(
     """Store the supplied variables in the target, in one transaction."""
     profile = profile_of(manifest)
     scope = profile.scope(target_env)
-    with pg.sa_connection(target_dsn) as conn:
-        profile.store_environment_values(conn, scope, rows)
-        conn.commit()
+    try:
+        with pg.sa_connection(target_dsn) as conn:
+            profile.store_environment_values(conn, scope, rows)
+            conn.commit()
+    except sa.exc.ProgrammingError as exc:  # the target's table is not shaped as the app's
+        orig = getattr(exc, "orig", None) or exc
+        first = str(orig).strip().splitlines()[0]
+        raise ApplyError(
+            f"Writing the environment variables {', '.join(r[0] for r in rows)} into the target "
+            f"failed ({first}); nothing was written. The target's table is not shaped as the "
+            f"{profile.name} profile expects: check that the target is a {profile.name} "
+            "application, or add the variables in the app by hand and run again",
+            terminal=True,
+        ) from exc

@@ -192,3 +192,27 @@ def test_missing_plugins_continue(
     from tests.airflowtools import xcom
 
     assert xcom(dag_run, "plugin_check")["decision"] == "continue (on_missing_plugins=continue)"
+
+
+def test_env_values_into_a_table_not_shaped_as_the_app_s_fail_clearly(
+    nocobase_pair: tuple[str, str], tmp_path: Path
+) -> None:
+    """A target whose environmentVariables lacks NocoBase's columns: a message, nothing written."""
+    from migration_manager import checks
+    from migration_manager.archive import open_archive
+    from migration_manager.errors import ApplyError
+    from tests.pgtools import make_file, sql
+
+    staging, prod = nocobase_pair
+    make_file(staging, tmp_path / "m.zip", profile="nocobase")
+    with open_archive(tmp_path / "m.zip") as reader:
+        manifest = reader.manifest
+    sql(prod, 'ALTER TABLE "environmentVariables" DROP COLUMN "createdAt"')
+    before = _env_rows(prod)
+    with pytest.raises(
+        ApplyError,
+        match=r"environment variables HELPDESK_URL into the target failed \(column \"createdAt\".*"
+        r"nothing was written.*not shaped as the nocobase profile expects",
+    ):
+        checks.write_values(manifest, prod, {}, [("HELPDESK_URL", "default", URL)])
+    assert _env_rows(prod) == before

@@ -28,7 +28,8 @@ CREATE TABLE users (
 CREATE TABLE "rolesUsers" ("roleName" varchar(255) NOT NULL, "userId" bigint NOT NULL, "default" boolean, PRIMARY KEY ("roleName", "userId"));
 CREATE TABLE "desktopRoutes" (id bigint PRIMARY KEY, "parentId" bigint, title varchar(255), type varchar(255), "schemaUid" varchar(255), sort bigint);
 CREATE TABLE "main_desktopRoutes_path" ("nodePk" bigint, path varchar(1024), "rootPk" bigint);
-CREATE TABLE "environmentVariables" (name varchar(255) PRIMARY KEY, type varchar(255), value text);
+CREATE TABLE "environmentVariables" ("createdAt" timestamptz NOT NULL, "updatedAt" timestamptz NOT NULL,
+                                     name varchar(255) PRIMARY KEY, type varchar(255), value text);
 
 INSERT INTO "applicationVersion" (value) VALUES ('2.2.15');
 INSERT INTO "applicationPlugins" (name, "packageName", version, enabled, installed, "builtIn")

@@ -42,4 +42,4 @@ INSERT INTO "main_desktopRoutes_path" VALUES (410000000000001, '/410000000000001
                                              (410000000000002, '/410000000000001/410000000000002', 410000000000001);
 INSERT INTO "applicationPlugins" (name, "packageName", version, enabled, installed, "builtIn")
 VALUES ('graph-collection-manager', '@nocobase/plugin-graph-collection-manager', '2.2.15', true, true, false);
-INSERT INTO "environmentVariables" VALUES ('ORDERS_API_URL', 'default', 'https://orders.example.invalid/api');
+INSERT INTO "environmentVariables" VALUES (now(), now(), 'ORDERS_API_URL', 'default', 'https://orders.example.invalid/api');
