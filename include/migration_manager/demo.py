@@ -66,8 +66,9 @@ def _connection(dsn: str) -> str:
 # The demo's prod lacks what staging has: an environment variable and an enabled plugin. A run
 # started by a person would ask for them (Required actions); the demo answers up front the way a
 # scheduled sync does: the value through ``env_values``, the plugin with a warning.
-DEMO_CHECKS = {
-    "env_values": {"ORDERS_API_URL": "https://orders.prod.example.invalid/api"},
+DEMO_ENV_VALUES = {"ORDERS_API_URL": "https://orders.prod.example.invalid/api"}
+DEMO_CHECKS: dict[str, Any] = {
+    "env_values": DEMO_ENV_VALUES,
     "on_missing_env": "fail",
     "on_missing_plugins": "continue",
 }
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Rules: {json.dumps(DEMO_RULES)}")
     print(
         "Prod lacks staging's ORDERS_API_URL variable and graph-collection-manager plugin: "
-        f"the run gets the value from env_values ({DEMO_CHECKS['env_values']['ORDERS_API_URL']}) "
+        f"the run gets the value from env_values ({DEMO_ENV_VALUES['ORDERS_API_URL']}) "
         "and continues past the plugin with a warning (on_missing_plugins=continue)"
     )
     print("Running migration_sync (staging -> prod) with bin/airflow dags test ...")
