@@ -6,6 +6,7 @@ application's version and settings, sha256, every table's row count and content 
 into `MIGRATION_STORE/backups/<target_conn_id>/`. `migration_execute` takes one by itself
 before writing; this DAG is for the blue-green workflow's "safety backup" of the running
 production (restore it into a new database with `migration_rollback`, mode `new_database`).
+It takes the target's lock for the dump, so it waits for a migration running on that target.
 """
 
 from __future__ import annotations

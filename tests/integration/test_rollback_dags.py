@@ -429,3 +429,24 @@ def test_blue_green(
         assert table_fingerprints(target) == prod_a  # PROD-A untouched, ready to switch back to
     finally:
         drop_database(prod_b)
+
+
+def test_a_backup_waits_for_a_migration_on_its_target(
+    target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """migration_backup never catches a migration half done: it takes the target's lock."""
+    from migration_manager.target_lock import RunRef, hold_run_lock
+
+    sql(target, TARGET)
+    conn_id = _conn_id(monkeypatch, target)
+    conf = {"target_conn_id": conn_id, "profile": "generic", "target_lock_timeout": 2}
+    with hold_run_lock(target, RunRef("migration_sync", "nightly-7"), timeout=5):
+        refused = logs.run("migration_backup", conf)
+    assert str(refused.state) == "failed"
+    assert "locked by migration run migration_sync/nightly-7" in logs.text
+    assert not _backup_folder(conn_id).exists() or not any(_backup_folder(conn_id).iterdir())
+    # once the run has let go, the backup goes through
+    taken = logs.run("migration_backup", conf)
+    assert str(taken.state) == "success", task_states(taken)
+    assert "Target lock: taken by this task" in logs.text
+    assert any(_backup_folder(conn_id).iterdir())

@@ -13,6 +13,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from migration_manager.airflow.connections import environment
+from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.airflow.store import (
     backup_key,
@@ -113,16 +114,19 @@ class BackupOperator(BaseOperator):
                 with _archive(self.migration_file) as reader:
                     manifest = reader.manifest
             key = backup_key(self.target_conn_id)
-            record, uri = save_backup(
-                env.dsn,
-                key,
-                keep=keep,
-                profile=manifest.get("profile"),
-                app_env=env.app_env,
-                migration_id=manifest.get("id"),
-                run_id=context["run_id"],
-                target_conn_id=self.target_conn_id,
-            )
+            # The target's lock, as for a write: a backup never catches a migration half done
+            # (and a migration waits for the backup to finish).
+            with target_write_lock(context, env.dsn, self.log):
+                record, uri = save_backup(
+                    env.dsn,
+                    key,
+                    keep=keep,
+                    profile=manifest.get("profile"),
+                    app_env=env.app_env,
+                    migration_id=manifest.get("id"),
+                    run_id=context["run_id"],
+                    target_conn_id=self.target_conn_id,
+                )
         self.log.info(
             "Backup %s of %s (%s, app version %s): %d tables, %d rows, %d bytes, sha256 %s -> %s",
             record.backup_id,

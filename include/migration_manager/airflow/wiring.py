@@ -423,6 +423,7 @@ def standalone_backup_params() -> dict[str, Param]:
             description="Says where the application's version and settings are, to record them with the backup.",
         ),
         "backups_to_keep": backup_params()["backups_to_keep"],
+        **lock_params(),
     }
 
 
