@@ -211,7 +211,10 @@ class RollbackOperator(BaseOperator):
                     env = environment(self.target_conn_id)
                     key = backup["target_key"]
                     record = load_backup_record(key, backup_id or "")
-                    with local_backup_file(key, record) as path:
+                    with (
+                        local_backup_file(key, record) as path,
+                        target_write_lock(context, env.dsn, self.log),
+                    ):
                         result = restore_in_place(env.dsn, path, record)
             except Exception as exc:
                 outcome |= {
