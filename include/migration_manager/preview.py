@@ -141,7 +141,9 @@ def _target_lock(target_dsn: str) -> Iterator[None]:
             yield
     except TargetLockedError as exc:
         raise TargetLockedError(
-            f"{exc}".split("; waited")[0]
-            + ". A preview does a run's work and rolls it back, so it waits for no migration: "
-            "preview again when that run has finished."
+            f"The target ({exc.target}) is locked by {exc.holder}. A preview does a run's work "
+            "and rolls it back, so it waits for no migration: preview again when that run has "
+            "finished.",
+            target=exc.target,
+            holder=exc.holder,
         ) from exc

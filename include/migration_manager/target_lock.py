@@ -52,6 +52,11 @@ _COMMENT = re.compile(r"/\* migration-manager lock (\{.*?\}) \*/", re.S)
 class TargetLockedError(MigrationError):
     """Another migration run kept the target's lock past the wait timeout."""
 
+    def __init__(self, message: str, *, target: str = "", holder: str = ""):
+        super().__init__(message)
+        self.target = target  # "database prod on db:5432"
+        self.holder = holder  # "migration run <dag>/<run> (its lock holder, backend pid ...)"
+
 
 @dataclass(frozen=True)
 class RunRef:
@@ -148,10 +153,13 @@ def _timeout_error(
     conn: psycopg.Connection[Any], who: LockOwner | None, waited: float
 ) -> TargetLockedError:
     holder = who.describe() if who else "a run that has just let it go"
+    target = _target_name(conn)
     return TargetLockedError(
-        f"The target ({_target_name(conn)}) is locked by {holder}; waited {waited:.0f} s "
+        f"The target ({target}) is locked by {holder}; waited {waited:.0f} s "
         "(target_lock_timeout). Two migrations never write to one target at once: run this "
-        "one again when that run has finished."
+        "one again when that run has finished.",
+        target=target,
+        holder=holder,
     )
 
 
