@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -62,6 +64,20 @@ def table_text(dsn: str, table: str, schema: str = "public") -> list[str]:
             f'SELECT t::text FROM "{schema}"."{table}" AS t ORDER BY 1',
         )
     ]
+
+
+@contextmanager
+def nocobase_databases() -> Iterator[dict[str, str]]:
+    """Two fresh databases loaded from the real NocoBase fixture, dropped afterwards:
+    ``{"staging": dsn, "prod": dsn}``."""
+    staging, prod = create_database(), create_database()
+    try:
+        load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
+        load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
+        yield {"staging": dsn_for(staging), "prod": dsn_for(prod)}
+    finally:
+        drop_database(staging)
+        drop_database(prod)
 
 
 def psql_bin() -> str:

@@ -5,12 +5,33 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from tests.pgtools import REPO
 
 USERS = {"admin": ("admin", "admin"), "viewer": ("viewer", "viewer")}  # name -> (password, role)
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium() -> str:
+    """Debian's chromium (``MM_CHROMIUM`` overrides), for Playwright's ``executable_path``."""
+    found = (
+        os.environ.get("MM_CHROMIUM")
+        or shutil.which("chromium")
+        or shutil.which("chromium-browser")
+    )
+    assert found, "Debian's chromium is needed for the browser test: apt-get install -y chromium"
+    return found
 
 
 def auth_env(folder: Path) -> dict[str, str]:

@@ -11,9 +11,7 @@ downloads its ``schema.sql``. Screenshots go to ``artifacts/migrations-page/``.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,37 +23,13 @@ import httpx
 import pytest
 
 from tests.airflowtools import connection_uri, metadata_db, run_dag, task_states, xcom
+from tests.e2e.airflowapi import free_port
 from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
-from tests.uitools import auth_env
+from tests.uitools import CHROMIUM_ARGS, auth_env, chromium
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
 ARTIFACTS = REPO / "artifacts" / "migrations-page"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _chromium() -> str:
-    found = (
-        os.environ.get("MM_CHROMIUM")
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
-    assert found, "Debian's chromium is needed for the browser test: apt-get install -y chromium"
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +78,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def airflow(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``airflow api-server`` on a free loopback port; its URL. Stopped (its process group) after."""
     metadata_db()
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         **auth_env(tmp_path_factory.mktemp("browser-auth")),
@@ -161,7 +135,7 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
     migration_id = store["migration_id"]
     shots = ARTIFACTS
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
         try:
             # anonymous: the plugin's app answers 401 (it is not public)
             anonymous = browser.new_context()

@@ -16,8 +16,6 @@ page in the Migrations UI. Screenshots go to ``artifacts/rules-page/``.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,43 +23,19 @@ import pytest
 import yaml
 
 from tests.e2e.airflowapi import Airflow, running_airflow
-from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump, rows
+from tests.pgtools import FIXTURES, REPO, nocobase_databases, rows
+from tests.uitools import CHROMIUM_ARGS, chromium
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
 ARTIFACTS = REPO / "artifacts" / "rules-page"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
-
-
-def _chromium() -> str:
-    found = (
-        os.environ.get("MM_CHROMIUM")
-        or shutil.which("chromium")
-        or shutil.which("chromium-browser")
-    )
-    assert found, "Debian's chromium is needed for the browser test: apt-get install -y chromium"
-    return found
 
 
 @pytest.fixture(scope="module")
 def nocobase() -> Iterator[dict[str, str]]:
-    staging, prod = create_database(), create_database()
-    try:
-        load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
-        load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
-        yield {"staging": dsn_for(staging), "prod": dsn_for(prod)}
-    finally:
-        drop_database(staging)
-        drop_database(prod)
+    with nocobase_databases() as dbs:
+        yield dbs
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +86,7 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
     shots = ARTIFACTS
     base = airflow.base
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
         try:
             anonymous = browser.new_context()
             assert anonymous.request.get(f"{base}/migrations/rules").status == 401

@@ -14,10 +14,8 @@ import pytest
 from tests.airflowtools import connection_uri, metadata_db, run_dag, summaries, task_states
 from tests.pgtools import (
     FIXTURES,
-    create_database,
-    drop_database,
     dsn_for,
-    load_dump,
+    nocobase_databases,
     rows,
     table_text,
 )
@@ -34,14 +32,8 @@ SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": 
 @pytest.fixture(scope="module")
 def dbs() -> Iterator[dict[str, str]]:
     """The NocoBase fixture pair, loaded once for the module (no test here writes to them)."""
-    staging, prod = create_database(), create_database()
-    try:
-        load_dump(dsn_for(staging), FIXTURES / "dev_staging.sql")
-        load_dump(dsn_for(prod), FIXTURES / "dev_prod.sql")
-        yield {"staging": dsn_for(staging), "prod": dsn_for(prod)}
-    finally:
-        drop_database(staging)
-        drop_database(prod)
+    with nocobase_databases() as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")
