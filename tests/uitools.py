@@ -221,3 +221,16 @@ def seed_store(root: Path) -> dict[str, Any]:
         )
         seeded[f"{key}_backup"] = backup_id
     return seeded
+
+
+def open_migrations_page(page: Any, base: str, user: str = "admin") -> Any:
+    """Log in to the Airflow UI at ``base`` and open **Migrations** from its navigation, the way
+    a user does; returns the frame the plugin's page lives in."""
+    page.goto(f"{base}/")
+    page.locator("input[name=username]").fill(user)
+    page.locator("input[name=password]").fill(USERS[user][0])
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(f"{base}/")
+    page.get_by_role("link", name="Migrations").first.click()
+    page.wait_for_url("**/plugin/migrations**")
+    return page.frame_locator("iframe").first

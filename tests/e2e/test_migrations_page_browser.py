@@ -25,7 +25,7 @@ import pytest
 from tests.airflowtools import connection_uri, metadata_db, run_dag, task_states, xcom
 from tests.e2e.airflowapi import free_port
 from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
-from tests.uitools import CHROMIUM_ARGS, auth_env, chromium
+from tests.uitools import CHROMIUM_ARGS, auth_env, chromium, open_migrations_page
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
@@ -146,16 +146,8 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
                 viewport={"width": 1440, "height": 960}, accept_downloads=True
             )
             page = context.new_page()
-            page.goto(f"{airflow}/")
-            page.locator("input[name=username]").fill("admin")
-            page.locator("input[name=password]").fill("admin")
-            page.locator("button[type=submit]").click()
-            page.wait_for_url(f"{airflow}/")
-
             # the Migrations entry of the UI's navigation opens the page inside the UI
-            page.get_by_role("link", name="Migrations").first.click()
-            page.wait_for_url("**/plugin/migrations**")
-            frame = page.frame_locator("iframe").first
+            frame = open_migrations_page(page, airflow)
             expect(frame.get_by_role("heading", name="Migrations")).to_be_visible(timeout=30_000)
             expect(frame.get_by_text(migration_id).first).to_be_visible()
             expect(frame.locator(".badge.s-failed").first).to_be_visible()

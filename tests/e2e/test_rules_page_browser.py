@@ -24,7 +24,7 @@ import yaml
 
 from tests.e2e.airflowapi import Airflow, running_airflow
 from tests.pgtools import FIXTURES, REPO, nocobase_databases, rows
-from tests.uitools import CHROMIUM_ARGS, chromium
+from tests.uitools import CHROMIUM_ARGS, chromium, open_migrations_page
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
@@ -96,16 +96,8 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             page = context.new_page()
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"{base}/")
-            page.locator("input[name=username]").fill("admin")
-            page.locator("input[name=password]").fill("admin")
-            page.locator("button[type=submit]").click()
-            page.wait_for_url(f"{base}/")
-
             # Migrations (the plugin's entry in the UI's navigation) -> New migration
-            page.get_by_role("link", name="Migrations").first.click()
-            page.wait_for_url("**/plugin/migrations**")
-            frame = page.frame_locator("iframe").first
+            frame = open_migrations_page(page, base)
             frame.get_by_role("link", name="New migration").click()
             expect(frame.get_by_role("heading", name="New migration")).to_be_visible(timeout=30_000)
 

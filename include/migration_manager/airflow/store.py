@@ -65,12 +65,7 @@ def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectSto
     try:
         with tmp_path.open("w+b") as fh:
             yield fh, dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if dest.protocol in ("file", "local", ""):
-            shutil.move(str(tmp_path), dest.path)
-        else:
-            with tmp_path.open("rb") as src, dest.open("wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+        _put(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -93,6 +88,7 @@ def backup_dir(key: str) -> ObjectStoragePath:
 
 
 def _put(local: Path, dest: ObjectStoragePath) -> None:
+    """Move a finished local file into the store (a rename on a local store, else a streamed copy)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.protocol in ("file", "local", ""):
         shutil.move(str(local), dest.path)
