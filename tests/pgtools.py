@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "nocobase"
+FIXTURES = REPO / "tests" / "fixtures" / "nocobase"
 PG_URL = os.environ.get("MM_PG_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 
 

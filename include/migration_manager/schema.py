@@ -760,7 +760,7 @@ def _compare_default(
     rendered_metadata_default: str | None,
 ) -> bool:
     # Alembic's own PostgreSQL comparison evaluates both defaults in a SELECT built as text,
-    # which breaks on JSON defaults containing ":1" (shared/notes/schema-diff.md). The
+    # which breaks on JSON defaults containing ":1" (a bind parameter to SQLAlchemy). The
     # defaults on both sides come from pg_get_expr(), so their texts are comparable as is.
     if metadata_column.identity is not None or metadata_column.computed is not None:
         return False

@@ -18,7 +18,7 @@ SETTINGS = (
     "DB_SCHEMA",
     "COLLECTION_MANAGER_SCHEMA",
 )
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "nocobase"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nocobase"
 
 
 def _manifest(env: dict[str, str]) -> dict[str, object]:
