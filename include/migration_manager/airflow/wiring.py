@@ -150,6 +150,16 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Drop what the source lacks",
         description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
     )
+    params["allow_unsigned"] = Param(
+        False,
+        type="boolean",
+        title="Allow unsigned migration files",
+        description=(
+            "Run a migration file that is not signed by a trusted key (Variable migration_trusted_keys): "
+            "unsigned, signed by an unknown key, or with a signature that does not match. Off: such "
+            "files are refused before anything runs."
+        ),
+    )
     params["env_values"] = Param(
         {},
         type="object",
