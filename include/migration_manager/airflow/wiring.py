@@ -162,13 +162,34 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params["env_values"] = Param(
         {},
-        type="object",
-        title="Environment variable values",
         description=(
-            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value. "
-            "Missing ones are asked for in the UI (on_missing_env=ask). Secrets are stored encrypted "
-            "with the target app's AES key; prefer the prompt for secrets (run conf is visible in the UI)."
+            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value, or "
+            'NAME -> a reference resolved only inside the env_values task: {"variable": "<Airflow '
+            'Variable key>"} or {"connection": "<connection id>"} (its password); both go through '
+            "Airflow's secrets backend. WARNING: a secret given as a literal value stays in the run's "
+            "conf in Airflow's metadata database and is shown with the run: give secrets by reference "
+            "(or answer the prompt). Missing ones are asked for in the UI (on_missing_env=ask). Secrets "
+            "are stored encrypted with the target app's AES key."
         ),
+        schema={
+            "type": "object",
+            "title": "Environment variable values",
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": ["string", "number", "boolean", "null"]},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "properties": {
+                            "variable": {"type": "string", "minLength": 1},
+                            "connection": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
+            },
+        },
     )
     params["on_missing_env"] = Param(
         "ask",
