@@ -28,8 +28,8 @@ import zstandard
 
 from migration_manager import manifest as manifest_model
 from migration_manager import signing
-from migration_manager.errors import ArchiveError
-from migration_manager.signing import SIGNATURE_MAX_BYTES, SIGNATURE_MEMBER, Signature, SigningKey, Trust
+from migration_manager.errors import ArchiveError, ArchiveLimitError
+from migration_manager.signing import SIGNATURE_MAX_BYTES, SIGNATURE_MEMBER, Signature, SigningKey, Trust, TrustedKey
 
 FORMAT_NAME = "migration-manager"
 FORMAT_VERSION = 1
@@ -129,7 +129,7 @@ class _VerifyingReader(io.RawIOBase):
             ) from exc
         if n:
             if n > self.remaining:
-                raise ArchiveError(
+                raise ArchiveLimitError(
                     f"{self.name}: member {self.member} fails its checksum: it holds more than the "
                     f"{self.size} bytes its manifest declares (its limit); the file is corrupt or was "
                     "modified. Create the migration file again"
@@ -162,7 +162,7 @@ class _InflateLimit(io.RawIOBase):
         n = len(data)
         self.given += n
         if self.given > self.limit:
-            raise ArchiveError(
+            raise ArchiveLimitError(
                 f"{self.name}: member {self.member} inflates beyond the {self.limit} bytes its "
                 "manifest declares (raw_bytes); refusing it. Create the migration file again"
             )
@@ -267,16 +267,21 @@ class ArchiveReader:
             if SIGNATURE_MEMBER in self._infos
             else None
         )
+        self._body, self._signature_member = body, signature
         self.signature: Signature = signing.check(
             body, signature, trust.keys if trust is not None else None
         )
         if trust is not None:
             signing.enforce(self.signature, trust, name=name)
 
+    def signature_against(self, keys: tuple[TrustedKey, ...]) -> Signature:
+        """The signature checked against ``keys`` (the reader keeps the manifest's bytes)."""
+        return signing.check(self._body, self._signature_member, keys)
+
     def _read_capped(self, member: str, limit: int) -> bytes:
         """A small member, whole: refused when it is (or inflates to) more than ``limit`` bytes."""
         info = self._infos[member]
-        too_big = ArchiveError(
+        too_big = ArchiveLimitError(
             f"{self.name}: member {member} is larger than its limit of {limit} bytes "
             f"({info.file_size} bytes declared in the ZIP); refusing the file. Create the migration file again"
         )
