@@ -232,7 +232,7 @@ def _where(doc: Any, loc: tuple[int | str, ...]) -> str:
             name = doc["tables"][loc[1]].get("name")
         except (KeyError, IndexError, TypeError, AttributeError):
             pass
-        label = f"table {name!r}" if isinstance(name, str) else f"tables[{loc[1]}]"
+        label = f"table {name!r}" if isinstance(name, str) and name else f"tables[{loc[1]}]"
         key = ".".join(parts[2:]) or "(the entry)"
         return f"{label}: key {key!r}"
     return f"key {'.'.join(parts) or '(the manifest)'!r}"
