@@ -138,7 +138,10 @@ def migration_archive(
             },
             "environment": {"variables": [], "referenced_unknown": []},
             "plugins": [],
-            "tables": [_table("uiSchemas", "overwrite", data), _table("users", "schema-only", None)],
+            "tables": [
+                _table("uiSchemas", "overwrite", data),
+                _table("users", "schema-only", None),
+            ],
             "units": [{"id": "u1", "tables": ["uiSchemas"], "label": "uiSchemas"}],
             "warnings": [],
             "members": writer.members,

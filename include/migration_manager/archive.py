@@ -29,7 +29,14 @@ import zstandard
 from migration_manager import manifest as manifest_model
 from migration_manager import signing
 from migration_manager.errors import ArchiveError, ArchiveLimitError
-from migration_manager.signing import SIGNATURE_MAX_BYTES, SIGNATURE_MEMBER, Signature, SigningKey, Trust, TrustedKey
+from migration_manager.signing import (
+    SIGNATURE_MAX_BYTES,
+    SIGNATURE_MEMBER,
+    Signature,
+    SigningKey,
+    Trust,
+    TrustedKey,
+)
 
 FORMAT_NAME = "migration-manager"
 FORMAT_VERSION = 1
@@ -200,7 +207,11 @@ class ArchiveReader:
             ) from exc
         infos = self._zip.infolist()
         names = [i.filename for i in infos]
-        duplicated = sorted({n for n in names if names.count(n) > 1}) if len(set(names)) != len(names) else []
+        duplicated = (
+            sorted({n for n in names if names.count(n) > 1})
+            if len(set(names)) != len(names)
+            else []
+        )
         if duplicated:
             raise ArchiveError(
                 f"{name} holds member(s) {', '.join(map(repr, duplicated))} more than once; ZIP tools "
@@ -230,7 +241,9 @@ class ArchiveReader:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArchiveError(f"{name}: the manifest is not valid JSON ({exc})") from exc
         if not isinstance(self.manifest, dict):
-            raise ArchiveError(f"{name}: the manifest is not a JSON object; create the migration file again")
+            raise ArchiveError(
+                f"{name}: the manifest is not a JSON object; create the migration file again"
+            )
         fmt, version = self.manifest.get("format"), self.manifest.get("format_version")
         if fmt != FORMAT_NAME:
             raise ArchiveError(f"{name} is of format {fmt!r}, not {FORMAT_NAME!r}")
@@ -242,7 +255,11 @@ class ArchiveReader:
         members = self.manifest.get("members") or {}
         if isinstance(members, dict):
             for member in members:
-                if not isinstance(member, str) or not _MEMBER.match(member) or member not in self._infos:
+                if (
+                    not isinstance(member, str)
+                    or not _MEMBER.match(member)
+                    or member not in self._infos
+                ):
                     raise ArchiveError(
                         f"{name}: the manifest names member {member!r}, which the archive lacks or may not contain"
                     )
@@ -260,7 +277,9 @@ class ArchiveReader:
                     "migration files store their members as they are. Create the migration file again"
                 )
         self._raw_limits = {
-            t.data.member: (t.data.raw_bytes, t.name) for t in self.model.tables if t.data is not None
+            t.data.member: (t.data.raw_bytes, t.name)
+            for t in self.model.tables
+            if t.data is not None
         }
         signature = (
             self._read_capped(SIGNATURE_MEMBER, SIGNATURE_MAX_BYTES)

@@ -131,7 +131,12 @@ def parse_supplied(supplied: Mapping[str, Any]) -> dict[str, str | ValueRef]:
     for name, value in supplied.items():
         if isinstance(value, Mapping):
             keys = sorted(value)
-            if len(keys) != 1 or keys[0] not in REF_KINDS or not isinstance(value[keys[0]], str) or not value[keys[0]].strip():
+            if (
+                len(keys) != 1
+                or keys[0] not in REF_KINDS
+                or not isinstance(value[keys[0]], str)
+                or not value[keys[0]].strip()
+            ):
                 raise ConfigError(
                     f"env_values[{name!r}]: a reference is an object with one key, "
                     '"variable" (an Airflow Variable) or "connection" (a connection\'s password), '
@@ -149,7 +154,9 @@ def parse_supplied(supplied: Mapping[str, Any]) -> dict[str, str | ValueRef]:
     return out
 
 
-def literal_secrets(missing: list[EnvVariable], supplied: Mapping[str, str | ValueRef]) -> list[str]:
+def literal_secrets(
+    missing: list[EnvVariable], supplied: Mapping[str, str | ValueRef]
+) -> list[str]:
     """Secret-type variables whose value was given literally (it stays in the run's conf)."""
     return [v.name for v in missing if v.secret and isinstance(supplied.get(v.name), str)]
 
@@ -171,7 +178,9 @@ def resolve_values(
         value = parsed.get(var.name)
         if isinstance(value, ValueRef):
             if lookup is None:
-                raise ConfigError(f"env_values[{var.name!r}]: references ({value}) cannot be resolved here")
+                raise ConfigError(
+                    f"env_values[{var.name!r}]: references ({value}) cannot be resolved here"
+                )
             resolved = lookup(value)
             if resolved is None or resolved == "":
                 raise ConfigError(

@@ -14,6 +14,7 @@ this model is the gate it passes first.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Annotated, Any, Literal
 
@@ -35,7 +36,9 @@ def _identifier(value: str) -> str:
         raise ValueError("an identifier may not contain NUL")
     size = len(value.encode("utf-8"))
     if size > NAMEDATALEN:
-        raise ValueError(f"an identifier is at most {NAMEDATALEN} bytes of UTF-8 (this one has {size})")
+        raise ValueError(
+            f"an identifier is at most {NAMEDATALEN} bytes of UTF-8 (this one has {size})"
+        )
     return value
 
 
@@ -228,10 +231,8 @@ def _where(doc: Any, loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc]
     if len(loc) >= 2 and loc[0] == "tables" and isinstance(loc[1], int):
         name: Any = None
-        try:
+        with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
             name = doc["tables"][loc[1]].get("name")
-        except (KeyError, IndexError, TypeError, AttributeError):
-            pass
         label = f"table {name!r}" if isinstance(name, str) and name else f"tables[{loc[1]}]"
         key = ".".join(parts[2:]) or "(the entry)"
         return f"{label}: key {key!r}"
@@ -251,9 +252,13 @@ def _consistency(m: Manifest) -> list[str]:
     for t in m.tables:
         moves = t.rule in DataRule
         if moves and t.data is None:
-            problems.append(f"table {t.name!r}: key 'data': rule {t.rule!r} moves rows but the entry has no data")
+            problems.append(
+                f"table {t.name!r}: key 'data': rule {t.rule!r} moves rows but the entry has no data"
+            )
         if not moves and t.data is not None:
-            problems.append(f"table {t.name!r}: key 'data': rule {t.rule!r} moves no rows but the entry has data")
+            problems.append(
+                f"table {t.name!r}: key 'data': rule {t.rule!r} moves no rows but the entry has data"
+            )
         if t.data is not None:
             member = t.data.member
             if member not in m.members:
@@ -274,7 +279,9 @@ def _consistency(m: Manifest) -> list[str]:
     for u in m.units:
         for name in u.tables:
             if name not in seen:
-                problems.append(f"unit {u.id!r}: key 'tables': {name!r} is not a table of the manifest")
+                problems.append(
+                    f"unit {u.id!r}: key 'tables': {name!r} is not a table of the manifest"
+                )
             in_units.add(name)
     return problems
 
@@ -282,7 +289,9 @@ def _consistency(m: Manifest) -> list[str]:
 def validate(doc: Any, *, name: str) -> Manifest:
     """The manifest as a model, or ArchiveError listing every problem (table and key named)."""
     if not isinstance(doc, dict):
-        raise ArchiveError(f"{name}: the manifest is not a JSON object; create the migration file again")
+        raise ArchiveError(
+            f"{name}: the manifest is not a JSON object; create the migration file again"
+        )
     try:
         model = Manifest.model_validate(doc)
     except ValidationError as exc:

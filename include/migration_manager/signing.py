@@ -46,7 +46,9 @@ class SigningKey:
     private_key: Ed25519PrivateKey
 
     @classmethod
-    def from_pem(cls, pem: str | bytes, signer: str, *, where: str = "the signing key") -> SigningKey:
+    def from_pem(
+        cls, pem: str | bytes, signer: str, *, where: str = "the signing key"
+    ) -> SigningKey:
         if not signer or not signer.strip():
             raise ConfigError(f"{where}: no signer name; set the connection's login to a name")
         data = pem.encode() if isinstance(pem, str) else pem
@@ -136,7 +138,9 @@ def public_pem(key: Ed25519PublicKey) -> str:
     ).decode("ascii")
 
 
-def trusted_keys(doc: Mapping[str, Any] | str | None, *, where: str = "trusted keys") -> tuple[TrustedKey, ...]:
+def trusted_keys(
+    doc: Mapping[str, Any] | str | None, *, where: str = "trusted keys"
+) -> tuple[TrustedKey, ...]:
     """Trusted keys from ``{"name": "<PEM public key>", ...}`` (a mapping or its JSON text)."""
     if doc is None or doc == "":
         return ()

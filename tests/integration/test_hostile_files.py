@@ -48,7 +48,9 @@ def good_file(source: str, target: str, tmp_path: Path) -> Path:
 
 
 def trust(*keys: SigningKey, allow_unsigned: bool = False) -> Trust:
-    return Trust(tuple(TrustedKey(k.signer, k.private_key.public_key()) for k in keys), allow_unsigned)
+    return Trust(
+        tuple(TrustedKey(k.signer, k.private_key.public_key()) for k in keys), allow_unsigned
+    )
 
 
 def _inflating(src: Path, dst: Path, member: str, filler: bytes, total: int) -> Path:
@@ -80,7 +82,9 @@ def test_a_checksum_member_inflating_to_1_gib_is_refused_naming_member_and_limit
     """Issue 13's case: digest, newline, 1 GiB of spaces (strip() kept the digest matching)."""
     bomb = _inflating(good_file, tmp_path / "bomb.zip", MANIFEST_SUM, b" ", GIB)
     assert bomb.stat().st_size < 4 << 20
-    assert_refused(bomb, target, "member manifest.json.sha256 is larger than its limit of 128 bytes")
+    assert_refused(
+        bomb, target, "member manifest.json.sha256 is larger than its limit of 128 bytes"
+    )
 
 
 def test_a_manifest_over_its_cap_is_refused(good_file: Path, target: str, tmp_path: Path) -> None:
@@ -101,7 +105,9 @@ def test_a_data_member_larger_than_declared_is_cut_at_its_declared_size(
     good_file: Path, target: str, tmp_path: Path
 ) -> None:
     member = first_member(good_file)
-    grown = rewrite(good_file, tmp_path / "g.zip", lambda n, d: d + b"\0" * 4096 if n == member else d)
+    grown = rewrite(
+        good_file, tmp_path / "g.zip", lambda n, d: d + b"\0" * 4096 if n == member else d
+    )
     err = assert_refused(grown, target, f"member {member} fails its checksum: it holds more than")
     assert "bytes its manifest declares (its limit)" in str(err)
 
@@ -161,7 +167,10 @@ def test_a_damaged_data_member_says_to_create_the_file_again(
             lambda m: m["tables"][0].update(rule="truncate-everything"),
             "table 'items': key 'rule': Input should be 'schema-only', 'overwrite', 'upsert', 'insert-ignore' or 'skip'",
         ),
-        (lambda m: m["tables"][0].update(drop_database=True), "table 'items': key 'drop_database': Extra inputs"),
+        (
+            lambda m: m["tables"][0].update(drop_database=True),
+            "table 'items': key 'drop_database': Extra inputs",
+        ),
         (lambda m: m["tables"][0]["data"].update(rows=-1), "table 'items': key 'data.rows'"),
         (lambda m: m["tables"][0]["data"].update(rows="500"), "table 'items': key 'data.rows'"),
         (
@@ -173,7 +182,10 @@ def test_a_damaged_data_member_says_to_create_the_file_again(
             "key 'structure.columns.0.name'.*NUL",
         ),
         (lambda m: m["tables"][0].update(name=""), "tables\\[0\\]: key 'name'.*may not be empty"),
-        (lambda m: m["tables"][0].update(rule="schema-only"), "table 'items': key 'data': rule 'schema-only' moves no rows"),
+        (
+            lambda m: m["tables"][0].update(rule="schema-only"),
+            "table 'items': key 'data': rule 'schema-only' moves no rows",
+        ),
         (lambda m: m["units"][0]["tables"].append("ghost"), "key 'tables': 'ghost' is not a table"),
         (lambda m: m.pop("units"), "key 'units': Field required"),
         (lambda m: m["members"].clear(), "key 'data.member'.*is not listed in 'members'"),
@@ -187,7 +199,9 @@ def test_an_invalid_manifest_is_refused_naming_table_and_key(
     edit(m)
     with pytest.raises(ArchiveError, match=message):
         validate(m, name="f.zip")
-    forged = edit_manifest(good_file, tmp_path / "x.zip", lambda d: (d.clear(), d.update(m)), resum=True)
+    forged = edit_manifest(
+        good_file, tmp_path / "x.zip", lambda d: (d.clear(), d.update(m)), resum=True
+    )
     assert_refused(forged, target, "the manifest is not (valid|consistent)|names member")
 
 
@@ -255,9 +269,11 @@ def test_unsigned_untrusted_and_forged_files_are_refused_unless_allowed(
         (stranger, "is signed by a key this side does not trust .*claims 'mallory'"),
         (forged, "has a signature that does not match its manifest"),
     ):
-        with pytest.raises(ArchiveError, match=message) as info:
-            with open_archive(path, trust=trust(key)):
-                pass
+        with (
+            pytest.raises(ArchiveError, match=message) as info,
+            open_archive(path, trust=trust(key)),
+        ):
+            pass
         assert "allow_unsigned" in str(info.value)
         with open_archive(path, trust=trust(key, allow_unsigned=True)) as reader:
             assert reader.signature.status != "verified"

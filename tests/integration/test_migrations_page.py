@@ -473,7 +473,10 @@ def test_a_cross_site_form_post_with_the_ui_cookie_changes_nothing(
             )
             assert run.status_code == 403, (headers, run.status_code)
             upload = browser.post(
-                f"{P}/files", files={"file": ("x.zip", body)}, headers=headers, follow_redirects=False
+                f"{P}/files",
+                files={"file": ("x.zip", body)},
+                headers=headers,
+                follow_redirects=False,
             )
             assert upload.status_code == 403, (headers, upload.status_code)
             assert "Refused" in upload.text
@@ -598,8 +601,9 @@ def test_a_listing_does_not_read_stored_files_again(
 
 def _raw_get(app: Any, raw_path: bytes, token: str) -> tuple[int, bytes]:
     """One GET with the path exactly as given (HTTP clients remove ``..`` segments; servers do not)."""
-    import anyio
     from urllib.parse import unquote_to_bytes
+
+    import anyio
 
     sent: list[dict[str, Any]] = []
     scope = {

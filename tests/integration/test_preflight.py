@@ -116,7 +116,9 @@ def test_values_from_params_land_in_prod(
 
 
 def test_secrets_by_reference_are_resolved_in_the_task_and_never_in_the_conf(
-    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    nocobase_pair: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """env_values names an Airflow Variable (the secret) and a connection (its password): the
     run's conf holds only the names; the values land in prod, the secret encrypted."""
@@ -149,7 +151,9 @@ def test_secrets_by_reference_are_resolved_in_the_task_and_never_in_the_conf(
 
 
 def test_a_literal_secret_is_warned_about_in_the_run_log(
-    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    nocobase_pair: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A reference to a Variable that does not exist stops the run naming both; a literal secret warns."""
     staging, prod = nocobase_pair

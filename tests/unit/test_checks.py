@@ -122,18 +122,33 @@ def test_references_resolve_through_the_lookup_and_literal_secrets_are_named() -
         asked.append(ref)
         return {"variable": "tok-123", "connection": "pw-456"}[ref.kind]
 
-    supplied = {"TOKEN": {"variable": "crm_api_token"}, "URL": "https://x", "PASS": {"connection": "crm"}}
+    supplied = {
+        "TOKEN": {"variable": "crm_api_token"},
+        "URL": "https://x",
+        "PASS": {"connection": "crm"},
+    }
     values, still = checks.resolve_values(missing, supplied, lookup)
     assert values == {"TOKEN": "tok-123", "URL": "https://x", "PASS": "pw-456"}
     assert still == []
-    assert asked == [checks.ValueRef("variable", "crm_api_token"), checks.ValueRef("connection", "crm")]
-    parsed = checks.parse_supplied({"TOKEN": "literal", "URL": "https://x", "PASS": {"connection": "c"}})
+    assert asked == [
+        checks.ValueRef("variable", "crm_api_token"),
+        checks.ValueRef("connection", "crm"),
+    ]
+    parsed = checks.parse_supplied(
+        {"TOKEN": "literal", "URL": "https://x", "PASS": {"connection": "c"}}
+    )
     assert checks.literal_secrets(missing, parsed) == ["TOKEN"]
 
 
 @pytest.mark.parametrize(
     "entry",
-    [{"varible": "x"}, {"variable": ""}, {"variable": "a", "connection": "b"}, {"variable": 3}, ["x"]],
+    [
+        {"varible": "x"},
+        {"variable": ""},
+        {"variable": "a", "connection": "b"},
+        {"variable": 3},
+        ["x"],
+    ],
 )
 def test_a_malformed_reference_is_refused_naming_the_variable(entry: object) -> None:
     with pytest.raises(ConfigError, match=r"env_values\['TOKEN'\]"):

@@ -36,7 +36,9 @@ def signing_key() -> SigningKey | None:
         conn = BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:
         return None
-    return SigningKey.from_pem(conn.password or "", conn.login or "", where=f"connection {conn_id!r}")
+    return SigningKey.from_pem(
+        conn.password or "", conn.login or "", where=f"connection {conn_id!r}"
+    )
 
 
 def _keys(value: Any) -> tuple[TrustedKey, ...]:
