@@ -44,8 +44,43 @@ print(json.dumps({**outcome, "seconds": round(time.monotonic() - started, 2), "r
 """
 
 
+def _table(member: str) -> dict[str, object]:
+    """One table whose rows are in ``member`` (declared: 1 MiB of COPY)."""
+    return {
+        "name": "t",
+        "schema": "public",
+        "group": "user",
+        "rule": "overwrite",
+        "rule_source": "user default",
+        "key_kind": "integer",
+        "companion_of": [],
+        "structure": {
+            "name": "t",
+            "schema": "public",
+            "columns": [{"name": "id", "type": "integer", "nullable": False}],
+            "primary_key": ["id"],
+            "primary_key_name": "t_pkey",
+            "unique_constraints": [],
+            "indexes": [],
+            "foreign_keys": [],
+            "check_constraints": [],
+            "sequences": [],
+            "comment": None,
+            "types": [],
+        },
+        "estimated_rows": 0,
+        "data": {
+            "member": member,
+            "columns": ["id"],
+            "rows": 1,
+            "raw_bytes": CHUNK,
+            "format": "binary",
+        },
+    }
+
+
 def manifest(members: dict[str, dict[str, object]]) -> bytes:
-    """The smallest manifest the reader accepts: no tables, so nothing touches a database."""
+    """The smallest manifest the reader accepts: a table per data member, nothing else."""
     doc = {
         "format": "migration-manager",
         "format_version": 1,
@@ -67,8 +102,8 @@ def manifest(members: dict[str, dict[str, object]]) -> bytes:
         },
         "environment": {"variables": [], "referenced_unknown": []},
         "plugins": [],
-        "tables": [],
-        "units": [],
+        "tables": [_table(m) for m in members],
+        "units": [{"id": "u1", "tables": ["t"], "label": "t"}] if members else [],
         "warnings": [],
         "members": members,
     }
