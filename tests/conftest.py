@@ -8,6 +8,7 @@ anything imports Airflow, so that DAG tests use a throwaway ``AIRFLOW_HOME``.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -15,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
+from migration_manager.signing import private_pem
+from tests.pgtools import (
+    FIXTURES,
+    REPO,
+    create_database,
+    drop_database,
+    dsn_for,
+    load_dump,
+    signing_key,
+)
 
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mm-airflow-test-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
@@ -26,6 +36,13 @@ os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["MIGRATION_STORE"] = (_AIRFLOW_HOME / "migrations").as_uri()
 os.environ["MM_PROGRESS_SECONDS"] = "1"
+# Migration files are signed (connection migration_signing) and checked against the trusted
+# keys (Variable migration_trusted_keys): one key pair for the session, like make demo does.
+_KEY = signing_key()
+os.environ["AIRFLOW_CONN_MIGRATION_SIGNING"] = json.dumps(
+    {"conn_type": "generic", "login": _KEY.signer, "password": private_pem(_KEY.private_key)}
+)
+os.environ["AIRFLOW_VAR_MIGRATION_TRUSTED_KEYS"] = json.dumps({_KEY.signer: _KEY.public_pem()})
 
 
 @pytest.fixture

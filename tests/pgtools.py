@@ -99,11 +99,29 @@ def load_dump(dsn: str, dump: Path) -> None:
     )
 
 
+_SIGNING: list[Any] = []
+SIGNER = "test-suite"
+
+
+def signing_key() -> Any:
+    """The test session's Ed25519 key (generated once), the one conftest.py makes trusted."""
+    from migration_manager.signing import SigningKey, generate
+
+    if not _SIGNING:
+        _SIGNING.append(SigningKey(SIGNER, generate().private_key))
+    return _SIGNING[0]
+
+
 def make_file(source_dsn: str, path: Path, **kwargs: Any) -> dict[str, Any]:
-    """Create a migration file at ``path`` from ``source_dsn``; returns its manifest."""
+    """Create a migration file at ``path`` from ``source_dsn``; returns its manifest.
+
+    Signed with the session's key (trusted through ``AIRFLOW_VAR_MIGRATION_TRUSTED_KEYS``)
+    unless ``signing_key=None`` is given.
+    """
     from migration_manager.create import create_migration
 
     kwargs.setdefault("profile", "generic")
+    kwargs.setdefault("signing_key", signing_key())
     with path.open("wb") as fh:
         _result, manifest = create_migration(source_dsn, fh, **kwargs)
     return manifest

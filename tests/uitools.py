@@ -68,14 +68,54 @@ def sync_dags() -> None:
     sync_bag_to_db(bag, "dags-folder", None)
 
 
-def migration_archive(manifest_id: str, *, rows: int = 3, database: str = "staging") -> bytes:
-    """A small valid migration file (one table with data)."""
+def _table(name: str, rule: str, data: dict[str, Any] | None) -> dict[str, Any]:
+    """A manifest entry as migration_create writes it (one text key column)."""
+    return {
+        "name": name,
+        "schema": "public",
+        "group": "system",
+        "rule": rule,
+        "rule_source": "system default (profile)",
+        "key_kind": "string",
+        "companion_of": [],
+        "structure": {
+            "name": name,
+            "schema": "public",
+            "columns": [{"name": "x_uid", "type": "character varying(255)", "nullable": False}],
+            "primary_key": ["x_uid"],
+            "primary_key_name": f"{name}_pkey",
+            "unique_constraints": [],
+            "indexes": [],
+            "foreign_keys": [],
+            "check_constraints": [],
+            "sequences": [],
+            "comment": None,
+            "types": [],
+        },
+        "estimated_rows": (data or {}).get("rows", 0),
+        "data": data,
+    }
+
+
+def migration_archive(
+    manifest_id: str, *, rows: int = 3, database: str = "staging", signed: bool = True
+) -> bytes:
+    """A small valid migration file (one table with data), signed with the session's trusted key."""
     from migration_manager.archive import ArchiveWriter, data_member
+    from tests.pgtools import signing_key
 
     buf = io.BytesIO()
     writer = ArchiveWriter(buf)
+    copy = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 64
     with writer.data(data_member(1)) as out:
-        out.write(b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 64)
+        out.write(copy)
+    data = {
+        "member": data_member(1),
+        "columns": ["x_uid"],
+        "rows": rows,
+        "raw_bytes": len(copy),
+        "format": "binary",
+    }
     writer.finish(
         {
             "format": "migration-manager",
@@ -84,15 +124,29 @@ def migration_archive(manifest_id: str, *, rows: int = 3, database: str = "stagi
             "created_at": "2026-11-26T11:58:00+00:00",
             "tool_version": "0.1.0",
             "profile": "nocobase",
-            "rules": {},
-            "source": {"database": database, "app_version": "1.6.0"},
+            "rules": {
+                "system": {"default": "profile", "independent": {}},
+                "user": {"default": "schema-only", "independent": {}},
+            },
+            "source": {
+                "database": database,
+                "server_version": "15.4",
+                "app_version": "1.6.0",
+                "app_settings": {},
+                "schema": "public",
+                "table_prefix": "",
+            },
+            "environment": {"variables": [], "referenced_unknown": []},
+            "plugins": [],
             "tables": [
-                {"name": "uiSchemas", "rule": "overwrite", "data": {"rows": rows}},
-                {"name": "users", "rule": "schema-only", "data": None},
+                _table("uiSchemas", "overwrite", data),
+                _table("users", "schema-only", None),
             ],
-            "units": [],
+            "units": [{"id": "u1", "tables": ["uiSchemas"], "label": "uiSchemas"}],
+            "warnings": [],
             "members": writer.members,
-        }
+        },
+        signing_key() if signed else None,
     )
     return buf.getvalue()
 

@@ -6,7 +6,7 @@ returns plain data; the Airflow tasks decide what to do with it (stop, prompt, w
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -109,18 +109,89 @@ def missing_plugins(
     return [PluginInfo(**p) for p in recorded if p["name"] not in enabled]
 
 
+@dataclass(frozen=True)
+class ValueRef:
+    """A value given by reference in ``env_values``: ``{"variable": KEY}`` (an Airflow Variable,
+    through the secrets backends) or ``{"connection": CONN_ID}`` (that connection's password).
+    Resolved only by the task that encrypts the value; the run's conf holds the reference."""
+
+    kind: str  # "variable" or "connection"
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.key!r}"
+
+
+REF_KINDS = ("variable", "connection")
+
+
+def parse_supplied(supplied: Mapping[str, Any]) -> dict[str, str | ValueRef]:
+    """``env_values`` as literals and references; ConfigError naming the variable for a bad entry."""
+    out: dict[str, str | ValueRef] = {}
+    for name, value in supplied.items():
+        if isinstance(value, Mapping):
+            keys = sorted(value)
+            if (
+                len(keys) != 1
+                or keys[0] not in REF_KINDS
+                or not isinstance(value[keys[0]], str)
+                or not value[keys[0]].strip()
+            ):
+                raise ConfigError(
+                    f"env_values[{name!r}]: a reference is an object with one key, "
+                    '"variable" (an Airflow Variable) or "connection" (a connection\'s password), '
+                    f'naming it, e.g. {{"variable": "crm_api_token"}}; got keys {keys}'
+                )
+            out[str(name)] = ValueRef(keys[0], value[keys[0]].strip())
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            if value is not None and str(value) != "":
+                out[str(name)] = str(value)
+        else:
+            raise ConfigError(
+                f"env_values[{name!r}]: give a value (text) or a reference such as "
+                f'{{"variable": "..."}}, not {type(value).__name__}'
+            )
+    return out
+
+
+def literal_secrets(
+    missing: list[EnvVariable], supplied: Mapping[str, str | ValueRef]
+) -> list[str]:
+    """Secret-type variables whose value was given literally (it stays in the run's conf)."""
+    return [v.name for v in missing if v.secret and isinstance(supplied.get(v.name), str)]
+
+
 def resolve_values(
-    missing: list[EnvVariable], supplied: Mapping[str, Any]
+    missing: list[EnvVariable],
+    supplied: Mapping[str, Any],
+    lookup: Callable[[ValueRef], str | None] | None = None,
 ) -> tuple[dict[str, str], list[EnvVariable]]:
-    """Split the missing variables into those ``supplied`` answers (non-empty) and those still missing."""
+    """Split the missing variables into those ``supplied`` answers (non-empty) and those still missing.
+
+    References are resolved with ``lookup`` (the Airflow adapter's); a reference that resolves
+    to nothing is a ConfigError naming the variable and the reference.
+    """
+    parsed = parse_supplied(supplied)
     values: dict[str, str] = {}
     still: list[EnvVariable] = []
     for var in missing:
-        value = supplied.get(var.name)
-        if value is None or str(value) == "":
+        value = parsed.get(var.name)
+        if isinstance(value, ValueRef):
+            if lookup is None:
+                raise ConfigError(
+                    f"env_values[{var.name!r}]: references ({value}) cannot be resolved here"
+                )
+            resolved = lookup(value)
+            if resolved is None or resolved == "":
+                raise ConfigError(
+                    f"env_values[{var.name!r}]: the {value} does not exist or is empty; create it "
+                    "(Admin > Variables / Connections, or the secrets backend) and run again"
+                )
+            values[var.name] = resolved
+        elif value is None or value == "":
             still.append(var)
         else:
-            values[var.name] = str(value)
+            values[var.name] = value
     return values, still
 
 

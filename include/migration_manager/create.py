@@ -22,6 +22,7 @@ from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
+from migration_manager.signing import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,14 @@ def create_migration(
     app_env: Mapping[str, str] | None = None,
     migration_id: str | None = None,
     compression_level: int = 1,
+    signing_key: SigningKey | None = None,
 ) -> tuple[CreateResult, dict[str, Any]]:
     """Write a migration file for ``source_dsn`` into ``out`` (a writable binary file).
 
     Every selected table is read inside one REPEATABLE READ, READ ONLY transaction, so the
     file is one consistent snapshot of the source. Data streams from COPY through zstd into the
-    archive; memory does not grow with table size.
+    archive; memory does not grow with table size. With ``signing_key`` the manifest is signed
+    (``manifest.json.sig``); without it the file is unsigned.
     """
     started = time.monotonic()
     prof = get_profile(profile)
@@ -180,7 +183,7 @@ def create_migration(
         "warnings": warnings,
         "members": writer.members,
     }
-    writer.finish(manifest)
+    writer.finish(manifest, signing_key)
     total_bytes = sum(int(m["bytes"]) for m in writer.members.values())
     result = CreateResult(
         id=mid,

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from migration_manager.report import format_summary
+from migration_manager.signing import SigningKey, generate, private_pem
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RULES = {
@@ -74,9 +75,21 @@ DEMO_CHECKS: dict[str, Any] = {
 }
 
 
+def signing_env() -> dict[str, str]:
+    """A fresh signing key pair for the demo: the connection that signs, the Variable that trusts."""
+    key = SigningKey("demo", generate().private_key)
+    return {
+        "AIRFLOW_CONN_MIGRATION_SIGNING": json.dumps(
+            {"conn_type": "generic", "login": key.signer, "password": private_pem(key.private_key)}
+        ),
+        "AIRFLOW_VAR_MIGRATION_TRUSTED_KEYS": json.dumps({key.signer: key.public_pem()}),
+    }
+
+
 def run_sync(staging_dsn: str, prod_dsn: str, home: Path, log_path: Path) -> dict[str, Any]:
     env = {
         **os.environ,
+        **signing_env(),
         "AIRFLOW_HOME": str(home),
         "AIRFLOW_CONN_MIGRATION_SOURCE": _connection(staging_dsn),
         "AIRFLOW_CONN_MIGRATION_TARGET": _connection(prod_dsn),

@@ -33,6 +33,10 @@ class ArchiveError(MigrationError):
     """A migration file is unreadable, corrupt, truncated, tampered with or of another format."""
 
 
+class ArchiveLimitError(ArchiveError):
+    """A member of a migration file is (or inflates to) more than its limit: refused unread."""
+
+
 class EnvironmentMismatchError(MigrationError):
     """The source and target applications are configured differently."""
 

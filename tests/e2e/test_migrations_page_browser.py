@@ -193,6 +193,9 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
             expect(page.get_by_text(store["run_id"]).first).to_be_visible(timeout=30_000)
             page.screenshot(path=str(shots / "06-the-airflow-run.png"))
 
+            # another site's form, posted by this logged-in browser: nothing is started or stored
+            _cross_site_posts_change_nothing(context, airflow, store)
+
             # the same page on its own, full length (inside the UI it scrolls in its frame)
             alone = context.new_page()
             for status, name in (
@@ -214,3 +217,63 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
         finally:
             browser.close()
     assert (shots / "02-migration-in-airflow.png").stat().st_size > 10_000
+
+
+EVIL = "http://evil.invalid"
+
+
+def _cross_site_posts_change_nothing(context: Any, airflow: str, store: dict[str, Any]) -> None:
+    """A page on another origin auto-submits forms at the Migrations page (run a file, upload
+    one) in the browser that is logged in to Airflow: both are refused, no run starts, no file
+    is stored."""
+    name = f"{store['migration_id']}.zip"
+    forms = {
+        "run": f"""<form id="f" method="post" action="{airflow}/migrations/files/{name}/run">
+            <input name="target_conn_id" value="prod"></form>
+            <script>document.getElementById("f").submit()</script>""",
+        "upload": f"""<form id="f" method="post" enctype="multipart/form-data"
+            action="{airflow}/migrations/files"><input type="file" name="file"></form>
+            <script>
+            const data = new DataTransfer();
+            data.items.add(new File(["PK not a file"], "evil.zip", {{type: "application/zip"}}));
+            const input = document.querySelector("input[type=file]");
+            input.files = data.files;
+            document.getElementById("f").submit();
+            </script>""",
+    }
+    context.route(
+        f"{EVIL}/**",
+        lambda route: route.fulfill(
+            status=200,
+            content_type="text/html",
+            body=f"<!doctype html><html><body>{forms[route.request.url.rsplit('/', 1)[-1]]}</body></html>",
+        ),
+    )
+    token = httpx.post(
+        f"{airflow}/auth/token", json={"username": "admin", "password": "admin"}, timeout=30
+    ).json()["access_token"]
+    api = {"Authorization": f"Bearer {token}"}
+
+    def runs() -> int:
+        resp = httpx.get(
+            f"{airflow}/api/v2/dags/migration_execute/dagRuns", headers=api, timeout=30
+        )
+        return int(resp.json()["total_entries"]) if resp.status_code == 200 else 0
+
+    files_before = sorted(p.name for p in (store["root"] / "files").iterdir())
+    runs_before = runs()
+    attacker = context.new_page()
+    for what in ("run", "upload"):
+        with attacker.expect_response(lambda r: r.request.method == "POST") as answer:
+            attacker.goto(f"{EVIL}/{what}")
+        response = answer.value
+        assert response.url.startswith(f"{airflow}/migrations/"), response.url
+        # the browser sent the cookie (then the origin check answers 403) or, with SameSite,
+        # did not (401): either way the request did nothing
+        assert response.status in (401, 403), (what, response.status)
+        if response.status == 403:
+            assert "another site (http://evil.invalid)" in response.text()
+    attacker.close()
+    context.unroute(f"{EVIL}/**")
+    assert runs() == runs_before
+    assert sorted(p.name for p in (store["root"] / "files").iterdir()) == files_before

@@ -437,3 +437,248 @@ def test_downloads_from_a_remote_store_are_streamed(
     assert resp.headers["content-disposition"] == f'attachment; filename="{m}.zip"'
     sql = client.get(f"{P}/runs/{m}/{r}/download/schema.sql", headers=admin)
     assert sql.content == (store["root"] / "logs" / m / r / "schema.sql").read_bytes()
+
+
+# --- hardening: cross-site requests, upload limits, signatures, paths outside the store ----------
+
+
+def _runs_of_execute(client: Any, admin: dict[str, str]) -> int:
+    resp = client.get("/api/v2/dags/migration_execute/dagRuns", headers=admin)
+    return int(resp.json()["total_entries"])
+
+
+def test_a_cross_site_form_post_with_the_ui_cookie_changes_nothing(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    """A form on another site, posted by a logged-in user's browser (cookie only): refused."""
+    from fastapi.testclient import TestClient
+
+    m, _r = store["success"]
+    token = _token(client, "admin")
+    runs_before = _runs_of_execute(client, admin)
+    body = migration_archive("mig-20261126T150000Z-csrf")
+    stored = store["root"] / "files" / "mig-20261126T150000Z-csrf.zip"
+    with TestClient(client.app, cookies={"_token": token}) as browser:
+        for headers in (
+            {"Origin": "https://evil.example"},
+            {"Origin": "null"},  # a sandboxed iframe or data: URL
+            {"Referer": "https://evil.example/page.html"},
+            {},  # neither header
+        ):
+            run = browser.post(
+                f"{P}/files/{m}.zip/run",
+                data={"target_conn_id": "migration_target"},
+                headers=headers,
+                follow_redirects=False,
+            )
+            assert run.status_code == 403, (headers, run.status_code)
+            upload = browser.post(
+                f"{P}/files",
+                files={"file": ("x.zip", body)},
+                headers=headers,
+                follow_redirects=False,
+            )
+            assert upload.status_code == 403, (headers, upload.status_code)
+            assert "Refused" in upload.text
+            save = browser.put(
+                f"{P}/rules/api/rule-sets/csrf-set",
+                json={"profile": "generic", "rules": {}},
+                headers=headers,
+            )
+            assert save.status_code == 403, (headers, save.status_code)
+        assert _runs_of_execute(client, admin) == runs_before
+        assert not stored.exists()
+        assert browser.get(f"{P}/rules/api/rule-sets/csrf-set").status_code == 404
+        # the page itself (same origin) may post with the cookie
+        same = browser.post(
+            f"{P}/files",
+            files={"file": ("x.zip", body)},
+            headers={"Origin": "http://testserver"},
+            follow_redirects=False,
+        )
+        assert same.status_code == 303, same.text
+        assert stored.read_bytes() == body
+
+
+def _bomb(manifest_id: str) -> bytes:
+    """A signed, valid file plus a checksum member that inflates to 1 GiB (about 1 MiB on disk)."""
+    body = migration_archive(manifest_id)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(body)) as src, zipfile.ZipFile(out, "w") as dst:
+        for info in src.infolist():
+            if info.filename != "manifest.json.sha256":
+                dst.writestr(info.filename, src.read(info.filename))
+                continue
+            bomb = zipfile.ZipInfo(info.filename)
+            bomb.compress_type = zipfile.ZIP_DEFLATED
+            with dst.open(bomb, "w", force_zip64=True) as fh:
+                fh.write(src.read(info.filename))
+                block = b" " * (1 << 20)
+                for _ in range(1024):
+                    fh.write(block)
+    return out.getvalue()
+
+
+def test_an_upload_that_inflates_to_1_gib_is_refused_with_413_naming_the_limit(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    body = _bomb("mig-20261126T160000Z-bomb")
+    assert len(body) < 2 << 20
+    resp = client.post(f"{P}/files", headers=admin, files={"file": ("bomb.zip", body)})
+    assert resp.status_code == 413, resp.status_code
+    assert "member manifest.json.sha256 is larger than its limit of 128 bytes" in resp.text
+    assert not (store["root"] / "files" / "mig-20261126T160000Z-bomb.zip").exists()
+
+
+def test_unsigned_and_wrongly_signed_uploads_are_refused_unless_allowed(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    from migration_manager.archive import MANIFEST
+
+    unsigned = migration_archive("mig-20261126T170000Z-unsigned", signed=False)
+    resp = client.post(f"{P}/files", headers=admin, files={"file": ("u.zip", unsigned)})
+    assert resp.status_code == 400 and "is not signed" in resp.text
+    assert not (store["root"] / "files" / "mig-20261126T170000Z-unsigned.zip").exists()
+    # signed, then the manifest edited and its checksum recomputed: only the signature can tell
+    signed = migration_archive("mig-20261126T170000Z-forged")
+
+    def forge(manifest: bytes) -> bytes:
+        return manifest.replace(b'"staging"', b'"staging2"')
+
+    forged = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(signed)) as src, zipfile.ZipFile(forged, "w") as dst:
+        new = forge(src.read(MANIFEST))
+        for name in src.namelist():
+            content = src.read(name)
+            if name == MANIFEST:
+                content = new
+            elif name == "manifest.json.sha256":
+                import hashlib
+
+                content = hashlib.sha256(new).hexdigest().encode() + b"\n"
+            dst.writestr(name, content)
+    resp = client.post(f"{P}/files", headers=admin, files={"file": ("f.zip", forged.getvalue())})
+    assert resp.status_code == 400 and "does not match its manifest" in resp.text
+    # allowed explicitly: stored, and the listing says it is unsigned
+    resp = client.post(
+        f"{P}/files",
+        headers=admin,
+        files={"file": ("u.zip", unsigned)},
+        data={"allow_unsigned": "true"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text
+    listing = client.get(f"{P}/files", headers=admin).text
+    row = listing[listing.index("mig-20261126T170000Z-unsigned.zip") :].split("</tr>")[0]
+    assert ">unsigned<" in row
+    signed_row = listing[listing.index(f"{store['success'][0]}.zip") :].split("</tr>")[0]
+    assert ">test-suite<" in signed_row  # who signed it, by the trusted key's name
+
+
+def test_a_listing_does_not_read_stored_files_again(
+    client: Any, admin: dict[str, str], store: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from migration_manager.ui import catalog
+
+    assert client.get(f"{P}/files", headers=admin).status_code == 200
+    opened: list[str] = []
+    real = catalog.ArchiveReader
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        opened.append(str(kwargs.get("name")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalog, "ArchiveReader", counting)
+    for _ in range(3):
+        assert client.get(f"{P}/files", headers=admin).status_code == 200
+    assert opened == []
+    # a changed file (new size/mtime) is read once more
+    path = store["root"] / "files" / f"{store['other'][0]}.zip"
+    path.write_bytes(migration_archive(store["other"][0], rows=7))
+    assert client.get(f"{P}/files", headers=admin).status_code == 200
+    assert opened == [path.name]
+
+
+def _raw_get(app: Any, raw_path: bytes, token: str) -> tuple[int, bytes]:
+    """One GET with the path exactly as given (HTTP clients remove ``..`` segments; servers do not)."""
+    from urllib.parse import unquote_to_bytes
+
+    import anyio
+
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote_to_bytes(raw_path.decode()).decode("utf-8", "replace"),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"testserver"), (b"authorization", f"Bearer {token}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    anyio.run(app, scope, receive, send)
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, body
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"/migrations/files/../../../../etc/passwd",
+        b"/migrations/files/../../../outside-secret.txt",
+        b"/migrations/files/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
+        b"/migrations/files/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        b"/migrations/files/%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+        b"/migrations/files/..%5c..%5c..%5cetc%5cpasswd",
+        b"/migrations/files/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+        b"/migrations/runs/../../../../etc/passwd/download/migration.log",
+        b"/migrations/static/../../../../etc/passwd",
+    ],
+)
+def test_paths_outside_the_store_get_only_the_page_s_own_404(
+    client: Any, store: dict[str, Any], raw: bytes
+) -> None:
+    status, body = _raw_get(client.app, raw, _token(client, "admin"))
+    assert status == 404, (raw, status)
+    assert b"root:" not in body and b"TOP-SECRET" not in body
+    assert b"<h1>Not found</h1>" in body  # the Migrations page's error page, not another app's
+
+
+def test_the_upload_limit_answers_413_before_reading_the_body() -> None:
+    from fastapi.testclient import TestClient
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    from migration_manager.ui.app import UploadLimit
+
+    seen: list[int] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(len(await Request(scope, receive).body()))
+        await JSONResponse({"bytes": seen[-1]})(scope, receive, send)
+
+    limited = TestClient(UploadLimit(inner, limit=1000))  # no lifespan: a bare ASGI app
+    assert limited.post("/files", content=b"x" * 1000).status_code == 200
+    big = limited.post("/files", content=b"x" * 1001)
+    assert big.status_code == 413
+    assert "larger than the limit of 1000 bytes (MM_MAX_UPLOAD_BYTES)" in big.text
+
+    def chunks() -> Any:  # no Content-Length: counted as it arrives
+        for _ in range(5):
+            yield b"y" * 400
+
+    streamed = limited.post("/files", content=chunks())
+    assert streamed.status_code == 413
+    assert seen == [1000]

@@ -6,6 +6,7 @@ graph-collection-manager plugin.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,63 @@ def test_values_from_params_land_in_prod(
     assert _decrypt(value) == SECRET  # decrypts with prod's key, as NocoBase would
     # conf is the one place the value was given; it must not leak into logs, XCom or files
     _assert_secret_nowhere(SECRET)
+
+
+def test_secrets_by_reference_are_resolved_in_the_task_and_never_in_the_conf(
+    nocobase_pair: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """env_values names an Airflow Variable (the secret) and a connection (its password): the
+    run's conf holds only the names; the values land in prod, the secret encrypted."""
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    secret = "by-reference-9d2e71c4b0"
+    url = "https://helpdesk.by-connection.invalid/api"
+    monkeypatch.setenv("AIRFLOW_VAR_HELPDESK_KEY_PROD", secret)
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_HELPDESK_URL_PROD", json.dumps({"conn_type": "generic", "password": url})
+    )
+    conf: dict[str, Any] = {
+        "env_values": {
+            "HELPDESK_URL": {"connection": "helpdesk_url_prod"},
+            "HELPDESK_KEY": {"variable": "helpdesk_key_prod"},
+        },
+        "on_missing_plugins": "continue",
+    }
+    dag_run = run_dag("migration_sync", conf)
+    task_log = "".join(capfd.readouterr())  # dag.test() prints the tasks' logs
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert secret not in json.dumps(dag_run.conf)
+    stored = _env_rows(prod)
+    assert stored["HELPDESK_URL"] == ("default", url)
+    kind, value = stored["HELPDESK_KEY"]
+    assert kind == "secret" and _decrypt(value) == secret
+    assert "Values for HELPDESK_KEY, HELPDESK_URL supplied" in task_log
+    assert "given as a literal value" not in task_log
+    _assert_secret_nowhere(secret)
+
+
+def test_a_literal_secret_is_warned_about_in_the_run_log(
+    nocobase_pair: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """A reference to a Variable that does not exist stops the run naming both; a literal secret warns."""
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = _snapshot(prod)
+    conf: dict[str, Any] = {
+        "env_values": {"HELPDESK_URL": {"variable": "no_such_variable"}, "HELPDESK_KEY": SECRET},
+        "on_missing_plugins": "continue",
+    }
+    dag_run = run_dag("migration_sync", conf)
+    task_log = "".join(capfd.readouterr())
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["env_values"] == ["failed"]
+    assert "Secret HELPDESK_KEY was given as a literal value in env_values" in task_log
+    assert "env_values['HELPDESK_URL']: the variable 'no_such_variable' does not exist" in task_log
+    assert _snapshot(prod) == before
 
 
 def test_values_answered_through_the_prompt(

@@ -108,3 +108,54 @@ def test_resolve_values_splits_missing() -> None:
     values, still = checks.resolve_values(missing, {"A": "x", "B": ""})
     assert values == {"A": "x"}
     assert [v.name for v in still] == ["B"]
+
+
+def test_references_resolve_through_the_lookup_and_literal_secrets_are_named() -> None:
+    missing = [
+        checks.EnvVariable("TOKEN", "secret"),
+        checks.EnvVariable("URL", "default"),
+        checks.EnvVariable("PASS", "secret"),
+    ]
+    asked: list[checks.ValueRef] = []
+
+    def lookup(ref: checks.ValueRef) -> str | None:
+        asked.append(ref)
+        return {"variable": "tok-123", "connection": "pw-456"}[ref.kind]
+
+    supplied = {
+        "TOKEN": {"variable": "crm_api_token"},
+        "URL": "https://x",
+        "PASS": {"connection": "crm"},
+    }
+    values, still = checks.resolve_values(missing, supplied, lookup)
+    assert values == {"TOKEN": "tok-123", "URL": "https://x", "PASS": "pw-456"}
+    assert still == []
+    assert asked == [
+        checks.ValueRef("variable", "crm_api_token"),
+        checks.ValueRef("connection", "crm"),
+    ]
+    parsed = checks.parse_supplied(
+        {"TOKEN": "literal", "URL": "https://x", "PASS": {"connection": "c"}}
+    )
+    assert checks.literal_secrets(missing, parsed) == ["TOKEN"]
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"varible": "x"},
+        {"variable": ""},
+        {"variable": "a", "connection": "b"},
+        {"variable": 3},
+        ["x"],
+    ],
+)
+def test_a_malformed_reference_is_refused_naming_the_variable(entry: object) -> None:
+    with pytest.raises(ConfigError, match=r"env_values\['TOKEN'\]"):
+        checks.parse_supplied({"TOKEN": entry})
+
+
+def test_a_reference_that_resolves_to_nothing_is_refused() -> None:
+    missing = [checks.EnvVariable("TOKEN", "secret")]
+    with pytest.raises(ConfigError, match="the variable 'gone' does not exist or is empty"):
+        checks.resolve_values(missing, {"TOKEN": {"variable": "gone"}}, lambda ref: None)

@@ -360,19 +360,45 @@ def test_write_files_and_load(tmp_path: Path) -> None:
 
 
 def _archive(path: Path, manifest_id: str = "mig-1") -> Path:
+    """A valid migration file: one table ``t`` with 7 rows (the manifest as the reader's model wants)."""
+    from tests.uitools import _table
+
     buf = io.BytesIO()
     writer = ArchiveWriter(buf)
     with writer.data(data_member(1)) as out:
         out.write(b"rows")
+    data = {
+        "member": data_member(1),
+        "columns": ["x_uid"],
+        "rows": 7,
+        "raw_bytes": 4,
+        "format": "binary",
+    }
     writer.finish(
         {
             "format": "migration-manager",
             "format_version": 1,
             "id": manifest_id,
             "created_at": "2026-11-26T12:00:00+00:00",
+            "tool_version": "0.1.0",
             "profile": "generic",
-            "source": {"database": "staging"},
-            "tables": [{"name": "t", "data": {"rows": 7}}],
+            "rules": {
+                "system": {"default": "profile", "independent": {}},
+                "user": {"default": "schema-only", "independent": {}},
+            },
+            "source": {
+                "database": "staging",
+                "server_version": "15.4",
+                "app_version": None,
+                "app_settings": {},
+                "schema": "public",
+                "table_prefix": "",
+            },
+            "environment": {"variables": [], "referenced_unknown": []},
+            "plugins": [],
+            "tables": [_table("t", "overwrite", data)],
+            "units": [{"id": "u1", "tables": ["t"], "label": "t"}],
+            "warnings": [],
             "members": writer.members,
         }
     )

@@ -44,6 +44,46 @@ def _unanswered(task: HITLOperator, event: dict[str, Any], asked: str) -> None:
     task.process_trigger_event_error(event)
 
 
+def _lookup(ref: checks.ValueRef) -> str | None:
+    """A referenced value, fetched here (in the task that encrypts it) and masked at once."""
+    from airflow.sdk import BaseHook, Variable
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    value: Any
+    if ref.kind == "variable":
+        value = Variable.get(ref.key, default=None)
+    else:
+        try:
+            value = BaseHook.get_connection(ref.key).password
+        except AirflowNotFoundException:
+            return None
+    if value is None:
+        return None
+    text = str(value)
+    if text:
+        mask_secret(text)
+    return text
+
+
+def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> dict[str, Any]:
+    """The env_values param, checked; warns about secrets given as literal values."""
+    supplied = dict(params.get("env_values") or {})
+    with engine_errors():
+        parsed = checks.parse_supplied(supplied)
+    for var in missing:
+        if var.secret and isinstance(parsed.get(var.name), str):
+            mask_secret(str(parsed[var.name]), var.name)
+    for name in checks.literal_secrets(missing, parsed):
+        task.log.warning(
+            "Secret %s was given as a literal value in env_values: it stays in this run's conf in "
+            "Airflow's metadata database and is shown with the run. Give a reference instead, e.g. "
+            '{"%s": {"variable": "<Airflow Variable key>"}} or {"connection": "<conn id>"}',
+            name,
+            name,
+        )
+    return supplied
+
+
 def _user(event: dict[str, Any]) -> str | None:
     user = event.get("responded_by_user") or {}
     return str(user.get("name") or user.get("id")) if user else None
@@ -130,11 +170,9 @@ class EnvValuesOperator(HITLOperator):
             self.log.info("The target has every environment variable the source has")
             return {"rows": [], "source": "none needed", "answered_by": None}
         params = context["params"]
-        supplied = dict(params.get("env_values") or {})
-        for var in missing:
-            if var.secret and supplied.get(var.name):
-                mask_secret(str(supplied[var.name]), var.name)
-        values, still = checks.resolve_values(missing, supplied)
+        supplied = _supplied(self, params, missing)
+        with engine_errors():
+            values, still = checks.resolve_values(missing, supplied, _lookup)
         if not still:
             return self._finish(context, values, "env_values param", None)
         names = ", ".join(f"{v.name} ({v.type})" for v in still)
@@ -183,8 +221,9 @@ class EnvValuesOperator(HITLOperator):
         for var in missing:
             if var.secret and var.name in answers:
                 mask_secret(answers[var.name], var.name)
-        supplied = dict(context["params"].get("env_values") or {})
-        values, still = checks.resolve_values(missing, {**supplied, **answers})
+        supplied = _supplied(self, context["params"], missing)
+        with engine_errors():
+            values, still = checks.resolve_values(missing, {**supplied, **answers}, _lookup)
         if still:
             raise AirflowFailException(
                 f"No value was given for {', '.join(v.name for v in still)}; the migration stops"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.rule_sets import load_rule_set
+from migration_manager.airflow.signing import signing_conn_id, signing_key, task_trust
 from migration_manager.airflow.store import migration_file_path, new_migration_file
 from migration_manager.archive import ArchiveReader, open_archive
 from migration_manager.create import create_migration, new_migration_id
@@ -20,6 +22,8 @@ from migration_manager.plan import Unit
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+log = logging.getLogger(__name__)
 
 
 def _as_bool(value: Any) -> bool:
@@ -39,10 +43,34 @@ def engine_errors() -> Iterator[None]:
         raise
 
 
+def _allow_unsigned() -> bool:
+    """The running task's ``allow_unsigned`` param (False outside a task or when absent)."""
+    from airflow.sdk import get_current_context
+
+    try:
+        params = get_current_context()["params"]
+    except Exception:  # not inside a task: nothing allows unsigned files
+        return False
+    return _as_bool(params.get("allow_unsigned", False))
+
+
 @contextmanager
 def _archive(ref: str) -> Iterator[ArchiveReader]:
+    """The migration file, verified: limits, manifest model and signature (trusted keys).
+
+    A file not signed by a trusted key is refused unless the run's ``allow_unsigned`` param is
+    set; every task that opens the file checks again (the store may change between tasks).
+    """
     path = migration_file_path(ref)
-    with open_archive(path, name=str(path)) as reader:
+    allow = _allow_unsigned()
+    trust = task_trust(allow)
+    with open_archive(path, name=str(path), trust=trust) as reader:
+        if reader.signature.status != "verified":
+            log.warning(
+                "Migration file %s is %s; running it because allow_unsigned is set",
+                path,
+                reader.signature.label,
+            )
         yield reader
 
 
@@ -80,6 +108,15 @@ class CreateMigrationOperator(BaseOperator):
                 self.log.info("Using rule set %s (profile %s)", saved.name, saved.profile)
                 self.profile, self.rules = saved.profile, saved.rules
             env = environment(self.source_conn_id)
+            key = signing_key()
+            if key is None:
+                self.log.warning(
+                    "No connection %r: the migration file is not signed, and executing sides that "
+                    "check signatures refuse it unless allow_unsigned is set",
+                    signing_conn_id(),
+                )
+            else:
+                self.log.info("Signing the migration file as %s (key %s)", key.signer, key.key_id)
             migration_id = new_migration_id()
             with new_migration_file(migration_id) as (fh, dest):
                 result, _manifest = create_migration(
@@ -89,6 +126,7 @@ class CreateMigrationOperator(BaseOperator):
                     rules=self.rules,
                     app_env=env.app_env,
                     migration_id=migration_id,
+                    signing_key=key,
                 )
         for warning in result.warnings:
             self.log.warning("%s", warning)

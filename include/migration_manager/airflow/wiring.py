@@ -150,15 +150,46 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Drop what the source lacks",
         description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
     )
+    params["allow_unsigned"] = Param(
+        False,
+        type="boolean",
+        title="Allow unsigned migration files",
+        description=(
+            "Run a migration file that is not signed by a trusted key (Variable migration_trusted_keys): "
+            "unsigned, signed by an unknown key, or with a signature that does not match. Off: such "
+            "files are refused before anything runs."
+        ),
+    )
     params["env_values"] = Param(
         {},
-        type="object",
-        title="Environment variable values",
         description=(
-            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value. "
-            "Missing ones are asked for in the UI (on_missing_env=ask). Secrets are stored encrypted "
-            "with the target app's AES key; prefer the prompt for secrets (run conf is visible in the UI)."
+            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value, or "
+            'NAME -> a reference resolved only inside the env_values task: {"variable": "<Airflow '
+            'Variable key>"} or {"connection": "<connection id>"} (its password); both go through '
+            "Airflow's secrets backend. WARNING: a secret given as a literal value stays in the run's "
+            "conf in Airflow's metadata database and is shown with the run: give secrets by reference "
+            "(or answer the prompt). Missing ones are asked for in the UI (on_missing_env=ask). Secrets "
+            "are stored encrypted with the target app's AES key."
         ),
+        schema={
+            "type": "object",
+            "title": "Environment variable values",
+            "additionalProperties": {
+                "oneOf": [
+                    {"type": ["string", "number", "boolean", "null"]},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "minProperties": 1,
+                        "maxProperties": 1,
+                        "properties": {
+                            "variable": {"type": "string", "minLength": 1},
+                            "connection": {"type": "string", "minLength": 1},
+                        },
+                    },
+                ]
+            },
+        },
     )
     params["on_missing_env"] = Param(
         "ask",

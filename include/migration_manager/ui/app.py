@@ -30,10 +30,11 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -43,6 +44,7 @@ from fastapi.responses import (
 )
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from migration_manager import logs
 from migration_manager.ui import catalog, charts
@@ -83,6 +85,147 @@ def _token(request: Request) -> str | None:
     from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 
     return request.cookies.get(COOKIE_NAME_JWT_TOKEN)
+
+
+# --- cross-site request forgery -----------------------------------------------------------------
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _origin_of(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return None
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+def allowed_origins(request: Request) -> set[str]:
+    """The page's own origin (as this request reached the server), Airflow's ``[api] base_url``
+    and ``MM_UI_ORIGINS`` (comma-separated, for a proxy that rewrites the host)."""
+    own = {f"{request.url.scheme}://{request.url.netloc}".lower()}
+    with contextlib.suppress(Exception):
+        from airflow.configuration import conf
+
+        base = _origin_of(conf.get("api", "base_url", fallback="") or "")
+        if base:
+            own.add(base)
+    for item in os.environ.get("MM_UI_ORIGINS", "").split(","):
+        origin = _origin_of(item.strip())
+        if origin:
+            own.add(origin)
+    return own
+
+
+def same_origin_only(request: Request) -> None:
+    """Refuse a state-changing request that a browser sent from another site.
+
+    A request carrying ``Authorization: Bearer`` cannot be forged by a form on another site
+    (browsers never add that header on their own): it passes. Any other POST/PUT/PATCH/DELETE
+    (authenticated by the UI's cookie, which browsers do attach cross-site) must name this page's
+    origin in ``Origin`` (or, when a browser sends none, ``Referer``).
+    """
+    if request.method in SAFE_METHODS:
+        return
+    if request.headers.get("authorization", "").lower().startswith("bearer "):
+        return
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        referer = request.headers.get("referer")
+        origin = _origin_of(referer) if referer else None
+    if origin is None:
+        raise HTTPException(
+            403,
+            "Refused: this request does not say which page sent it (no Origin or Referer header); "
+            "use the Migrations page itself, or Airflow's API with a bearer token",
+        )
+    if origin.lower() not in allowed_origins(request):
+        raise HTTPException(
+            403,
+            f"Refused: this request came from another site ({origin}), not from the Migrations "
+            "page (cross-site request forgery)",
+        )
+
+
+class UploadLimit:
+    """ASGI wrapper: a POST body larger than ``limit`` bytes gets 413 before it is read whole.
+
+    A declared ``Content-Length`` over the limit is answered at once; a body without one is
+    counted as it arrives and cut off at the limit.
+    """
+
+    def __init__(self, app: Any, limit: int):
+        self.app = app
+        self.limit = limit
+
+    def _message(self) -> bytes:
+        return (
+            f"The upload is larger than the limit of {self.limit} bytes (MM_MAX_UPLOAD_BYTES); "
+            "nothing was stored"
+        ).encode()
+
+    async def _refuse(self, send: Any) -> None:
+        body = self._message()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") != "http" or scope.get("method") in SAFE_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message.get("type") == "http.request":
+                seen += len(message.get("body") or b"")
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Any) -> None:
+            nonlocal started
+            if message.get("type") == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _trust(allow_unsigned: bool = False) -> Any:
+    """The trusted keys (Variable ``migration_trusted_keys``) as the API server sees them."""
+    from migration_manager.airflow.signing import server_trust
+    from migration_manager.signing import Trust
+
+    try:
+        return server_trust(allow_unsigned)
+    except Exception as exc:  # a broken Variable: nothing is trusted, and the page says why
+        log.warning("Trusted keys unavailable: %s", exc)
+        return Trust((), allow_unsigned)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -175,7 +318,7 @@ def _api_client(request: Request) -> httpx.Client:
 
 def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = None) -> FastAPI:
     """The Migrations app. ``api_client`` replaces the HTTP client of Airflow's REST API (tests)."""
-    read = [Depends(_requires("GET"))]
+    read = [Depends(_requires("GET")), Depends(same_origin_only)]
     write = [Depends(_requires("POST"))]
     app = FastAPI(
         title="Migrations",
@@ -203,6 +346,21 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
 
     def not_found(request: Request, what: str) -> HTMLResponse:
         return page(request, "error.html", 404, title="Not found", message=what)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Every 404 (unknown route, a name that cannot be in the store) is the page's own."""
+        api = str(request.url.path).split(request.app.state.prefix, 1)[-1].startswith("/rules/api")
+        if exc.status_code == 404 and not api:
+            detail = exc.detail if isinstance(exc.detail, str) and exc.detail != "Not Found" else ""
+            return page(
+                request,
+                "error.html",
+                404,
+                title="Not found",
+                message=detail or "No such page or file in the migration store.",
+            )
+        return await http_exception_handler(request, exc)
 
     def send(path: Any, name: str, media_type: str, *, inline: bool = False) -> Response:
         disposition = "inline" if inline else "attachment"
@@ -290,7 +448,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             "files.html",
             active="files",
             title="Migration files",
-            files=catalog.list_files(_store()),
+            files=catalog.list_files(_store(), _trust()),
             uploaded=uploaded,
             triggered=triggered,
             paused=bool(paused),
@@ -305,10 +463,16 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         return send(path, name, "application/zip")
 
     @app.post("/files", name="file_upload", dependencies=write)
-    def file_upload(request: Request, file: Annotated[UploadFile, File()]) -> Response:
+    def file_upload(
+        request: Request,
+        file: Annotated[UploadFile, File()],
+        allow_unsigned: Annotated[bool, Form()] = False,
+    ) -> Response:
         root = _store()
         try:
-            stored = catalog.store_upload(root, file.file, file.filename or "")
+            stored = catalog.store_upload(
+                root, file.file, file.filename or "", _trust(allow_unsigned)
+            )
         except catalog.Refused as exc:
             log.warning("Upload refused: %s", exc)
             return page(
@@ -317,7 +481,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
                 exc.status,
                 active="files",
                 title="Migration files",
-                files=catalog.list_files(root),
+                files=catalog.list_files(root, _trust()),
                 error=str(exc),
             )
         query = urlencode({"uploaded": stored["name"]})
@@ -329,6 +493,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         name: str,
         target_conn_id: Annotated[str, Form()] = "migration_target",
         allow_drop: Annotated[bool, Form()] = False,
+        allow_unsigned: Annotated[bool, Form()] = False,
     ) -> Response:
         root = _store()
         try:
@@ -344,6 +509,8 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             },
             "note": f"Started from the Migrations page with {name}",
         }
+        if allow_unsigned:
+            body["conf"]["allow_unsigned"] = True  # type: ignore[index]
         token = _token(request)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         client = _api_client(request)
@@ -405,4 +572,5 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
     from migration_manager.ui import rules  # imports this module: configure, preview, save, start
 
     rules.install(app, page)
+    app.add_middleware(UploadLimit, limit=catalog.MAX_UPLOAD_BYTES)
     return app

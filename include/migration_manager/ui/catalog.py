@@ -23,7 +23,8 @@ from typing import IO, Any
 
 from migration_manager import logs
 from migration_manager.archive import ArchiveReader
-from migration_manager.errors import ArchiveError
+from migration_manager.errors import ArchiveError, ArchiveLimitError
+from migration_manager.signing import Trust
 
 log = logging.getLogger(__name__)
 
@@ -207,12 +208,26 @@ def targets(root: Any) -> list[str]:
 # --- migration files -------------------------------------------------------------------------
 
 
-def _manifest_summary(path: Any) -> dict[str, Any]:
+# What a listing shows of each file, verified once: keyed by name, size, modification time and
+# the trusted keys, so a file is read again only when it (or the trust) changed.
+_SUMMARIES: dict[tuple[str, int | None, float, tuple[str, ...] | None], dict[str, Any]] = {}
+_SUMMARIES_MAX = 4096
+
+
+def _trust_key(trust: Trust | None) -> tuple[str, ...] | None:
+    return None if trust is None else tuple(sorted(f"{k.name}:{k.key_id}" for k in trust.keys))
+
+
+def _manifest_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
+    """The manifest's summary and who signed the file (the reader's limits apply; never the data)."""
     try:
         with path.open("rb") as fh, ArchiveReader(fh, name=path.name) as reader:
             m = reader.manifest
+            body_signature = reader.signature
+            if trust is not None:
+                body_signature = reader.signature_against(trust.keys)
     except (ArchiveError, OSError) as exc:
-        return {"error": str(exc)}
+        return {"error": str(exc), "signature": None}
     tables = m.get("tables") or []
     return {
         "id": m.get("id"),
@@ -223,11 +238,24 @@ def _manifest_summary(path: Any) -> dict[str, Any]:
         "tables": len(tables),
         "data_tables": sum(1 for t in tables if t.get("data")),
         "rows": sum(int((t.get("data") or {}).get("rows") or 0) for t in tables),
+        "signature": body_signature.to_dict(),
     }
 
 
-def list_files(root: Any) -> list[dict[str, Any]]:
-    """Migration files in ``files/``, newest first, each with its manifest's summary."""
+def file_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
+    """``_manifest_summary``, from the cache when the file and the trusted keys are unchanged."""
+    key = (path.name, _size(path), _mtime(path), _trust_key(trust))
+    found = _SUMMARIES.get(key)
+    if found is None:
+        found = _manifest_summary(path, trust)
+        if len(_SUMMARIES) >= _SUMMARIES_MAX:
+            _SUMMARIES.clear()
+        _SUMMARIES[key] = found
+    return found
+
+
+def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
+    """Migration files in ``files/``, newest first, each with its manifest's summary and signer."""
     found = []
     for path in _children(root / FILES):
         if not _FILE.match(path.name):
@@ -237,7 +265,7 @@ def list_files(root: Any) -> list[dict[str, Any]]:
                 "name": path.name,
                 "bytes": _size(path),
                 "modified": _mtime(path),
-                **_manifest_summary(path),
+                **file_summary(path, trust),
             }
         )
     found.sort(key=lambda f: (f.get("created_at") or "", f["modified"]), reverse=True)
@@ -271,7 +299,8 @@ def _spooled(upload: IO[bytes]) -> Iterator[tuple[Path, str, int]]:
             if size > MAX_UPLOAD_BYTES:
                 tmp_path.unlink(missing_ok=True)
                 raise Refused(
-                    f"The file is larger than {MAX_UPLOAD_BYTES} bytes (MM_MAX_UPLOAD_BYTES)",
+                    f"The file is larger than the upload limit of {MAX_UPLOAD_BYTES} bytes "
+                    "(MM_MAX_UPLOAD_BYTES); nothing was stored",
                     status=413,
                 )
             sha.update(chunk)
@@ -282,21 +311,26 @@ def _spooled(upload: IO[bytes]) -> Iterator[tuple[Path, str, int]]:
         tmp_path.unlink(missing_ok=True)
 
 
-def store_upload(root: Any, upload: IO[bytes], filename: str = "") -> dict[str, Any]:
+def store_upload(
+    root: Any, upload: IO[bytes], filename: str = "", trust: Trust | None = None
+) -> dict[str, Any]:
     """Verify an uploaded migration file and store it as ``files/<its id>.zip``.
 
-    Refused (nothing stored) when it is not a migration file of this format, fails a checksum,
-    or the store already holds a *different* file with the same id. The uploaded name is only
-    used in messages: the stored name comes from the verified manifest.
+    Refused (nothing stored) when it is not a migration file of this format, breaks one of the
+    reader's limits (413), fails a checksum, is not signed by a trusted key (``trust``, unless
+    it allows unsigned files), or the store already holds a *different* file with the same id.
+    The uploaded name is only used in messages: the stored name comes from the verified manifest.
     """
     shown = re.sub(r"[^A-Za-z0-9._ -]", "_", os.path.basename(filename or "upload"))[:120]
     with _spooled(upload) as (tmp, sha, size):
         if size == 0:
             raise Refused(f"{shown} is empty: choose a migration file (.zip) to upload")
         try:
-            with tmp.open("rb") as fh, ArchiveReader(fh, name=shown) as reader:
+            with tmp.open("rb") as fh, ArchiveReader(fh, name=shown, trust=trust) as reader:
                 reader.verify()
                 manifest = reader.manifest
+        except ArchiveLimitError as exc:
+            raise Refused(f"Refused {shown}: {exc}", status=413) from exc
         except ArchiveError as exc:
             raise Refused(f"Refused {shown}: {exc}") from exc
         migration_id = str(manifest.get("id") or "")

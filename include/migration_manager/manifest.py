@@ -1,0 +1,316 @@
+"""The migration file's manifest as a typed model, validated whole before anything runs.
+
+Every key is declared (``extra="forbid"``): an unknown key, a missing ``rule``, a rule name
+this tool does not know (``truncate-everything``), a member the archive layout does not allow,
+or a table whose data member the manifest does not list is refused with a message naming the
+table and the key. Identifiers are PostgreSQL names: non-empty, at most 63 bytes of UTF-8,
+no NUL. Nothing else is restricted: quotes, dots, spaces and unicode are valid PostgreSQL
+names and must migrate (they reach SQL only through ``psycopg.sql.Identifier`` / SQLAlchemy's
+quoting).
+
+The reader keeps the manifest as the plain ``dict`` it parsed (the engine reads it that way);
+this model is the gate it passes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from migration_manager.errors import ArchiveError
+
+NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
+MEMBER_PATTERN = re.compile(r"^data/[0-9]{4,6}\.copy\.zst$")
+
+Rule = Literal["schema-only", "overwrite", "upsert", "insert-ignore", "skip"]
+DataRule = ("overwrite", "upsert", "insert-ignore")
+
+
+def _identifier(value: str) -> str:
+    if not value:
+        raise ValueError("an identifier may not be empty")
+    if "\x00" in value:
+        raise ValueError("an identifier may not contain NUL")
+    size = len(value.encode("utf-8"))
+    if size > NAMEDATALEN:
+        raise ValueError(
+            f"an identifier is at most {NAMEDATALEN} bytes of UTF-8 (this one has {size})"
+        )
+    return value
+
+
+def _member(value: str) -> str:
+    if not MEMBER_PATTERN.match(value):
+        raise ValueError("a data member is named data/NNNN.copy.zst")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Member = Annotated[str, AfterValidator(_member)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GroupRules(_Model):
+    default: Rule | Literal["profile"]
+    independent: dict[str, Rule]
+
+
+class Rules(_Model):
+    system: GroupRules
+    user: GroupRules
+
+
+class Source(_Model):
+    database: str | None
+    server_version: str | None
+    app_version: str | None
+    app_settings: dict[str, str]
+    schema_: Identifier = Field(alias="schema")
+    table_prefix: str
+
+
+class Variable(_Model):
+    name: str = Field(min_length=1, max_length=255)
+    type: str = Field(min_length=1, max_length=64)
+    referenced: bool = False
+
+
+class Environment(_Model):
+    variables: list[Variable]
+    referenced_unknown: list[str]
+
+
+class Plugin(_Model):
+    name: str
+    package: str = ""
+    version: str = ""
+
+
+class Column(_Model):
+    name: Identifier
+    type: str = Field(min_length=1)
+    nullable: bool
+    default: str | None = None
+    identity: dict[str, int | bool | str] | None = None
+    computed: str | None = None
+    comment: str | None = None
+
+
+class NamedColumns(_Model):
+    name: Identifier | None
+    columns: list[Identifier]
+
+
+class Index(_Model):
+    name: Identifier | None
+    unique: bool
+    columns: list[Identifier | None]  # None where an expression takes the place of a column
+    expressions: list[str] | None = None
+    dialect_options: dict[str, Any] = {}
+
+
+class ForeignKey(_Model):
+    name: Identifier | None
+    columns: list[Identifier]
+    referred_schema: Identifier | None
+    referred_table: Identifier
+    referred_columns: list[Identifier]
+    options: dict[str, Any] = {}
+
+
+class Check(_Model):
+    name: Identifier | None
+    sqltext: str
+
+
+class Sequence(_Model):
+    name: Identifier
+    schema_: Identifier | None = Field(alias="schema")
+    column: Identifier | None
+    data_type: str
+    start: int
+    increment: int
+    min_value: int
+    max_value: int
+    cache: int
+    cycle: bool
+    last_value: int | None
+    identity: bool = False
+
+
+class TypeCheck(_Model):
+    name: Identifier
+    definition: str
+
+
+class UserType(_Model):
+    schema_: Identifier = Field(alias="schema")
+    name: Identifier
+    kind: Literal["enum", "domain"]
+    labels: list[str] = []
+    base_type: str | None = None
+    not_null: bool = False
+    default: str | None = None
+    checks: list[TypeCheck] = []
+
+
+class Structure(_Model):
+    name: Identifier
+    schema_: Identifier | None = Field(alias="schema")
+    columns: list[Column]
+    primary_key: list[Identifier]
+    primary_key_name: Identifier | None
+    unique_constraints: list[NamedColumns]
+    indexes: list[Index]
+    foreign_keys: list[ForeignKey]
+    check_constraints: list[Check]
+    sequences: list[Sequence]
+    comment: str | None
+    types: list[UserType] = []
+
+
+class Data(_Model):
+    member: Member
+    columns: list[Identifier]
+    rows: Count
+    raw_bytes: Count
+    format: Literal["binary"]
+
+
+class Table(_Model):
+    name: Identifier
+    schema_: Identifier = Field(alias="schema")
+    group: Literal["system", "user"]
+    rule: Rule
+    rule_source: str
+    key_kind: str
+    companion_of: list[str] = []
+    structure: Structure
+    estimated_rows: int
+    data: Data | None
+
+
+class Unit(_Model):
+    id: str = Field(min_length=1, max_length=200)
+    tables: list[Identifier] = Field(min_length=1)
+    label: str
+
+
+class MemberInfo(_Model):
+    sha256: Sha256
+    bytes: Count
+
+
+class Manifest(_Model):
+    format: Literal["migration-manager"]
+    format_version: Literal[1]
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,195}$")
+    created_at: str
+    tool_version: str
+    profile: Literal["nocobase", "generic"]
+    rules: Rules
+    source: Source
+    environment: Environment
+    plugins: list[Plugin]
+    tables: list[Table]
+    units: list[Unit]
+    warnings: list[str]
+    members: dict[Member, MemberInfo]
+
+
+def _where(doc: Any, loc: tuple[int | str, ...]) -> str:
+    """``table 'orders': key 'rule'`` for a location inside ``tables``; else the key path."""
+    parts = [str(p) for p in loc]
+    if len(loc) >= 2 and loc[0] == "tables" and isinstance(loc[1], int):
+        name: Any = None
+        with contextlib.suppress(KeyError, IndexError, TypeError, AttributeError):
+            name = doc["tables"][loc[1]].get("name")
+        label = f"table {name!r}" if isinstance(name, str) and name else f"tables[{loc[1]}]"
+        key = ".".join(parts[2:]) or "(the entry)"
+        return f"{label}: key {key!r}"
+    return f"key {'.'.join(parts) or '(the manifest)'!r}"
+
+
+def _consistency(m: Manifest) -> list[str]:
+    """What the types alone cannot say: rules against data, members against tables, units."""
+    problems: list[str] = []
+    names = [t.name for t in m.tables]
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            problems.append(f"table {name!r}: listed twice in 'tables'")
+        seen.add(name)
+    used: dict[str, str] = {}
+    for t in m.tables:
+        moves = t.rule in DataRule
+        if moves and t.data is None:
+            problems.append(
+                f"table {t.name!r}: key 'data': rule {t.rule!r} moves rows but the entry has no data"
+            )
+        if not moves and t.data is not None:
+            problems.append(
+                f"table {t.name!r}: key 'data': rule {t.rule!r} moves no rows but the entry has data"
+            )
+        if t.data is not None:
+            member = t.data.member
+            if member not in m.members:
+                problems.append(
+                    f"table {t.name!r}: key 'data.member': {member!r} is not listed in 'members'"
+                )
+            if member in used:
+                problems.append(
+                    f"table {t.name!r}: key 'data.member': {member!r} is also table {used[member]!r}'s"
+                )
+            used[member] = t.name
+        if t.structure.name != t.name:
+            problems.append(f"table {t.name!r}: key 'structure.name' is {t.structure.name!r}")
+    for member in m.members:
+        if member not in used:
+            problems.append(f"key 'members': {member!r} belongs to no table")
+    in_units: set[str] = set()
+    for u in m.units:
+        for name in u.tables:
+            if name not in seen:
+                problems.append(
+                    f"unit {u.id!r}: key 'tables': {name!r} is not a table of the manifest"
+                )
+            in_units.add(name)
+    return problems
+
+
+def validate(doc: Any, *, name: str) -> Manifest:
+    """The manifest as a model, or ArchiveError listing every problem (table and key named)."""
+    if not isinstance(doc, dict):
+        raise ArchiveError(
+            f"{name}: the manifest is not a JSON object; create the migration file again"
+        )
+    try:
+        model = Manifest.model_validate(doc)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors()[:20]:
+            lines.append(f"{_where(doc, tuple(err['loc']))}: {err['msg']}")
+        more = exc.error_count() - len(lines)
+        if more > 0:
+            lines.append(f"... and {more} more")
+        raise ArchiveError(
+            f"{name}: the manifest is not valid ({exc.error_count()} problem(s)); nothing was run. "
+            "Create the migration file again with this tool:\n"
+            + "\n".join(f"  - {line}" for line in lines)
+        ) from None
+    problems = _consistency(model)
+    if problems:
+        raise ArchiveError(
+            f"{name}: the manifest is not consistent ({len(problems)} problem(s)); nothing was run. "
+            "Create the migration file again with this tool:\n"
+            + "\n".join(f"  - {p}" for p in problems[:20])
+        )
+    return model
