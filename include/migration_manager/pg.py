@@ -61,6 +61,44 @@ def qualified(schema: str | None, name: str) -> sql.Composable:
     return sql.Identifier(name)
 
 
+def run_one(conn: psycopg.Connection[Any], statement: str | sql.Composable) -> None:
+    """Run exactly one SQL statement in ``conn``'s current transaction.
+
+    It is sent with the extended query protocol (``binary=True`` forces it even without
+    parameters), which PostgreSQL refuses for more than one statement ("cannot insert multiple
+    commands into a prepared statement"): text that comes from a migration file (a default, a
+    type, a check) can never smuggle in a ``COMMIT`` or a second command.
+    """
+    with conn.cursor() as cur:
+        cur.execute(statement, binary=True)
+
+
+@contextlib.contextmanager
+def single_statements(conn: sa.Connection) -> Iterator[None]:
+    """While inside, every statement ``conn`` executes goes through :func:`run_one`'s protocol.
+
+    For DDL that SQLAlchemy/Alembic render (identifiers quoted by SQLAlchemy, expressions from
+    the migration file as text): one statement per execute, never more.
+    """
+    engine = conn.engine
+
+    def with_params(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        cursor.execute(statement, parameters or None, binary=True)
+        return True
+
+    def without_params(cursor: Any, statement: str, context: Any) -> bool:
+        cursor.execute(statement, binary=True)
+        return True
+
+    sa.event.listen(engine, "do_execute", with_params)
+    sa.event.listen(engine, "do_execute_no_params", without_params)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "do_execute", with_params)
+        sa.event.remove(engine, "do_execute_no_params", without_params)
+
+
 def ident_list(names: list[str] | tuple[str, ...], prefix: str | None = None) -> sql.Composable:
     if prefix:
         return sql.SQL(", ").join(
