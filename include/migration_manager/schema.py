@@ -843,6 +843,94 @@ def _skip_generated_defaults(
     return PriorityDispatchResult.CONTINUE
 
 
+class _AddForeignKeyOp(alembic_ops.CreateForeignKeyOp):
+    """Adds exactly the metadata's constraint (its referred columns are Column objects).
+
+    Alembic's own op rebuilds the constraint from ``"table.column"`` strings, which SQLAlchemy
+    splits on dots: ``"dot.a".id`` would become table ``a`` of a schema ``dot``.
+    """
+
+    def __init__(self, constraint: sa.ForeignKeyConstraint):
+        base = alembic_ops.CreateForeignKeyOp.from_constraint(constraint)
+        super().__init__(
+            base.constraint_name,
+            base.source_table,
+            base.referent_table,
+            base.local_cols,
+            base.remote_cols,
+            **base.kw,
+        )
+        self.constraint = constraint
+
+    def to_constraint(self, migration_context: Any = None) -> sa.ForeignKeyConstraint:
+        return self.constraint
+
+
+def _fk_options(options: Any) -> tuple[Any, ...]:
+    return tuple(
+        (options.get(k) or None) for k in ("onupdate", "ondelete", "deferrable", "initially")
+    )
+
+
+def _compare_foreign_keys(
+    autogen_context: Any,
+    modify_table_ops: alembic_ops.ModifyTableOps,
+    schema: str | None,
+    tname: str,
+    conn_table: sa.Table | None,
+    metadata_table: sa.Table | None,
+) -> PriorityDispatchResult:
+    """Foreign keys of a table both sides have, compared by what they mean (names aside).
+
+    Replaces Alembic's comparison, which builds the target's constraints from ``"a.b.c"``
+    strings: a table or column name holding a dot cannot be found that way.
+    """
+    if conn_table is None or metadata_table is None:
+        return PriorityDispatchResult.CONTINUE  # CREATE TABLE carries its foreign keys
+
+    def referred(schema_: str | None) -> str | None:
+        return None if schema_ in (None, autogen_context.dialect.default_schema_name) else schema_
+
+    target: dict[tuple[Any, ...], str | None] = {}
+    for fk in autogen_context.inspector.get_foreign_keys(tname, schema=schema):
+        sig = (
+            tuple(fk["constrained_columns"]),
+            referred(fk.get("referred_schema")),
+            fk["referred_table"],
+            tuple(fk["referred_columns"]),
+            _fk_options(fk.get("options") or {}),
+        )
+        target[sig] = fk.get("name")
+    wanted: dict[tuple[Any, ...], sa.ForeignKeyConstraint] = {}
+    for c in metadata_table.constraints:
+        if not isinstance(c, sa.ForeignKeyConstraint):
+            continue
+        sig = (
+            tuple(c.column_keys),
+            referred(c.referred_table.schema),
+            c.referred_table.name,
+            tuple(e.column.name for e in c.elements),
+            _fk_options(
+                {
+                    "onupdate": c.onupdate,
+                    "ondelete": c.ondelete,
+                    "deferrable": c.deferrable,
+                    "initially": c.initially,
+                }
+            ),
+        )
+        wanted[sig] = c
+    for sig, name in target.items():
+        if sig not in wanted and name:
+            modify_table_ops.ops.append(
+                alembic_ops.DropConstraintOp(name, tname, type_="foreignkey", schema=schema)
+            )
+    for sig, constraint in wanted.items():
+        if sig not in target:
+            modify_table_ops.ops.append(_AddForeignKeyOp(constraint))
+    return PriorityDispatchResult.STOP
+
+
 _PLUGIN = "migration_manager.generated_defaults"
 try:
     _plugin = Plugin(_PLUGIN)
@@ -853,6 +941,13 @@ else:
         _skip_generated_defaults,
         "column",
         "server_default",
+        qualifier="postgresql",
+        priority=DispatchPriority.FIRST,
+    )
+    _plugin.add_autogenerate_comparator(
+        _compare_foreign_keys,
+        "table",
+        "foreignkeys",
         qualifier="postgresql",
         priority=DispatchPriority.FIRST,
     )
