@@ -381,11 +381,20 @@ class TableStructure:
         for ix in self.indexes:
             elements: list[Any] = []
             exprs = ix.get("expressions") or []
+            sorting = ix.get("column_sorting") or {}
             for i, col in enumerate(ix["columns"]):
+                element: Any
                 if col is not None:
-                    elements.append(table.c[col])
+                    element = table.c[col]
                 elif i < len(exprs):
-                    elements.append(sa.text(exprs[i]))
+                    element = sa.text(exprs[i])
+                else:
+                    continue
+                key = col if col is not None else exprs[i]
+                for modifier in sorting.get(key) or ():
+                    # DESC, NULLS FIRST / LAST, in the order reflection reports them
+                    element = _SORTING[modifier](element)
+                elements.append(element)
             kwargs = {
                 k: v
                 for k, v in (ix.get("dialect_options") or {}).items()
@@ -398,6 +407,14 @@ class TableStructure:
                 # only expressions (lower(email)): no column ties the index to its table
                 table.append_constraint(index)
         return table
+
+
+_SORTING: dict[str, Callable[[Any], Any]] = {
+    "asc": sa.asc,
+    "desc": sa.desc,
+    "nulls_first": sa.nulls_first,
+    "nulls_last": sa.nulls_last,
+}
 
 
 def _referred_table(metadata: sa.MetaData, table: sa.Table, fk: dict[str, Any]) -> sa.Table:
@@ -689,6 +706,11 @@ def reflect_tables(
                     "unique": bool(i["unique"]),
                     "columns": list(i["column_names"]),
                     "expressions": list(i.get("expressions") or []) or None,
+                    "column_sorting": {
+                        k: [m for m in v if m in _SORTING]
+                        for k, v in (i.get("column_sorting") or {}).items()
+                    }
+                    or None,
                     "dialect_options": _plain(i.get("dialect_options") or {}),
                 }
                 for i in indexes.get(key, [])
