@@ -169,9 +169,7 @@ def _set_lock_timeout(
 ) -> None:
     """Set lock_timeout (None: back to the default); commented like every statement of a lock session."""
     value = (
-        sql.SQL("DEFAULT")
-        if seconds is None
-        else sql.Literal(f"{max(1, int(seconds * 1000))}ms")
+        sql.SQL("DEFAULT") if seconds is None else sql.Literal(f"{max(1, int(seconds * 1000))}ms")
     )
     conn.execute(sql.SQL(ref.comment(role)) + sql.SQL("SET lock_timeout = {}").format(value))
 

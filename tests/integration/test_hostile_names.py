@@ -62,7 +62,7 @@ def _hostile_app(dsn: str, tok: str) -> dict[str, str]:
     """A NocoBase-shaped app in a schema whose every name tries to create a role ``mm_pwn_<tok>_*``."""
     names = {
         "schema": f'bad"; COMMIT; CREATE ROLE mm_pwn_{tok}_s; --',
-        "table": f'''t"; COMMIT; CREATE ROLE mm_pwn_{tok}_t; --''',
+        "table": f"""t"; COMMIT; CREATE ROLE mm_pwn_{tok}_t; --""",
         "column": f"""c'); COMMIT; CREATE ROLE mm_pwn_{tok}_c; --""",
         "index": f'i"; COMMIT; CREATE ROLE mm_pwn_{tok}_i; --',
         "sequence": f"s'::regclass); CREATE ROLE mm_pwn_{tok}_q; --",
@@ -80,9 +80,9 @@ def _hostile_app(dsn: str, tok: str) -> dict[str, str]:
         dsn,
         q.SQL("CREATE SCHEMA {}").format(q.Identifier(s)),
         # what the nocobase profile reads from DB_SCHEMA: collections, version, variables, plugins
-        q.SQL('CREATE TABLE {} (name text PRIMARY KEY, options json, "createdAt" timestamptz)').format(
-            _i(s, "collections")
-        ),
+        q.SQL(
+            'CREATE TABLE {} (name text PRIMARY KEY, options json, "createdAt" timestamptz)'
+        ).format(_i(s, "collections")),
         q.SQL("CREATE TABLE {} (id serial PRIMARY KEY, value text)").format(
             _i(s, "applicationVersion")
         ),
@@ -163,7 +163,10 @@ def test_hostile_names_from_a_source_and_from_db_schema_stay_names(
     first = apply_file(path, target)
     assert first[names["table"]].status == "applied" and first[names["table"]].inserted == 2
     second = migrate(
-        source, target, path, create={"profile": "nocobase", "rules": OVERWRITE_ALL, "app_env": app_env}
+        source,
+        target,
+        path,
+        create={"profile": "nocobase", "rules": OVERWRITE_ALL, "app_env": app_env},
     )
     _nothing_changed(second)
 
@@ -223,7 +226,13 @@ def _enum_domain_stacks(m: dict[str, Any], tok: str) -> None:
 
 @pytest.mark.parametrize(
     "edit",
-    [_default_stacks, _type_stacks, _sequence_type_stacks, _sequence_number_stacks, _enum_domain_stacks],
+    [
+        _default_stacks,
+        _type_stacks,
+        _sequence_type_stacks,
+        _sequence_number_stacks,
+        _enum_domain_stacks,
+    ],
     ids=["column default", "column type", "sequence type", "sequence number", "domain base type"],
 )
 def test_a_crafted_manifest_cannot_run_a_second_statement(
@@ -256,9 +265,11 @@ def test_a_crafted_schema_name_is_a_schema_name(source: str, target: str, tmp_pa
         structure["schema"] = schema
         for seq in structure["sequences"]:
             seq["schema"] = schema
-        structure["columns"][0]["default"] = "nextval(" + q.Literal(
-            _i(schema, "items_id_seq").as_string(None)
-        ).as_string(None) + "::regclass)"
+        structure["columns"][0]["default"] = (
+            "nextval("
+            + q.Literal(_i(schema, "items_id_seq").as_string(None)).as_string(None)
+            + "::regclass)"
+        )
 
     forged = edit_manifest(good, tmp_path / "forged.zip", to_schema, resum=True)
     apply_file(forged, target)
