@@ -12,7 +12,7 @@ import pytest
 
 from migration_manager.airflow.store import run_rollback_record
 from migration_manager.backup import table_fingerprints
-from tests.airflowtools import connection_uri, rerun_cleared, task_states, xcom
+from tests.airflowtools import connection_uri, metadata_db, rerun_cleared, task_states, xcom
 from tests.integration.test_rollback_dags import (
     SOURCE,
     TARGET,
@@ -20,7 +20,7 @@ from tests.integration.test_rollback_dags import (
     _conn_id,
     _failing_sync,
 )
-from tests.pgtools import sql, table_text
+from tests.pgtools import REPO, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -114,30 +114,41 @@ def _many_tables(dsn: str, count: int) -> None:
 def test_more_units_than_airflow_s_default_map_length_fan_out(
     source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
-    """1,100 one-table units: Airflow's default core.max_map_length (1024) failed the plan's
-    push; the project raises it (16384, like bin/airflow, bin/airflow-local, docker-compose)."""
+    """1,100 one-table units: with Airflow's default core.max_map_length (1024) the plan's XCom
+    push is refused by the execution API and nothing fans out; the project raises it (16384,
+    like bin/airflow, bin/airflow-local, docker-compose.yaml).
+
+    Real create, plan, XCom push through the execution API and expansion into 1,100 map
+    indexes; the units themselves are marked success (``mark_success_pattern``) to keep the test
+    short: applying them all through ``dag.test()`` took 18 min here (about 1 s per unit on a
+    shared 2-core machine), and a unit's apply is what every other test exercises.
+    """
     count = 1100
     _many_tables(source, count)
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
     conn_id = _conn_id(monkeypatch, target)
     assert os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] == "16384"  # tests/conftest.py
+    from airflow.dag_processing.dagbag import DagBag
+
+    metadata_db()
+    dag = DagBag(dag_folder=str(REPO / "dags" / "migration_sync.py")).dags["migration_sync"]
     started = time.monotonic()
-    dag_run = logs.run(
-        "migration_sync",
-        {
+    dag_run = dag.test(
+        run_conf={
             "profile": "generic",
             "rules": {"user": {"default": "overwrite"}},
             "target_conn_id": conn_id,
             "skip_backup": True,
         },
+        mark_success_pattern="apply_table|collect_logs",
     )
     seconds = time.monotonic() - started
     states = task_states(dag_run)
-    print(f"1,100 units through migration_sync: {seconds:.0f} s")
-    assert str(dag_run.state) == "success", states
+    print(f"1,100 units planned and fanned out in {seconds:.0f} s")
+    assert str(dag_run.state) == "success", {k: set(v) for k, v in states.items()}
+    assert states["plan"] == ["success"]
     assert len(xcom(dag_run, "plan")) == count
     assert states["apply_table"] == ["success"] * count
-    assert table_text(target, "t1100") == table_text(source, "t1100")
 
 
 def test_the_plan_names_the_map_limit_when_a_migration_exceeds_it(
