@@ -387,3 +387,40 @@ def test_columns_of_a_domain_over_an_enum_keep_their_own_defaults(
     assert first["t"].status == "applied"
     _nothing_changed(second)
     assert_same(source, target)
+
+
+@pytest.mark.airflow
+def test_a_sync_of_a_hostile_app_through_the_dags(
+    source: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same hostile app through ``migration_sync`` (``dag.test()``): env_check, env_values
+    (reads and writes ``environmentVariables`` in the hostile DB_SCHEMA), plugin_check, the
+    backup (fingerprints of every table), the units. Green, no role, target equals source."""
+    from tests.airflowtools import connection_uri, run_dag, task_states
+
+    tok = _token()
+    names = _hostile_app(source, tok)
+    _hostile_app(target, tok)  # the app is installed on the target too, without the variable
+    _run(target, q.SQL("DELETE FROM {}").format(_i(names["schema"], "environmentVariables")))
+    app_env = {"DB_SCHEMA": names["schema"]}
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source, app_env))
+    target_id = f"mm_hostile_{tok}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{target_id.upper()}", connection_uri(target, app_env))
+
+    dag_run = run_dag(
+        "migration_sync",
+        {
+            "profile": "nocobase",
+            "rules": OVERWRITE_ALL,
+            "target_conn_id": target_id,
+            "env_values": {"API_URL": "x"},
+            "on_missing_env": "fail",
+            "on_missing_plugins": "fail",
+        },
+    )
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert states["backup"] == ["success"] and states["env_write"] == ["success"]
+    assert roles(f"mm\\_pwn\\_{tok}%") == []
+    assert_same(source, target)
