@@ -25,7 +25,7 @@ from tests.schematools import assert_same
 pytestmark = pytest.mark.postgres
 
 SEED = 20261130
-CASES = 8
+CASES = 16
 RULES = {"system": {"default": "overwrite"}, "user": {"default": "overwrite"}}
 
 _KINDS: list[Callable[[random.Random], str]] = [
@@ -78,7 +78,8 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     """Create 2-4 random tables in ``dsn``; returns the create kwargs (profile, schema)."""
     names = Names(rng)
     hostile_schema = rng.random() < 0.5
-    schema = names() if hostile_schema else "public"
+    # DB_SCHEMA is read as .env values are: surrounding spaces are not part of it
+    schema = names().strip() if hostile_schema else "public"
     statements: list[q.Composable] = []
     if hostile_schema:
         statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
