@@ -30,7 +30,7 @@ from migration_manager.airflow.wiring import (
     doc_md=__doc__,
 )
 def migration_sync() -> None:
-    create = create_task()
+    create = create_task(sync=True)
     done = execute_chain(create.output)
     create >> done
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from functools import cache
@@ -195,3 +196,46 @@ def answer_when_asked(
     thread.error = None  # type: ignore[attr-defined]
     thread.start()
     return thread
+
+
+def rerun_cleared(dag_run: Any, *tasks: tuple[str, int]) -> Any:
+    """Clear task instances ``(task_id, map_index)`` of a finished run, as the UI's Clear does,
+    and run what the scheduler then runs, in process as ``dag.test()`` does. Returns the DagRun."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.dagrun import DagRun
+    from airflow.models.taskinstance import clear_task_instances
+    from airflow.sdk.definitions.dag import _run_task
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / f"{dag_run.dag_id}.py"))
+    dag = bag.dags[dag_run.dag_id]
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    with create_session() as session:
+        dr = session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()
+        dr.dag = scheduler_dag
+        tis = [dr.get_task_instance(t, map_index=i, session=session) for t, i in tasks]
+        assert all(ti is not None for ti in tis), tasks
+        clear_task_instances(tis, session, dag_run_state=DagRunState.RUNNING)
+        session.commit()
+        for _ in range(20):
+            session.expire_all()
+            if dr.state != DagRunState.RUNNING:
+                break
+            schedulable, _callback = dr.update_state(session=session)
+            for s in schedulable:
+                s.try_number += 1
+                s.state = TaskInstanceState.SCHEDULED
+            session.commit()
+            scheduled = [
+                x
+                for x in dr.get_task_instances(session=session)
+                if x.state == TaskInstanceState.SCHEDULED
+            ]
+            for x in scheduled:
+                # the task's failure is its state, as in dag.test()
+                with contextlib.suppress(Exception):
+                    _run_task(ti=x, task=dag.task_dict[x.task_id])
+        session.expire_all()
+        return session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()

@@ -33,6 +33,8 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+# as bin/airflow, bin/airflow-local and docker-compose.yaml: more apply_table map indexes than 1024
+os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] = "16384"
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["MIGRATION_STORE"] = (_AIRFLOW_HOME / "migrations").as_uri()
 os.environ["MM_PROGRESS_SECONDS"] = "1"

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from psycopg import sql
 
 from migration_manager.report import format_summary
 from migration_manager.signing import SigningKey, generate, private_pem
@@ -42,8 +43,10 @@ def _sql(name: str) -> str:
 def make_databases(admin_url: str, staging: str, prod: str) -> None:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         for db in (staging, prod):
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{db}"')
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db))
+            )
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
     for db, extra in ((staging, "demo_staging.sql"), (prod, "demo_prod.sql")):
         with psycopg.connect(_dsn(admin_url, db), autocommit=True) as conn:
             conn.execute(_sql("demo_base.sql").encode())

@@ -284,11 +284,14 @@ def _fix_sequences(
         if not values:
             continue
         wanted = max(values)
+        # the sequence by its regclass text, never pasted into SQL; NULL: nextval not yet called
         last = cur.execute(
-            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(seq_name))
+            "SELECT pg_sequence_last_value(%s::regclass), "
+            "(SELECT seqstart FROM pg_sequence WHERE seqrelid = %s::regclass)",
+            (seq_name, seq_name),
         ).fetchone()
         assert last is not None
-        if (last[1] and last[0] >= wanted) or (not last[1] and last[0] > wanted):
+        if (last[0] is not None and last[0] >= wanted) or (last[0] is None and last[1] > wanted):
             continue
         query = sql.SQL("SELECT setval({}, {}, true)").format(
             sql.Literal(seq_name), sql.Literal(wanted)
@@ -327,9 +330,11 @@ def apply_unit(
     current = unit.tables[0]
     try:
         with pg.sa_connection(target_dsn) as conn:
-            conn.exec_driver_sql(f"SET lock_timeout = '{_lock_timeout()}'")
             raw = conn.connection.driver_connection
             assert raw is not None
+            conn.exec_driver_sql(
+                sql.SQL("SET lock_timeout = {}").format(sql.Literal(_lock_timeout())).as_string(raw)
+            )
             # 1. structure, referenced tables first
             for name in unit.tables:
                 current = name
@@ -337,8 +342,8 @@ def apply_unit(
                 structure = structures[name]
 
                 def execute(stmt: str, _name: str = name) -> None:
-                    # no_parameters: the statement is final SQL ("%" in an enum label is a "%")
-                    conn.exec_driver_sql(stmt, execution_options={"no_parameters": True})
+                    # final SQL ("%" in an enum label is a "%"), one statement only (pg.run_one)
+                    pg.run_one(raw, stmt)
                     ddl[_name].append(stmt)
 
                 if (
@@ -348,7 +353,11 @@ def apply_unit(
                         {"s": structure.schema},
                     ).first()
                 ):
-                    execute(f'CREATE SCHEMA IF NOT EXISTS "{structure.schema}"')
+                    execute(
+                        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}")
+                        .format(sql.Identifier(structure.schema))
+                        .as_string(raw)
+                    )
                 ensure_types(conn, structure, execute)
                 ensure_sequences(conn, structure, execute)
                 diff = diff_table(conn, structure, allow_drop=allow_drop)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import getpass
+import ipaddress
 import logging
+import os
 import re
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.pool import NullPool
 
 from migration_manager.errors import TransientError
@@ -38,6 +44,65 @@ def connect(
         ) from exc
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a connection string leads: server addresses, port and database."""
+
+    hosts: frozenset[str]
+    port: int
+    database: str
+    shown: str  # "database prod on db.example:5432"
+
+
+_LOCAL = frozenset({"local"})
+
+
+def endpoint(dsn: str) -> Endpoint:
+    """The server and database ``dsn`` names, resolved (libpq defaults filled in, names looked up).
+
+    ``localhost``, loopback addresses and Unix sockets all mean this machine; other host names
+    stand for the addresses they resolve to, so two names of one server compare equal.
+    """
+    info = conninfo_to_dict(dsn)
+    host = str(info.get("host") or os.environ.get("PGHOST") or "")
+    port = int(str(info.get("port") or os.environ.get("PGPORT") or 5432).split(",")[0])
+    user = str(info.get("user") or os.environ.get("PGUSER") or getpass.getuser())
+    database = str(info.get("dbname") or os.environ.get("PGDATABASE") or user)
+    first = host.split(",")[0]
+    hosts: frozenset[str]
+    if not first or first.startswith("/") or first.lower() == "localhost":
+        hosts = _LOCAL
+    else:
+        try:
+            found = {
+                str(a[4][0]) for a in socket.getaddrinfo(first, port, proto=socket.IPPROTO_TCP)
+            }
+        except OSError:
+            found = {first.lower()}
+        hosts = frozenset(
+            "local" if ipaddress.ip_address(h.split("%")[0]).is_loopback else h
+            for h in found
+            if _is_ip(h)
+        ) or frozenset({first.lower()})
+    return Endpoint(hosts, port, database, f"database {database} on {first or 'localhost'}:{port}")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+def same_database(a: str, b: str) -> Endpoint | None:
+    """The shared endpoint when ``a`` and ``b`` lead to the same database of the same server."""
+    ea, eb = endpoint(a), endpoint(b)
+    if ea.port == eb.port and ea.database == eb.database and ea.hosts & eb.hosts:
+        return ea
+    return None
+
+
 def sa_engine(dsn: str) -> sa.Engine:
     """A SQLAlchemy engine on psycopg 3 that opens plain libpq connections from ``dsn``."""
     return sa.create_engine(
@@ -59,6 +124,44 @@ def qualified(schema: str | None, name: str) -> sql.Composable:
     if schema:
         return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
     return sql.Identifier(name)
+
+
+def run_one(conn: psycopg.Connection[Any], statement: str | sql.Composed) -> None:
+    """Run exactly one SQL statement in ``conn``'s current transaction.
+
+    It is sent with the extended query protocol (``binary=True`` forces it even without
+    parameters), which PostgreSQL refuses for more than one statement ("cannot insert multiple
+    commands into a prepared statement"): text that comes from a migration file (a default, a
+    type, a check) can never smuggle in a ``COMMIT`` or a second command.
+    """
+    with conn.cursor() as cur:
+        cur.execute(statement, binary=True)
+
+
+@contextlib.contextmanager
+def single_statements(conn: sa.Connection) -> Iterator[None]:
+    """While inside, every statement ``conn`` executes goes through :func:`run_one`'s protocol.
+
+    For DDL that SQLAlchemy/Alembic render (identifiers quoted by SQLAlchemy, expressions from
+    the migration file as text): one statement per execute, never more.
+    """
+    engine = conn.engine
+
+    def with_params(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+        cursor.execute(statement, parameters or None, binary=True)
+        return True
+
+    def without_params(cursor: Any, statement: str, context: Any) -> bool:
+        cursor.execute(statement, binary=True)
+        return True
+
+    sa.event.listen(engine, "do_execute", with_params)
+    sa.event.listen(engine, "do_execute_no_params", without_params)
+    try:
+        yield
+    finally:
+        sa.event.remove(engine, "do_execute", with_params)
+        sa.event.remove(engine, "do_execute_no_params", without_params)
 
 
 def ident_list(names: list[str] | tuple[str, ...], prefix: str | None = None) -> sql.Composable:

@@ -19,9 +19,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from psycopg import sql
 
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
@@ -193,8 +195,13 @@ class NocoBaseProfile(Profile):
         physical = scope.physical(table)
         if physical not in tables:
             return []
-        cols = ", ".join(f'"{scope.column(c)}"' for c in columns)
-        return list(conn.execute(sa.text(f'SELECT {cols} FROM "{scope.schema}"."{physical}"')))
+        query = sql.SQL("SELECT {} FROM {}.{}").format(
+            sql.SQL(", ").join(sql.Identifier(scope.column(c)) for c in columns),
+            sql.Identifier(scope.schema),
+            sql.Identifier(physical),
+        )
+        with _raw(conn).cursor() as cur:
+            return list(cur.execute(query).fetchall())
 
     def classify(
         self, conn: sa.Connection, scope: TableScope, tables: list[str]
@@ -276,7 +283,14 @@ class NocoBaseProfile(Profile):
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         exists = conn.execute(
             sa.text("SELECT to_regclass(:name)"),
-            {"name": f'"{scope.schema}"."{scope.physical("applicationVersion")}"'},
+            {
+                "name": sql.SQL("{}.{}")
+                .format(
+                    sql.Identifier(scope.schema),
+                    sql.Identifier(scope.physical("applicationVersion")),
+                )
+                .as_string(_raw(conn))
+            },
         ).scalar()
         if exists is None:
             return None
@@ -328,19 +342,30 @@ class NocoBaseProfile(Profile):
     ) -> None:
         if not values:
             return
-        table = f'"{scope.schema}"."{scope.physical("environmentVariables")}"'
-        c = scope.column
-        conn.execute(
-            sa.text(
-                f'INSERT INTO {table} ("{c("createdAt")}", "{c("updatedAt")}", name, type, value) '
-                "VALUES (now(), now(), :name, :type, :value) "
-                f'ON CONFLICT (name) DO UPDATE SET type = EXCLUDED.type, value = EXCLUDED.value, "{c("updatedAt")}" = now()'
-            ),
-            [{"name": n, "type": t, "value": v} for n, t, v in values],
+        updated = sql.Identifier(scope.column("updatedAt"))
+        query = sql.SQL(
+            "INSERT INTO {}.{} ({}, {}, name, type, value) VALUES (now(), now(), %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET type = EXCLUDED.type, value = EXCLUDED.value, "
+            "{} = now()"
+        ).format(
+            sql.Identifier(scope.schema),
+            sql.Identifier(scope.physical("environmentVariables")),
+            sql.Identifier(scope.column("createdAt")),
+            updated,
+            updated,
         )
+        with _raw(conn).cursor() as cur:
+            cur.executemany(query, values)
 
     def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
         return nocobase_encrypt(value, _aes_key(env))
+
+
+def _raw(conn: sa.Connection) -> psycopg.Connection[Any]:
+    """The psycopg connection under ``conn`` (same transaction), for SQL built with psycopg.sql."""
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    return raw
 
 
 def _aes_key(env: Mapping[str, str]) -> bytes:

@@ -26,13 +26,17 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
+from migration_manager import pg
+from migration_manager.errors import ApplyError
+
 log = logging.getLogger(__name__)
 for _noisy in ("alembic.runtime.migration", "alembic.runtime.plugins", "alembic.ddl.postgresql"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 _DIALECT = postgresql.dialect()
 _ARGS = re.compile(r"\(([^)]*)\)")
-_NEXTVAL = re.compile(r"nextval\('([^']+)'::regclass\)")
+# the sequence's name is a SQL literal inside: quotes in it are doubled (nextval('"it''s_seq"'...))
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'::regclass\)")
 
 
 # --------------------------------------------------------------------------- types
@@ -354,16 +358,18 @@ class TableStructure:
             )
         for u in self.unique_constraints:
             constraints.append(sa.UniqueConstraint(*u["columns"], name=u["name"]))
+        for ck in self.check_constraints:
+            constraints.append(sa.CheckConstraint(sa.text(ck["sqltext"]), name=ck["name"]))
+        table = sa.Table(
+            self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment
+        )
         for f in self.foreign_keys:
-            referred = (
-                f["referred_table"]
-                if not f.get("referred_schema")
-                else f"{f['referred_schema']}.{f['referred_table']}"
-            )
-            constraints.append(
+            # Column objects, never "schema.table.column" strings: a name may hold dots
+            referred = _referred_table(metadata, table, f)
+            table.append_constraint(
                 sa.ForeignKeyConstraint(
                     f["columns"],
-                    [f"{referred}.{rc}" for rc in f["referred_columns"]],
+                    [referred.c[rc] for rc in f["referred_columns"]],
                     name=f["name"],
                     **{
                         k: v
@@ -372,19 +378,23 @@ class TableStructure:
                     },
                 )
             )
-        for ck in self.check_constraints:
-            constraints.append(sa.CheckConstraint(sa.text(ck["sqltext"]), name=ck["name"]))
-        table = sa.Table(
-            self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment
-        )
         for ix in self.indexes:
             elements: list[Any] = []
             exprs = ix.get("expressions") or []
+            sorting = ix.get("column_sorting") or {}
             for i, col in enumerate(ix["columns"]):
+                element: Any
                 if col is not None:
-                    elements.append(table.c[col])
+                    element = table.c[col]
                 elif i < len(exprs):
-                    elements.append(sa.text(exprs[i]))
+                    element = sa.text(exprs[i])
+                else:
+                    continue
+                key = col if col is not None else exprs[i]
+                for modifier in sorting.get(key) or ():
+                    # DESC, NULLS FIRST / LAST, in the order reflection reports them
+                    element = _SORTING[modifier](element)
+                elements.append(element)
             kwargs = {
                 k: v
                 for k, v in (ix.get("dialect_options") or {}).items()
@@ -392,19 +402,64 @@ class TableStructure:
             }
             if "postgresql_where" in kwargs:
                 kwargs["postgresql_where"] = sa.text(kwargs["postgresql_where"])
-            sa.Index(ix["name"], *elements, unique=ix.get("unique", False), **kwargs)
+            index = sa.Index(ix["name"], *elements, unique=ix.get("unique", False), **kwargs)
+            if index.table is None:
+                # only expressions (lower(email)): no column ties the index to its table
+                table.append_constraint(index)
         return table
+
+
+_SORTING: dict[str, Callable[[Any], Any]] = {
+    "asc": sa.asc,
+    "desc": sa.desc,
+    "nulls_first": sa.nulls_first,
+    "nulls_last": sa.nulls_last,
+}
+
+
+def _referred_table(metadata: sa.MetaData, table: sa.Table, fk: dict[str, Any]) -> sa.Table:
+    """The table a foreign key refers to: ``table`` itself, or a stub holding the referred columns.
+
+    A stub is enough for the constraint's DDL and for Alembic's comparison (it only reads the
+    referred table's name, schema and column names).
+    """
+    schema, name = fk.get("referred_schema"), fk["referred_table"]
+    if (schema, name) == (table.schema, table.name):
+        return table
+    found = next(
+        (t for t in metadata.tables.values() if (t.schema, t.name) == (schema, name)), None
+    )
+    if found is None:
+        found = sa.Table(name, metadata, schema=schema)
+    for rc in fk["referred_columns"]:
+        if rc not in found.c:
+            found.append_column(sa.Column(rc, sa.Integer))
+    return found
 
 
 # --------------------------------------------------------------------------- reflection
 
 
+# A column's own type, NOT NULL and default as the catalog has them. SQLAlchemy's reflection
+# lends a column of a domain the domain's default and NOT NULL; the column itself has neither.
 _FORMAT_TYPES = """
-SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       pg_get_expr(d.adbin, d.adrelid)
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+_COLUMN_FACTS = """
+SELECT a.attname, a.attnotnull, pg_get_expr(d.adbin, d.adrelid)
+FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+WHERE n.nspname = COALESCE(:schema, current_schema()) AND c.relname = :name
+  AND a.attnum > 0 AND NOT a.attisdropped
 """
 
 _SEQUENCES = """
@@ -529,8 +584,16 @@ def estimated_rows(conn: sa.Connection, schema: str) -> dict[str, int]:
 
 
 def _seq_name(text: str) -> tuple[str | None, str]:
-    """``public."a_id_seq"`` -> ("public", "a_id_seq"); ``"a_id_seq"`` -> (None, "a_id_seq")."""
-    parts = [p.strip('"') for p in re.findall(r'"(?:[^"]|"")*"|[^.]+', text)]
+    """The sequence named inside ``nextval('...')``, as the literal's text (quotes doubled).
+
+    ``public."a_id_seq"`` -> ("public", "a_id_seq"); ``"it''s_id_seq"`` -> (None, "it's_id_seq");
+    ``"a.b"."c""d"`` -> ("a.b", 'c"d'). Dots inside double quotes belong to the name.
+    """
+    text = text.replace("''", "'")
+    parts = [
+        quoted.replace('""', '"') if quoted else plain
+        for quoted, plain in re.findall(r'"((?:[^"]|"")*)"|([^".]+)', text)
+    ]
     if len(parts) == 2:
         return parts[0], parts[1]
     return None, parts[-1]
@@ -552,8 +615,9 @@ def reflect_tables(
     fks = insp.get_multi_foreign_keys(**kw)
     checks = insp.get_multi_check_constraints(**kw)
     comments = insp.get_multi_table_comment(**kw)
-    types: dict[tuple[str, str], str] = {
-        (r[0], r[1]): r[2] for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema})
+    catalog: dict[tuple[str, str], tuple[str, bool, str | None]] = {
+        (r[0], r[1]): (r[2], bool(r[3]), r[4])
+        for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema})
     }
     seq_rows = list(conn.execute(sa.text(_SEQUENCES), {"schema": schema}))
     user_types: dict[str, list[TypeStructure]] = {}
@@ -584,12 +648,12 @@ def reflect_tables(
                     if k in ident and ident[k] is not None
                 }
             computed = c["computed"]["sqltext"] if c.get("computed") else None
-            default = c.get("default")
+            type_text_, not_null, default = catalog[(name, c["name"])]
             columns.append(
                 ColumnStructure(
                     name=c["name"],
-                    type=types[(name, c["name"])],
-                    nullable=bool(c["nullable"]),
+                    type=type_text_,
+                    nullable=not not_null,
                     default=None if identity is not None or computed is not None else default,
                     identity=identity,
                     computed=computed,
@@ -642,6 +706,11 @@ def reflect_tables(
                     "unique": bool(i["unique"]),
                     "columns": list(i["column_names"]),
                     "expressions": list(i.get("expressions") or []) or None,
+                    "column_sorting": {
+                        k: [m for m in v if m in _SORTING]
+                        for k, v in (i.get("column_sorting") or {}).items()
+                    }
+                    or None,
                     "dialect_options": _plain(i.get("dialect_options") or {}),
                 }
                 for i in indexes.get(key, [])
@@ -796,6 +865,94 @@ def _skip_generated_defaults(
     return PriorityDispatchResult.CONTINUE
 
 
+class _AddForeignKeyOp(alembic_ops.CreateForeignKeyOp):
+    """Adds exactly the metadata's constraint (its referred columns are Column objects).
+
+    Alembic's own op rebuilds the constraint from ``"table.column"`` strings, which SQLAlchemy
+    splits on dots: ``"dot.a".id`` would become table ``a`` of a schema ``dot``.
+    """
+
+    def __init__(self, constraint: sa.ForeignKeyConstraint):
+        base = alembic_ops.CreateForeignKeyOp.from_constraint(constraint)
+        super().__init__(
+            base.constraint_name,
+            base.source_table,
+            base.referent_table,
+            base.local_cols,
+            base.remote_cols,
+            **base.kw,
+        )
+        self.constraint = constraint
+
+    def to_constraint(self, migration_context: Any = None) -> sa.ForeignKeyConstraint:
+        return self.constraint
+
+
+def _fk_options(options: Any) -> tuple[Any, ...]:
+    return tuple(
+        (options.get(k) or None) for k in ("onupdate", "ondelete", "deferrable", "initially")
+    )
+
+
+def _compare_foreign_keys(
+    autogen_context: Any,
+    modify_table_ops: alembic_ops.ModifyTableOps,
+    schema: str | None,
+    tname: str,
+    conn_table: sa.Table | None,
+    metadata_table: sa.Table | None,
+) -> PriorityDispatchResult:
+    """Foreign keys of a table both sides have, compared by what they mean (names aside).
+
+    Replaces Alembic's comparison, which builds the target's constraints from ``"a.b.c"``
+    strings: a table or column name holding a dot cannot be found that way.
+    """
+    if conn_table is None or metadata_table is None:
+        return PriorityDispatchResult.CONTINUE  # CREATE TABLE carries its foreign keys
+
+    def referred(schema_: str | None) -> str | None:
+        return None if schema_ in (None, autogen_context.dialect.default_schema_name) else schema_
+
+    target: dict[tuple[Any, ...], str | None] = {}
+    for fk in autogen_context.inspector.get_foreign_keys(tname, schema=schema):
+        sig = (
+            tuple(fk["constrained_columns"]),
+            referred(fk.get("referred_schema")),
+            fk["referred_table"],
+            tuple(fk["referred_columns"]),
+            _fk_options(fk.get("options") or {}),
+        )
+        target[sig] = fk.get("name")
+    wanted: dict[tuple[Any, ...], sa.ForeignKeyConstraint] = {}
+    for c in metadata_table.constraints:
+        if not isinstance(c, sa.ForeignKeyConstraint):
+            continue
+        sig = (
+            tuple(c.column_keys),
+            referred(c.referred_table.schema),
+            c.referred_table.name,
+            tuple(e.column.name for e in c.elements),
+            _fk_options(
+                {
+                    "onupdate": c.onupdate,
+                    "ondelete": c.ondelete,
+                    "deferrable": c.deferrable,
+                    "initially": c.initially,
+                }
+            ),
+        )
+        wanted[sig] = c
+    for sig, name in target.items():
+        if sig not in wanted and name:
+            modify_table_ops.ops.append(
+                alembic_ops.DropConstraintOp(name, tname, type_="foreignkey", schema=schema)
+            )
+    for sig, constraint in wanted.items():
+        if sig not in target:
+            modify_table_ops.ops.append(_AddForeignKeyOp(constraint))
+    return PriorityDispatchResult.STOP
+
+
 _PLUGIN = "migration_manager.generated_defaults"
 try:
     _plugin = Plugin(_PLUGIN)
@@ -806,6 +963,13 @@ else:
         _skip_generated_defaults,
         "column",
         "server_default",
+        qualifier="postgresql",
+        priority=DispatchPriority.FIRST,
+    )
+    _plugin.add_autogenerate_comparator(
+        _compare_foreign_keys,
+        "table",
+        "foreignkeys",
         qualifier="postgresql",
         priority=DispatchPriority.FIRST,
     )
@@ -884,7 +1048,7 @@ def _migration_context(
             return bool(obj.name == structure.name and obj.schema == structure.schema)
         return True
 
-    return MigrationContext.configure(
+    context = MigrationContext.configure(
         connection=conn,
         opts={
             "target_metadata": metadata,
@@ -896,6 +1060,37 @@ def _migration_context(
             "autogenerate_plugins": ["alembic.autogenerate.*", _PLUGIN],
         },
     )
+    # Instead of Alembic's PostgreSQL hook, which drops a serial column's default after looking
+    # its sequence up by the literal's text (quotes still doubled: fails for "it's_id_seq").
+    context.impl.autogen_column_reflect = _catalog_column_reflect(conn)  # type: ignore[method-assign]
+    return context
+
+
+def _catalog_column_reflect(conn: sa.Connection) -> Callable[[Any, sa.Table, Any], None]:
+    """A ``column_reflect`` hook: the target column's own NOT NULL and default, from the catalog.
+
+    SQLAlchemy gives a column of a domain the domain's default and NOT NULL; comparing those
+    with the source's (read from the catalog, :data:`_FORMAT_TYPES`) would add or lose a default.
+    """
+    facts: dict[tuple[str | None, str], dict[str, tuple[bool, str | None]]] = {}
+
+    def hook(inspector: Any, table: sa.Table, column_info: Any) -> None:
+        key = (table.schema, table.name)
+        if key not in facts:
+            facts[key] = {
+                r[0]: (bool(r[1]), r[2])
+                for r in conn.execute(
+                    sa.text(_COLUMN_FACTS), {"schema": table.schema, "name": table.name}
+                )
+            }
+        found = facts[key].get(column_info["name"])
+        if found is None:
+            return
+        column_info["nullable"] = not found[0]
+        if not column_info.get("computed") and not column_info.get("identity"):
+            column_info["default"] = found[1]
+
+    return hook
 
 
 def _in_default_schema(structure: TableStructure, default_schema: str | None) -> TableStructure:
@@ -924,21 +1119,7 @@ def diff_table(
     """
     structure = _in_default_schema(structure, conn.dialect.default_schema_name)
     metadata = sa.MetaData()
-    structure.to_table(metadata)
-    for fk in structure.foreign_keys:
-        # referenced tables must exist in the metadata for the FK to compile; a stub is enough
-        ref_key = (
-            f"{fk['referred_schema']}.{fk['referred_table']}"
-            if fk.get("referred_schema")
-            else fk["referred_table"]
-        )
-        if ref_key not in metadata.tables:
-            sa.Table(
-                fk["referred_table"],
-                metadata,
-                *(sa.Column(c, sa.Integer) for c in fk["referred_columns"]),
-                schema=fk.get("referred_schema"),
-            )
+    structure.to_table(metadata)  # with stubs of the tables its foreign keys refer to
     context = _migration_context(conn, structure, metadata)
     script = produce_migrations(context, metadata)
     upgrade_ops = script.upgrade_ops
@@ -990,9 +1171,44 @@ class StatementRecorder:
 
 
 def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:
+    """Run Alembic's operations; each statement alone (:func:`pg.single_statements`)."""
     operations = Operations(MigrationContext.configure(connection=conn))
-    for op in diff.ops:
-        operations.invoke(op)
+    with pg.single_statements(conn):
+        for op in diff.ops:
+            operations.invoke(op)
+
+
+_SEQUENCE_TYPES = ("smallint", "integer", "bigint")
+
+
+def create_sequence_sql(seq: SequenceStructure) -> sql.Composed:
+    """``CREATE SEQUENCE`` for ``seq``: names as identifiers, every number checked to be one."""
+    if seq.data_type not in _SEQUENCE_TYPES:
+        raise ApplyError(
+            f"Sequence {seq.name!r}: data type {seq.data_type!r} is not one of "
+            f"{', '.join(_SEQUENCE_TYPES)}; the migration file is damaged or was not written by "
+            "this tool: create the migration file again",
+            terminal=True,
+        )
+    numbers = {}
+    for what in ("increment", "min_value", "max_value", "start", "cache"):
+        value = getattr(seq, what)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ApplyError(
+                f"Sequence {seq.name!r}: {what} {value!r} is not an integer; the migration file "
+                "is damaged or was not written by this tool: create the migration file again",
+                terminal=True,
+            )
+        numbers[what] = sql.Literal(value)
+    return sql.SQL(
+        "CREATE SEQUENCE {} AS {} INCREMENT BY {increment} MINVALUE {min_value} "
+        "MAXVALUE {max_value} START WITH {start} CACHE {cache}{cycle}"
+    ).format(
+        sql.SQL(_quoted(seq.schema, seq.name)),  # SQLAlchemy's quoting, as in the other DDL
+        sql.SQL(seq.data_type),
+        cycle=sql.SQL(" CYCLE" if seq.cycle is True else ""),
+        **numbers,
+    )
 
 
 def ensure_sequences(
@@ -1011,12 +1227,7 @@ def ensure_sequences(
         ).first()
         if exists:
             continue
-        qname = _quoted(seq.schema, seq.name)
-        execute(
-            f"CREATE SEQUENCE {qname} AS {seq.data_type} INCREMENT BY {seq.increment} "
-            f"MINVALUE {seq.min_value} MAXVALUE {seq.max_value} START WITH {seq.start} "
-            f"CACHE {seq.cache}{' CYCLE' if seq.cycle else ''}"
-        )
+        execute(create_sequence_sql(seq).as_string(conn.connection.driver_connection))
 
 
 def ensure_types(
@@ -1031,20 +1242,21 @@ def ensure_types(
     that failure from spoiling the unit's transaction.
     """
     context = conn.connection.driver_connection
-    prep = _DIALECT.identifier_preparer
     for t in structure.types:
         if find_type(conn, t.schema, t.name) is not None:
             continue
         if not conn.execute(
             sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :s"), {"s": t.schema}
         ).first():
-            execute(f"CREATE SCHEMA IF NOT EXISTS {prep.quote_schema(t.schema)}")
+            quoted = _DIALECT.identifier_preparer.quote_schema(t.schema)
+            execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
         try:
             with conn.begin_nested():
                 execute(t.create_sql(context))
-        except sa.exc.DBAPIError as exc:
+        except (sa.exc.DBAPIError, psycopg.Error) as exc:
+            orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
             raced = isinstance(
-                exc.orig, (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject)
+                orig, (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateObject)
             )
             if not raced or find_type(conn, t.schema, t.name) is None:
                 raise
@@ -1062,7 +1274,6 @@ def own_sequences(
     conn: sa.Connection, structure: TableStructure, execute: Callable[[str], None]
 ) -> None:
     """``ALTER SEQUENCE ... OWNED BY`` for sequences the source ties to a column and the target does not."""
-    prep = _DIALECT.identifier_preparer
     for seq in structure.sequences:
         if seq.identity or seq.column is None:
             continue
@@ -1077,6 +1288,12 @@ def own_sequences(
         ).first()
         if owned:
             continue
-        qseq = _quoted(seq.schema, seq.name)
-        qtab = _quoted(structure.schema, structure.name)
-        execute(f"ALTER SEQUENCE {qseq} OWNED BY {qtab}.{prep.quote(seq.column)}")
+        execute(
+            sql.SQL("ALTER SEQUENCE {} OWNED BY {}.{}")
+            .format(
+                sql.SQL(_quoted(seq.schema, seq.name)),  # SQLAlchemy's quoting
+                sql.SQL(_quoted(structure.schema, structure.name)),
+                sql.SQL(_DIALECT.identifier_preparer.quote(seq.column)),
+            )
+            .as_string(conn.connection.driver_connection)
+        )

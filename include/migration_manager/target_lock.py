@@ -33,6 +33,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from migration_manager import pg
 from migration_manager.errors import MigrationError, TransientError
@@ -167,8 +168,10 @@ def _set_lock_timeout(
     conn: psycopg.Connection[Any], ref: RunRef, role: str, seconds: float | None
 ) -> None:
     """Set lock_timeout (None: back to the default); commented like every statement of a lock session."""
-    value = "DEFAULT" if seconds is None else f"'{max(1, int(seconds * 1000))}ms'"
-    conn.execute(ref.comment(role) + f"SET lock_timeout = {value}")
+    value = (
+        sql.SQL("DEFAULT") if seconds is None else sql.Literal(f"{max(1, int(seconds * 1000))}ms")
+    )
+    conn.execute(sql.SQL(ref.comment(role)) + sql.SQL("SET lock_timeout = {}").format(value))
 
 
 def _drain(conn: psycopg.Connection[Any], ref: RunRef, role: str, deadline: float) -> None:

@@ -20,6 +20,7 @@ from migration_manager.airflow.store import (
     backup_records,
     load_backup_record,
     local_backup_file,
+    record_run_rollback,
     save_backup,
 )
 from migration_manager.backup import (
@@ -225,6 +226,9 @@ class RollbackOperator(BaseOperator):
                 ti.xcom_push(key="rollback", value=outcome)
                 raise
             outcome |= {"status": ROLLED_BACK, **result.to_dict()}
+            # before anything else: a cleared apply_table of this run must find it (see
+            # operators.refuse_after_rollback), even once this task's XCom is cleared
+            record_run_rollback(ti.dag_id, ti.run_id, outcome)
             self.log.info(
                 "Rolled back: the target is back at backup %s (taken before this run); %d tables "
                 "verified (row count and content checksum)%s",

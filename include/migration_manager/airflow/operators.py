@@ -13,11 +13,16 @@ from airflow.sdk.exceptions import AirflowFailException
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.rule_sets import load_rule_set
 from migration_manager.airflow.signing import signing_conn_id, signing_key, task_trust
-from migration_manager.airflow.store import migration_file_path, new_migration_file
+from migration_manager.airflow.store import (
+    migration_file_path,
+    new_migration_file,
+    run_rollback_record,
+)
 from migration_manager.archive import ArchiveReader, open_archive
 from migration_manager.create import create_migration, new_migration_id
-from migration_manager.errors import MigrationError
+from migration_manager.errors import ConfigError, MigrationError
 from migration_manager.execute import apply_unit, prepare
+from migration_manager.pg import same_database
 from migration_manager.plan import Unit
 
 if TYPE_CHECKING:
@@ -81,10 +86,18 @@ class CreateMigrationOperator(BaseOperator):
     :param profile: application profile, ``nocobase`` or ``generic`` (templated)
     :param rules: the rules document, JSON text or object (templated)
     :param rule_set: name of a saved rule set; when given, its profile and rules are used (templated)
+    :param target_conn_id: in a sync, the target's connection: refused before anything is read
+        when it leads to the source's database (templated)
     :return: the migration file's URI
     """
 
-    template_fields: Sequence[str] = ("source_conn_id", "profile", "rules", "rule_set")
+    template_fields: Sequence[str] = (
+        "source_conn_id",
+        "profile",
+        "rules",
+        "rule_set",
+        "target_conn_id",
+    )
 
     def __init__(
         self,
@@ -93,6 +106,7 @@ class CreateMigrationOperator(BaseOperator):
         profile: str = "nocobase",
         rules: Any = None,
         rule_set: str | None = None,
+        target_conn_id: str | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -100,9 +114,12 @@ class CreateMigrationOperator(BaseOperator):
         self.profile = profile
         self.rules = rules
         self.rule_set = rule_set
+        self.target_conn_id = target_conn_id
 
     def execute(self, context: Context) -> str:
         with engine_errors():
+            if self.target_conn_id:
+                refuse_same_database(self.source_conn_id, self.target_conn_id)
             if self.rule_set and str(self.rule_set).strip() not in ("", "None"):
                 saved = load_rule_set(str(self.rule_set).strip())
                 self.log.info("Using rule set %s (profile %s)", saved.name, saved.profile)
@@ -134,6 +151,26 @@ class CreateMigrationOperator(BaseOperator):
         return str(dest)
 
 
+def refuse_same_database(source_conn_id: str, target_conn_id: str) -> None:
+    """Fail (no retry) when both connections lead to one database: a sync onto itself."""
+    source, target = environment(source_conn_id), environment(target_conn_id)
+    shared = same_database(source.dsn, target.dsn)
+    if shared is not None:
+        raise ConfigError(
+            f"The source connection {source_conn_id!r} and the target connection "
+            f"{target_conn_id!r} lead to the same database ({shared.shown}): a migration would "
+            "write the database onto itself. Nothing was read or written; choose another "
+            "target_conn_id (or source_conn_id)."
+        )
+
+
+def max_map_length() -> int:
+    """Airflow's ``core.max_map_length``: the most map indexes one ``.expand()`` may fan out to."""
+    from airflow.sdk import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
+
+
 class PlanMigrationOperator(BaseOperator):
     """Verify a migration file and check it against the target; return the units to apply.
 
@@ -159,6 +196,15 @@ class PlanMigrationOperator(BaseOperator):
             with _archive(self.migration_file) as reader:
                 plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
                 manifest = reader.manifest
+        limit = max_map_length()
+        if len(plan.units) > limit:
+            raise AirflowFailException(
+                f"The migration has {len(plan.units)} units to apply, more than Airflow maps one "
+                f"task to (core.max_map_length = {limit}). Raise it where Airflow is configured "
+                f"(AIRFLOW__CORE__MAX_MAP_LENGTH={len(plan.units)} or more, for the API server "
+                "and the workers; this project's bin/airflow-local and docker-compose.yaml set "
+                "16384), then run the migration again. Nothing was written."
+            )
         for warning in plan.warnings:
             self.log.warning("%s", warning)
         for item in plan.pending:
@@ -212,6 +258,7 @@ class ApplyUnitOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         unit = Unit.from_dict(self.unit)
         self.log.info("Unit %s: %s", unit.id, unit.label)
+        refuse_after_rollback(context, unit)
         # imported here: lock_operators builds on this module
         from migration_manager.airflow.lock_operators import target_write_lock
 
@@ -223,3 +270,26 @@ class ApplyUnitOperator(BaseOperator):
             ):
                 result = apply_unit(reader, env.dsn, unit, allow_drop=_as_bool(self.allow_drop))
         return result.to_dict()
+
+
+def refuse_after_rollback(context: Context, unit: Unit) -> None:
+    """A unit of a run that was rolled back must not be applied alone (a cleared map index).
+
+    The rollback restored the whole target to the backup taken before the run: every unit's
+    changes are gone. Applying one unit then would leave a partial target and could turn the
+    run green. The rollback is recorded in the store (it outlives a clear of the rollback
+    task, which deletes that task's XCom) and in the rollback task's XCom.
+    """
+    ti = context["ti"]
+    record = run_rollback_record(ti.dag_id, ti.run_id)
+    if record is None:
+        pushed = ti.xcom_pull(task_ids="rollback", key="rollback")
+        if isinstance(pushed, dict) and pushed.get("status") == "rolled back":
+            record = pushed
+    if record is not None:
+        raise AirflowFailException(
+            f"Unit {unit.label}: this run ({ti.dag_id}/{ti.run_id}) was rolled back to backup "
+            f"{record.get('backup_id')} after a unit failed, so no change of the run remains on "
+            "the target. Applying this unit alone would leave a partial target: run the whole "
+            "migration again (trigger a new run) instead of clearing tasks of this one."
+        )

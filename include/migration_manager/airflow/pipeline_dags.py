@@ -56,7 +56,7 @@ def pipeline_dag(pipeline: Pipeline) -> DAG:
         params=_params(pipeline),
         doc_md=_doc(pipeline),
     ) as dag:
-        create = create_task()
+        create = create_task(sync=True)
         done = execute_chain(create.output, pool=pipeline.pool)
         create >> done
     return dag

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -179,3 +180,35 @@ def prune_backups(key: str, keep: int) -> list[str]:
                 path.unlink()
         log.info("Removed backup %s of %s (keeping the %d newest)", backup_id, key, keep)
     return removed
+
+
+# --- rolled-back runs: rollbacks/<dag id>/<run key>.json -----------------------------------
+
+ROLLBACKS = "rollbacks"
+
+
+def _run_file(dag_id: str, run_id: str) -> ObjectStoragePath:
+    """The record of a run's rollback; run ids hold ':' and '+', so the name is made safe."""
+    digest = hashlib.sha1(f"{dag_id}\n{run_id}".encode()).hexdigest()[:10]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:150]
+    return store_root() / ROLLBACKS / backup_key(dag_id) / f"{safe}-{digest}.json"
+
+
+def record_run_rollback(dag_id: str, run_id: str, outcome: dict[str, Any]) -> None:
+    """Remember that this run's target was rolled back (outlives clearing the rollback task)."""
+    path = _run_file(dag_id, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"dag_id": dag_id, "run_id": run_id, **outcome}, default=str))
+
+
+def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
+    """The rollback recorded for this run; None when the run was never rolled back."""
+    path = _run_file(dag_id, run_id)
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        # unreadable, but it exists: the run was rolled back
+        return {"dag_id": dag_id, "run_id": run_id, "backup_id": "(record unreadable)"}
+    return record if isinstance(record, dict) else {"backup_id": None}

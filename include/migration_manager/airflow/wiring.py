@@ -235,13 +235,15 @@ def backup_params() -> dict[str, Param]:
     }
 
 
-def create_task() -> CreateMigrationOperator:
+def create_task(*, sync: bool = False) -> CreateMigrationOperator:
+    """The create task; in a sync (``sync``) it first refuses a target that is the source's database."""
     return CreateMigrationOperator(
         task_id="create_migration_file",
         source_conn_id="{{ params.source_conn_id }}",
         profile="{{ params.profile }}",
         rules="{{ params.rules | tojson }}",
         rule_set="{{ params.rule_set }}",
+        target_conn_id="{{ params.target_conn_id }}" if sync else None,
     )
 
 

@@ -1,0 +1,175 @@
+"""Runs that must not end green: a sync onto its own source, a unit re-applied alone after the
+run was rolled back, and more units than Airflow maps by default. ``dag.test()`` runs on real
+PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from migration_manager.airflow.store import run_rollback_record
+from migration_manager.backup import table_fingerprints
+from tests.airflowtools import connection_uri, metadata_db, rerun_cleared, task_states, xcom
+from tests.integration.test_rollback_dags import (
+    SOURCE,
+    TARGET,
+    Logs,
+    _conn_id,
+    _failing_sync,
+)
+from tests.pgtools import REPO, sql, table_text
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+
+
+@pytest.fixture
+def logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Logs:
+    return Logs(capfd, caplog)
+
+
+def _store_files() -> list[str]:
+    folder = Path(os.environ["MIGRATION_STORE"].removeprefix("file://")) / "files"
+    return sorted(p.name for p in folder.glob("*.zip")) if folder.exists() else []
+
+
+def test_a_sync_onto_its_own_source_database_is_refused_before_anything_runs(
+    source: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """Two connection ids, two spellings of the host (127.0.0.1 and localhost): one database."""
+    sql(source, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');")
+    source_id = "mm_same_source"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{source_id.upper()}", connection_uri(source))
+    target_id = _conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
+    before, files = table_fingerprints(source), _store_files()
+
+    dag_run = logs.run(
+        "migration_sync",
+        {"profile": "generic", "source_conn_id": source_id, "target_conn_id": target_id},
+    )
+
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["create_migration_file"] == ["failed"]
+    # nothing after it ran: no plan, no backup, no unit
+    assert all(s[0] != "success" for k, s in states.items() if k != "create_migration_file")
+    assert "apply_table" not in states or states["apply_table"] != ["success"]
+    message = logs.task("create_migration_file")
+    assert f"source connection '{source_id}'" in logs.text
+    assert f"target connection '{target_id}'" in logs.text
+    assert "lead to the same database" in logs.text and "create_migration_file" in message
+    assert _store_files() == files  # no migration file was written
+    assert table_fingerprints(source) == before
+
+
+def test_a_cleared_unit_of_a_rolled_back_run_refuses_to_apply_alone(
+    source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """After the automatic rollback, clearing one apply_table map index (here the unit that
+    had succeeded, `good`) used to apply it alone to the restored target. It must refuse, say to
+    run the whole migration again, leave the target as the rollback left it, and the run failed."""
+    sql(source, SOURCE)
+    sql(target, TARGET)
+    before = table_fingerprints(target)
+    dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs)
+    rollback = xcom(dag_run, "rollback")
+    assert rollback["status"] == "rolled back"
+    backup_id = rollback["backup_id"]
+    assert table_fingerprints(target) == before
+    good = next(
+        i
+        for i in range(3)
+        if [t["table"] for t in (xcom(dag_run, "apply_table", i) or {}).get("tables", [])]
+        == ["good"]
+    )
+
+    # cleared with its downstream tasks: the rollback task's XCom goes, the store's record stays
+    logs.capfd.readouterr()
+    again = rerun_cleared(dag_run, ("apply_table", good), ("rollback", -1), ("collect_logs", -1))
+
+    assert str(again.state) == "failed"
+    assert run_rollback_record(dag_run.dag_id, dag_run.run_id)["backup_id"] == backup_id
+    assert table_fingerprints(target) == before
+    assert table_text(target, "good")[0] == '(1,"target 1")'  # the target's rows, not the source's
+    out = logs.capfd.readouterr()
+    text = out.out + out.err + logs.caplog.text
+    assert "was rolled back to backup" in text and "run the whole migration again" in text
+    states = task_states(again)
+    assert sorted(states["apply_table"]) == ["failed", "failed", "success"]
+    assert states["collect_logs"] == ["failed"]
+
+
+def _many_tables(dsn: str, count: int) -> None:
+    sql(
+        dsn,
+        f"""DO $$ BEGIN FOR i IN 1..{count} LOOP
+              EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY, v text)', 't' || i);
+              EXECUTE format('INSERT INTO %I VALUES (1, %L)', 't' || i, 'row of ' || i);
+            END LOOP; END $$;""",
+    )
+
+
+def test_more_units_than_airflow_s_default_map_length_fan_out(
+    source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """1,100 one-table units: with Airflow's default core.max_map_length (1024) the plan's XCom
+    push is refused by the execution API and nothing fans out; the project raises it (16384,
+    like bin/airflow, bin/airflow-local, docker-compose.yaml).
+
+    Real create, plan, XCom push through the execution API and expansion into 1,100 map
+    indexes; the units themselves are marked success (``mark_success_pattern``) to keep the test
+    short: applying them all through ``dag.test()`` took 18 min here (about 1 s per unit on a
+    shared 2-core machine), and a unit's apply is what every other test exercises.
+    """
+    count = 1100
+    _many_tables(source, count)
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
+    conn_id = _conn_id(monkeypatch, target)
+    assert os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] == "16384"  # tests/conftest.py
+    from airflow.dag_processing.dagbag import DagBag
+
+    metadata_db()
+    dag = DagBag(dag_folder=str(REPO / "dags" / "migration_sync.py")).dags["migration_sync"]
+    started = time.monotonic()
+    dag_run = dag.test(
+        run_conf={
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "target_conn_id": conn_id,
+            "skip_backup": True,
+        },
+        mark_success_pattern="apply_table|collect_logs",
+    )
+    seconds = time.monotonic() - started
+    states = task_states(dag_run)
+    print(f"1,100 units planned and fanned out in {seconds:.0f} s")
+    assert str(dag_run.state) == "success", {k: set(v) for k, v in states.items()}
+    assert states["plan"] == ["success"]
+    assert len(xcom(dag_run, "plan")) == count
+    assert states["apply_table"] == ["success"] * count
+
+
+def test_the_plan_names_the_map_limit_when_a_migration_exceeds_it(
+    source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """With Airflow's default (1024) and 1,030 units, the plan fails with a message naming the
+    setting, before anything is written (not Airflow's own error at the fan-out)."""
+    _many_tables(source, 1030)
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "1024")
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
+    conn_id = _conn_id(monkeypatch, target)
+    dag_run = logs.run(
+        "migration_sync",
+        {
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "target_conn_id": conn_id,
+        },
+    )
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["plan"] == ["failed"]
+    assert "1030 units to apply" in logs.text and "AIRFLOW__CORE__MAX_MAP_LENGTH" in logs.text
+    assert table_fingerprints(target) == {}
