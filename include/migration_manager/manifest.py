@@ -114,7 +114,9 @@ class Index(_Model):
     unique: bool
     columns: list[Identifier | None]  # None where an expression takes the place of a column
     expressions: list[str] | None = None
-    column_sorting: dict[str, list[Literal["asc", "desc", "nulls_first", "nulls_last"]]] | None = None
+    column_sorting: dict[str, list[Literal["asc", "desc", "nulls_first", "nulls_last"]]] | None = (
+        None
+    )
     dialect_options: dict[str, Any] = {}
 
 
