@@ -29,7 +29,7 @@ LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
-CHECK_TASKS = ("env_check", "env_values", "plugin_check", "env_write")
+CHECK_TASKS = ("env_check", "env_values", "plugin_check", "destructive_check", "env_write")
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
