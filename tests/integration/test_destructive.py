@@ -143,7 +143,10 @@ def test_manual_run_asks_and_a_rejection_stops_before_any_write(
     assert states["destructive_check"] == ["failed"]
     assert states["backup"] == ["upstream_failed"] and states["env_write"] == ["upstream_failed"]
     assert table_text(prod, "uiSchemas") == before
-    assert scalar(prod, "SELECT count(*) FROM \"environmentVariables\" WHERE name = 'HELPDESK_URL'") == 0
+    assert (
+        scalar(prod, "SELECT count(*) FROM \"environmentVariables\" WHERE name = 'HELPDESK_URL'")
+        == 0
+    )
     found = _xcom_key(dag_run, "destructive_check", "destructive")
     assert found["decision"] == "rejected" and found["refused_by"] == "rejected by olga"
     assert found["parts"] == [UI_PART]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import socket
 import time
 import uuid
@@ -133,6 +134,22 @@ def test_a_failed_nightly_run_sends_one_notification(
     name = f"nightly_{uuid.uuid4().hex[:6]}"
     monkeypatch.setenv("AIRFLOW_CONN_NOTIFY_SOURCE", connection_uri(source))
     monkeypatch.setenv(f"AIRFLOW_CONN_{name.upper()}_PROD", connection_uri(target))
+    # an older run of this target in the store: beyond logs_to_keep / files_to_keep after this run
+    store = Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+    old_mid = f"mig-20200101T000000Z-{name[-6:]}"
+    old_log = store / "logs" / old_mid / "scheduled__2020-01-01T02_00_00_00_00"
+    old_log.mkdir(parents=True)
+    (old_log / "migration.json").write_text(
+        json.dumps(
+            {
+                "started_at": "2020-01-01T02:00:00+00:00",
+                "target": {"conn_id": f"{name}_prod"},
+                "migration_file": {"name": f"{old_mid}.zip"},
+            }
+        )
+    )
+    (store / "files").mkdir(parents=True, exist_ok=True)
+    (store / "files" / f"{old_mid}.zip").write_bytes(b"an old migration file")
     dag = _pipeline_dag(
         tmp_path,
         monkeypatch,
@@ -145,6 +162,8 @@ def test_a_failed_nightly_run_sends_one_notification(
         options={
             "notify_conn_id": "mm_smtp",
             "notify_to": ["ops@example.test", "dba@example.test"],
+            "logs_to_keep": 1,
+            "files_to_keep": 1,
         },
     )
     metadata_db()
@@ -170,6 +189,11 @@ def test_a_failed_nightly_run_sends_one_notification(
     run_folder = logs.safe_component(dag_run.run_id)
     assert f"/migrations/runs/mig-" in body and f"/{run_folder}'" in body
     assert f"/dags/sync_{name}/runs/" in body
+    # retention after the run: the older log and file of this target are gone, this run's stay
+    assert not old_log.exists() and not (store / "files" / f"{old_mid}.zip").exists()
+    assert len(list(store.glob(f"logs/mig-*/{run_folder}/migration.json"))) == 1
+    assert (store / "in_use").is_dir()  # the run leased its file while it ran ...
+    assert list((store / "in_use").glob(f"sync_{name}__*.json")) == []  # ... and released it
 
 
 def test_a_question_is_notified_and_success_is_not_unless_asked(
