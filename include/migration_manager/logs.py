@@ -615,6 +615,8 @@ def format_log(record: Mapping[str, Any]) -> str:
     """``migration.log``: the record as text a person reads from top to bottom."""
     f = record.get("migration_file") or {}
     head = f"Migration {record.get('migration_id') or '(no migration file)'}: {str(record['status']).upper()}"
+    if record.get("dry_run"):
+        head += " (DRY RUN: every unit rolled back, nothing committed)"
     lines = [head, "=" * len(head)]
     trig = record.get("triggered_by") or "-"
     lines.append(
@@ -801,6 +803,7 @@ def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:
         "warnings",
         "backup",
         "rollback",
+        "dry_run",
     )
     out = {k: record.get(k) for k in keys}
     out["migration_file"] = (record.get("migration_file") or {}).get("uri")

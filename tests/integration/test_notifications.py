@@ -187,7 +187,7 @@ def test_a_failed_nightly_run_sends_one_notification(
     from migration_manager import logs
 
     run_folder = logs.safe_component(dag_run.run_id)
-    assert f"/migrations/runs/mig-" in body and f"/{run_folder}'" in body
+    assert "/migrations/runs/mig-" in body and f"/{run_folder}'" in body
     assert f"/dags/sync_{name}/runs/" in body
     # retention after the run: the older log and file of this target are gone, this run's stay
     assert not old_log.exists() and not (store / "files" / f"{old_mid}.zip").exists()

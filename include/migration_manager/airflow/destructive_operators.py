@@ -18,7 +18,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from migration_manager.airflow.check_operators import _unanswered, _user
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.notify import airflow_run_url
-from migration_manager.airflow.operators import _archive, engine_errors
+from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.destructive import ASK, CONTINUE, ON_DESTRUCTIVE, DestructivePlan, assess
 from migration_manager.errors import ConfigError
 
@@ -78,6 +78,11 @@ class DestructiveCheckOperator(ApprovalOperator):
             return result | {"decision": "not destructive"}
         parts = "; ".join(found.parts)
         context["ti"].xcom_push(key=KEY, value=result)
+        if _as_bool(context["params"].get("dry_run", False)):
+            self.log.warning(
+                "Dry run of a destructive plan (not asked, nothing is committed): %s", parts
+            )
+            return result | {"decision": "dry run: not asked"}
         if mode == CONTINUE:
             self.log.warning("Destructive plan, going on (on_destructive=continue): %s", parts)
             return result | {"decision": "continue (on_destructive=continue)"}

@@ -40,8 +40,8 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
     try:
         retention.release_lease(root, dag_id=ti.dag_id, run_id=ti.run_id)
         target = str(params.get("target_conn_id") or "")
-        if not target:
-            return None
+        if not target or str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"):
+            return None  # a dry run leaves the store's history as it is
         pruned = retention.prune(
             root,
             target,

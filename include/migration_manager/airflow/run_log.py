@@ -276,6 +276,7 @@ def write_run_log(
         ended_at=datetime.now(UTC),
         errors=errors or [],
     )
+    record["dry_run"] = str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on")
     folder = log_folder(record.get("migration_id"), dag_run.run_id)
     logs.write_files(folder, record)
     return record, folder

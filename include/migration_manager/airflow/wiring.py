@@ -183,6 +183,16 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     params.update(backup_params())
     params.update(lock_params())
     params.update(destructive_params())
+    params["dry_run"] = Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description=(
+            "Checks and plan, then every unit applied in a transaction that is rolled back: the run log "
+            "says what a run would do (marked as a dry run). No backup, no env_write, nothing committed; "
+            "questions are not asked."
+        ),
+    )
     params.update(notify_params())
     params.update(retention_params())
     return params
