@@ -227,3 +227,33 @@ def test_a_question_is_notified_and_success_is_not_unless_asked(
     assert "Plugins missing in the target" in body and "graph-collection-manager" in body
     assert "Required actions" in body and dag_run.run_id in body
     assert "k-notify-1" not in body
+
+
+def test_a_run_stopped_by_a_check_sends_a_failure(
+    nocobase_pair: tuple[str, str], inbox: Inbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
+    # prod's app is configured otherwise: env_check stops the run before the plan
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod, {"DB_TABLE_PREFIX": "nb_"})
+    )
+    dag_run = run_dag(
+        "migration_sync",
+        {
+            "notify_conn_id": "mm_smtp",
+            "notify_to": ["ops@example.test"],
+            "notify_events": ["failure"],
+        },
+    )
+    assert str(dag_run.state) == "failed"
+    assert task_states(dag_run)["env_check"] == ["failed"]
+    (msg,) = inbox.wait(1)
+    time.sleep(1)
+    assert len(inbox.messages) == 1
+    assert msg["X-Migration-Event"] == "failure"
+    assert "failed: the run stopped at env_check" in str(msg["Subject"])
+    body = _body(msg)
+    assert "env_check: The source and target applications are configured differently" in body
+    assert "DB_TABLE_PREFIX: source &#x27;&#x27;, target &#x27;nb_&#x27;" in body  # html-escaped
+    assert "/migrations/runs/mig-" in body  # its log was written: the run page

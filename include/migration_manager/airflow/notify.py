@@ -110,7 +110,7 @@ def run_outcome(
         event = ROLLBACK if rollback.get("status") == "rolled back" else FAILURE
         # the failed steps with their errors (apply_table's name its tables), else the failed units
         details = [
-            f"{s.get('name') or s.get('task_id')}: {(s.get('error') or 'failed').splitlines()[0][:300]}"
+            f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"
             for s in failed_steps
         ] or failed_tables(summary)
         units_only = all(s.get("task_id") == "apply_table" for s in failed_steps)
@@ -125,13 +125,19 @@ def run_outcome(
             names = ", ".join(str(s.get("name") or s.get("task_id")) for s in failed_steps)
             headline = f"the run stopped at {names or 'its first task'}"
             if error and not details:
-                details = [error.splitlines()[0][:300]]
+                details = [_one_line(error)]
     return {
         "event": event,
         "headline": headline,
         "details": [logs.scrub(str(d)) for d in details],
         "migration_id": migration_id,
     }
+
+
+def _one_line(error: str, limit: int = 600) -> str:
+    """An error as one line (a check's message lists its findings on the next lines)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _question_lines(body: str | None) -> list[str]:
