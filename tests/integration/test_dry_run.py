@@ -96,3 +96,33 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     assert real_tables["pages"]["status"] == "unchanged" and real_tables["pages"]["unchanged"] == 12
     assert table_text(target, "settings") == table_text(source, "settings")
     assert (_store() / "backups" / conn_id).exists()  # the real run took its backup
+
+
+def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prod lacks two env variables and a plugin, and the plan is destructive: a real manual run
+    would ask three questions; a dry run reports them and goes through, prod untouched."""
+    from tests.airflowtools import xcom
+    from tests.pgtools import rows
+
+    staging, prod = nocobase_pair
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod))
+    tables = [
+        r[0] for r in rows(prod, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    before = {t: table_text(prod, t) for t in tables}
+
+    dag_run = run_dag("migration_sync", {"dry_run": True, "on_destructive": "ask"})
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert {t: table_text(prod, t) for t in tables} == before
+    assert xcom(dag_run, "destructive_check")["decision"] == "dry run: not asked"
+    assert xcom(dag_run, "plugin_check")["decision"] == "continue (on_missing_plugins=continue)"
+    assert sorted(xcom(dag_run, "env_values")["not_asked"]) == ["HELPDESK_KEY", "HELPDESK_URL"]
+    assert xcom(dag_run, "env_write") == {"written": []}
+    record, _ = _log(dag_run)
+    assert record["dry_run"] is True
+    ui = next(t for t in record["tables"] if t["table"] == "uiSchemas")
+    assert ui["deleted"] == 63 and ui["inserted"] > 0  # what the real run would do
