@@ -198,11 +198,11 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     return params
 
 
-def destructive_params(on_destructive: str = "ask") -> dict[str, Param]:
+def destructive_params() -> dict[str, Param]:
     """When a plan would delete most of a table or drop something (see ``destructive_check``)."""
     return {
         "on_destructive": Param(
-            on_destructive,
+            "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
             type="string",
             enum=list(ON_DESTRUCTIVE),
             title="Destructive plans",
@@ -223,26 +223,24 @@ def destructive_params(on_destructive: str = "ask") -> dict[str, Param]:
     }
 
 
-def notify_params(
-    conn_id: str = "", to: list[str] | None = None, events: list[str] | None = None
-) -> dict[str, Param]:
+def notify_params() -> dict[str, Param]:
     """Who hears about the run, through which connection, for which events (see ``notify``)."""
     return {
         "notify_conn_id": Param(
-            conn_id,
+            "",
             type="string",
             title="Notification connection",
             description="An Airflow connection of type smtp (from_email in its extra); empty: no notifications.",
         ),
         "notify_to": Param(
-            list(to or []),
+            [],
             type="array",
             items={"type": "string"},
             title="Notify",
             description="E-mail addresses told about the run.",
         ),
         "notify_events": Param(
-            list(events if events is not None else DEFAULT_EVENTS),
+            list(DEFAULT_EVENTS),
             type="array",
             items={"type": "string", "enum": list(EVENTS)},
             uniqueItems=True,
@@ -256,13 +254,11 @@ def notify_params(
     }
 
 
-def retention_params(
-    files: int = DEFAULT_FILES_TO_KEEP, logs: int = DEFAULT_LOGS_TO_KEEP
-) -> dict[str, Param]:
+def retention_params() -> dict[str, Param]:
     """How many migration files and run logs of the target the store keeps (see ``retention``)."""
     return {
         "files_to_keep": Param(
-            files,
+            DEFAULT_FILES_TO_KEEP,
             type="integer",
             minimum=0,
             title="Migration files to keep",
@@ -272,7 +268,7 @@ def retention_params(
             ),
         ),
         "logs_to_keep": Param(
-            logs,
+            DEFAULT_LOGS_TO_KEEP,
             type="integer",
             minimum=0,
             title="Run logs to keep",
