@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import connection_uri, run_dag, task_states
+from tests.integration.test_notifications import Inbox, inbox  # noqa: F401
 from tests.pgtools import make_file, scalar, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
@@ -51,7 +52,11 @@ def _tables(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_dry_run_counts_equal_the_real_run_that_follows(
-    source: str, target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    source: str,
+    target: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inbox: Inbox,  # noqa: F811
 ) -> None:
     sql(source, SOURCE)
     sql(target, TARGET)
@@ -81,7 +86,8 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     assert "DRY RUN" in (dry_folder / "migration.log").read_text().splitlines()[0]
     assert json.loads((dry_folder / "summary.json").read_text())["dry_run"] is True
 
-    real = run_dag("migration_execute", conf)
+    notify = {"notify_conn_id": "mm_smtp", "notify_to": ["ops@example.test"]}
+    real = run_dag("migration_execute", {**conf, **notify, "notify_events": ["success"]})
 
     assert str(real.state) == "success", task_states(real)
     real_record, _ = _log(real)
@@ -96,6 +102,12 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     assert real_tables["pages"]["status"] == "unchanged" and real_tables["pages"]["unchanged"] == 12
     assert table_text(target, "settings") == table_text(source, "settings")
     assert (_store() / "backups" / conn_id).exists()  # the real run took its backup
+    (msg,) = inbox.wait(1)  # the success, asked for
+    assert msg["X-Migration-Event"] == "success"
+    assert (
+        f"Migration migration_execute into {conn_id} succeeded: 3 tables: +12 ~20 -5 rows"
+        in str(msg["Subject"])
+    )
 
 
 def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
