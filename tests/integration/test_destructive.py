@@ -197,3 +197,30 @@ def test_a_destructive_plan_goes_on_when_allowed(
     assert decided["decision"] == "continue (on_destructive=continue)"
     assert decided["parts"] == [UI_PART]
     assert table_text(prod, "uiSchemas") == table_text(staging, "uiSchemas")
+
+
+def test_an_approved_destructive_plan_is_applied_and_the_approval_recorded(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import os
+
+    from migration_manager import logs
+
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    thread = answer_when_asked("migration_sync", "destructive_check", ["Approve"], user="olga")
+    dag_run = run_dag("migration_sync", {**ANSWERS, "on_destructive": "ask"})
+    assert thread.error is None and thread.answered
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    decided = xcom(dag_run, "destructive_check")
+    assert (decided["decision"], decided["decided_by"]) == ("approved", "olga")
+    assert table_text(prod, "uiSchemas") == table_text(staging, "uiSchemas")
+    # the run's log says who approved what
+    store = Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+    (path,) = store.glob(f"logs/*/{logs.safe_component(dag_run.run_id)}/migration.json")
+    step = next(
+        s for s in json.loads(path.read_text())["steps"] if s["task_id"] == "destructive_check"
+    )
+    assert step["outcome"]["decided_by"] == "olga" and step["outcome"]["parts"] == [UI_PART]
+    assert f"{UI_PART}: approved by olga" in (path.parent / "migration.log").read_text()
