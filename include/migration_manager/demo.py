@@ -75,6 +75,8 @@ DEMO_CHECKS: dict[str, Any] = {
     "env_values": DEMO_ENV_VALUES,
     "on_missing_env": "fail",
     "on_missing_plugins": "continue",
+    # overwriting the demo's system tables replaces their rows: reviewed, go on
+    "on_destructive": "continue",
 }
 
 

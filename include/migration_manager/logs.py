@@ -188,6 +188,16 @@ def _plugin_check(v: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _destructive(v: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "parts": [str(p) for p in v.get("parts") or ()],
+        "max_delete_ratio": v.get("max_delete_ratio"),
+        "mode": v.get("mode"),
+        "decision": v.get("decision"),
+        "decided_by": v.get("decided_by"),
+    }
+
+
 def _env_write(v: Mapping[str, Any]) -> dict[str, Any]:
     return {"written": [str(n) for n in v.get("written") or ()]}
 
@@ -260,6 +270,7 @@ OUTCOMES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "plan": _plan,
     "env_values": _env_values,
     "plugin_check": _plugin_check,
+    "destructive_check": _destructive,
     "backup": _backup,
     "env_write": _env_write,
     "apply_table": _unit,
@@ -307,6 +318,12 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
             return "every plugin enabled"
         by = f" by {o['decided_by']}" if o.get("decided_by") else ""
         return f"missing {missing}: {o.get('decision')}{by}"
+    if task_id == "destructive_check":
+        parts = "; ".join(o.get("parts") or [])
+        if not parts:
+            return "not destructive"
+        by = f" by {o['decided_by']}" if o.get("decided_by") else ""
+        return f"{parts}: {o.get('decision')}{by}"
     if task_id == "env_write":
         written = ", ".join(o.get("written") or [])
         return f"wrote {written}" if written else "nothing to write"
@@ -598,6 +615,8 @@ def format_log(record: Mapping[str, Any]) -> str:
     """``migration.log``: the record as text a person reads from top to bottom."""
     f = record.get("migration_file") or {}
     head = f"Migration {record.get('migration_id') or '(no migration file)'}: {str(record['status']).upper()}"
+    if record.get("dry_run"):
+        head += " (DRY RUN: every unit rolled back, nothing committed)"
     lines = [head, "=" * len(head)]
     trig = record.get("triggered_by") or "-"
     lines.append(
@@ -784,6 +803,7 @@ def summary_of(record: Mapping[str, Any]) -> dict[str, Any]:
         "warnings",
         "backup",
         "rollback",
+        "dry_run",
     )
     out = {k: record.get(k) for k in keys}
     out["migration_file"] = (record.get("migration_file") or {}).get("uri")

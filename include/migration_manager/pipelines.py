@@ -18,6 +18,13 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
           on_missing_env: fail             # ask | fail
           allow_drop: false
           pool: migration_units            # Airflow pool capping the table units applied at once
+          on_destructive: fail             # ask | continue | fail: a plan deleting > max_delete_ratio
+          max_delete_ratio: 0.1            #   of a table's rows, or dropping something (allow_drop)
+          notify_conn_id: smtp_alerts      # an smtp connection; unset: no notifications
+          notify_to: [ops@example.com]
+          notify_events: [failure, rollback, question, refused]   # and/or success
+          files_to_keep: 20                # migration files / run logs of this target kept
+          logs_to_keep: 100                #   in the store (0 keeps everything)
 
 Loading only reads the file: no database, no network. Every error names the file, the
 pipeline and the key.
@@ -34,8 +41,11 @@ from typing import Any
 import yaml
 
 from migration_manager.config import RuleSet
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE, check_ratio
 from migration_manager.errors import ConfigError
+from migration_manager.notifications import DEFAULT_EVENTS, check_events, check_recipients
 from migration_manager.profiles import PROFILES
+from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP, check_keep
 from migration_manager.rulesets import check_name
 
 DEFAULT_POOL = "migration_units"
@@ -58,6 +68,14 @@ OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "on_missing_env": (str, ("ask", "fail")),
     "allow_drop": (bool, None),
     "pool": (str, None),
+    "on_destructive": (str, ON_DESTRUCTIVE),
+    "notify_conn_id": (str, None),
+    # checked by their own functions below (lists, numbers)
+    "max_delete_ratio": (object, None),
+    "notify_to": (object, None),
+    "notify_events": (object, None),
+    "files_to_keep": (object, None),
+    "logs_to_keep": (object, None),
 }
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,200}$")
 _POOL = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
@@ -82,6 +100,13 @@ class Pipeline:
     on_missing_env: str = "fail"
     allow_drop: bool = False
     pool: str = DEFAULT_POOL
+    on_destructive: str = "fail"  # nobody approves at night
+    max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO
+    notify_conn_id: str = ""
+    notify_to: tuple[str, ...] = ()
+    notify_events: tuple[str, ...] = DEFAULT_EVENTS
+    files_to_keep: int = DEFAULT_FILES_TO_KEEP
+    logs_to_keep: int = DEFAULT_LOGS_TO_KEEP
 
     @property
     def dag_id(self) -> str:
@@ -100,6 +125,13 @@ class Pipeline:
             "on_missing_env": self.on_missing_env,
             "skip_backup": not self.backup,
             "rollback_on_failure": self.rollback,
+            "on_destructive": self.on_destructive,
+            "max_delete_ratio": self.max_delete_ratio,
+            "notify_conn_id": self.notify_conn_id,
+            "notify_to": list(self.notify_to),
+            "notify_events": list(self.notify_events),
+            "files_to_keep": self.files_to_keep,
+            "logs_to_keep": self.logs_to_keep,
         }
 
 
@@ -189,7 +221,7 @@ def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
                 raise PipelineError(f"{label}: key 'options.{key}': {value!r} is not {what}")
             if key == "pool" and not _POOL.match(str(value)):
                 raise PipelineError(f"{label}: key 'options.pool': {value!r} is not a pool name")
-            checked[key] = value
+            checked[key] = _option(label, key, value)
         found.append(
             Pipeline(
                 name=name,
@@ -203,6 +235,27 @@ def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
             )
         )
     return found
+
+
+def _option(label: str, key: str, value: Any) -> Any:
+    """The options that are lists or numbers, checked by the module that uses them."""
+    where = f"{label}: key 'options.{key}'"
+    try:
+        if key == "max_delete_ratio":
+            if isinstance(value, bool):
+                raise ConfigError(f"max_delete_ratio {value!r} is not a number")
+            return check_ratio(value)
+        if key == "notify_to":
+            return check_recipients(value, source="notify_to")
+        if key == "notify_events":
+            return check_events(value, source="notify_events")
+        if key in ("files_to_keep", "logs_to_keep"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{key} {value!r} is not a whole number")
+            return check_keep(value, key)
+    except ConfigError as exc:
+        raise PipelineError(f"{where}: {exc}") from exc
+    return value
 
 
 def load_pipelines(path: str | Path) -> list[Pipeline]:

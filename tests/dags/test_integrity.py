@@ -174,3 +174,22 @@ def test_questions_stop_the_run_when_nobody_answers(monkeypatch: pytest.MonkeyPa
             AirflowFailException, match=f"Nobody answered the question about {asked} within 2:00:00"
         ):
             task.execute_complete({}, timed_out)  # type: ignore[arg-type]
+
+
+def test_destructive_check_and_notifications_shape() -> None:
+    from migration_manager.airflow.notify import MigrationNotifier
+
+    for dag_id in ("migration_execute", "migration_sync"):
+        dag = get_dag(dag_id)
+        check = dag.get_task("destructive_check")
+        # after the plan, before the other questions and every write
+        assert check.upstream_task_ids - {"create_migration_file"} == {"plan"}
+        assert "env_values" in check.downstream_task_ids
+        writers = {"backup", "env_write", "apply_table"}
+        assert writers <= check.get_flat_relative_ids(upstream=False)
+        assert dag.params["on_destructive"] == "ask" and dag.params["max_delete_ratio"] == 0.1
+        for question in ("env_values", "plugin_check", "destructive_check"):
+            assert any(isinstance(n, MigrationNotifier) for n in dag.get_task(question).notifiers)
+        collect = dag.get_task("collect_logs")
+        assert any(isinstance(n, MigrationNotifier) for n in collect.on_failure_callback)
+        assert any(isinstance(n, MigrationNotifier) for n in collect.on_success_callback)

@@ -154,3 +154,46 @@ def test_parsing_touches_no_database(tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "sync_staging_to_prod" in out.stdout
+
+
+def test_safety_options() -> None:
+    """on_destructive, notifications and retention: pipeline defaults, values, errors naming the key."""
+    minimal = {k: GOOD[k] for k in ("name", "source_conn_id", "target_conn_id", "schedule")}
+    (p,) = parse_pipelines({"pipelines": [minimal]})
+    assert p.on_destructive == "fail"  # nobody approves at night
+    assert (p.max_delete_ratio, p.files_to_keep, p.logs_to_keep) == (0.1, 20, 100)
+    assert p.notify_conn_id == "" and p.notify_events == (
+        "failure",
+        "rollback",
+        "question",
+        "refused",
+    )
+    options = {
+        "on_destructive": "continue",
+        "max_delete_ratio": 0.5,
+        "notify_conn_id": "smtp_alerts",
+        "notify_to": ["ops@example.com"],
+        "notify_events": ["failure", "success"],
+        "files_to_keep": 3,
+        "logs_to_keep": 0,
+    }
+    (p,) = parse_pipelines({"pipelines": [{**minimal, "options": options}]})
+    conf = p.conf()
+    assert {k: conf[k] for k in options} == options
+    for bad, message in (
+        ({"on_destructive": "ask-twice"}, "key 'options.on_destructive'"),
+        (
+            {"max_delete_ratio": 2},
+            "key 'options.max_delete_ratio': max_delete_ratio 2.0 is outside 0..1",
+        ),
+        (
+            {"notify_events": ["failure", "boom"]},
+            "key 'options.notify_events': notify_events: unknown event(s) 'boom'",
+        ),
+        ({"notify_to": ["not an address"]}, "key 'options.notify_to'"),
+        ({"files_to_keep": -1}, "key 'options.files_to_keep': files_to_keep must be 0"),
+        ({"logs_to_keep": True}, "key 'options.logs_to_keep'"),
+    ):
+        with pytest.raises(PipelineError) as info:
+            parse_pipelines({"pipelines": [{**minimal, "options": bad}]}, source="p.yaml")
+        assert message in str(info.value)

@@ -97,6 +97,7 @@ def test_migration_through_celery_with_the_store_on_s3(
             "profile": "generic",
             "rules": {"user": {"default": "overwrite"}},
             "on_missing_plugins": "continue",
+            "on_destructive": "continue",
         },
     )
     assert airflow.wait_for_run("migration_sync", run_id) == "success", airflow.explain(

@@ -30,7 +30,7 @@ pipelines:
     profile: generic
     schedule: "0 3 * * *"
     rules: {user: {default: overwrite}}
-    options: {backup: false, rollback: false, on_missing_plugins: continue}
+    options: {backup: false, rollback: false, on_missing_plugins: continue, on_destructive: continue}
   - name: e2e_hourly
     source_conn_id: e2e_pipe_source
     target_conn_id: e2e_pipe_target
@@ -117,6 +117,7 @@ def test_sync_with_prompt_answered_through_the_api(
             "target_conn_id": "e2e_prod",
             "env_values": {"HELPDESK_URL": "https://helpdesk.invalid", "HELPDESK_KEY": "k-123"},
             "on_missing_plugins": "ask",
+            "on_destructive": "continue",
             # a few units (each is a task process): overwrite two tables, sync the others' structure
             "rules": {
                 "system": {
@@ -180,6 +181,7 @@ def test_retry_one_table_alone(airflow: Airflow, new_db: Callable[[], str]) -> N
         "skip_backup": True,
         "rollback_on_failure": False,
         "on_missing_plugins": "continue",
+        "on_destructive": "continue",
     }
     airflow.unpause("migration_sync")
     run_id = airflow.trigger("migration_sync", conf)
@@ -269,6 +271,7 @@ def test_two_runs_into_one_target_never_overlap(
                 "target_conn_id": "e2e_pipe_target",
                 "skip_backup": True,
                 "on_missing_plugins": "continue",
+                "on_destructive": "continue",
                 "target_lock_timeout": 5,
             },
         )

@@ -201,6 +201,13 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             run = runs[0]
             assert run["conf"]["rule_set"] == "helpdesk-nightly"
             assert run["conf"]["target_conn_id"] == "nocobase_prod"
+            # the system tables' overwrite replaces prod's rows (a destructive plan): approve it
+            airflow.answer(
+                "migration_sync",
+                run["dag_run_id"],
+                "destructive_check",
+                {"chosen_options": ["Approve"]},
+            )
             _answer_env_values(airflow, run["dag_run_id"])
             page.screenshot(path=str(shots / "05-run-following.png"))
             assert airflow.wait_for_run("migration_sync", run["dag_run_id"]) == "success", (

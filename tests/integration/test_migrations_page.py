@@ -682,3 +682,35 @@ def test_the_upload_limit_answers_413_before_reading_the_body() -> None:
     streamed = limited.post("/files", content=chunks())
     assert streamed.status_code == 413
     assert seen == [1000]
+
+
+def test_delete_a_migration_file(
+    client: Any, admin: dict[str, str], viewer: dict[str, str], store: dict[str, Any]
+) -> None:
+    from migration_manager import retention
+
+    root = store["root"]
+    spare = "mig-20261126T140000Z-spare1"
+    (root / "files" / f"{spare}.zip").write_bytes(migration_archive(spare))
+    page = client.get(f"{P}/files", headers=admin).text
+    assert f"/files/{spare}.zip/delete" in page
+    # a viewer may not; the state-changing route needs the right to trigger, like upload and run
+    assert client.post(f"{P}/files/{spare}.zip/delete", headers=viewer).status_code == 403
+    assert client.post(f"{P}/files/{spare}.zip/delete").status_code == 401
+    # in use by a running run: refused, kept
+    retention.take_lease(root, f"{spare}.zip", dag_id="migration_execute", run_id="manual__now")
+    resp = client.post(f"{P}/files/{spare}.zip/delete", headers=admin)
+    assert resp.status_code == 409
+    assert "used by the running run migration_execute/manual__now" in resp.text
+    assert (root / "files" / f"{spare}.zip").exists()
+    retention.release_lease(root, dag_id="migration_execute", run_id="manual__now")
+    resp = client.post(f"{P}/files/{spare}.zip/delete", headers=admin, follow_redirects=False)
+    assert resp.status_code == 303 and resp.headers["location"].endswith(f"deleted={spare}.zip")
+    assert not (root / "files" / f"{spare}.zip").exists()
+    # a file a kept backup was taken for: refused, and shown as in use
+    m, _ = store["success"]
+    resp = client.post(f"{P}/files/{m}.zip/delete", headers=admin)
+    assert resp.status_code == 409 and "a kept backup of target prod" in resp.text
+    assert (root / "files" / f"{m}.zip").exists()
+    assert f"/files/{m}.zip/delete" not in client.get(f"{P}/files", headers=admin).text
+    assert client.post(f"{P}/files/nope.zip/delete", headers=admin).status_code == 404

@@ -89,6 +89,9 @@ class BackupOperator(BaseOperator):
         self.backups_to_keep = backups_to_keep
 
     def execute(self, context: Context) -> dict[str, Any] | None:
+        if self.migration_file and _as_bool(context["params"].get("dry_run", False)):
+            self.log.info("Dry run: every unit is rolled back, no backup needed")
+            return None
         if _as_bool(self.skip_backup):
             self.log.warning(
                 "skip_backup is set: no backup is taken, and automatic rollback is unavailable "

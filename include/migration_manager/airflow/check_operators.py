@@ -18,7 +18,7 @@ from airflow.sdk.log import mask_secret
 from migration_manager import checks
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
-from migration_manager.airflow.operators import _archive, engine_errors
+from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -82,6 +82,10 @@ def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]
             name,
         )
     return supplied
+
+
+def _dry_run(context: Context) -> bool:
+    return _as_bool(context["params"].get("dry_run", False))
 
 
 def _user(event: dict[str, Any]) -> str | None:
@@ -176,6 +180,11 @@ class EnvValuesOperator(HITLOperator):
         if not still:
             return self._finish(context, values, "env_values param", None)
         names = ", ".join(f"{v.name} ({v.type})" for v in still)
+        if _dry_run(context):
+            self.log.warning("Dry run: the target lacks %s; not asked, nothing is written", names)
+            return self._finish(context, values, "env_values param (dry run)", None) | {
+                "not_asked": [v.name for v in still]
+            }
         if params.get("on_missing_env", "ask") == "fail":
             raise AirflowFailException(
                 f"The target lacks environment variable(s) {names}; give their values in the env_values "
@@ -257,6 +266,8 @@ class PluginCheckOperator(HITLOperator):
             return {"missing": [], "decision": "none needed", "decided_by": None}
         names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
         mode = context["params"].get("on_missing_plugins", "ask")
+        if _dry_run(context) and mode == "ask":
+            mode = "continue"  # nothing is written: report, do not ask
         self.log.warning("Plugins enabled in the source but not in the target: %s", names)
         if mode == "fail":
             raise AirflowFailException(
@@ -306,6 +317,9 @@ class EnvWriteOperator(BaseOperator):
         self.target_conn_id = target_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        if _dry_run(context):
+            self.log.info("Dry run: no environment variable is written")
+            return {"written": []}
         supplied = context["ti"].xcom_pull(task_ids="env_values") or {}
         rows = [tuple(r) for r in supplied.get("rows", [])]
         if not rows:

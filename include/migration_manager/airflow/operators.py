@@ -268,7 +268,13 @@ class ApplyUnitOperator(BaseOperator):
                 target_write_lock(context, env.dsn, self.log),
                 _archive(self.unit["migration_file"]) as reader,
             ):
-                result = apply_unit(reader, env.dsn, unit, allow_drop=_as_bool(self.allow_drop))
+                result = apply_unit(
+                    reader,
+                    env.dsn,
+                    unit,
+                    allow_drop=_as_bool(self.allow_drop),
+                    dry_run=_as_bool(context["params"].get("dry_run", False)),  # rolled back
+                )
         return result.to_dict()
 
 

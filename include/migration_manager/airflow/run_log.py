@@ -29,7 +29,7 @@ LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
-CHECK_TASKS = ("env_check", "env_values", "plugin_check", "env_write")
+CHECK_TASKS = ("env_check", "env_values", "plugin_check", "destructive_check", "env_write")
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
@@ -276,6 +276,7 @@ def write_run_log(
         ended_at=datetime.now(UTC),
         errors=errors or [],
     )
+    record["dry_run"] = str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on")
     folder = log_folder(record.get("migration_id"), dag_run.run_id)
     logs.write_files(folder, record)
     return record, folder

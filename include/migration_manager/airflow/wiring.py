@@ -25,17 +25,23 @@ from migration_manager.airflow.check_operators import (
     EnvWriteOperator,
     PluginCheckOperator,
 )
+from migration_manager.airflow.destructive_operators import DestructiveCheckOperator
 from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
+from migration_manager.airflow.notify import OUTCOME_KEY, MigrationNotifier, run_outcome
 from migration_manager.airflow.operators import (
     ApplyUnitOperator,
     CreateMigrationOperator,
     PlanMigrationOperator,
 )
-from migration_manager.airflow.run_log import STEP_HOOKS, write_run_log
+from migration_manager.airflow.retention import finish_run, lease_file
+from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.config import RULES
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
+from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
 from migration_manager.profiles import PROFILES
 from migration_manager.report import format_summary, summarize
+from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +213,102 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params.update(backup_params())
     params.update(lock_params())
+    params.update(destructive_params())
+    params["dry_run"] = Param(
+        False,
+        type="boolean",
+        title="Dry run",
+        description=(
+            "Checks and plan, then every unit applied in a transaction that is rolled back: the run log "
+            "says what a run would do (marked as a dry run). No backup, no env_write, nothing committed; "
+            "questions are not asked."
+        ),
+    )
+    params.update(notify_params())
+    params.update(retention_params())
     return params
+
+
+def destructive_params() -> dict[str, Param]:
+    """When a plan would delete most of a table or drop something (see ``destructive_check``)."""
+    return {
+        "on_destructive": Param(
+            "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
+            type="string",
+            enum=list(ON_DESTRUCTIVE),
+            title="Destructive plans",
+            description=(
+                "A plan is destructive when a table would lose more than max_delete_ratio of its rows, "
+                "or something would be dropped (allow_drop). ask: the run waits for Approve / Reject "
+                "under Required actions; fail: stop before any write (pipelines); continue: go on."
+            ),
+        ),
+        "max_delete_ratio": Param(
+            DEFAULT_MAX_DELETE_RATIO,
+            type="number",
+            minimum=0,
+            maximum=1,
+            title="Largest share of a table's rows a run may delete",
+            description="0.1: deleting more than 10 % of a table's rows makes the plan destructive.",
+        ),
+    }
+
+
+def notify_params() -> dict[str, Param]:
+    """Who hears about the run, through which connection, for which events (see ``notify``)."""
+    return {
+        "notify_conn_id": Param(
+            "",
+            type="string",
+            title="Notification connection",
+            description="An Airflow connection of type smtp (from_email in its extra); empty: no notifications.",
+        ),
+        "notify_to": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            title="Notify",
+            description="E-mail addresses told about the run.",
+        ),
+        "notify_events": Param(
+            list(DEFAULT_EVENTS),
+            type="array",
+            items={"type": "string", "enum": list(EVENTS)},
+            uniqueItems=True,
+            title="Notify about",
+            description=(
+                "failure: the run failed; rollback: it failed and the target was rolled back; "
+                "question: it waits for an answer under Required actions; refused: a destructive plan "
+                "was refused; success: it succeeded."
+            ),
+        ),
+    }
+
+
+def retention_params() -> dict[str, Param]:
+    """How many migration files and run logs of the target the store keeps (see ``retention``)."""
+    return {
+        "files_to_keep": Param(
+            DEFAULT_FILES_TO_KEEP,
+            type="integer",
+            minimum=0,
+            title="Migration files to keep",
+            description=(
+                "Migration files run against this target only, newest first; older ones are removed after "
+                "the run. Files a kept backup or a running run uses are never removed. 0 keeps every file."
+            ),
+        ),
+        "logs_to_keep": Param(
+            DEFAULT_LOGS_TO_KEEP,
+            type="integer",
+            minimum=0,
+            title="Run logs to keep",
+            description=(
+                "Run logs of this target, newest first; older ones are removed after the run (the log of "
+                "a run whose backup is kept stays). 0 keeps every log."
+            ),
+        ),
+    }
 
 
 def backup_params() -> dict[str, Param]:
@@ -247,7 +348,13 @@ def create_task(*, sync: bool = False) -> CreateMigrationOperator:
     )
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+@task(
+    trigger_rule=TriggerRule.ALL_DONE,
+    retries=0,
+    # one notification per run, decided from what collect_logs pushed (see notify.run_outcome)
+    on_failure_callback=[step_failed, MigrationNotifier()],
+    on_success_callback=MigrationNotifier(),
+)
 def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     """Write the run's log, whatever happened upstream; fail the run when any unit failed (or never ran).
 
@@ -258,9 +365,11 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     report = ti.xcom_pull(task_ids="plan", key="report")
     results = [r for r in (results or []) if r]
     if not report:
-        _, folder = write_run_log(
+        record, folder = write_run_log(
             context, report=None, summary=None, results=results, final_status="failed"
         )
+        ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=None))
+        finish_run(context, migration_id=record.get("migration_id"))
         raise AirflowFailException(
             "The plan task produced no report: the migration did not start (see the failed "
             f"task's log); the run's log is in {folder}"
@@ -275,13 +384,15 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
         summary["rollback"] = rollback
         log.info("Rollback: %s", _rollback_advice(rollback))
     # --- end backup / rollback ---
-    _, folder = write_run_log(
+    record, folder = write_run_log(
         context,
         report=report,
         summary=summary,
         results=results,
         final_status="success" if summary["status"] == "success" else "failed",
     )
+    ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=summary))
+    finish_run(context, migration_id=summary["migration_id"])
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
     if summary["status"] != "success":
@@ -331,7 +442,11 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     """
     target = "{{ params.target_conn_id }}"
     env_check = EnvCheckOperator(
-        task_id="env_check", migration_file=migration_file, target_conn_id=target, retries=0
+        task_id="env_check",
+        migration_file=migration_file,
+        target_conn_id=target,
+        retries=0,
+        pre_execute=lease_file,  # the run's file is in use (kept from pruning) until collect_logs
     )
     plan = PlanMigrationOperator(
         task_id="plan",
@@ -353,6 +468,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         target_conn_id=target,
         retries=0,
         response_timeout=answer_timeout(),
+        notifiers=[MigrationNotifier(QUESTION)],
     )
     plugin_check = PluginCheckOperator(
         task_id="plugin_check",
@@ -360,6 +476,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         target_conn_id=target,
         retries=0,
         response_timeout=answer_timeout(),
+        notifiers=[MigrationNotifier(QUESTION)],
     )
     env_write = EnvWriteOperator(
         task_id="env_write", migration_file=migration_file, target_conn_id=target
@@ -385,6 +502,16 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     plugin_check >> backup >> env_write
     backup >> applied >> rollback >> done
     guard_target_writes(plugin_check, target_conn_id=target)
+    # destructive plans: after the plan, before the other questions and any write
+    destructive = DestructiveCheckOperator(
+        task_id="destructive_check",
+        migration_file=migration_file,
+        target_conn_id=target,
+        retries=0,
+        response_timeout=answer_timeout(),
+        notifiers=[MigrationNotifier(QUESTION)],
+    )
+    plan >> destructive >> env_values
     return done
 
 

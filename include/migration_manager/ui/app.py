@@ -15,6 +15,7 @@ GET      ``/files``                                   migration files in the sto
 GET      ``/files/{name}``                            download one
 POST     ``/files``                                   upload one (verified before it is stored)
 POST     ``/files/{name}/run``                        trigger ``migration_execute`` with it (Airflow REST API)
+POST     ``/files/{name}/delete``                     delete one (refused while a running run or a kept backup uses it)
 GET      ``/backups``                                 backups of every target, with their metadata
 *        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules.py``)
 GET      ``/static/{style.css,page.js}``              the stylesheet, the script for links to Airflow
@@ -313,6 +314,15 @@ def _api_client(request: Request) -> httpx.Client:
     return httpx.Client(base_url=base, timeout=30)
 
 
+def _with_use(root: Any, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each file with ``in_use``: why it cannot be deleted now (running runs, kept backups)."""
+    from migration_manager import retention
+
+    for f in files:
+        f["in_use"] = retention.in_use(root, f["name"])
+    return files
+
+
 # --- the app ------------------------------------------------------------------------------------
 
 
@@ -441,18 +451,49 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
 
     @app.get("/files", response_class=HTMLResponse, name="files")
     def files(
-        request: Request, uploaded: str = "", triggered: str = "", paused: str = ""
+        request: Request,
+        uploaded: str = "",
+        triggered: str = "",
+        paused: str = "",
+        deleted: str = "",
     ) -> HTMLResponse:
+        root = _store()
         return page(
             request,
             "files.html",
             active="files",
             title="Migration files",
-            files=catalog.list_files(_store(), _trust()),
+            files=_with_use(root, catalog.list_files(root, _trust())),
             uploaded=uploaded,
             triggered=triggered,
             paused=bool(paused),
+            deleted=deleted,
         )
+
+    @app.post("/files/{name}/delete", name="file_delete", dependencies=write)
+    def file_delete(request: Request, name: str) -> Response:
+        from migration_manager import retention
+
+        root = _store()
+        try:
+            path = catalog.migration_file(root, name)
+        except catalog.NotFound:
+            return not_found(request, f"No migration file {name} in the store.")
+        reasons = retention.in_use(root, path.name)
+        if reasons:
+            return page(
+                request,
+                "files.html",
+                409,
+                active="files",
+                title="Migration files",
+                files=_with_use(root, catalog.list_files(root)),
+                error=f"{path.name} is in use and was not deleted: {'; '.join(reasons)}.",
+            )
+        path.unlink()
+        log.info("Deleted migration file %s from the store", path.name)
+        query = urlencode({"deleted": path.name})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/files?{query}", 303)
 
     @app.get("/files/{name}", name="file_download")
     def file_download(name: str) -> Response:

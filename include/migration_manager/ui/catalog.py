@@ -160,6 +160,7 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
         "rows_changed": logs.changed_rows(record),
         "ddl": (record.get("totals") or {}).get("ddl", 0),
         "triggered_by": record.get("triggered_by"),
+        "dry_run": bool(record.get("dry_run")),
         "failed_step": next(
             (s.get("name") for s in record.get("steps") or [] if s.get("status") == "failed"),
             None,

@@ -1,0 +1,130 @@
+"""``destructive_check``: after the plan, before anything is written, stop or ask about a destructive plan.
+
+A plan is destructive when an ``overwrite`` table would lose more than ``max_delete_ratio`` of
+its rows or when something would be dropped (``allow_drop``); see
+:mod:`migration_manager.destructive`. ``on_destructive``: ``ask`` waits for **Approve** /
+**Reject** under Required actions (an Airflow ``ApprovalOperator``), ``fail`` stops the run with
+the destructive parts, ``continue`` goes on (the parts are in the log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from migration_manager.airflow.check_operators import _unanswered, _user
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.notify import airflow_run_url
+from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
+from migration_manager.destructive import ASK, CONTINUE, ON_DESTRUCTIVE, DestructivePlan, assess
+from migration_manager.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+KEY = "destructive"  # XCom: the destructive parts (also when the task fails)
+
+
+class DestructiveCheckOperator(ApprovalOperator):
+    """Find the destructive parts of the plan; ask, fail or continue (``params.on_destructive``).
+
+    :param migration_file: URI or store file name of the migration file (templated)
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :return: the destructive parts, the decision and who made it
+    """
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+
+    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+        super().__init__(subject="Destructive migration plan", **kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+
+    def _assess(self, context: Context) -> DestructivePlan:
+        report = context["ti"].xcom_pull(task_ids="plan", key="report") or {}
+        params = context["params"]
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with _archive(self.migration_file) as reader:
+                return assess(
+                    reader,
+                    env.dsn,
+                    report.get("pending") or [],
+                    max_delete_ratio=params.get("max_delete_ratio", 0.1),
+                )
+
+    def execute(self, context: Context) -> Any:
+        mode = str(context["params"].get("on_destructive") or ASK)
+        if mode not in ON_DESTRUCTIVE:
+            raise AirflowFailException(
+                str(
+                    ConfigError(
+                        f"on_destructive {mode!r} is not one of {', '.join(ON_DESTRUCTIVE)}"
+                    )
+                )
+            )
+        found = self._assess(context)
+        for loss in found.losses:
+            self.log.info("%s", loss.describe())
+        result = {**found.to_dict(), "mode": mode, "decision": None, "decided_by": None}
+        if not found.destructive:
+            self.log.info(
+                "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped",
+                found.max_delete_ratio * 100,
+            )
+            return result | {"decision": "not destructive"}
+        parts = "; ".join(found.parts)
+        context["ti"].xcom_push(key=KEY, value=result)
+        if _as_bool(context["params"].get("dry_run", False)):
+            self.log.warning(
+                "Dry run of a destructive plan (not asked, nothing is committed): %s", parts
+            )
+            return result | {"decision": "dry run: not asked"}
+        if mode == CONTINUE:
+            self.log.warning("Destructive plan, going on (on_destructive=continue): %s", parts)
+            return result | {"decision": "continue (on_destructive=continue)"}
+        if mode != ASK:
+            context["ti"].xcom_push(
+                key=KEY, value=result | {"decision": "refused", "refused_by": "on_destructive=fail"}
+            )
+            raise AirflowFailException(
+                f"The plan is destructive: {parts}. Nothing was written. Check the migration file and "
+                "the rules; to apply it anyway, run again with on_destructive 'ask' (approve it) or "
+                f"'continue', or a max_delete_ratio above {found.max_delete_ratio}"
+            )
+        ti = context["ti"]
+        self.body = (
+            "This migration would destroy data in the target "
+            f"(more than {found.max_delete_ratio:.0%} of a table's rows deleted, or something dropped):\n\n"
+            + "\n".join(f"- {p}" for p in found.parts)
+            + f"\n\nApprove to apply it, Reject to stop before anything is written. "
+            f"[The run]({airflow_run_url(ti.dag_id, ti.run_id)})"
+        )
+        self.log.warning("Destructive plan, waiting for Approve / Reject: %s", parts)
+        return super().execute(context)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        if "error" in event:
+            _unanswered(self, event, "the destructive plan")
+        # HITLOperator's: validates the answer; ApprovalOperator's own would skip downstream on
+        # Reject, while a rejected plan must fail the run (and be logged and notified as refused)
+        answer = HITLOperator.execute_complete(self, context, event)
+        user = _user(event)
+        found = context["ti"].xcom_pull(task_ids=self.task_id, key=KEY) or {}
+        if not found.get("parts"):  # recomputed when the asking try's XCom is gone
+            found = self._assess(context).to_dict() | {"mode": ASK}
+        if self.REJECT in (answer.get("chosen_options") or []):
+            context["ti"].xcom_push(
+                key=KEY,
+                value=found
+                | {"decision": "rejected", "refused_by": f"rejected by {user or 'a user'}"},
+            )
+            raise AirflowFailException(
+                f"Rejected by {user or 'a user'}: the plan is destructive "
+                f"({'; '.join(found.get('parts') or [])}); nothing was written"
+            )
+        self.log.info("%s approved the destructive plan", user or "A user")
+        return found | {"decision": "approved", "decided_by": user}

@@ -1,0 +1,247 @@
+"""Notifications through Airflow's notifier mechanism.
+
+:class:`MigrationNotifier` is a ``BaseNotifier``: ``collect_logs`` carries it as its success and
+failure callback (one message per run: failure, rollback, refused destructive plan, success),
+and the question tasks (``env_values``, ``plugin_check``, ``destructive_check``) as their
+human-in-the-loop ``notifiers`` (the run waits for an answer). What is sent and where comes
+from the run's params (a pipeline's settings are its DAG's param defaults):
+
+- ``notify_conn_id``: an Airflow connection of type ``smtp`` (host, port, login, ``from_email``
+  in its extra); empty sends nothing;
+- ``notify_to``: the recipients;
+- ``notify_events``: which of ``failure``, ``rollback``, ``question``, ``refused``, ``success``.
+
+The message itself is built by :mod:`migration_manager.notifications`. Sending never fails or
+stops the migration: a message that cannot be sent is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseHook
+from airflow.sdk.bases.notifier import BaseNotifier
+
+from migration_manager import logs
+from migration_manager.errors import ConfigError
+from migration_manager.notifications import (
+    FAILURE,
+    QUESTION,
+    REFUSED,
+    ROLLBACK,
+    SUCCESS,
+    Notification,
+    check_events,
+    check_recipients,
+    failed_tables,
+)
+
+log = logging.getLogger(__name__)
+
+OUTCOME_KEY = "notification"  # the XCom collect_logs pushes for its callbacks
+UI_PREFIX = "/migrations"
+
+
+def base_url() -> str:
+    """Where people open Airflow: ``[api] base_url`` (default http://localhost:8080)."""
+    from airflow.configuration import conf
+
+    url = str(conf.get("api", "base_url", fallback="") or "").strip().rstrip("/")
+    return url if "://" in url else "http://localhost:8080" + url
+
+
+def run_page_url(migration_id: str | None, run_id: str) -> str | None:
+    """The Migrations page of a run (its log in the store), once collect_logs wrote it."""
+    if not migration_id:
+        return None
+    return (
+        f"{base_url()}{UI_PREFIX}/runs/{quote(logs.safe_component(migration_id), safe='')}"
+        f"/{quote(logs.safe_component(run_id), safe='')}"
+    )
+
+
+def airflow_run_url(dag_id: str, run_id: str) -> str:
+    return f"{base_url()}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+
+
+def _target(context: Any) -> str:
+    return str((context.get("params") or {}).get("target_conn_id") or "-")
+
+
+def run_outcome(
+    context: Any,
+    *,
+    record: dict[str, Any] | None,
+    summary: dict[str, Any] | None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """What this run's notification says, decided in ``collect_logs`` (pushed as an XCom)."""
+    ti = context["ti"]
+    steps = (record or {}).get("steps") or []
+    failed_steps = [
+        s for s in steps if s.get("status") == "failed" and s.get("task_id") != "collect_logs"
+    ]
+    refused = None
+    if any(s.get("task_id") == "destructive_check" for s in failed_steps):
+        refused = ti.xcom_pull(task_ids="destructive_check", key="destructive")
+    rollback = (summary or {}).get("rollback") or {}
+    migration_id = (record or {}).get("migration_id") or (summary or {}).get("migration_id")
+    if refused:
+        event = REFUSED
+        parts = list(refused.get("parts") or [])
+        how = refused.get("refused_by") or "on_destructive=fail"
+        headline = (
+            f"the plan is destructive and was refused ({how}); nothing was written: "
+            + "; ".join(parts)[:300]
+        )
+        details: list[str] = parts
+    elif summary is not None and summary.get("status") == "success" and not error:
+        event = SUCCESS
+        totals = summary.get("totals") or {}
+        headline = (
+            f"{len(summary.get('tables') or [])} tables: +{totals.get('inserted', 0)} "
+            f"~{totals.get('updated', 0)} -{totals.get('deleted', 0)} rows, "
+            f"{totals.get('ddl', 0)} DDL statements"
+        )
+        details = []
+    else:
+        event = ROLLBACK if rollback.get("status") == "rolled back" else FAILURE
+        # the failed steps with their errors (apply_table's name its tables), else the failed units
+        details = [
+            f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"
+            for s in failed_steps
+        ] or failed_tables(summary)
+        units_only = all(s.get("task_id") == "apply_table" for s in failed_steps)
+        if event == ROLLBACK:
+            headline = (
+                f"{len(details)} unit(s) failed; the target was rolled back to backup "
+                f"{rollback.get('backup_id')} and verified"
+            )
+        elif summary and summary.get("failed_units") and units_only:
+            headline = f"{len(summary['failed_units'])} unit(s) failed"
+        else:
+            names = ", ".join(str(s.get("name") or s.get("task_id")) for s in failed_steps)
+            headline = f"the run stopped at {names or 'its first task'}"
+            if error and not details:
+                details = [_one_line(error)]
+    return {
+        "event": event,
+        "headline": headline,
+        "details": [logs.scrub(str(d)) for d in details],
+        "migration_id": migration_id,
+    }
+
+
+def _one_line(error: str, limit: int = 600) -> str:
+    """An error as one line (a check's message lists its findings on the next lines)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _question_lines(body: str | None) -> list[str]:
+    lines = []
+    for raw in (body or "").splitlines():
+        line = raw.strip().lstrip("-").strip().replace("**", "")
+        if line:
+            lines.append(line)
+    return lines
+
+
+class MigrationNotifier(BaseNotifier):
+    """Tell people about a migration run, through the connection named by ``params.notify_conn_id``.
+
+    :param event: ``question`` for a human-in-the-loop task's notifier; None (or ``success``) for
+        ``collect_logs``'s callbacks, which read the outcome ``collect_logs`` pushed.
+    """
+
+    template_fields = ()
+
+    def __init__(self, event: str | None = None):
+        super().__init__()
+        self.event = event
+
+    def message(self, context: Any) -> Notification:
+        ti = context["ti"]
+        dag_id, run_id = ti.dag_id, ti.run_id
+        links = [("Airflow run", airflow_run_url(dag_id, run_id))]
+        if self.event == QUESTION:
+            task = context["task"]
+            return Notification(
+                event=QUESTION,
+                dag_id=dag_id,
+                run_id=run_id,
+                target=_target(context),
+                headline=f"{task.subject}: task {ti.task_id} waits for an answer under Required actions",
+                details=tuple(_question_lines(getattr(task, "body", None))),
+                links=(("Answer under Required actions of the run", links[0][1]),),
+            )
+        outcome = ti.xcom_pull(task_ids=ti.task_id, key=OUTCOME_KEY) or {}
+        if not outcome:
+            error = str(context.get("exception") or "the run failed")
+            outcome = {"event": FAILURE, "headline": error.splitlines()[0][:300], "details": []}
+        page = run_page_url(outcome.get("migration_id"), run_id)
+        if page:
+            links.insert(0, ("Run page", page))
+        return Notification(
+            event=str(outcome["event"]),
+            dag_id=dag_id,
+            run_id=run_id,
+            target=_target(context),
+            headline=str(outcome.get("headline") or ""),
+            details=tuple(str(d) for d in outcome.get("details") or []),
+            links=tuple(links),
+        )
+
+    def notify(self, context: Any) -> None:
+        params = context.get("params") or {}
+        conn_id = str(params.get("notify_conn_id") or "").strip()
+        if not conn_id:
+            return
+        try:
+            events = check_events(params.get("notify_events"))
+            recipients = check_recipients(params.get("notify_to"))
+            note = self.message(context)
+            if note.event not in events:
+                log.info(
+                    "No notification: %s is not among notify_events (%s)",
+                    note.event,
+                    ", ".join(events),
+                )
+                return
+            if not recipients:
+                raise ConfigError(
+                    f"notify_conn_id is {conn_id} but notify_to names no recipient; give e-mail addresses"
+                )
+            send(conn_id, recipients, note, context)
+            log.info(
+                "Notified %s about %s (%s) through %s",
+                ", ".join(recipients),
+                note.event,
+                note.headline[:120],
+                conn_id,
+            )
+        except Exception as exc:  # a message that cannot be sent never stops the migration
+            log.warning("Could not send the notification through %s: %s", conn_id, exc)
+
+
+def send(conn_id: str, recipients: tuple[str, ...], note: Notification, context: Any) -> None:
+    """Send through the connection's provider notifier (``smtp`` connections: ``SmtpNotifier``)."""
+    conn = BaseHook.get_connection(conn_id)
+    if conn.conn_type not in ("smtp", "email"):
+        raise ConfigError(
+            f"notify_conn_id {conn_id} is a {conn.conn_type!r} connection; notifications are sent "
+            "through an 'smtp' connection (host, port, login, from_email in its extra)"
+        )
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    # notify() directly: the subject and body are final text, not Jinja templates
+    SmtpNotifier(
+        to=list(recipients),
+        from_email=None,  # the connection's extra from_email
+        subject=note.subject,
+        html_content=note.html(),
+        smtp_conn_id=conn_id,
+        custom_headers={"X-Migration-Event": note.event, "X-Migration-Run": note.run_id},
+    ).notify(context)

@@ -1,0 +1,203 @@
+"""Destructive plans: a table that would lose more than ``max_delete_ratio`` of its rows, or a drop.
+
+Computed right after the plan, before anything is written. For each ``overwrite`` table with
+data whose target table has rows, the source's rows are staged in a temporary table (binary
+``COPY`` from the migration file, as the apply does) and the target rows whose key the source
+lacks are counted with one anti-join; a table without a key loses all its rows when its rows
+differ. Everything happens in one transaction that is rolled back. When the target's columns
+cannot take the source's rows as they are (a column the target lacks, a changed type), the
+count falls back to ``target rows - source rows`` (a lower bound) and says so.
+
+Drops come from the plan: with ``allow_drop`` the structure changes it lists include
+``drop column``, ``drop index`` and ``drop constraint``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migration_manager import pg, rules
+from migration_manager.archive import ArchiveReader
+from migration_manager.config import OVERWRITE
+from migration_manager.errors import ConfigError
+from migration_manager.schema import TableStructure
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_DELETE_RATIO = 0.1
+ASK, FAIL, CONTINUE = "ask", "fail", "continue"
+ON_DESTRUCTIVE = (ASK, FAIL, CONTINUE)
+
+
+def check_ratio(value: Any) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"max_delete_ratio {value!r} is not a number; give a share of rows between 0 and 1, e.g. 0.1"
+        ) from None
+    if not 0 <= ratio <= 1:
+        raise ConfigError(
+            f"max_delete_ratio {ratio} is outside 0..1; give a share of rows, e.g. 0.1 for 10 %"
+        )
+    return ratio
+
+
+@dataclass(frozen=True)
+class TableLoss:
+    """Rows a table of the target would lose under ``overwrite``."""
+
+    table: str
+    target_rows: int
+    deleted: int
+    exact: bool = True  # False: a lower bound (target rows - source rows)
+
+    @property
+    def ratio(self) -> float:
+        return self.deleted / self.target_rows if self.target_rows else 0.0
+
+    def describe(self) -> str:
+        how = "" if self.exact else " at least"
+        return (
+            f"{self.table}: overwrite would delete{how} {self.deleted} of its {self.target_rows} "
+            f"rows ({self.ratio:.0%})"
+        )
+
+
+@dataclass(frozen=True)
+class DestructivePlan:
+    max_delete_ratio: float
+    losses: tuple[TableLoss, ...] = ()  # every overwrite table that would lose rows
+    drops: tuple[str, ...] = ()  # "table: drop column x"
+
+    @property
+    def over_ratio(self) -> tuple[TableLoss, ...]:
+        return tuple(t for t in self.losses if t.ratio > self.max_delete_ratio)
+
+    @property
+    def parts(self) -> list[str]:
+        """The destructive parts, one line each (what the approval shows and a refusal says)."""
+        return [t.describe() for t in self.over_ratio] + list(self.drops)
+
+    @property
+    def destructive(self) -> bool:
+        return bool(self.parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_delete_ratio": self.max_delete_ratio,
+            "losses": [asdict(t) for t in self.losses],
+            "drops": list(self.drops),
+            "parts": self.parts,
+            "destructive": self.destructive,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DestructivePlan:
+        return cls(
+            max_delete_ratio=float(d["max_delete_ratio"]),
+            losses=tuple(TableLoss(**t) for t in d.get("losses") or []),
+            drops=tuple(d.get("drops") or ()),
+        )
+
+
+def plan_drops(pending: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The drops among the plan's structure changes (only there with ``allow_drop``)."""
+    return [
+        f"{p['table']}: {change}"
+        for p in pending
+        for change in p.get("changes") or []
+        if str(change).startswith("drop ")
+    ]
+
+
+def _exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
+    row = cur.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table)
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _loss(
+    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any]
+) -> TableLoss | None:
+    structure = TableStructure.from_dict(entry["structure"])
+    data = entry.get("data") or {}
+    if not data:
+        return None
+    t = rules.Target(
+        schema=structure.schema or "public",
+        name=entry["name"],
+        columns=tuple(data["columns"]),
+        key=structure.primary_key,
+        rows=int(data["rows"]),
+        raw_bytes=data.get("raw_bytes"),
+    )
+    if not _exists(cur, t.schema, t.name):
+        return None
+    target_rows = rules.count_rows(cur, t)
+    if target_rows == 0:
+        return None
+    name = f"mm_loss_{zlib.crc32(t.name.encode()):08x}"
+    try:
+        with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
+            with reader.data(data["member"]) as stream:
+                stage = rules.stage(cur, rules.Counts(), t, stream, name)
+            if t.key:
+                row = cur.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})"
+                    ).format(
+                        t.ident,
+                        stage,
+                        sql.SQL(" AND ").join(
+                            sql.SQL("s.{k} = d.{k}").format(k=sql.Identifier(k)) for k in t.key
+                        ),
+                    )
+                ).fetchone()
+                deleted = int(row[0]) if row else 0
+            else:
+                deleted = 0 if rules.same_rows(cur, t, stage) else target_rows
+            cur.execute(sql.SQL("DROP TABLE {}").format(stage))
+        return TableLoss(t.name, target_rows, deleted)
+    except psycopg.Error as exc:
+        log.info(
+            "%s: the target's columns cannot take the source's rows as they are (%s); "
+            "counting rows it would lose as target rows - source rows",
+            t.name,
+            str(exc).splitlines()[0],
+        )
+        return TableLoss(t.name, target_rows, max(0, target_rows - t.rows), exact=False)
+
+
+def assess(
+    reader: ArchiveReader,
+    target_dsn: str,
+    pending: Iterable[Mapping[str, Any]],
+    *,
+    max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO,
+) -> DestructivePlan:
+    """What of the plan is destructive. Writes nothing (one transaction, rolled back)."""
+    ratio = check_ratio(max_delete_ratio)
+    pending = list(pending)
+    entries = {e["name"]: e for e in reader.manifest["tables"]}
+    losses: list[TableLoss] = []
+    with pg.connect(target_dsn, application_name="migration-manager destructive check") as conn:
+        cur = conn.cursor()
+        cur.execute("SET LOCAL lock_timeout = '60s'")
+        for item in pending:
+            entry = entries.get(item["table"])
+            if entry is None or item.get("rule") != OVERWRITE:
+                continue
+            loss = _loss(cur, reader, entry)
+            if loss is not None and loss.deleted:
+                losses.append(loss)
+        conn.rollback()
+    return DestructivePlan(ratio, tuple(losses), tuple(plan_drops(pending)))

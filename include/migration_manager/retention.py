@@ -1,0 +1,264 @@
+"""Retention of migration files and run logs in the store, per target, like backups.
+
+After a run has written its log, the store keeps per target (the target's connection id):
+
+- the ``logs_to_keep`` newest run logs (``logs/<migration>/<run>/``) of runs into that target;
+- the ``files_to_keep`` most recently run migration files (``files/<id>.zip``) among those that
+  were run against that target **only** (a file also run against another target, and a file
+  never run, is left alone; delete it on the Migration files page).
+
+Never removed: a file or log a **kept backup** refers to (its record names the migration and
+the run it was taken for), a file a **running run** uses (runs hold a lease on their file in
+``in_use/`` from their first task to ``collect_logs``; a lease older than
+:data:`STALE_LEASE_HOURS` is taken for a run that died), and the current run's own. ``0``
+keeps everything. Plain Python: the store is any ``pathlib``-like object
+(``ObjectStoragePath`` in Airflow, ``Path`` in tests).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from migration_manager import logs
+from migration_manager.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOGS = "logs"
+FILES = "files"
+BACKUPS = "backups"
+IN_USE = "in_use"
+DEFAULT_FILES_TO_KEEP = 20
+DEFAULT_LOGS_TO_KEEP = 100
+STALE_LEASE_HOURS = 48
+_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
+
+
+def check_keep(value: Any, name: str) -> int:
+    try:
+        keep = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a whole number (0 keeps everything)") from None
+    if keep < 0:
+        raise ConfigError(f"{name} must be 0 (keep everything) or more, got {keep}")
+    return keep
+
+
+def _children(folder: Any) -> list[Any]:
+    try:
+        return list(folder.iterdir()) if folder.exists() else []
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _file_name(ref: Any) -> str | None:
+    """The store file name of a migration file reference (URI, path or name)."""
+    name = str(ref or "").rstrip("/").rsplit("/", 1)[-1]
+    return name if _FILE.match(name) else None
+
+
+@dataclass(frozen=True)
+class RunLog:
+    """One run log folder of the store."""
+
+    migration: str  # folder names
+    run: str
+    target: str | None  # the target's connection id
+    file: str | None  # the migration file's name in files/
+    started_at: str
+
+    @property
+    def folder(self) -> tuple[str, str]:
+        return (self.migration, self.run)
+
+
+def run_logs(root: Any) -> list[RunLog]:
+    """Every run log with a readable record, newest first."""
+    found = []
+    for mfolder in _children(root / LOGS):
+        for rfolder in _children(mfolder):
+            path = rfolder / logs.RECORD
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if not isinstance(record, dict):
+                continue
+            mfile = record.get("migration_file") or {}
+            found.append(
+                RunLog(
+                    migration=mfolder.name,
+                    run=rfolder.name,
+                    target=(record.get("target") or {}).get("conn_id"),
+                    file=_file_name(mfile.get("name") or mfile.get("uri")),
+                    started_at=str(record.get("started_at") or record.get("ended_at") or ""),
+                )
+            )
+    found.sort(key=lambda r: (r.started_at, r.run), reverse=True)
+    return found
+
+
+# --- leases: files in use by running runs -----------------------------------------------------
+
+
+def lease_name(dag_id: str, run_id: str) -> str:
+    return f"{logs.safe_component(dag_id)}__{logs.safe_component(run_id)}.json"
+
+
+def take_lease(root: Any, file_ref: str, *, dag_id: str, run_id: str) -> str | None:
+    """Mark the run's migration file in use (``in_use/<dag>__<run>.json``); returns the file's name."""
+    name = _file_name(file_ref)
+    if not name:
+        return None
+    folder = root / IN_USE
+    folder.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "file": name,
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "since": logs.utc_iso(datetime.now(UTC)),
+    }
+    (folder / lease_name(dag_id, run_id)).write_text(json.dumps(doc))
+    return name
+
+
+def release_lease(root: Any, *, dag_id: str, run_id: str) -> None:
+    path = root / IN_USE / lease_name(dag_id, run_id)
+    if path.exists():
+        path.unlink()
+
+
+def leases(root: Any, *, now: datetime | None = None) -> dict[str, list[str]]:
+    """File name -> the runs (``dag/run``) holding a lease on it; stale leases are left out."""
+    now = now or datetime.now(UTC)
+    found: dict[str, list[str]] = {}
+    for path in _children(root / IN_USE):
+        try:
+            doc = json.loads(path.read_text())
+            since = datetime.fromisoformat(str(doc["since"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        if now - since > timedelta(hours=STALE_LEASE_HOURS):
+            continue
+        found.setdefault(str(doc.get("file")), []).append(
+            f"{doc.get('dag_id')}/{doc.get('run_id')}"
+        )
+    return found
+
+
+def backup_refs(root: Any, target_key: str | None = None) -> tuple[set[str], set[tuple[str, str]]]:
+    """Files and run log folders the kept backups (of one target, or all) were taken for."""
+    files: set[str] = set()
+    runs: set[tuple[str, str]] = set()
+    folders = [root / BACKUPS / target_key] if target_key else _children(root / BACKUPS)
+    for folder in folders:
+        for path in _children(folder):
+            if not path.name.endswith(".json"):
+                continue
+            try:
+                rec = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            mid, rid = (rec or {}).get("migration_id"), (rec or {}).get("run_id")
+            if mid:
+                files.add(f"{mid}.zip")
+                if rid:
+                    runs.add((logs.safe_component(mid), logs.safe_component(rid)))
+    return files, runs
+
+
+def in_use(root: Any, name: str) -> list[str]:
+    """Why a migration file must not be deleted now: each running run, each kept backup."""
+    reasons = [f"used by the running run {r}" for r in leases(root).get(name, [])]
+    for folder in _children(root / BACKUPS):
+        files, _ = backup_refs(root, folder.name)
+        if name in files:
+            reasons.append(f"a kept backup of target {folder.name} was taken for it")
+    return reasons
+
+
+# --- pruning ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Pruned:
+    files: list[str] = field(default_factory=list)
+    logs: list[str] = field(default_factory=list)  # "<migration>/<run>"
+    kept_in_use: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"files": self.files, "logs": self.logs, "kept_in_use": self.kept_in_use}
+
+
+def _remove_tree(folder: Any) -> None:
+    for child in _children(folder):
+        if child.is_dir():
+            _remove_tree(child)
+        else:
+            child.unlink()
+    with contextlib.suppress(OSError, NotImplementedError):  # object stores have no folders
+        folder.rmdir()
+
+
+def prune(
+    root: Any,
+    target_conn_id: str,
+    *,
+    target_key: str,
+    files_to_keep: int,
+    logs_to_keep: int,
+    current: tuple[str, str] | None = None,
+    current_file: str | None = None,
+) -> Pruned:
+    """Remove the target's run logs and migration files beyond what is kept (see the module doc)."""
+    files_keep = check_keep(files_to_keep, "files_to_keep")
+    logs_keep = check_keep(logs_to_keep, "logs_to_keep")
+    pruned = Pruned()
+    if not files_keep and not logs_keep:
+        return pruned
+    every = run_logs(root)
+    mine = [r for r in every if r.target == target_conn_id]
+    backup_files, backup_runs = backup_refs(root, target_key)
+    leased = leases(root)
+    if logs_keep:
+        for entry in mine[logs_keep:]:
+            label = f"{entry.migration}/{entry.run}"
+            if entry.folder == current or entry.folder in backup_runs:
+                pruned.kept_in_use.append(label)
+                continue
+            _remove_tree(root / LOGS / entry.migration / entry.run)
+            if not _children(root / LOGS / entry.migration):
+                _remove_tree(root / LOGS / entry.migration)
+            pruned.logs.append(label)
+            log.info(
+                "Removed run log %s of %s (keeping the %d newest)", label, target_conn_id, logs_keep
+            )
+    if files_keep:
+        others = {r.file for r in every if r.file and r.target != target_conn_id}
+        ordered = list(dict.fromkeys(r.file for r in mine if r.file))  # most recently run first
+        for name in ordered[files_keep:]:
+            if name in others:
+                continue
+            path = root / FILES / name
+            if not path.exists():
+                continue
+            if name == current_file or name in backup_files or name in leased:
+                pruned.kept_in_use.append(name)
+                continue
+            path.unlink()
+            pruned.files.append(name)
+            log.info(
+                "Removed migration file %s of %s (keeping the %d most recently run)",
+                name,
+                target_conn_id,
+                files_keep,
+            )
+    return pruned

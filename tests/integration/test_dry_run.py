@@ -1,0 +1,140 @@
+"""``dry_run``: the same run log as a real run, nothing committed; its counts equal the real run's."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.airflowtools import connection_uri, run_dag, task_states
+from tests.integration.test_notifications import Inbox, inbox  # noqa: F401
+from tests.pgtools import make_file, scalar, sql, table_text
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
+
+SOURCE = """
+CREATE TABLE settings (id int PRIMARY KEY, v text, added text DEFAULT 'x');
+INSERT INTO settings SELECT g, 'source ' || g, 'a' || g FROM generate_series(1, 30) g;
+CREATE TABLE pages (id int PRIMARY KEY, title text);
+INSERT INTO pages SELECT g, 'page ' || g FROM generate_series(1, 12) g;
+CREATE TABLE fresh (id int PRIMARY KEY, note text);
+INSERT INTO fresh VALUES (1, 'only in the source'), (2, 'also');
+"""
+# settings: 20 common ids, 10 new, 5 target-only, a column to add; pages equal; fresh is new
+TARGET = """
+CREATE TABLE settings (id int PRIMARY KEY, v text);
+INSERT INTO settings SELECT g, CASE WHEN g <= 10 THEN 'target ' || g ELSE 'source ' || g END
+  FROM generate_series(1, 20) g;
+INSERT INTO settings SELECT g, 'extra ' || g FROM generate_series(101, 105) g;
+CREATE TABLE pages (id int PRIMARY KEY, title text);
+INSERT INTO pages SELECT g, 'page ' || g FROM generate_series(1, 12) g;
+"""
+COUNTS = ("rule", "status", "inserted", "updated", "deleted", "unchanged", "ddl")
+
+
+def _store() -> Path:
+    return Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+
+
+def _log(dag_run: Any) -> tuple[dict[str, Any], Path]:
+    from migration_manager import logs
+
+    (folder,) = _store().glob(f"logs/*/{logs.safe_component(dag_run.run_id)}")
+    return json.loads((folder / "migration.json").read_text()), folder
+
+
+def _tables(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {t["table"]: {k: t.get(k) for k in COUNTS} for t in record["tables"]}
+
+
+def test_dry_run_counts_equal_the_real_run_that_follows(
+    source: str,
+    target: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    inbox: Inbox,  # noqa: F811
+) -> None:
+    sql(source, SOURCE)
+    sql(target, TARGET)
+    conn_id = f"mm_dry_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_uri(target))
+    file = tmp_path / "dry.zip"
+    make_file(source, file, rules={"user": {"default": "overwrite"}})
+    before = {t: table_text(target, t) for t in ("settings", "pages")}
+    conf = {"migration_file": str(file), "target_conn_id": conn_id}
+
+    dry = run_dag("migration_execute", {**conf, "dry_run": True})
+
+    assert str(dry.state) == "success", task_states(dry)
+    # nothing committed: same rows, no new table or column, no backup
+    assert {t: table_text(target, t) for t in before} == before
+    assert scalar(target, "SELECT to_regclass('public.fresh')") is None
+    assert (
+        scalar(
+            target, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'added'"
+        )
+        == 0
+    )
+    assert task_states(dry)["backup"] == ["success"]  # ran, took none
+    assert not (_store() / "backups" / conn_id).exists()
+    dry_record, dry_folder = _log(dry)
+    assert dry_record["dry_run"] is True
+    assert "DRY RUN" in (dry_folder / "migration.log").read_text().splitlines()[0]
+    assert json.loads((dry_folder / "summary.json").read_text())["dry_run"] is True
+
+    notify = {"notify_conn_id": "mm_smtp", "notify_to": ["ops@example.test"]}
+    real = run_dag("migration_execute", {**conf, **notify, "notify_events": ["success"]})
+
+    assert str(real.state) == "success", task_states(real)
+    real_record, _ = _log(real)
+    assert real_record["dry_run"] is False
+    dry_tables, real_tables = _tables(dry_record), _tables(real_record)
+    assert dry_tables == real_tables
+    # and they are what the data says: settings +10 new, the 20 common rows updated (the new
+    # column `added` gets the source's values), the 5 target-only rows deleted
+    s = real_tables["settings"]
+    assert (s["inserted"], s["updated"], s["deleted"], s["unchanged"]) == (10, 20, 5, 0)
+    assert real_tables["fresh"]["inserted"] == 2 and len(real_tables["fresh"]["ddl"]) >= 1
+    assert real_tables["pages"]["status"] == "unchanged" and real_tables["pages"]["unchanged"] == 12
+    assert table_text(target, "settings") == table_text(source, "settings")
+    assert (_store() / "backups" / conn_id).exists()  # the real run took its backup
+    (msg,) = inbox.wait(1)  # the success, asked for
+    assert msg["X-Migration-Event"] == "success"
+    assert (
+        f"Migration migration_execute into {conn_id} succeeded: 3 tables: +12 ~20 -5 rows"
+        in str(msg["Subject"])
+    )
+
+
+def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prod lacks two env variables and a plugin, and the plan is destructive: a real manual run
+    would ask three questions; a dry run reports them and goes through, prod untouched."""
+    from tests.airflowtools import xcom
+    from tests.pgtools import rows
+
+    staging, prod = nocobase_pair
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
+    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod))
+    tables = [
+        r[0] for r in rows(prod, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    before = {t: table_text(prod, t) for t in tables}
+
+    dag_run = run_dag("migration_sync", {"dry_run": True, "on_destructive": "ask"})
+
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert {t: table_text(prod, t) for t in tables} == before
+    assert xcom(dag_run, "destructive_check")["decision"] == "dry run: not asked"
+    assert xcom(dag_run, "plugin_check")["decision"] == "continue (on_missing_plugins=continue)"
+    assert sorted(xcom(dag_run, "env_values")["not_asked"]) == ["HELPDESK_KEY", "HELPDESK_URL"]
+    assert xcom(dag_run, "env_write") == {"written": []}
+    record, _ = _log(dag_run)
+    assert record["dry_run"] is True
+    ui = next(t for t in record["tables"] if t["table"] == "uiSchemas")
+    assert ui["deleted"] == 63 and ui["inserted"] > 0  # what the real run would do
