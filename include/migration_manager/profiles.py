@@ -25,6 +25,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
+from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
+from migration_manager.nocobase_knowledge import choose as choose_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,10 @@ class Profile:
         return {t: TableClass(t, USER, SCHEMA_ONLY) for t in tables}
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        return None
+
+    def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice | None:
+        """Which version of the profile's table knowledge the source gets (None: no such thing)."""
         return None
 
     # -- environment variables and plugins (none for a generic database)
@@ -196,16 +202,33 @@ class NocoBaseProfile(Profile):
         cols = ", ".join(f'"{scope.column(c)}"' for c in columns)
         return list(conn.execute(sa.text(f'SELECT {cols} FROM "{scope.schema}"."{physical}"')))
 
+    def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice:
+        """The code-derived table knowledge for the source's ``applicationVersion``."""
+        return choose_knowledge(self.app_version(conn, scope))
+
     def classify(
         self, conn: sa.Connection, scope: TableScope, tables: list[str]
     ) -> dict[str, TableClass]:
         present = set(tables)
         builtin = {scope.physical(k): v for k, v in nocobase_builtin_rules().items()}
+        knowledge = self.knowledge(conn, scope).knowledge
+        code: dict[str, CodeCollection] = {}  # physical table -> code definition
+        through: dict[str, set[str]] = {}  # physical through table -> physical sides
+        if knowledge is not None:
+            for c in knowledge.collections.values():
+                code[scope.physical(c.table)] = c
+            for link in knowledge.through.values():
+                table_of = {
+                    s: knowledge.collections[s].table if s in knowledge.collections else s
+                    for s in link.sides
+                }
+                through.setdefault(scope.physical(link.name), set()).update(
+                    scope.physical(table_of[s]) for s in link.sides
+                )
         collections: dict[str, dict[str, Any]] = {}  # physical table -> options
         for name, options in self._rows(conn, scope, "collections", ["name", "options"], present):
             opts = _json(options)
             collections[scope.physical(str(opts.get("tableName") or name))] = opts
-        through: dict[str, set[str]] = {}
         fields = self._rows(conn, scope, "fields", ["collectionName", "type", "options"], present)
         for collection, ftype, options in fields:
             if ftype != "belongsToMany":
@@ -225,25 +248,33 @@ class NocoBaseProfile(Profile):
                 tree_paths[t] = scope.prefix + m.group(1)
 
         def group_of(table: str) -> str:
-            if table in builtin or collections.get(table, {}).get("origin"):
+            if table in builtin or table in code or collections.get(table, {}).get("origin"):
                 return SYSTEM
             return USER if table in collections else SYSTEM
+
+        def allowed(rules: Any) -> tuple[str, ...] | None:
+            if isinstance(rules, (list, tuple)) and rules:
+                return tuple(dict.fromkeys(r for r in rules if r in RULES)) or None
+            return None
 
         out: dict[str, TableClass] = {}
         for t in tables:
             opts = collections.get(t, {})
-            allowed = opts.get("migrationRules")
-            allowed_rules = (
-                tuple(dict.fromkeys(r for r in allowed if r in RULES))
-                if isinstance(allowed, list) and allowed
-                else None
+            defined = code.get(t)
+            allowed_rules = allowed(defined.migration_rules if defined else None) or allowed(
+                opts.get("migrationRules")
             )
-            if t in builtin:
-                out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
-            elif t in through:
+            if t in through:
+                # m2m through tables follow their two sides (the weaker rule), whether the
+                # relation is a `fields` row or declared in a plugin's code
                 linked = tuple(sorted(s for s in through[t] if s in present))
                 group = USER if any(group_of(s) == USER for s in linked) else SYSTEM
-                out[t] = TableClass(t, group, SCHEMA_ONLY, allowed_rules, companion_of=linked)
+                fallback = allowed_rules[0] if allowed_rules else builtin.get(t, SCHEMA_ONLY)
+                out[t] = TableClass(t, group, fallback, allowed_rules, companion_of=linked)
+            elif defined is not None and allowed_rules:
+                out[t] = TableClass(t, SYSTEM, allowed_rules[0], allowed_rules)
+            elif t in builtin:
+                out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
             elif t in tree_paths:
                 tree = tree_paths[t]
                 out[t] = TableClass(
@@ -252,6 +283,15 @@ class NocoBaseProfile(Profile):
                     SCHEMA_ONLY,
                     None,
                     companion_of=(tree,) if tree in present else (),
+                )
+            elif defined is not None:
+                out[t] = TableClass(
+                    t,
+                    SYSTEM,
+                    SCHEMA_ONLY,
+                    None,
+                    note=f"{t}: declared by {defined.defined_by or ', '.join(defined.extended_by)} "
+                    "without migrationRules; schema-only by default",
                 )
             elif t in collections and opts.get("origin"):
                 first = allowed_rules[0] if allowed_rules else SCHEMA_ONLY
