@@ -101,6 +101,9 @@ def create_migration(
             plans, warnings = resolve(structures, classes, ruleset, scope)
             if knowledge is not None and knowledge.warning:
                 warnings.insert(0, knowledge.warning)
+            storage = prof.storage_note(conn, scope)
+            if storage:
+                warnings.append(storage)
             unit_list = units(plans, structures)
             estimates = estimated_rows(conn, scope.schema)
             app_version = prof.app_version(conn, scope)

@@ -108,6 +108,10 @@ class Profile:
         """Which version of the profile's table knowledge the source gets (None: no such thing)."""
         return None
 
+    def storage_note(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        """A warning when the source has files the database does not hold (None: nothing to say)."""
+        return None
+
     # -- environment variables and plugins (none for a generic database)
 
     env_reference: re.Pattern[bytes] | None = None
@@ -324,6 +328,22 @@ class NocoBaseProfile(Profile):
             conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")}
         )
         return str(rows[0][0]) if rows else None
+
+    def storage_note(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        present = self._present(conn, scope, "attachments")
+        if not present:
+            return None
+        table = sa.table(scope.physical("attachments"), schema=scope.schema)
+        count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+        if not count:
+            return None
+        return (
+            f"attachments: the source has {count} attachment(s). NocoBase keeps uploaded files in "
+            "its storage/ folder (storage/uploads, or the storage service a file collection "
+            "names), which is not in the database: a migration copies the attachments rows, not "
+            "the files. Copy the source's storage/uploads to the target app (or share the storage "
+            "service), or the files will be missing there"
+        )
 
     env_reference = re.compile(rb"\{\{\s*\$env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
