@@ -167,7 +167,7 @@ class Api:
     def __init__(self, url: str, token: str):
         self.url = url
         self.http = httpx.Client(
-            base_url=url + "/api/",
+            base_url=url,
             headers={"Authorization": f"Bearer {token}", **BASIC},
             timeout=60,
         )
@@ -179,13 +179,13 @@ class Api:
         return cls(url, r.json()["data"]["token"])
 
     def get(self, action: str, **params: Any) -> Any:
-        r = self.http.get(action, params=params)
+        r = self.http.get("/api/" + action, params=params)
         assert r.status_code == 200, f"GET {action} answered {r.status_code}: {r.text[:500]}"
         body = r.json()
         return body.get("data", body) if isinstance(body, dict) else body
 
     def post(self, action: str, values: dict[str, Any] | None = None, **params: Any) -> Any:
-        r = self.http.post(action, json=values or {}, params=params)
+        r = self.http.post("/api/" + action, json=values or {}, params=params)
         assert r.status_code == 200, f"POST {action} answered {r.status_code}: {r.text[:500]}"
         body = r.json()
         return body.get("data", body) if isinstance(body, dict) else body
@@ -341,7 +341,7 @@ def check_app(api: Api, expected: Expected, echo_url: str) -> dict[str, str]:
             },
         },
     )
-    r = api.http.post(f"customRequests:send/{key}", json={})
+    r = api.http.post(f"/api/customRequests:send/{key}", json={})
     assert r.status_code == 200, r.text[:500]
     headers = {k.lower(): v for k, v in r.json()["headers"].items()}
     assert headers["x-url"] == expected.env_url

@@ -265,8 +265,10 @@ class NocoBaseProfile(Profile):
         for t in tables:
             opts = collections.get(t, {})
             defined = code.get(t)
-            allowed_rules = allowed(defined.migration_rules if defined else None) or allowed(
-                opts.get("migrationRules")
+            # the instance's own `collections` row (a built-in collection extended by users)
+            # speaks first, then the code's definition
+            allowed_rules = allowed(opts.get("migrationRules")) or allowed(
+                defined.migration_rules if defined else None
             )
             if t in through:
                 # m2m through tables follow their two sides (the weaker rule), whether the
