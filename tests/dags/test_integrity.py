@@ -85,7 +85,8 @@ def test_backup_and_rollback_shape() -> None:
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
     assert dag.params["backups_to_keep"] == 10
     rollback = get_dag("migration_rollback")
-    assert [t.task_id for t in rollback.tasks] == ["restore"]
+    assert [t.task_id for t in rollback.tasks] == ["restore", "app_restart"]
+    assert rollback.get_task("app_restart").upstream_task_ids == {"restore"}
     assert rollback.params.get_param("mode").schema["enum"] == ["in_place", "new_database"]
     assert set(rollback.params) == {
         "target_conn_id",

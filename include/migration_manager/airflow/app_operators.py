@@ -49,11 +49,19 @@ class AppRestartOperator(BaseOperator):
         states = task_states(ti, set(context["dag"].task_ids))
         rollback = ti.xcom_pull(task_ids="rollback", key="rollback") or {}
         rolled_back = rollback.get("status") == "rolled back"
-        wrote = rolled_back or any(
-            task in WRITERS and state in ("success", "failed")
-            for (task, _index), state in states.items()
+        # migration_rollback: a restore in place changes the database the app serves
+        restored = ("restore", -1) in states and states[("restore", -1)] == "success"
+        restore = (ti.xcom_pull(task_ids="restore") or {}) if restored else {}
+        in_place = restored and restore.get("mode", "in_place") == "in_place"
+        wrote = (
+            rolled_back
+            or in_place
+            or any(
+                task in WRITERS and state in ("success", "failed")
+                for (task, _index), state in states.items()
+            )
         )
-        after = "rollback" if rolled_back else "migration"
+        after = "rollback" if rolled_back or in_place else "migration"
         if not wrote:
             self.log.info("Nothing was written to the target: no restart needed")
             return {"status": "not needed", "after": None, "message": "nothing was written"}

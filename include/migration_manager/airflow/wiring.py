@@ -376,12 +376,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     plugin_check >> backup >> env_write
     backup >> applied >> rollback >> done
     # after the last write (and after a rollback): restart the running app, or say it must be
-    app_restart = AppRestartOperator(
-        task_id="app_restart",
-        target_conn_id=target,
-        trigger_rule=TriggerRule.ALL_DONE,
-        retries=1,
-    )
+    app_restart = app_restart_task(trigger_rule=TriggerRule.ALL_DONE)
     rollback >> app_restart >> done
     guard_target_writes(plugin_check, target_conn_id=target)
     return done
@@ -466,6 +461,13 @@ def standalone_backup_task() -> BackupOperator:
         profile="{{ params.profile }}",
         backups_to_keep="{{ params.backups_to_keep }}",
         retries=1,
+    )
+
+
+def app_restart_task(**kwargs: Any) -> AppRestartOperator:
+    """Restart the target's running app after writes (see migration_manager.airflow.app_operators)."""
+    return AppRestartOperator(
+        task_id="app_restart", target_conn_id="{{ params.target_conn_id }}", retries=1, **kwargs
     )
 
 
