@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from migration_manager.logs import safe_component
 from tests.airflowtools import connection_uri, run_dag, set_connections, task_states, xcom
 from tests.pgtools import FIXTURES, scalar, sql
 
@@ -24,7 +25,7 @@ CONF = {
 
 def _run_log(dag_run: Any) -> str:
     root = Path(os.environ["MIGRATION_STORE"].removeprefix("file://")) / "logs"
-    found = sorted(root.glob(f"*/{dag_run.run_id}/migration.log"))
+    found = sorted(root.glob(f"*/{safe_component(dag_run.run_id)}/migration.log"))
     assert found, f"no run log for {dag_run.run_id}"
     return found[-1].read_text()
 
