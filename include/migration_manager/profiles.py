@@ -1,9 +1,10 @@
 """Application profiles: which tables are built-in, their default rules, which settings must match.
 
-``nocobase`` knows NocoBase's built-in tables (``data/nocobase_builtin_tables.tsv``, from
-NocoBase's documentation), tells user-defined collections from system ones through the
-``collections`` table, and lets companion tables (m2m through tables, tree path tables) follow
-the collections they belong to. ``generic`` treats every table as user-defined.
+``nocobase`` knows NocoBase's built-in tables from NocoBase's own collection definitions, per
+version (``data/nocobase/<minor>.json``, see :mod:`migration_manager.nocobase_knowledge`), with
+the documentation's list (``data/nocobase_builtin_tables.tsv``) as fallback, tells user-defined
+collections from system ones through the ``collections`` table, and lets companion tables (m2m
+through tables, tree path tables) follow the collections they belong to. ``generic`` treats every table as user-defined.
 """
 
 from __future__ import annotations
@@ -167,7 +168,10 @@ def _json(value: Any) -> dict[str, Any]:
 
 class NocoBaseProfile(Profile):
     name = "nocobase"
-    description = "NocoBase 1.x/2.x: built-in tables with NocoBase's documented default rules."
+    description = (
+        "NocoBase 1.x/2.x: built-in tables with the default rules NocoBase's own collection "
+        "definitions declare (per version), the documented list as fallback."
+    )
     checked_settings = (
         Setting("DB_UNDERSCORED", "false", boolean=True),
         Setting("USE_DB_SCHEMA_IN_SUBAPP", "false", boolean=True),
