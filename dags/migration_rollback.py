@@ -13,14 +13,21 @@ writing (`MIGRATION_STORE/backups/<target_conn_id>/`).
 Refused unless `force`: an application version or PostgreSQL major version different from
 the backup's. A damaged backup (sha256) is always refused. Every table's row count and content
 checksum is verified against the backup's record afterwards. Without `backup_id` the run lists
-the target's backups in its log and fails.
+the target's backups in its log and fails. After an in-place restore, `app_restart` restarts the
+target's running app when its connection names it (`app_url`), or says it must be restarted.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import dag
 
-from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, restore_task, rollback_params
+from migration_manager.airflow.wiring import (
+    DEFAULT_ARGS,
+    TAGS,
+    app_restart_task,
+    restore_task,
+    rollback_params,
+)
 
 
 @dag(
@@ -34,7 +41,8 @@ from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, restore_task, r
     doc_md=__doc__,
 )
 def migration_rollback() -> None:
-    restore_task()
+    # an in-place restore changes what the running app serves: restart it (or say it must be)
+    restore_task() >> app_restart_task()
 
 
 migration_rollback()

@@ -240,7 +240,23 @@ def seed_store(root: Path) -> dict[str, Any]:
             source={"database": "staging", "app_version": "1.6.0"},
             target={"conn_id": target, "host": "db", "port": 5432, "database": target},
             params={"target_conn_id": target},
-            checks={"env_check": {"settings": {"DB_SCHEMA": "public"}, "missing_env": []}},
+            checks={
+                "env_check": {
+                    "settings": {"DB_SCHEMA": "public"},
+                    "missing_env": [],
+                    "versions": {
+                        "source_version": "1.6.0",
+                        "target_version": "1.6.0",
+                        "differences": [],
+                        "allowed": False,
+                    },
+                },
+                "app_restart": {
+                    "status": "restart needed",
+                    "after": "migration",
+                    "message": "Restart the target application now",
+                },
+            },
             backup={"backup_id": backup_id, "tables": 2, "rows": 56, "size": 4096},
             ended_at=f"{t0}:08+00:00",
         )

@@ -161,6 +161,97 @@ def literal_secrets(
     return [v.name for v in missing if v.secret and isinstance(supplied.get(v.name), str)]
 
 
+@dataclass(frozen=True)
+class VersionDifference:
+    name: str  # "application" or a plugin's name
+    source: str
+    target: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """The source's and the target's application version and enabled plugins' versions."""
+
+    source_version: str | None
+    target_version: str | None
+    differences: tuple[VersionDifference, ...]
+    allowed: bool  # allow_version_mismatch was set
+
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source_version": self.source_version,
+            "target_version": self.target_version,
+            "differences": [d.to_dict() for d in self.differences],
+            "allowed": self.allowed,
+        }
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{d.name}: source {d.source or '(none)'}, target {d.target or '(none)'}"
+            for d in self.differences
+        )
+
+
+def version_differences(
+    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+) -> tuple[str | None, str | None, list[VersionDifference]]:
+    """The application version and the versions of plugins enabled in both, where they differ.
+
+    NocoBase's rule is to migrate between identical versions: a newer target may have migrated
+    its tables' shape or meaning, an older one may not know the source's configuration.
+    """
+    profile = profile_of(manifest)
+    scope = profile.scope(target_env)
+    source_version = manifest.get("source", {}).get("app_version")
+    with pg.sa_connection(target_dsn) as conn:
+        target_version = profile.app_version(conn, scope)
+        target_plugins = {p["name"]: p for p in profile.enabled_plugins(conn, scope)}
+        conn.rollback()
+    out: list[VersionDifference] = []
+    if (source_version or None) != (target_version or None):
+        out.append(VersionDifference("application", source_version or "", target_version or ""))
+    for p in manifest.get("plugins", []):
+        other = target_plugins.get(p["name"])
+        if other is not None and str(p.get("version") or "") != str(other.get("version") or ""):
+            out.append(
+                VersionDifference(p["name"], str(p.get("version") or ""), str(other["version"]))
+            )
+    return source_version, target_version, out
+
+
+def check_versions(
+    manifest: Mapping[str, Any],
+    target_dsn: str,
+    target_env: Mapping[str, str],
+    *,
+    allow_mismatch: bool = False,
+) -> VersionCheck:
+    """Stop (EnvironmentMismatchError) when versions differ, unless ``allow_mismatch``."""
+    source_version, target_version, differences = version_differences(
+        manifest, target_dsn, target_env
+    )
+    result = VersionCheck(source_version, target_version, tuple(differences), allow_mismatch)
+    if differences and not allow_mismatch:
+        lines = "\n".join(
+            f"  - {d.name}: source {d.source or '(none)'}, target {d.target or '(none)'}"
+            for d in differences
+        )
+        raise EnvironmentMismatchError(
+            f"The source and target run different versions ({len(differences)} difference(s)); "
+            f"migrate between identical versions:\n{lines}\n"
+            "Upgrade the older side (app and plugins) and run again, or set the param "
+            "allow_version_mismatch to true to migrate anyway. Nothing was written."
+        )
+    return result
+
+
 def resolve_values(
     missing: list[EnvVariable],
     supplied: Mapping[str, Any],

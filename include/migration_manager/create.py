@@ -99,8 +99,14 @@ def create_migration(
                 )
             tables = [t for t in list_tables(conn, scope.schema) if scope.contains(t)]
             structures = reflect_tables(conn, scope.schema, tables)
+            knowledge = prof.knowledge(conn, scope)
             classes = prof.classify(conn, scope, tables)
             plans, warnings = resolve(structures, classes, ruleset, scope)
+            if knowledge is not None and knowledge.warning:
+                warnings.insert(0, knowledge.warning)
+            storage = prof.storage_note(conn, scope)
+            if storage:
+                warnings.append(storage)
             unit_list = units(plans, structures)
             estimates = estimated_rows(conn, scope.schema)
             app_version = prof.app_version(conn, scope)
@@ -160,6 +166,8 @@ def create_migration(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "tool_version": __version__,
         "profile": prof.name,
+        # which version of the profile's code-derived table knowledge classified the tables
+        "profile_knowledge": knowledge.to_dict() if knowledge is not None else None,
         "rules": ruleset.to_dict(),
         "source": {
             "database": database,

@@ -57,3 +57,7 @@ class TransientError(MigrationError):
     """A connection dropped or a lock timed out: retrying may succeed."""
 
     terminal = False
+
+
+class AppRestartError(MigrationError):
+    """The running application could not be restarted (or did not come back) after a migration."""

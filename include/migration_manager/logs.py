@@ -157,13 +157,31 @@ def _names(items: Iterable[Mapping[str, Any]] | None) -> list[str]:
 
 
 def _env_check(v: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "settings": dict(v.get("settings") or {}),
         "missing_env": [
             {"name": m.get("name"), "type": m.get("type"), "referenced": bool(m.get("referenced"))}
             for m in v.get("missing_env") or ()
         ],
     }
+    versions = v.get("versions")
+    if isinstance(versions, Mapping):
+        out["versions"] = {
+            "source_version": versions.get("source_version"),
+            "target_version": versions.get("target_version"),
+            "differences": [
+                {"name": d.get("name"), "source": d.get("source"), "target": d.get("target")}
+                for d in versions.get("differences") or ()
+                if isinstance(d, Mapping)
+            ],
+            "allowed": bool(versions.get("allowed")),
+        }
+    return out
+
+
+def _app_restart(v: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("status", "after", "url", "went_down", "seconds", "health", "message")
+    return {k: v.get(k) for k in keys if k in v}
 
 
 def _env_values(v: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,6 +294,7 @@ OUTCOMES: dict[str, Callable[[Any], dict[str, Any]]] = {
     "apply_table": _unit,
     "rollback": _rollback,
     "restore": _restore,
+    "app_restart": _app_restart,
 }
 
 
@@ -305,7 +324,17 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
         )
     if task_id == "env_check":
         missing = ", ".join(f"{m['name']} ({m['type']})" for m in o.get("missing_env") or [])
-        return "settings match" + (f"; the target lacks {missing}" if missing else "")
+        text = "settings match"
+        versions = o.get("versions")
+        if versions:
+            text += (
+                f"; versions differ ({_version_text(versions)}), allowed"
+                if versions.get("differences")
+                else f"; versions match ({versions.get('source_version') or 'none'})"
+            )
+        return text + (f"; the target lacks {missing}" if missing else "")
+    if task_id == "app_restart":
+        return _restart_text(o)
     if task_id == "env_values":
         supplied = ", ".join(f"{v['name']} ({v['type']})" for v in o.get("supplied") or [])
         if not supplied:
@@ -340,6 +369,25 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
     if task_id == "create_migration_file":
         return str(o.get("migration_file") or "").rsplit("/", 1)[-1]
     return ", ".join(f"{k}={v}" for k, v in o.items())
+
+
+def _version_text(versions: Mapping[str, Any]) -> str:
+    return "; ".join(
+        f"{d.get('name')}: source {d.get('source') or '(none)'}, target {d.get('target') or '(none)'}"
+        for d in versions.get("differences") or []
+    )
+
+
+def _restart_text(o: Mapping[str, Any]) -> str:
+    status = o.get("status")
+    if status == "restarted":
+        return (
+            f"restarted {o.get('url')} after the {o.get('after')}; healthy after {o.get('seconds')} s"
+            + ("" if o.get("went_down") else " (never seen down)")
+        )
+    if status == "restart needed":
+        return f"RESTART THE TARGET APP: {o.get('message')}"
+    return str(status or "") + (f" ({o['message']})" if o.get("message") else "")
 
 
 def safe_params(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -578,6 +626,16 @@ def _checks_lines(checks: Mapping[str, Any]) -> list[str]:
     if env is not None:
         settings = ", ".join(f"{k}={v!r}" for k, v in (env.get("settings") or {}).items())
         lines.append(f"  App settings      match ({settings or 'none checked'})")
+        versions = env.get("versions")
+        if versions and versions.get("differences"):
+            lines.append(
+                f"  Versions          differ, allowed by allow_version_mismatch: {_version_text(versions)}"
+            )
+        elif versions:
+            lines.append(
+                f"  Versions          match (application {versions.get('source_version') or 'none'}, "
+                "every plugin enabled on both sides)"
+            )
         missing = env.get("missing_env") or []
         if missing:
             lines.append(
@@ -608,6 +666,9 @@ def _checks_lines(checks: Mapping[str, Any]) -> list[str]:
     written = (checks.get("env_write") or {}).get("written")
     if written:
         lines.append("  Env written       " + ", ".join(written))
+    restart = checks.get("app_restart")
+    if restart is not None:
+        lines.append("  App restart       " + _restart_text(restart))
     return lines
 
 

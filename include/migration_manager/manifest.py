@@ -212,6 +212,16 @@ class MemberInfo(_Model):
     bytes: Count
 
 
+class ProfileKnowledge(_Model):
+    """Which version of the profile's code-derived table knowledge classified the tables."""
+
+    app_version: str | None
+    knowledge_version: str | None
+    knowledge_minor: str | None
+    exact: bool
+    warning: str | None
+
+
 class Manifest(_Model):
     format: Literal["migration-manager"]
     format_version: Literal[1]
@@ -219,6 +229,7 @@ class Manifest(_Model):
     created_at: str
     tool_version: str
     profile: Literal["nocobase", "generic"]
+    profile_knowledge: ProfileKnowledge | None = None
     rules: Rules
     source: Source
     environment: Environment

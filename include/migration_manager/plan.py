@@ -103,6 +103,17 @@ def rule_choices(table: str, structure: TableStructure, cls: TableClass) -> dict
     return out
 
 
+def _disallowed(cls: TableClass, rule: str) -> bool:
+    return bool(cls.allowed_rules) and rule not in (cls.allowed_rules or ()) and rule != SKIP
+
+
+def _not_allowed_note(table: str, why: str, rule: str, cls: TableClass) -> str:
+    return (
+        f"{table}: {rule} ({why}) is not allowed by the application for this table "
+        f"(allowed: {', '.join(cls.allowed_rules or ())}); it takes its own default {cls.profile_rule}"
+    )
+
+
 def resolve(
     structures: Mapping[str, TableStructure],
     classes: Mapping[str, TableClass],
@@ -159,6 +170,10 @@ def evaluate(
             default = rules.group(cls.group).default
             if default == PROFILE_DEFAULT:
                 resolved[table] = (cls.profile_rule, f"{cls.group} default: the profile's rule")
+            elif _disallowed(cls, default):
+                # a group default is not aimed at this table: it keeps its own default
+                resolved[table] = (cls.profile_rule, f"{cls.group} default: the profile's rule")
+                warnings.append(_not_allowed_note(table, f"the {cls.group} default", default, cls))
             else:
                 resolved[table] = (default, f"{cls.group} default rule")
     for table, cls in classes.items():
@@ -167,6 +182,11 @@ def evaluate(
         sides = [resolved[s][0] for s in cls.companion_of if s in resolved]
         rule = min(sides, key=_STRENGTH.__getitem__) if sides else rules.group(cls.group).default
         if rule == PROFILE_DEFAULT:
+            rule = cls.profile_rule
+        if _disallowed(cls, rule):
+            warnings.append(
+                _not_allowed_note(table, f"following {', '.join(cls.companion_of)}", rule, cls)
+            )
             rule = cls.profile_rule
         resolved[table] = (rule, f"follows {', '.join(cls.companion_of)}")
 

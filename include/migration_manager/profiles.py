@@ -1,9 +1,10 @@
 """Application profiles: which tables are built-in, their default rules, which settings must match.
 
-``nocobase`` knows NocoBase's built-in tables (``data/nocobase_builtin_tables.tsv``, from
-NocoBase's documentation), tells user-defined collections from system ones through the
-``collections`` table, and lets companion tables (m2m through tables, tree path tables) follow
-the collections they belong to. ``generic`` treats every table as user-defined.
+``nocobase`` knows NocoBase's built-in tables from NocoBase's own collection definitions, per
+version (``data/nocobase/<minor>.json``, see :mod:`migration_manager.nocobase_knowledge`), with
+the documentation's list (``data/nocobase_builtin_tables.tsv``) as fallback, tells user-defined
+collections from system ones through the ``collections`` table, and lets companion tables (m2m
+through tables, tree path tables) follow the collections they belong to. ``generic`` treats every table as user-defined.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from psycopg import sql
 
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
+from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
+from migration_manager.nocobase_knowledge import choose as choose_knowledge
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,14 @@ class Profile:
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         return None
 
+    def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice | None:
+        """Which version of the profile's table knowledge the source gets (None: no such thing)."""
+        return None
+
+    def storage_note(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        """A warning when the source has files the database does not hold (None: nothing to say)."""
+        return None
+
     # -- environment variables and plugins (none for a generic database)
 
     env_reference: re.Pattern[bytes] | None = None
@@ -159,7 +170,10 @@ def _json(value: Any) -> dict[str, Any]:
 
 class NocoBaseProfile(Profile):
     name = "nocobase"
-    description = "NocoBase 1.x/2.x: built-in tables with NocoBase's documented default rules."
+    description = (
+        "NocoBase 1.x/2.x: built-in tables with the default rules NocoBase's own collection "
+        "definitions declare (per version), the documented list as fallback."
+    )
     checked_settings = (
         Setting("DB_UNDERSCORED", "false", boolean=True),
         Setting("USE_DB_SCHEMA_IN_SUBAPP", "false", boolean=True),
@@ -200,19 +214,35 @@ class NocoBaseProfile(Profile):
             sql.Identifier(scope.schema),
             sql.Identifier(physical),
         )
-        with _raw(conn).cursor() as cur:
-            return list(cur.execute(query).fetchall())
+        return list(conn.exec_driver_sql(query.as_string(_raw(conn))).fetchall())
+
+    def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice:
+        """The code-derived table knowledge for the source's ``applicationVersion``."""
+        return choose_knowledge(self.app_version(conn, scope))
 
     def classify(
         self, conn: sa.Connection, scope: TableScope, tables: list[str]
     ) -> dict[str, TableClass]:
         present = set(tables)
         builtin = {scope.physical(k): v for k, v in nocobase_builtin_rules().items()}
+        knowledge = self.knowledge(conn, scope).knowledge
+        code: dict[str, CodeCollection] = {}  # physical table -> code definition
+        through: dict[str, set[str]] = {}  # physical through table -> physical sides
+        if knowledge is not None:
+            for c in knowledge.collections.values():
+                code[scope.physical(c.table)] = c
+            for link in knowledge.through.values():
+                table_of = {
+                    s: knowledge.collections[s].table if s in knowledge.collections else s
+                    for s in link.sides
+                }
+                through.setdefault(scope.physical(link.name), set()).update(
+                    scope.physical(table_of[s]) for s in link.sides
+                )
         collections: dict[str, dict[str, Any]] = {}  # physical table -> options
         for name, options in self._rows(conn, scope, "collections", ["name", "options"], present):
             opts = _json(options)
             collections[scope.physical(str(opts.get("tableName") or name))] = opts
-        through: dict[str, set[str]] = {}
         fields = self._rows(conn, scope, "fields", ["collectionName", "type", "options"], present)
         for collection, ftype, options in fields:
             if ftype != "belongsToMany":
@@ -232,25 +262,35 @@ class NocoBaseProfile(Profile):
                 tree_paths[t] = scope.prefix + m.group(1)
 
         def group_of(table: str) -> str:
-            if table in builtin or collections.get(table, {}).get("origin"):
+            if table in builtin or table in code or collections.get(table, {}).get("origin"):
                 return SYSTEM
             return USER if table in collections else SYSTEM
+
+        def allowed(rules: Any) -> tuple[str, ...] | None:
+            if isinstance(rules, (list, tuple)) and rules:
+                return tuple(dict.fromkeys(r for r in rules if r in RULES)) or None
+            return None
 
         out: dict[str, TableClass] = {}
         for t in tables:
             opts = collections.get(t, {})
-            allowed = opts.get("migrationRules")
-            allowed_rules = (
-                tuple(dict.fromkeys(r for r in allowed if r in RULES))
-                if isinstance(allowed, list) and allowed
-                else None
+            defined = code.get(t)
+            # the instance's own `collections` row (a built-in collection extended by users)
+            # speaks first, then the code's definition
+            allowed_rules = allowed(opts.get("migrationRules")) or allowed(
+                defined.migration_rules if defined else None
             )
-            if t in builtin:
-                out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
-            elif t in through:
+            if t in through:
+                # m2m through tables follow their two sides (the weaker rule), whether the
+                # relation is a `fields` row or declared in a plugin's code
                 linked = tuple(sorted(s for s in through[t] if s in present))
                 group = USER if any(group_of(s) == USER for s in linked) else SYSTEM
-                out[t] = TableClass(t, group, SCHEMA_ONLY, allowed_rules, companion_of=linked)
+                fallback = allowed_rules[0] if allowed_rules else builtin.get(t, SCHEMA_ONLY)
+                out[t] = TableClass(t, group, fallback, allowed_rules, companion_of=linked)
+            elif defined is not None and allowed_rules:
+                out[t] = TableClass(t, SYSTEM, allowed_rules[0], allowed_rules)
+            elif t in builtin:
+                out[t] = TableClass(t, SYSTEM, builtin[t], allowed_rules)
             elif t in tree_paths:
                 tree = tree_paths[t]
                 out[t] = TableClass(
@@ -259,6 +299,15 @@ class NocoBaseProfile(Profile):
                     SCHEMA_ONLY,
                     None,
                     companion_of=(tree,) if tree in present else (),
+                )
+            elif defined is not None:
+                out[t] = TableClass(
+                    t,
+                    SYSTEM,
+                    SCHEMA_ONLY,
+                    None,
+                    note=f"{t}: declared by {defined.defined_by or ', '.join(defined.extended_by)} "
+                    "without migrationRules; schema-only by default",
                 )
             elif t in collections and opts.get("origin"):
                 first = allowed_rules[0] if allowed_rules else SCHEMA_ONLY
@@ -298,6 +347,22 @@ class NocoBaseProfile(Profile):
             conn, scope, "applicationVersion", ["value"], {scope.physical("applicationVersion")}
         )
         return str(rows[0][0]) if rows else None
+
+    def storage_note(self, conn: sa.Connection, scope: TableScope) -> str | None:
+        present = self._present(conn, scope, "attachments")
+        if not present:
+            return None
+        table = sa.table(scope.physical("attachments"), schema=scope.schema)
+        count = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+        if not count:
+            return None
+        return (
+            f"attachments: the source has {count} attachment(s). NocoBase keeps uploaded files in "
+            "its storage/ folder (storage/uploads, or the storage service a file collection "
+            "names), which is not in the database: a migration copies the attachments rows, not "
+            "the files. Copy the source's storage/uploads to the target app (or share the storage "
+            "service), or the files will be missing there"
+        )
 
     env_reference = re.compile(rb"\{\{\s*\$env\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -354,8 +419,9 @@ class NocoBaseProfile(Profile):
             updated,
             updated,
         )
-        with _raw(conn).cursor() as cur:
-            cur.executemany(query, values)
+        # Through SQLAlchemy, so that its transaction (committed by the caller) holds the rows
+        # and a table of another shape raises SQLAlchemy's ProgrammingError like other SQL here.
+        conn.exec_driver_sql(query.as_string(_raw(conn)), values)
 
     def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
         return nocobase_encrypt(value, _aes_key(env))

@@ -54,8 +54,18 @@ def test_execute_shape() -> None:
     assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
     assert "plan" in dag.get_task("apply_table").upstream_task_ids
     assert "env_write" in dag.get_task("apply_table").upstream_task_ids
-    assert dag.get_task("collect_logs").upstream_task_ids == {"apply_table", "rollback"}
+    assert dag.get_task("collect_logs").upstream_task_ids == {
+        "apply_table",
+        "rollback",
+        "app_restart",
+    }
     assert dag.get_task("collect_logs").trigger_rule == "all_done"
+    # the running app restarts after the last write and after a rollback, whatever happened
+    restart = dag.get_task("app_restart")
+    assert restart.upstream_task_ids == {"rollback"}
+    assert restart.trigger_rule == "all_done"
+    assert "app_restart" in dag.get_task("hold_target_lock").writers
+    assert dag.params["allow_version_mismatch"] is False
 
 
 def test_backup_and_rollback_shape() -> None:
@@ -75,7 +85,8 @@ def test_backup_and_rollback_shape() -> None:
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
     assert dag.params["backups_to_keep"] == 10
     rollback = get_dag("migration_rollback")
-    assert [t.task_id for t in rollback.tasks] == ["restore"]
+    assert [t.task_id for t in rollback.tasks] == ["restore", "app_restart"]
+    assert rollback.get_task("app_restart").upstream_task_ids == {"restore"}
     assert rollback.params.get_param("mode").schema["enum"] == ["in_place", "new_database"]
     assert set(rollback.params) == {
         "target_conn_id",

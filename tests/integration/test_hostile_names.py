@@ -19,6 +19,7 @@ from psycopg import sql as q
 from migration_manager.errors import MigrationError
 from tests.integration.test_archive import edit_manifest
 from tests.pgtools import apply_file, make_file, migrate, scalar, sql
+from tests.pgtools import rows as pg_rows
 from tests.schematools import assert_same, roles, schema_dump, user_schemas
 
 pytestmark = pytest.mark.postgres
@@ -172,7 +173,10 @@ def test_hostile_names_from_a_source_and_from_db_schema_stay_names(
 
     assert roles(f"mm\\_pwn\\_{tok}%") == []
     assert user_schemas(target) == sorted(["public", names["schema"]])
-    assert_same(source, target)
+    # NocoBase allows environmentVariables only schema-only: its rows stay the target's (none)
+    env_table = (names["schema"], "environmentVariables")
+    assert_same(source, target, rows_differ=(env_table,))
+    assert scalar(target, q.SQL("SELECT count(*) FROM {}").format(_i(*env_table))) == 0
     # the expression index and the sequence's position arrived too
     assert scalar(
         target,
@@ -423,4 +427,8 @@ def test_a_sync_of_a_hostile_app_through_the_dags(
     assert str(dag_run.state) == "success", states
     assert states["backup"] == ["success"] and states["env_write"] == ["success"]
     assert roles(f"mm\\_pwn\\_{tok}%") == []
-    assert_same(source, target)
+    # environmentVariables is schema-only (NocoBase's rule); env_write stored the answered value
+    env_table = (names["schema"], "environmentVariables")
+    assert_same(source, target, rows_differ=(env_table,))
+    stored = q.SQL("SELECT type, value FROM {}").format(_i(*env_table))
+    assert pg_rows(target, stored) == [("default", "x")]

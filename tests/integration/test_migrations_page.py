@@ -156,6 +156,8 @@ def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> 
     assert "uiSchemas: invalid input syntax for type integer" in html  # the error
     assert store["failed_backup"] in html  # the backup id
     assert "DB_SCHEMA" in html  # the checks' outcome
+    assert "Same application version and the same version of every plugin" in html
+    assert "<strong>Restart the target app.</strong> Restart the target application now" in html
     assert "Migration mig-20261126T090000Z-aaaaaa: FAILED" in html  # the log text, online
     for name in ("migration.log", "migration.json", "schema.sql", "data.sql"):
         assert f'href="{P}/runs/{m}/{r}/download/{name}"' in html

@@ -129,6 +129,9 @@ def test_a_failed_unit_rolls_the_whole_target_back(
     assert sorted(states["apply_table"]) == ["failed", "success", "success"]  # bad; good, fresh
     assert states["rollback"] == ["success"]
     assert states["collect_logs"] == ["failed"]
+    # the app must reload after the rollback too; this connection names no app_url
+    restart = xcom(dag_run, "app_restart")
+    assert (restart["status"], restart["after"]) == ("restart needed", "rollback")
     # every table, touched or not: same rows and content as before the run; `fresh` is gone
     assert table_fingerprints(target) == before
     assert {t.split(".")[1]: table_text(target, t.split(".")[1]) for t in before} == texts

@@ -400,6 +400,44 @@ def test_rule_the_application_does_not_allow_is_refused_but_skip_always_is() -> 
     assert plans["users"].rule == "skip"
 
 
+def test_a_group_default_the_application_does_not_allow_leaves_the_table_its_own_default() -> None:
+    # NocoBase 2.2's verificators allow only skip, verifiers overwrite or skip: a global
+    # "schema-only" for system tables is not aimed at them, so they keep their own default
+    structures = {
+        "verificators": table("verificators", "string"),
+        "users": table("users", "bigint"),
+        "usersVerificators": table("usersVerificators", "composite"),
+    }
+    classes = {
+        "verificators": TableClass("verificators", "system", "skip", ("skip",)),
+        "users": TableClass("users", "system", "schema-only", ("schema-only", "overwrite")),
+        "usersVerificators": TableClass(
+            "usersVerificators",
+            "system",
+            "skip",
+            ("skip",),
+            companion_of=("users", "verificators"),
+        ),
+    }
+    plans, warnings = plan(structures, classes, {"system": {"default": "overwrite"}})
+    assert plans["users"].rule == "overwrite"
+    assert plans["verificators"].rule == "skip"
+    # follows the weaker side (skip): allowed
+    assert plans["usersVerificators"].rule == "skip"
+    assert warnings == [
+        "verificators: overwrite (the system default) is not allowed by the application for "
+        "this table (allowed: skip); it takes its own default skip"
+    ]
+    # a companion whose sides resolve to a rule it does not allow takes its own default too
+    classes["verificators"] = TableClass("verificators", "system", "overwrite")
+    plans, warnings = plan(structures, classes, {"system": {"default": "overwrite"}})
+    assert plans["usersVerificators"].rule == "skip"
+    assert warnings == [
+        "usersVerificators: overwrite (following users, verificators) is not allowed by the "
+        "application for this table (allowed: skip); it takes its own default skip"
+    ]
+
+
 def test_plan_error_message() -> None:
     structures = {"t": table("t", "none")}
     with pytest.raises(

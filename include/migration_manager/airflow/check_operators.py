@@ -19,6 +19,7 @@ from migration_manager import checks
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
+from migration_manager.errors import EnvironmentMismatchError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -94,7 +95,8 @@ def _user(event: dict[str, Any]) -> str | None:
 
 
 class EnvCheckOperator(BaseOperator):
-    """Stop when the source and target apps are configured differently; list missing env variables.
+    """Stop when the source and target apps are configured differently or run different versions
+    (unless ``params.allow_version_mismatch``); list missing env variables.
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
@@ -112,7 +114,28 @@ class EnvCheckOperator(BaseOperator):
             env = environment(self.target_conn_id)
             manifest = _manifest(self.migration_file)
             checks.check_settings(manifest, env.app_env)
+            if env.app is not None:
+                env.app.validate(self.target_conn_id)
+            try:
+                versions = checks.check_versions(
+                    manifest,
+                    env.dsn,
+                    env.app_env,
+                    allow_mismatch=bool(context["params"].get("allow_version_mismatch")),
+                )
+            except EnvironmentMismatchError as exc:
+                self.log.error("Version check: %s", exc)
+                raise
             missing = checks.missing_variables(manifest, env.dsn, env.app_env)
+        if versions.matches:
+            self.log.info(
+                "Versions match: application %s, and every plugin enabled on both sides",
+                versions.source_version or "(none)",
+            )
+        else:
+            self.log.warning(
+                "Versions differ (allowed by allow_version_mismatch): %s", versions.describe()
+            )
         settings = manifest["source"].get("app_settings", {})
         self.log.info(
             "App settings match: %s",
@@ -125,7 +148,11 @@ class EnvCheckOperator(BaseOperator):
                 var.name,
                 " (referenced by the migrated configuration)" if var.referenced else "",
             )
-        return {"settings": settings, "missing_env": [v.to_dict() for v in missing]}
+        return {
+            "settings": settings,
+            "missing_env": [v.to_dict() for v in missing],
+            "versions": versions.to_dict(),
+        }
 
 
 class EnvValuesOperator(HITLOperator):

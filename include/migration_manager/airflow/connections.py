@@ -8,6 +8,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
+from migration_manager.app_control import AppEndpoint
 from migration_manager.config import app_env_from_extra
 
 
@@ -16,6 +17,7 @@ class Environment:
     conn_id: str
     dsn: str
     app_env: dict[str, str]
+    app: AppEndpoint | None = None  # the running app (extra app_url + credentials), if named
 
 
 def environment(conn_id: str) -> Environment:
@@ -37,4 +39,9 @@ def environment_of(conn: Any, conn_id: str) -> Environment:
         if extra.get(k)
     ]
     dsn = f"postgresql://{auth}{host}{port}/{database}" + (f"?{'&'.join(params)}" if params else "")
-    return Environment(conn_id=conn_id, dsn=dsn, app_env=app_env_from_extra(extra, conn_id=conn_id))
+    return Environment(
+        conn_id=conn_id,
+        dsn=dsn,
+        app_env=app_env_from_extra(extra, conn_id=conn_id),
+        app=AppEndpoint.from_extra(extra),
+    )

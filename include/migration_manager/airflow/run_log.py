@@ -29,7 +29,14 @@ LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
-CHECK_TASKS = ("env_check", "env_values", "plugin_check", "destructive_check", "env_write")
+CHECK_TASKS = (
+    "env_check",
+    "env_values",
+    "plugin_check",
+    "destructive_check",
+    "env_write",
+    "app_restart",
+)
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
@@ -112,6 +119,11 @@ def _states(ti: Any, task_ids: set[str]) -> dict[tuple[str, int], str]:
         if task_id in task_ids and index.isdigit():
             states[(task_id, int(index))] = str(state) if state else "none"
     return states
+
+
+def task_states(ti: Any, task_ids: set[str]) -> dict[tuple[str, int], str]:
+    """Every task instance's state in this run: (task id, map index) -> state."""
+    return _states(ti, task_ids)
 
 
 def _succeeded(states: dict[tuple[str, int], str]) -> set[str]:

@@ -14,6 +14,7 @@ from typing import Any
 from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow.app_operators import AppRestartOperator
 from migration_manager.airflow.backup_operators import (
     BackupOperator,
     RestoreBackupOperator,
@@ -211,6 +212,15 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
         title="Plugins missing in the target",
         description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
     )
+    params["allow_version_mismatch"] = Param(
+        False,
+        type="boolean",
+        title="Allow different versions",
+        description=(
+            "Migrate even when the source and target run different application versions or "
+            "different versions of an enabled plugin (off: the run stops before writing, naming both)."
+        ),
+    )
     params.update(backup_params())
     params.update(lock_params())
     params.update(destructive_params())
@@ -395,6 +405,14 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     finish_run(context, migration_id=summary["migration_id"])
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
+    restart = (record.get("checks") or {}).get("app_restart")
+    if restart and restart.get("status") == "restart needed":
+        log.warning("%s", restart.get("message"))
+    restart_failed = [
+        s
+        for s in record.get("steps") or []
+        if s.get("task_id") == "app_restart" and s.get("status") == "failed"
+    ]
     if summary["status"] != "success":
         failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
         advice = _rollback_advice(summary.get("rollback")) or (
@@ -403,6 +421,11 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
         )
         raise AirflowFailException(
             f"{len(summary['failed_units'])} unit(s) failed: {failed}. {advice}"
+        )
+    if restart_failed:
+        raise AirflowFailException(
+            "The migration was applied, but restarting the target app failed: "
+            f"{restart_failed[0].get('error')}. Restart the app by hand; the log is in {folder}"
         )
     return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")} | {
         "log": str(folder)
@@ -436,7 +459,8 @@ def _rollback_advice(rollback: dict[str, Any] | None) -> str | None:
 
 
 def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
-    """env_check -> plan -> env_values -> plugin_check -> env_write -> apply_table (mapped) -> collect_logs.
+    """env_check -> plan -> env_values -> plugin_check -> env_write -> apply_table (mapped)
+    -> rollback -> app_restart -> collect_logs.
 
     Nothing before ``env_write`` writes to the target.
     """
@@ -501,6 +525,9 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     )
     plugin_check >> backup >> env_write
     backup >> applied >> rollback >> done
+    # after the last write (and after a rollback): restart the running app, or say it must be
+    app_restart = app_restart_task(trigger_rule=TriggerRule.ALL_DONE)
+    rollback >> app_restart >> done
     guard_target_writes(plugin_check, target_conn_id=target)
     # destructive plans: after the plan, before the other questions and any write
     destructive = DestructiveCheckOperator(
@@ -594,6 +621,13 @@ def standalone_backup_task() -> BackupOperator:
         profile="{{ params.profile }}",
         backups_to_keep="{{ params.backups_to_keep }}",
         retries=1,
+    )
+
+
+def app_restart_task(**kwargs: Any) -> AppRestartOperator:
+    """Restart the target's running app after writes (see migration_manager.airflow.app_operators)."""
+    return AppRestartOperator(
+        task_id="app_restart", target_conn_id="{{ params.target_conn_id }}", retries=1, **kwargs
     )
 
 

@@ -1,0 +1,78 @@
+"""``app_restart``: after a migration (or its rollback) wrote to the target, restart the target app.
+
+NocoBase keeps collections, permissions and plugin state in memory, so the running app does not
+see what a migration wrote until it restarts. When the target connection's extra names the app
+(``app_url`` with ``app_api_token``, or ``app_account`` and ``app_password``), this task asks it
+to restart through its HTTP API (``POST /api/app:restart``) and waits for its health check;
+otherwise it says plainly, in the task log and the run's log, that the app must be restarted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.log import mask_secret
+
+from migration_manager import app_control
+from migration_manager.airflow.connections import environment
+from migration_manager.airflow.operators import engine_errors
+from migration_manager.airflow.run_log import task_states
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+WRITERS = ("env_write", "apply_table")
+MANUAL = (
+    "Restart the target application now: it keeps collections, permissions and plugin state in "
+    "memory and does not see this migration until it restarts. (Add app_url and app_api_token, "
+    "or app_account and app_password, to the target connection's extra to have the run do it.)"
+)
+
+
+class AppRestartOperator(BaseOperator):
+    """Restart the target app through its HTTP API when anything was written (or rolled back).
+
+    :param target_conn_id: Airflow connection of the target database (templated); its extra
+        may name the app (``app_url`` plus credentials)
+    """
+
+    template_fields: Sequence[str] = ("target_conn_id",)
+
+    def __init__(self, *, target_conn_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.target_conn_id = target_conn_id
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        states = task_states(ti, set(context["dag"].task_ids))
+        rollback = ti.xcom_pull(task_ids="rollback", key="rollback") or {}
+        rolled_back = rollback.get("status") == "rolled back"
+        # migration_rollback: a restore in place changes the database the app serves
+        restored = ("restore", -1) in states and states[("restore", -1)] == "success"
+        restore = (ti.xcom_pull(task_ids="restore") or {}) if restored else {}
+        in_place = restored and restore.get("mode", "in_place") == "in_place"
+        wrote = (
+            rolled_back
+            or in_place
+            or any(
+                task in WRITERS and state in ("success", "failed")
+                for (task, _index), state in states.items()
+            )
+        )
+        after = "rollback" if rolled_back or in_place else "migration"
+        if not wrote:
+            self.log.info("Nothing was written to the target: no restart needed")
+            return {"status": "not needed", "after": None, "message": "nothing was written"}
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            if env.app is None:
+                self.log.warning("%s", MANUAL)
+                return {"status": "restart needed", "after": after, "message": MANUAL}
+            for secret in (env.app.token, env.app.password):
+                if secret:
+                    mask_secret(secret)
+            self.log.info("Asking the app at %s to restart (after the %s)", env.app.url, after)
+            result = app_control.restart(env.app)
+        return {"after": after, **result.to_dict()}
