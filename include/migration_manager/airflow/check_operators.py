@@ -19,6 +19,7 @@ from migration_manager import checks
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, engine_errors
+from migration_manager.pg import identity_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -90,7 +91,8 @@ def _user(event: dict[str, Any]) -> str | None:
 
 
 class EnvCheckOperator(BaseOperator):
-    """Stop when the source and target apps are configured differently; list missing env variables.
+    """Stop when the target is the file's own source database or the source and target apps are
+    configured differently; list missing env variables.
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
@@ -107,6 +109,12 @@ class EnvCheckOperator(BaseOperator):
         with engine_errors():
             env = environment(self.target_conn_id)
             manifest = _manifest(self.migration_file)
+            checks.refuse_own_source(
+                manifest,
+                identity_of(env.dsn),
+                file=self.migration_file,
+                target_name=f"connection {self.target_conn_id!r}",
+            )
             checks.check_settings(manifest, env.app_env)
             missing = checks.missing_variables(manifest, env.dsn, env.app_env)
         settings = manifest["source"].get("app_settings", {})
