@@ -17,6 +17,7 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
           on_missing_plugins: fail         # ask | continue | fail (nobody answers at night)
           on_missing_env: fail             # ask | fail
           allow_drop: false
+          allow_unsigned: false            # run files not signed by a trusted key (default false)
           pool: migration_units            # Airflow pool capping the table units applied at once
 
 Loading only reads the file: no database, no network. Every error names the file, the
@@ -57,6 +58,7 @@ OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "on_missing_plugins": (str, ("ask", "continue", "fail")),
     "on_missing_env": (str, ("ask", "fail")),
     "allow_drop": (bool, None),
+    "allow_unsigned": (bool, None),
     "pool": (str, None),
 }
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,200}$")
@@ -81,6 +83,7 @@ class Pipeline:
     on_missing_plugins: str = "fail"
     on_missing_env: str = "fail"
     allow_drop: bool = False
+    allow_unsigned: bool = False  # the sync runs files not signed by a trusted key
     pool: str = DEFAULT_POOL
 
     @property
@@ -96,6 +99,7 @@ class Pipeline:
             "rules": dict(self.rules),
             "rule_set": self.rule_set,
             "allow_drop": self.allow_drop,
+            "allow_unsigned": self.allow_unsigned,
             "on_missing_plugins": self.on_missing_plugins,
             "on_missing_env": self.on_missing_env,
             "skip_backup": not self.backup,
