@@ -200,3 +200,106 @@ def test_image_has_the_team_scale_packages() -> None:
     text = (REPO / "Dockerfile").read_text(encoding="utf-8")
     for package in ("apache-airflow-providers-celery", "apache-airflow-providers-amazon", "s3fs"):
         assert f'"{package}==' in text, package
+
+
+_ENSURE = re.compile(r"python -m (migration_manager\.airflow\.signing) ensure --signer (\S+)")
+
+
+def test_init_sets_up_the_signing_key_pair(services: dict[str, Any]) -> None:
+    """Compose runs sign their files and trust them: airflow-init generates the key pair (first
+    start) with the project's own code; no key is written into the compose file."""
+    import importlib
+
+    command = "\n".join(map(str, services["airflow-init"]["command"]))
+    found = _ENSURE.search(command)
+    assert found, "airflow-init does not set up the signing key pair"
+    assert command.index("airflow version") < found.start()  # after the metadata DB migration
+    assert _default(found.group(2).strip('"')) == "compose"
+    module = importlib.import_module(found.group(1))
+    assert callable(module.ensure_key_pair) and callable(module.main)
+    # the module comes from the mounted include/ folder on the containers' PYTHONPATH
+    env = _env(services["airflow-init"])
+    assert "/opt/airflow/include" in env["PYTHONPATH"].split(":")
+    path = _container_to_host(
+        services, "airflow-init", "/opt/airflow/include/migration_manager/airflow/signing.py"
+    )
+    assert path == Path(module.__file__).resolve()
+    for name, svc in services.items():  # no private key or trusted key baked into the file
+        assert "AIRFLOW_CONN_MIGRATION_SIGNING" not in _env(svc), name
+        assert "AIRFLOW_VAR_MIGRATION_TRUSTED_KEYS" not in _env(svc), name
+    assert "PRIVATE KEY" not in COMPOSE.read_text(encoding="utf-8")
+
+
+@pytest.mark.airflow
+def test_ensure_key_pair_creates_once_and_keeps_trusted_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What airflow-init runs, against a real (the test session's) metadata database."""
+    import json
+    import uuid
+
+    from airflow.models.connection import Connection
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    from migration_manager.airflow.signing import ensure_key_pair, main
+    from migration_manager.signing import SigningKey, check, generate, sign, trusted_keys
+    from tests.airflowtools import metadata_db
+
+    metadata_db()
+    conn_id, variable = f"mm_sign_{uuid.uuid4().hex[:8]}", f"mm_trust_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MM_SIGNING_CONN_ID", conn_id)
+    monkeypatch.setenv("MM_TRUSTED_KEYS_VARIABLE", variable)
+    earlier = generate()  # a key trusted before, under the name the new key will want
+    Variable.set(variable, json.dumps({"compose": earlier.public_pem()}))
+    try:
+        done = ensure_key_pair("compose")
+        assert len(done) == 2 and done[0].startswith(f"created connection '{conn_id}'")
+        conn = Connection.get_connection_from_secrets(conn_id)
+        key = SigningKey.from_pem(conn.password or "", conn.login or "")
+        assert key.signer == "compose"
+        trusted = json.loads(Variable.get(variable))
+        assert trusted["compose"] == earlier.public_pem()  # kept
+        assert trusted[f"compose-{key.key_id}"] == key.public_pem()
+        assert "PRIVATE KEY" not in json.dumps(trusted) and "PRIVATE KEY" not in " ".join(done)
+        body = b'{"id": "mig-x"}'
+        verified = check(body, sign(body, key), trusted_keys(trusted))
+        assert (verified.status, verified.signer) == ("verified", f"compose-{key.key_id}")
+
+        assert ensure_key_pair("compose") == []  # second start: nothing changes
+        assert Connection.get_connection_from_secrets(conn_id).password == conn.password
+        assert json.loads(Variable.get(variable)) == trusted
+        assert main(["ensure", "--signer", "other"]) == 0  # the CLI airflow-init calls
+        assert Connection.get_connection_from_secrets(conn_id).login == "compose"
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+        Variable.delete(variable)
+
+
+@pytest.mark.airflow
+def test_ensure_key_pair_on_a_fresh_installation(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import uuid
+
+    from airflow.models.connection import Connection
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+
+    from migration_manager.airflow.signing import ensure_key_pair
+    from migration_manager.signing import SigningKey
+    from tests.airflowtools import metadata_db
+
+    metadata_db()
+    conn_id, variable = f"mm_sign_{uuid.uuid4().hex[:8]}", f"mm_trust_{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("MM_SIGNING_CONN_ID", conn_id)
+    monkeypatch.setenv("MM_TRUSTED_KEYS_VARIABLE", variable)
+    try:
+        assert len(ensure_key_pair("compose")) == 2
+        conn = Connection.get_connection_from_secrets(conn_id)
+        key = SigningKey.from_pem(conn.password or "", conn.login or "")
+        assert json.loads(Variable.get(variable)) == {"compose": key.public_pem()}
+    finally:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == conn_id).delete()
+        Variable.delete(variable)

@@ -158,6 +158,7 @@ def seed_store(root: Path) -> dict[str, Any]:
     """
     from migration_manager import logs
     from migration_manager.report import summarize
+    from migration_manager.signing import Signature
 
     files = root / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -236,7 +237,19 @@ def seed_store(root: Path) -> dict[str, Any]:
             steps=steps,
             report=report,
             summary=summarize(report, results),
-            migration_file={"name": f"{mid}.zip", "id": mid, "sha256": "ab" * 32, "bytes": 1234},
+            migration_file={
+                "name": f"{mid}.zip",
+                "id": mid,
+                "sha256": "ab" * 32,
+                "bytes": 1234,
+                # who signed it: the failed run ran an unsigned file under allow_unsigned
+                "signature": logs.describe_signature(
+                    Signature("unsigned")
+                    if key == "failed"
+                    else Signature("verified", "release-team", "0123456789abcdef", "ci"),
+                    allow_unsigned=key == "failed",
+                ),
+            },
             source={"database": "staging", "app_version": "1.6.0"},
             target={"conn_id": target, "host": "db", "port": 5432, "database": target},
             params={"target_conn_id": target},

@@ -6,6 +6,7 @@ returns plain data; the Airflow tasks decide what to do with it (stop, prompt, w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -15,6 +16,8 @@ import sqlalchemy as sa
 from migration_manager import pg
 from migration_manager.errors import ApplyError, ConfigError, EnvironmentMismatchError
 from migration_manager.profiles import Profile, get_profile
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,46 @@ class PluginInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def refuse_own_source(
+    manifest: Mapping[str, Any], target: pg.DatabaseIdentity, *, file: str, target_name: str
+) -> None:
+    """Refuse to run a migration file on the very database it was created from.
+
+    Compares the source identity the manifest records (server ``system_identifier``, database
+    OID and name) with the target's, as the servers report them: no host names are compared,
+    so two spellings of one server (a service name, an address, a socket) cannot hide it. A
+    file made before the identity was recorded is not checked (a warning says so).
+    """
+    recorded = (manifest.get("source") or {}).get("identity")
+    if not recorded:
+        log.warning(
+            "Migration file %s records no source database identity (made by an older version): "
+            "it is not checked against %s being its own source",
+            file,
+            target_name,
+        )
+        return
+    source = pg.DatabaseIdentity.from_dict(recorded)
+    same = source.same_as(target)
+    if same is None:
+        log.warning(
+            "Cannot tell whether %s (%s) is the source database of %s (%s): the server does not "
+            "let this role read its system identifier (pg_control_system()); check it by hand",
+            target_name,
+            target.shown,
+            file,
+            source.shown,
+        )
+        return
+    if same:
+        raise ConfigError(
+            f"Migration file {file} was created from {source.shown}, and the target "
+            f"{target_name} leads to that same database: executing it would write the database "
+            "onto itself. Nothing was written; choose the target the file is meant for (another "
+            "target_conn_id), or create the file from the other environment."
+        )
 
 
 def profile_of(manifest: Mapping[str, Any]) -> Profile:

@@ -115,6 +115,10 @@ def create_migration(
             references = _References(prof.env_reference)
             database = conn.exec_driver_sql("SELECT current_database()").scalar()
             version = conn.exec_driver_sql("SHOW server_version").scalar()
+            driver = conn.connection.driver_connection
+            assert driver is not None
+            # the server's own identity: lets the executing side refuse its own source database
+            identity = pg.database_identity(driver)
             for w in warnings:
                 log.warning("%s", w)
 
@@ -176,6 +180,7 @@ def create_migration(
             "app_settings": prof.settings(env),
             "schema": scope.schema,
             "table_prefix": scope.prefix,
+            "identity": identity.to_dict(),
         },
         "environment": {
             # names and types only: values (and secrets) never enter the file

@@ -17,6 +17,7 @@ from psycopg import sql
 
 from migration_manager import pg, rules
 from migration_manager.archive import ArchiveReader
+from migration_manager.checks import refuse_own_source
 from migration_manager.config import DATA_RULES, INSERT_IGNORE, KEYED_RULES, OVERWRITE, SKIP, UPSERT
 from migration_manager.errors import ApplyError, MigrationError, PlanError, TransientError
 from migration_manager.plan import Unit
@@ -188,6 +189,14 @@ def prepare(
     pending: list[dict[str, Any]] = []
     needs_work: set[str] = set()
     with pg.sa_connection(target_dsn) as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        refuse_own_source(
+            reader.manifest,
+            pg.database_identity(driver),
+            file=reader.name,
+            target_name=f"({pg.endpoint(target_dsn).shown})",
+        )
         structures = {
             name: TableStructure.from_dict(e["structure"])
             for name, e in entries.items()

@@ -30,6 +30,7 @@ from typing import Any, Protocol
 from migration_manager.archive import MANIFEST_SUM, ArchiveReader, Openable
 from migration_manager.errors import ArchiveError
 from migration_manager.report import format_summary
+from migration_manager.signing import Signature, TrustedKey
 
 LOG_FORMAT = "migration-manager-log"
 LOG_VERSION = 1
@@ -404,8 +405,36 @@ def safe_params(params: Mapping[str, Any]) -> dict[str, Any]:
 # --- the migration file ------------------------------------------------------------------
 
 
-def describe_file(path: Openable, *, uri: str | None = None) -> dict[str, Any]:
-    """The migration file as the log names it: id, sha256 and size of the file, manifest checksum.
+def describe_signature(signature: Signature, *, allow_unsigned: bool) -> dict[str, Any]:
+    """Who signed the file (the *trusted* key's name), or that it ran unsigned under allow_unsigned.
+
+    ``shown`` is the line the log and the run page print; ``accepted`` says whether the run's
+    tasks let the file through (signed by a trusted key, or ``allow_unsigned`` set).
+    """
+    accepted = signature.status == "verified" or allow_unsigned
+    if signature.status == "verified":
+        shown = f"signed by {signature.signer} (trusted key {signature.key_id})"
+    elif allow_unsigned:
+        shown = f"{signature.label}; accepted because allow_unsigned is set"
+    else:
+        shown = f"{signature.label}; not accepted (allow_unsigned is off)"
+    return {
+        **signature.to_dict(),
+        "allow_unsigned": allow_unsigned,
+        "accepted": accepted,
+        "shown": scrub(shown),
+    }
+
+
+def describe_file(
+    path: Openable,
+    *,
+    uri: str | None = None,
+    keys: tuple[TrustedKey, ...] | None = None,
+    allow_unsigned: bool = False,
+) -> dict[str, Any]:
+    """The migration file as the log names it: id, sha256 and size of the file, manifest checksum,
+    and its signature checked against ``keys`` (the trusted keys; None: not checked).
 
     Reads the whole file once (streamed) for its sha256; a file that cannot be read is
     described by the error instead.
@@ -422,6 +451,7 @@ def describe_file(path: Openable, *, uri: str | None = None) -> dict[str, Any]:
             fh.seek(0)
             with ArchiveReader(fh, name=label) as reader:  # checks the format and manifest checksum
                 manifest = reader.manifest
+                signature = reader.signature_against(keys) if keys is not None else reader.signature
             fh.seek(0)
             with zipfile.ZipFile(fh) as zf:
                 manifest_sha = zf.read(MANIFEST_SUM).decode("ascii").strip()
@@ -446,6 +476,7 @@ def describe_file(path: Openable, *, uri: str | None = None) -> dict[str, Any]:
             for k in ("database", "server_version", "app_version", "schema", "app_settings")
             if k in source
         },
+        "signature": describe_signature(signature, allow_unsigned=allow_unsigned),
     }
     return info
 
@@ -692,6 +723,8 @@ def format_log(record: Mapping[str, Any]) -> str:
         else:
             detail = f"unreadable: {f.get('error')}"
         lines.append(f"File        {f.get('name')} ({detail})")
+        if f.get("signature"):
+            lines.append(f"Signature   {f['signature'].get('shown')}")
     source = record.get("source") or {}
     if source:
         extra = []

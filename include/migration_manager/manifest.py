@@ -68,6 +68,15 @@ class Rules(_Model):
     user: GroupRules
 
 
+class SourceIdentity(_Model):
+    """The source database as its server names it (``pg.DatabaseIdentity``); no credential."""
+
+    system_identifier: str | None = Field(pattern=r"^[0-9]{1,20}$")
+    database_oid: Count
+    database: str = Field(min_length=1, max_length=NAMEDATALEN * 4)
+    server_started_at: str | None = Field(default=None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
+
+
 class Source(_Model):
     database: str | None
     server_version: str | None
@@ -75,6 +84,7 @@ class Source(_Model):
     app_settings: dict[str, str]
     schema_: Identifier = Field(alias="schema")
     table_prefix: str
+    identity: SourceIdentity | None = None  # files of versions before it have none
 
 
 class Variable(_Model):

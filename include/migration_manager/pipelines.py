@@ -17,6 +17,7 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
           on_missing_plugins: fail         # ask | continue | fail (nobody answers at night)
           on_missing_env: fail             # ask | fail
           allow_drop: false
+          allow_unsigned: false            # run files not signed by a trusted key (default false)
           pool: migration_units            # Airflow pool capping the table units applied at once
           on_destructive: fail             # ask | continue | fail: a plan deleting > max_delete_ratio
           max_delete_ratio: 0.1            #   of a table's rows, or dropping something (allow_drop)
@@ -67,6 +68,7 @@ OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
     "on_missing_plugins": (str, ("ask", "continue", "fail")),
     "on_missing_env": (str, ("ask", "fail")),
     "allow_drop": (bool, None),
+    "allow_unsigned": (bool, None),
     "pool": (str, None),
     "on_destructive": (str, ON_DESTRUCTIVE),
     "notify_conn_id": (str, None),
@@ -99,6 +101,7 @@ class Pipeline:
     on_missing_plugins: str = "fail"
     on_missing_env: str = "fail"
     allow_drop: bool = False
+    allow_unsigned: bool = False  # the sync runs files not signed by a trusted key
     pool: str = DEFAULT_POOL
     on_destructive: str = "fail"  # nobody approves at night
     max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO
@@ -121,6 +124,7 @@ class Pipeline:
             "rules": dict(self.rules),
             "rule_set": self.rule_set,
             "allow_drop": self.allow_drop,
+            "allow_unsigned": self.allow_unsigned,
             "on_missing_plugins": self.on_missing_plugins,
             "on_missing_env": self.on_missing_env,
             "skip_backup": not self.backup,

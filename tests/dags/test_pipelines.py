@@ -53,6 +53,7 @@ def test_defaults_and_conf() -> None:
     (p,) = parse_pipelines({"pipelines": [minimal]})
     assert (p.profile, p.pool, p.backup, p.rollback) == ("nocobase", "migration_units", True, True)
     assert p.on_missing_plugins == p.on_missing_env == "fail"  # nobody answers prompts at night
+    assert p.allow_unsigned is False and p.conf()["allow_unsigned"] is False
     (p,) = parse_pipelines({"pipelines": [GOOD]})
     conf = p.conf()
     assert conf["skip_backup"] is True and conf["rollback_on_failure"] is False
@@ -69,6 +70,11 @@ def test_defaults_and_conf() -> None:
         ({"profile": "wordpress"}, "key 'profile': unknown profile 'wordpress'"),
         ({"rules": {"user": {"default": "copy"}}}, "key 'rules'.user.default: unknown rule 'copy'"),
         ({"options": {"backup": "yes"}}, "key 'options.backup': 'yes' is not bool"),
+        (
+            {"options": {"allow_unsigned": "true"}},
+            "key 'options.allow_unsigned': 'true' is not bool",
+        ),
+        ({"options": {"allow_unsigned": 1}}, "key 'options.allow_unsigned': 1 is not bool"),
         ({"options": {"on_missing_env": "continue"}}, "key 'options.on_missing_env'"),
         ({"options": {"retries": 3}}, "key 'options.retries' is unknown"),
         ({"target": "prod"}, "unknown key(s) 'target'"),
@@ -88,7 +94,12 @@ def test_duplicate_names_are_refused() -> None:
 
 
 def test_pipeline_dags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    other = {**GOOD, "name": "qa_refresh", "schedule": "@daily", "options": {}}
+    other = {
+        **GOOD,
+        "name": "qa_refresh",
+        "schedule": "@daily",
+        "options": {"allow_unsigned": True},
+    }
     bag = _bag(monkeypatch, _write(tmp_path, GOOD, other))
     assert bag.import_errors == {}
     dag = bag.dags["sync_staging_to_prod"]
@@ -101,6 +112,10 @@ def test_pipeline_dags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # the trigger form still validates against the same schema
     assert dag.params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
     assert dag.get_task("apply_table").pool == "prod_units"
+    # allow_unsigned: off unless the pipeline says so; the param stays a boolean for the form
+    assert dag.params["allow_unsigned"] is False
+    assert dag.params.get_param("allow_unsigned").schema["type"] == "boolean"
+    assert bag.dags["sync_qa_refresh"].params["allow_unsigned"] is True
     assert {"hold_target_lock", "target_locked", "create_migration_file"} <= set(dag.task_ids)
     assert bag.dags["sync_qa_refresh"].get_task("apply_table").pool == "migration_units"
     assert "@daily" in str(bag.dags["sync_qa_refresh"].timetable) or "0 0 * * *" in str(

@@ -159,6 +159,12 @@ def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> 
     assert "Same application version and the same version of every plugin" in html
     assert "<strong>Restart the target app.</strong> Restart the target application now" in html
     assert "Migration mig-20261126T090000Z-aaaaaa: FAILED" in html  # the log text, online
+    # who signed the file, or that it ran unsigned under allow_unsigned (page and migration.log)
+    assert "unsigned; accepted because allow_unsigned is set" in html
+    assert "Signature   unsigned; accepted because allow_unsigned is set" in html
+    m2, r2 = store["success"]
+    signed = client.get(f"{P}/runs/{m2}/{r2}", headers=admin).text
+    assert "signed by release-team (trusted key 0123456789abcdef)" in signed
     for name in ("migration.log", "migration.json", "schema.sql", "data.sql"):
         assert f'href="{P}/runs/{m}/{r}/download/{name}"' in html
     assert f'href="{P}/files/{m}.zip"' in html  # the migration file

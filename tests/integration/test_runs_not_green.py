@@ -4,6 +4,7 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from tests.integration.test_rollback_dags import (
     _conn_id,
     _failing_sync,
 )
-from tests.pgtools import REPO, sql, table_text
+from tests.pgtools import REPO, make_file, rows, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -62,6 +63,53 @@ def test_a_sync_onto_its_own_source_database_is_refused_before_anything_runs(
     assert "lead to the same database" in logs.text and "create_migration_file" in message
     assert _store_files() == files  # no migration file was written
     assert table_fingerprints(source) == before
+
+
+def test_executing_a_file_on_its_own_source_database_is_refused_before_anything_runs(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logs: Logs
+) -> None:
+    """migration_execute with a file whose source is the target: the manifest's source identity
+    (server system_identifier, database OID and name) equals the target's, whatever the host is
+    called (the file was read through 127.0.0.1, the target connection says localhost)."""
+    sql(
+        source,
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+    )
+    path = tmp_path / "own-source.zip"
+    manifest = make_file(source, path, profile="generic", rules={"user": {"default": "overwrite"}})
+    identity = manifest["source"]["identity"]
+    oid, name, sysid = rows(
+        source,
+        "SELECT d.oid::bigint, d.datname, (SELECT system_identifier::text FROM pg_control_system())"
+        " FROM pg_database d WHERE d.datname = current_database()",
+    )[0]
+    assert identity["database_oid"] == oid and identity["database"] == name
+    assert identity["system_identifier"] == sysid
+    assert "password" not in json.dumps(manifest["source"]).lower()
+    # the file was made by the session's trusted key, so only the identity can refuse it
+    target_id = _conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
+    sql(source, "UPDATE t SET v = 'changed after the file was made'")
+    before = table_fingerprints(source)
+
+    dag_run = logs.run(
+        "migration_execute", {"migration_file": str(path), "target_conn_id": target_id}
+    )
+
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["env_check"] == ["failed"]  # the first task
+    for task in ("plan", "backup", "env_write"):
+        assert states[task] == ["upstream_failed"], (task, states)
+    message = logs.task("env_check")
+    assert f"Migration file {path}" in logs.text and "was created from database" in logs.text
+    assert f"target connection '{target_id}' leads to that same database" in logs.text
+    assert f"server {sysid}" in logs.text and "choose the target the file is meant for" in logs.text
+    assert "env_check" in message
+    assert table_fingerprints(source) == before  # nothing written: the later update is kept
+    assert rows(source, "SELECT v FROM t ORDER BY id") == [
+        ("changed after the file was made",),
+        ("changed after the file was made",),
+    ]
 
 
 def test_a_cleared_unit_of_a_rolled_back_run_refuses_to_apply_alone(

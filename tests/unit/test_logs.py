@@ -14,6 +14,7 @@ import pytest
 from migration_manager import logs
 from migration_manager.archive import ArchiveWriter, data_member
 from migration_manager.report import summarize
+from migration_manager.signing import SigningKey, generate, trusted_keys
 
 SECRET = "hunter2-do-not-log"
 
@@ -359,7 +360,7 @@ def test_write_files_and_load(tmp_path: Path) -> None:
         logs.load_record('{"format": "something else"}')
 
 
-def _archive(path: Path, manifest_id: str = "mig-1") -> Path:
+def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) -> Path:
     """A valid migration file: one table ``t`` with 7 rows (the manifest as the reader's model wants)."""
     from tests.uitools import _table
 
@@ -400,7 +401,8 @@ def _archive(path: Path, manifest_id: str = "mig-1") -> Path:
             "units": [{"id": "u1", "tables": ["t"], "label": "t"}],
             "warnings": [],
             "members": writer.members,
-        }
+        },
+        signing_key,
     )
     path.write_bytes(buf.getvalue())
     return path
@@ -416,6 +418,40 @@ def test_describe_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
     assert "error" in logs.describe_file(bad)
+
+
+def test_describe_file_names_the_trusted_signer_or_the_unsigned_acceptance(tmp_path: Path) -> None:
+    key = SigningKey("whatever-the-file-claims", generate().private_key)
+    trusted = trusted_keys({"release-team": key.public_pem()})
+    signed = _archive(tmp_path / "signed.zip", signing_key=key)
+
+    info = logs.describe_file(signed, keys=trusted)
+    sig = info["signature"]
+    assert (sig["status"], sig["signer"], sig["key_id"]) == ("verified", "release-team", key.key_id)
+    assert sig["claimed_signer"] == "whatever-the-file-claims" and sig["accepted"] is True
+    assert sig["shown"] == f"signed by release-team (trusted key {key.key_id})"
+    record = logs.build_record(run={"dag_id": "migration_execute"}, steps=[], migration_file=info)
+    text = logs.format_log(record)
+    assert f"Signature   signed by release-team (trusted key {key.key_id})" in text
+    assert json.loads(json.dumps(record))["migration_file"]["signature"]["signer"] == "release-team"
+
+    unsigned = _archive(tmp_path / "unsigned.zip")
+    allowed = logs.describe_file(unsigned, keys=trusted, allow_unsigned=True)["signature"]
+    assert (allowed["status"], allowed["signer"], allowed["accepted"]) == ("unsigned", None, True)
+    assert allowed["shown"] == "unsigned; accepted because allow_unsigned is set"
+    assert "Signature   unsigned; accepted because allow_unsigned is set" in logs.format_log(
+        logs.build_record(
+            run={}, steps=[], migration_file=logs.describe_file(unsigned, allow_unsigned=True)
+        )
+    )
+
+    # a key nobody trusts: not accepted without allow_unsigned, and the claim is not the signer
+    other = trusted_keys({"someone-else": generate().public_pem()})
+    untrusted = logs.describe_file(signed, keys=other)["signature"]
+    assert untrusted["status"] == "untrusted" and untrusted["signer"] is None
+    assert untrusted["accepted"] is False and untrusted["shown"].endswith(
+        "not accepted (allow_unsigned is off)"
+    )
 
 
 def test_safe_component() -> None:

@@ -20,6 +20,7 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.errors import EnvironmentMismatchError
+from migration_manager.pg import identity_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -95,8 +96,9 @@ def _user(event: dict[str, Any]) -> str | None:
 
 
 class EnvCheckOperator(BaseOperator):
-    """Stop when the source and target apps are configured differently or run different versions
-    (unless ``params.allow_version_mismatch``); list missing env variables.
+    """Stop when the target is the file's own source database, or the source and target apps are
+    configured differently or run different versions (unless ``params.allow_version_mismatch``);
+    list missing env variables.
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
@@ -113,6 +115,12 @@ class EnvCheckOperator(BaseOperator):
         with engine_errors():
             env = environment(self.target_conn_id)
             manifest = _manifest(self.migration_file)
+            checks.refuse_own_source(
+                manifest,
+                identity_of(env.dsn),
+                file=self.migration_file,
+                target_name=f"connection {self.target_conn_id!r}",
+            )
             checks.check_settings(manifest, env.app_env)
             if env.app is not None:
                 env.app.validate(self.target_conn_id)

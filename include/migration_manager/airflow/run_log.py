@@ -20,7 +20,9 @@ from typing import Any
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from migration_manager import logs
+from migration_manager.airflow.signing import task_trust
 from migration_manager.airflow.store import migration_file_path, store_root
+from migration_manager.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -223,14 +225,30 @@ def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
     return str(ref) if ref else None
 
 
-def _describe_file(ref: str | None) -> dict[str, Any] | None:
+def _allow_unsigned(params: dict[str, Any]) -> bool:
+    value = params.get("allow_unsigned", False)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _describe_file(ref: str | None, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The file for the log, with who signed it (checked against the trusted keys the tasks used)."""
     if not ref:
         return None
     try:
         path = migration_file_path(ref)
     except Exception as exc:
         return {"uri": logs.scrub(ref), "name": ref, "error": logs.scrub(str(exc))}
-    return logs.describe_file(path, uri=str(path))
+    allow = _allow_unsigned(params)
+    keys = None
+    try:
+        keys = task_trust(allow).keys
+    except ConfigError as exc:  # the Variable is broken: the tasks refused the file already
+        log.warning(
+            "The trusted keys cannot be read (%s); the log shows the signature unchecked", exc
+        )
+    return logs.describe_file(path, uri=str(path), keys=keys, allow_unsigned=allow)
 
 
 def write_run_log(
@@ -246,7 +264,7 @@ def write_run_log(
     ti = context["ti"]
     dag_run = context["dag_run"]
     params = dict(context.get("params") or {})
-    file_info = _describe_file(_file_ref(context, report))
+    file_info = _describe_file(_file_ref(context, report), params)
     source = dict((file_info or {}).get("source") or {})
     if params.get("source_conn_id"):
         source |= {
