@@ -33,7 +33,18 @@ INSERT INTO settings SELECT g, 'extra ' || g FROM generate_series(101, 105) g;
 CREATE TABLE pages (id int PRIMARY KEY, title text);
 INSERT INTO pages SELECT g, 'page ' || g FROM generate_series(1, 12) g;
 """
-COUNTS = ("rule", "status", "inserted", "updated", "deleted", "unchanged", "ddl")
+COUNTS = (
+    "rule",
+    "status",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "ddl",
+    "inserted_keys",
+    "updated_keys",
+    "deleted_keys",
+)
 
 
 def _store() -> Path:
@@ -98,6 +109,15 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     # column `added` gets the source's values), the 5 target-only rows deleted
     s = real_tables["settings"]
     assert (s["inserted"], s["updated"], s["deleted"], s["unchanged"]) == (10, 20, 5, 0)
+    # the same sample keys (the dry run's equal the real run's, compared above): keys only
+    assert s["inserted_keys"] == [str(i) for i in range(21, 31)]
+    assert s["updated_keys"] == [str(i) for i in range(1, 21)]
+    assert s["deleted_keys"] == [str(i) for i in range(101, 106)]
+    assert real_tables["fresh"]["inserted_keys"] == ["1", "2"]
+    assert (
+        "settings deleted (5 of 5): 101, 102, 103, 104, 105"
+        in (dry_folder / "migration.log").read_text()
+    )
     assert real_tables["fresh"]["inserted"] == 2 and len(real_tables["fresh"]["ddl"]) >= 1
     assert real_tables["pages"]["status"] == "unchanged" and real_tables["pages"]["unchanged"] == 12
     assert table_text(target, "settings") == table_text(source, "settings")

@@ -163,6 +163,18 @@ def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> 
     assert 'href="/dags/migration_execute/runs/manual__2026-11-26T09%3A01%3A00%2B00%3A00"' in html
 
 
+def test_run_page_shows_sample_keys(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    m, r = store["success"]
+    html = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert "inserted (2 of 12): a1, &lt;b2&gt;" in html  # escaped
+    assert "deleted (1 of 1): z9" in html
+    assert 'data-kind="updated"' not in html  # no key, no line
+    log = (store["root"] / "logs" / m / r / "migration.log").read_text()
+    assert "uiSchemas inserted (2 of 12): a1, <b2>" in log
+
+
 def test_downloads(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
     m, r = store["success"]
     folder = store["root"] / "logs" / m / r

@@ -293,6 +293,7 @@ def _environment() -> Environment:
     )
     env.filters.update(when=_when, duration=_duration, bytes=_bytes, number=_number)
     env.globals["describe_outcome"] = logs.describe_outcome
+    env.globals["sample_keys"] = logs.sample_keys
     return env
 
 
