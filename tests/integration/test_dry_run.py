@@ -96,6 +96,10 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     assert dry_record["dry_run"] is True
     assert "DRY RUN" in (dry_folder / "migration.log").read_text().splitlines()[0]
     assert json.loads((dry_folder / "summary.json").read_text())["dry_run"] is True
+    # the page's Preview on target finds a dry run's result by its run id
+    from migration_manager.ui import catalog
+
+    assert catalog.find_run(_store(), dry.run_id).run == dry_folder.name
 
     notify = {"notify_conn_id": "mm_smtp", "notify_to": ["ops@example.test"]}
     real = run_dag("migration_execute", {**conf, **notify, "notify_events": ["success"]})
