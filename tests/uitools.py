@@ -197,6 +197,8 @@ def seed_store(root: Path) -> dict[str, Any]:
                             "unchanged": 40,
                             "seconds": 0.7,
                             "data_sql": ['COPY "mm_stage" ("x-uid") FROM STDIN (FORMAT binary)'],
+                            "inserted_keys": ["a1", "<b2>"],
+                            "deleted_keys": ["z9"],
                         }
                     ],
                 }

@@ -36,6 +36,9 @@ from migration_manager.schema import (
 log = logging.getLogger(__name__)
 
 
+SAMPLE_KINDS = ("inserted_keys", "updated_keys", "deleted_keys")
+
+
 @dataclass(frozen=True)
 class TableResult:
     table: str
@@ -49,10 +52,14 @@ class TableResult:
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
     data_sql: tuple[str, ...] = ()
+    # up to rules.SAMPLE_KEYS primary-key values (text) of the rows inserted / updated / deleted
+    inserted_keys: tuple[str, ...] = ()
+    updated_keys: tuple[str, ...] = ()
+    deleted_keys: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("ddl", "warnings", "data_sql"):
+        for k in ("ddl", "warnings", "data_sql", *SAMPLE_KINDS):
             d[k] = list(d[k])
         return d
 
@@ -440,6 +447,7 @@ def apply_unit(
                 if name in direct:
                     with reader.data(entries[name]["data"]["member"]) as stream:
                         c.inserted += rules.copy_in(cur, c, t.ident, t, stream, f"load {name}")
+                    rules.sample_table_keys(cur, c, t, "inserted")
                 elif rule == OVERWRITE and not t.key:
                     if name in replace:
                         c.inserted += rules.insert_all(cur, c, t, staged[name])
@@ -497,6 +505,9 @@ def apply_unit(
                 seconds=round(seconds[name], 3),
                 warnings=tuple(warnings[name]),
                 data_sql=tuple(c.statements),
+                inserted_keys=tuple(c.inserted_keys),
+                updated_keys=tuple(c.updated_keys),
+                deleted_keys=tuple(c.deleted_keys),
             )
         )
         if on_sql:

@@ -798,6 +798,10 @@ def format_log(record: Mapping[str, Any]) -> str:
         lines += ["  " + line for line in format_summary(record).splitlines()]
     else:
         lines.append("  no table was planned (the run stopped before the plan)")
+    samples = sample_key_lines(record.get("tables") or [])
+    if samples:
+        lines += ["", "Sample keys (up to 20 per kind)", "-------------------------------"]
+        lines += ["  " + line for line in samples]
     for unit in record.get("failed_units") or []:
         lines.append(f"  ! failed unit {unit['id']}: {', '.join(unit['tables'])} (rolled back)")
     if record.get("warnings"):
@@ -805,6 +809,31 @@ def format_log(record: Mapping[str, Any]) -> str:
     if record.get("errors"):
         lines += ["", "Errors", "------", *(f"  - {e}" for e in record["errors"])]
     return scrub("\n".join(lines)) + "\n"
+
+
+SAMPLE_KINDS = (
+    ("inserted", "inserted_keys"),
+    ("updated", "updated_keys"),
+    ("deleted", "deleted_keys"),
+)
+
+
+def sample_keys(table: Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """A table's sample keys by kind (``inserted``, ``updated``, ``deleted``), kinds with none left out."""
+    return [
+        (kind, [str(k) for k in table.get(f) or ()]) for kind, f in SAMPLE_KINDS if table.get(f)
+    ]
+
+
+def sample_key_lines(tables: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per table and kind: ``uiSchemas deleted (3 of 63): a, b, c``."""
+    lines = []
+    for t in tables:
+        for kind, keys in sample_keys(t):
+            lines.append(
+                f"{t.get('table')} {kind} ({len(keys)} of {t.get(kind, 0)}): {', '.join(keys)}"
+            )
+    return lines
 
 
 def _statement(stmt: str) -> str:

@@ -28,6 +28,19 @@ class Counts:
     deleted: int = 0
     unchanged: int = 0
     statements: list[str] = field(default_factory=list)  # data statements' shapes, no values
+    # up to SAMPLE_KEYS primary-key values per kind, as text: never whole rows, never values
+    inserted_keys: list[str] = field(default_factory=list)
+    updated_keys: list[str] = field(default_factory=list)
+    deleted_keys: list[str] = field(default_factory=list)
+
+    def add_keys(self, kind: str, keys: list[str] | None) -> None:
+        """Add ``kind``'s keys (each statement returns its smallest), keeping ``SAMPLE_KEYS``."""
+        have: list[str] = getattr(self, f"{kind}_keys")
+        have.extend(k for k in keys or () if k not in have)
+        del have[SAMPLE_KEYS:]
+
+
+SAMPLE_KEYS = 20  # sample keys kept per kind (inserted / updated / deleted) and table
 
 
 @dataclass(frozen=True)
@@ -139,14 +152,51 @@ def _key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
     )
 
 
+def _key_of(alias: str, key: tuple[str, ...]) -> sql.Composable:
+    """The row's key as one value: the column itself, or a ROW of the key columns (ordered
+    column by column, printed ``(1,a)``)."""
+    cols = pg.ident_list(key, alias)
+    return cols if len(key) == 1 else sql.SQL("ROW({})").format(cols)
+
+
+def _sample(source: str, where: sql.Composable | None = None) -> sql.Composable:
+    """An array of the smallest ``SAMPLE_KEYS`` keys (``mm_key``) of the CTE ``source``, as text.
+
+    A top-N sort over the rows the statement returned anyway: no second pass over the table.
+    """
+    # ORDER BY the returned key (qualified: the bare name would be the text output column)
+    return sql.SQL(
+        "ARRAY(SELECT {s}.mm_key::text FROM {s} {where} ORDER BY {s}.mm_key LIMIT {n})"
+    ).format(
+        s=sql.Identifier(source),
+        where=sql.SQL("WHERE {}").format(where) if where is not None else sql.SQL(""),
+        n=sql.Literal(SAMPLE_KEYS),
+    )
+
+
+def sample_table_keys(cur: psycopg.Cursor[Any], counts: Counts, t: Target, kind: str) -> None:
+    """Sample keys of the whole table (rows just copied into an empty table are all new)."""
+    if not t.key:
+        return
+    query = sql.SQL("SELECT ARRAY(SELECT {k}::text FROM {t} AS d ORDER BY {k} LIMIT {n})").format(
+        k=_key_of("d", t.key), t=t.ident, n=sql.Literal(SAMPLE_KEYS)
+    )
+    row = cur.execute(query).fetchone()
+    counts.add_keys(kind, row[0] if row else None)
+
+
 def delete_missing(
     cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier
 ) -> None:
     """Delete target rows whose key the source no longer has."""
-    query = sql.SQL("DELETE FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
-        t.ident, stage_ident, _key_match("s", "d", t.key)
-    )
-    counts.deleted += _run(cur, counts, query).rowcount
+    query = sql.SQL(
+        "WITH r AS (DELETE FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) "
+        "RETURNING {} AS mm_key) SELECT count(*), {} FROM r"
+    ).format(t.ident, stage_ident, _key_match("s", "d", t.key), _key_of("d", t.key), _sample("r"))
+    row = _run(cur, counts, query).fetchone()
+    assert row is not None
+    counts.deleted += int(row[0])
+    counts.add_keys("deleted", row[1])
 
 
 def upsert(
@@ -172,8 +222,9 @@ def upsert(
         action = sql.Composed([sql.SQL("DO NOTHING")])
     query = sql.SQL(
         "WITH r AS (INSERT INTO {} AS d ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} "
-        "ON CONFLICT ({}) {} RETURNING (d.xmax = 0) AS inserted) "
-        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM r"
+        "ON CONFLICT ({}) {} RETURNING (d.xmax = 0) AS inserted, {} AS mm_key) "
+        "SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted), {}, {} "
+        "FROM r"
     ).format(
         t.ident,
         pg.ident_list(t.columns),
@@ -181,26 +232,47 @@ def upsert(
         stage_ident,
         pg.ident_list(t.key),
         action,
+        _key_of("d", t.key),
+        _sample("r", sql.SQL("inserted")),
+        _sample("r", sql.SQL("NOT inserted")),
     )
     row = _run(cur, counts, query).fetchone()
     assert row is not None
     inserted, updated = int(row[0]), int(row[1])
+    counts.add_keys("inserted", row[2])
+    counts.add_keys("updated", row[3])
     counts.inserted += inserted
     counts.updated += updated
     counts.unchanged += total - inserted - updated
 
 
 def delete_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target) -> int:
-    return _run(cur, counts, sql.SQL("DELETE FROM {}").format(t.ident)).rowcount
+    if not t.key:  # no key to sample: a row's values are never logged
+        return _run(cur, counts, sql.SQL("DELETE FROM {}").format(t.ident)).rowcount
+    query = sql.SQL(
+        "WITH r AS (DELETE FROM {} AS d RETURNING {} AS mm_key) SELECT count(*), {} FROM r"
+    ).format(t.ident, _key_of("d", t.key), _sample("r"))
+    row = _run(cur, counts, query).fetchone()
+    assert row is not None
+    counts.add_keys("deleted", row[1])
+    return int(row[0])
 
 
 def insert_all(
     cur: psycopg.Cursor[Any], counts: Counts, t: Target, stage_ident: sql.Identifier
 ) -> int:
-    query = sql.SQL("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
+    query = sql.SQL("INSERT INTO {} AS d ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}").format(
         t.ident, pg.ident_list(t.columns), pg.ident_list(t.columns), stage_ident
     )
-    return _run(cur, counts, query).rowcount
+    if not t.key:
+        return _run(cur, counts, query).rowcount
+    query = sql.SQL("WITH r AS ({} RETURNING {} AS mm_key) SELECT count(*), {} FROM r").format(
+        query, _key_of("d", t.key), _sample("r")
+    )
+    row = _run(cur, counts, query).fetchone()
+    assert row is not None
+    counts.add_keys("inserted", row[1])
+    return int(row[0])
 
 
 def same_rows(cur: psycopg.Cursor[Any], t: Target, stage_ident: sql.Identifier) -> bool:

@@ -250,7 +250,9 @@ def write_lock(
 
     Under the run's own holder: share ``GATE`` with the run's other writers. With no holder:
     take ``RUN`` for this task alone (waiting for writers of a vanished holder). Held by
-    another run: wait up to ``timeout`` s, then fail naming that run. Yields how it was got.
+    another run: wait up to ``timeout`` s, then fail naming that run; held by another writer of
+    this run for itself (a dry run's units): wait for it, the timeout counting from its end.
+    Yields how it was got.
     """
     conn = _connect(dsn, ref, WRITE)
     try:
@@ -288,6 +290,10 @@ def write_lock(
                     "taken by this task for its own writes (no lock holder of this run is running)"
                 )
                 break
+            if who is not None and who.role == WRITE and who.token == ref.token:
+                # another writer of this same run (no holder: a dry run's units, dags test)
+                # has it for its own transaction: waiting for our own run is no reason to fail
+                deadline = time.monotonic() + timeout
             if who is not None and who != last and on_wait:
                 on_wait(who)
             last = who or last

@@ -151,11 +151,11 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             expect(tickets.locator(".now .source")).to_have_text("independent rule")
             frame.locator("#search").fill("")
 
-            # the plan against prod: what a run would do, rolled back
+            # the plan against prod: what a run would do, rolled back (a migration_sync dry run)
             frame.locator("#target").select_option("nocobase_prod")
             frame.locator("#preview").click()
             summary = frame.locator("#preview-result")
-            expect(summary.locator(".figures")).to_be_visible(timeout=120_000)
+            expect(summary.locator(".figures")).to_be_visible(timeout=300_000)
             expect(summary).to_contain_text("On nocobase_prod:")
             expect(tickets.locator(".on-target")).to_contain_text("+29")
             expect(tickets.locator(".on-target")).to_contain_text("table created")

@@ -33,7 +33,18 @@ INSERT INTO settings SELECT g, 'extra ' || g FROM generate_series(101, 105) g;
 CREATE TABLE pages (id int PRIMARY KEY, title text);
 INSERT INTO pages SELECT g, 'page ' || g FROM generate_series(1, 12) g;
 """
-COUNTS = ("rule", "status", "inserted", "updated", "deleted", "unchanged", "ddl")
+COUNTS = (
+    "rule",
+    "status",
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "ddl",
+    "inserted_keys",
+    "updated_keys",
+    "deleted_keys",
+)
 
 
 def _store() -> Path:
@@ -85,6 +96,10 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     assert dry_record["dry_run"] is True
     assert "DRY RUN" in (dry_folder / "migration.log").read_text().splitlines()[0]
     assert json.loads((dry_folder / "summary.json").read_text())["dry_run"] is True
+    # the page's Preview on target finds a dry run's result by its run id
+    from migration_manager.ui import catalog
+
+    assert catalog.find_run(_store(), dry.run_id).run == dry_folder.name
 
     notify = {"notify_conn_id": "mm_smtp", "notify_to": ["ops@example.test"]}
     real = run_dag("migration_execute", {**conf, **notify, "notify_events": ["success"]})
@@ -98,6 +113,15 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     # column `added` gets the source's values), the 5 target-only rows deleted
     s = real_tables["settings"]
     assert (s["inserted"], s["updated"], s["deleted"], s["unchanged"]) == (10, 20, 5, 0)
+    # the same sample keys (the dry run's equal the real run's, compared above): keys only
+    assert s["inserted_keys"] == [str(i) for i in range(21, 31)]
+    assert s["updated_keys"] == [str(i) for i in range(1, 21)]
+    assert s["deleted_keys"] == [str(i) for i in range(101, 106)]
+    assert real_tables["fresh"]["inserted_keys"] == ["1", "2"]
+    assert (
+        "settings deleted (5 of 5): 101, 102, 103, 104, 105"
+        in (dry_folder / "migration.log").read_text()
+    )
     assert real_tables["fresh"]["inserted"] == 2 and len(real_tables["fresh"]["ddl"]) >= 1
     assert real_tables["pages"]["status"] == "unchanged" and real_tables["pages"]["unchanged"] == 12
     assert table_text(target, "settings") == table_text(source, "settings")
@@ -138,3 +162,106 @@ def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
     assert record["dry_run"] is True
     ui = next(t for t in record["tables"] if t["table"] == "uiSchemas")
     assert ui["deleted"] == 63 and ui["inserted"] > 0  # what the real run would do
+
+
+def test_a_dry_run_takes_the_target_lock_only_for_each_unit_s_transaction(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    """A dry run's ``hold_target_lock`` takes nothing: a real run holding the target does not
+    keep it from starting, and it does not keep a real run from the target except while one of
+    its units is inside its (rolled-back) transaction, under the lock as any writer. The
+    target ends untouched."""
+    import logging
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from migration_manager import target_lock
+    from migration_manager.airflow.lock_operators import HoldTargetLockOperator, target_write_lock
+    from migration_manager.archive import open_archive
+    from migration_manager.execute import apply_unit, prepare
+
+    sql(source, SOURCE)
+    sql(target, TARGET)
+    file = tmp_path / "dry.zip"
+    make_file(source, file, rules={"user": {"default": "overwrite"}})
+    before = table_text(target, "settings")
+    real = target_lock.RunRef("migration_execute", "manual__real")
+    dry_ref = target_lock.RunRef("migration_execute", "manual__dry")
+    context: Any = {
+        "params": {"dry_run": True, "target_lock_timeout": 30},
+        "dag": SimpleNamespace(dag_id=dry_ref.dag_id),
+        "run_id": dry_ref.run_id,
+    }
+    log = logging.getLogger("test")
+    hold = HoldTargetLockOperator(
+        task_id="hold_target_lock", target_conn_id="unused_by_a_dry_run", writers=[]
+    )
+
+    with target_lock.hold_run_lock(target, real, timeout=1):
+        started = time.monotonic()
+        assert hold.execute(context) == {
+            "waited_seconds": 0.0,
+            "held_seconds": 0.0,
+            "dry_run": True,
+        }
+        assert time.monotonic() - started < 1  # did not wait for the real run
+        with open_archive(file) as reader:
+            plan = prepare(reader, target)
+        assert plan.units
+        # a unit waits for the real run's writes, like any writer (here: 1 s, then fails)
+        with (
+            pytest.raises(target_lock.TargetLockedError, match="manual__real"),
+            target_lock.write_lock(target, dry_ref, timeout=1, poll=0.1),
+        ):
+            pass
+
+    # the real run is done; the dry run's units run, each under the lock for its transaction
+    in_unit = threading.Event()
+    leave = threading.Event()
+    results = []
+
+    def dry_units() -> None:
+        with open_archive(file) as reader:
+            for i, unit in enumerate(plan.units):
+                with target_write_lock(context, target, log):
+                    results.append(apply_unit(reader, target, unit, dry_run=True))
+                    if i == 0:
+                        in_unit.set()
+                        leave.wait(20)
+
+    thread = threading.Thread(target=dry_units)
+    thread.start()
+    assert in_unit.wait(20)
+    who = _owner(target)
+    assert who is not None and who.role == target_lock.WRITE and who.run == str(dry_ref)
+    # a real run asking now waits for that unit only
+    waited: list[float] = []
+
+    def real_run() -> None:
+        t0 = time.monotonic()
+        with target_lock.hold_run_lock(target, real, timeout=30, poll=0.1):
+            waited.append(time.monotonic() - t0)
+
+    other = threading.Thread(target=real_run)
+    other.start()
+    time.sleep(0.5)
+    assert not waited  # blocked while the dry run's unit is inside its transaction
+    leave.set()
+    thread.join(30)
+    other.join(30)
+    assert waited and 0.5 <= waited[0] < 10
+    assert len(results) == len(plan.units)
+    assert any(t.inserted or t.deleted for r in results for t in r.tables)  # it did the work
+    assert table_text(target, "settings") == before  # and committed nothing
+    assert scalar(target, "SELECT to_regclass('public.fresh')") is None
+    assert _owner(target) is None
+
+
+def _owner(dsn: str) -> Any:
+    import psycopg
+
+    from migration_manager.target_lock import owner
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return owner(conn)

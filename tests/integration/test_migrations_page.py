@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -169,6 +170,18 @@ def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> 
         assert f'href="{P}/runs/{m}/{r}/download/{name}"' in html
     assert f'href="{P}/files/{m}.zip"' in html  # the migration file
     assert 'href="/dags/migration_execute/runs/manual__2026-11-26T09%3A01%3A00%2B00%3A00"' in html
+
+
+def test_run_page_shows_sample_keys(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    m, r = store["success"]
+    html = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert "inserted (2 of 12): a1, &lt;b2&gt;" in html  # escaped
+    assert "deleted (1 of 1): z9" in html
+    assert 'data-kind="updated"' not in html  # no key, no line
+    log = (store["root"] / "logs" / m / r / "migration.log").read_text()
+    assert "uiSchemas inserted (2 of 12): a1, <b2>" in log
 
 
 def test_downloads(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
@@ -385,6 +398,59 @@ def test_run_this_file_triggers_migration_execute(
     assert "The DAG is paused" in page  # new DAGs start paused
 
 
+def test_preview_on_target_starts_a_dry_run_and_shows_its_run_page(
+    client: Any, admin: dict[str, str], viewer: dict[str, str], store: dict[str, Any]
+) -> None:
+    """Preview on target triggers migration_execute with dry_run (a DAG run, not work inside the
+    API server); its page waits for the run and then shows the run page."""
+    from urllib.parse import unquote
+
+    from migration_manager import logs
+
+    m, r = store["other"]
+    assert f'action="{P}/files/{m}.zip/preview"' in client.get(f"{P}/files", headers=admin).text
+    assert (
+        client.post(
+            f"{P}/files/{m}.zip/preview", headers=viewer, data={"target_conn_id": "qa"}
+        ).status_code
+        == 403
+    )
+    resp = client.post(
+        f"{P}/files/{m}.zip/preview",
+        headers=admin,
+        data={"target_conn_id": "qa"},
+        follow_redirects=False,
+    )
+    assert resp.status_code == 303, resp.text
+    location = resp.headers["location"]
+    assert location.startswith(f"{P}/previews/manual__")
+    run_id = unquote(location.rsplit("/", 1)[1])
+    run = client.get(f"/api/v2/dags/migration_execute/dagRuns/{run_id}", headers=admin).json()
+    assert run["conf"] == {
+        "migration_file": f"{m}.zip",
+        "target_conn_id": "qa",
+        "allow_drop": False,
+        "dry_run": True,
+    }
+    assert run["state"] == "queued" and run["triggering_user_name"] == "admin"
+    waiting = client.get(location, headers=admin)
+    assert waiting.status_code == 200
+    assert '<meta http-equiv="refresh" content="5">' in waiting.text
+    assert 'data-state="queued"' in waiting.text and "The DAG is paused" in waiting.text
+    # collect_logs writes the run's log (here: the seeded record under this run's id): the
+    # preview page is now the run page
+    record = json.loads((store["root"] / "logs" / m / r / "migration.json").read_text())
+    record |= {"run_id": run_id, "dry_run": True}
+    folder = store["root"] / "logs" / m / logs.safe_component(run_id)
+    logs.write_files(folder, record)
+    done = client.get(location, headers=admin, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == f"{P}/runs/{m}/{logs.safe_component(run_id)}"
+    page = client.get(done.headers["location"], headers=admin).text
+    assert '<span class="badge dry">dry run</span>' in page
+    assert client.get(f"{P}/previews/manual__nope", headers=admin).status_code == 404
+
+
 def test_backups_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> None:
     html = client.get(f"{P}/backups", headers=admin).text
     m, r = store["success"]
@@ -480,6 +546,13 @@ def test_a_cross_site_form_post_with_the_ui_cookie_changes_nothing(
                 follow_redirects=False,
             )
             assert run.status_code == 403, (headers, run.status_code)
+            preview = browser.post(
+                f"{P}/files/{m}.zip/preview",
+                data={"target_conn_id": "migration_target"},
+                headers=headers,
+                follow_redirects=False,
+            )
+            assert preview.status_code == 403, (headers, preview.status_code)
             upload = browser.post(
                 f"{P}/files",
                 files={"file": ("x.zip", body)},

@@ -837,6 +837,85 @@ def test_overwrite_when_unique_values_swap_between_rows(
     assert again["roles"].status == "unchanged"
 
 
+def test_sample_keys_per_kind_are_the_smallest_20_keys_never_rows(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    """Each kind keeps up to 20 primary-key values as text, smallest first, counted by the same
+    statement; composite keys print as a row of their columns; keyless tables and other
+    columns' values never appear."""
+    sql(
+        source,
+        "CREATE TABLE big (id int PRIMARY KEY, secret text);"
+        "INSERT INTO big SELECT g, 'source-secret-' || g FROM generate_series(1, 500) g;"
+        "CREATE TABLE pair (a int, b text, v text, PRIMARY KEY (a, b));"
+        "INSERT INTO pair VALUES (1, 'x', 'same'), (2, 'y', 'new value'), (3, 'z', 'added');"
+        "CREATE TABLE fresh (id text PRIMARY KEY);"
+        "INSERT INTO fresh SELECT 'k' || g FROM generate_series(1, 30) g;"
+        "CREATE TABLE nokey (v text); INSERT INTO nokey VALUES ('row-value');",
+    )
+    sql(
+        target,
+        # big: 1..100 equal, 101..200 differ, 201..500 new, 900..949 target-only
+        "CREATE TABLE big (id int PRIMARY KEY, secret text);"
+        "INSERT INTO big SELECT g, 'source-secret-' || g FROM generate_series(1, 100) g;"
+        "INSERT INTO big SELECT g, 'target-secret-' || g FROM generate_series(101, 200) g;"
+        "INSERT INTO big SELECT g, 'gone-' || g FROM generate_series(900, 949) g;"
+        "CREATE TABLE pair (a int, b text, v text, PRIMARY KEY (a, b));"
+        "INSERT INTO pair VALUES (1, 'x', 'same'), (2, 'y', 'old value'), (4, 'w', 'gone');"
+        "CREATE TABLE nokey (v text); INSERT INTO nokey VALUES ('other-value');",
+    )
+    results = migrate(source, target, tmp_path / "m.zip", create=user_rule("overwrite"))
+
+    big = results["big"]
+    assert (big.inserted, big.updated, big.deleted, big.unchanged) == (300, 100, 50, 100)
+    assert big.inserted_keys == tuple(str(i) for i in range(201, 221))
+    assert big.updated_keys == tuple(str(i) for i in range(101, 121))
+    assert big.deleted_keys == tuple(str(i) for i in range(900, 920))
+    pair = results["pair"]
+    assert (pair.inserted_keys, pair.updated_keys, pair.deleted_keys) == (
+        ("(3,z)",),
+        ("(2,y)",),
+        ("(4,w)",),
+    )
+    # a new table is loaded with COPY: its keys are read back from the table, text order
+    fresh = results["fresh"]
+    assert fresh.inserted == 30
+    assert fresh.inserted_keys == tuple(sorted(f"k{i}" for i in range(1, 31))[:20])
+    nokey = results["nokey"]
+    assert (nokey.inserted, nokey.deleted) == (1, 1)
+    assert nokey.inserted_keys == nokey.deleted_keys == ()
+    keys = repr([(r.inserted_keys, r.updated_keys, r.deleted_keys) for r in results.values()])
+    for value in ("secret-", "row-value", "other-value", "gone-", "new value", "same"):
+        assert value not in keys, value
+
+    # upsert keeps target-only rows (nothing deleted); insert-ignore only inserts
+    sql(target, "DROP TABLE big, pair, fresh, nokey")
+    sql(
+        target,
+        "CREATE TABLE big (id int PRIMARY KEY, secret text);"
+        "INSERT INTO big SELECT g, 'changed' FROM generate_series(490, 520) g;",
+    )
+    up = migrate(source, target, tmp_path / "u.zip", create=user_rule("schema-only", big="upsert"))
+    assert up["big"].inserted_keys == tuple(str(i) for i in range(1, 21))
+    assert up["big"].updated_keys == tuple(str(i) for i in range(490, 501))
+    assert up["big"].deleted_keys == ()
+
+
+def test_sample_keys_when_unique_values_swap_between_rows(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    """The fallback (delete all, insert all) reports every key deleted and inserted."""
+    for dsn, (a, b) in ((source, ("beta", "alpha")), (target, ("alpha", "beta"))):
+        sql(
+            dsn,
+            f"CREATE TABLE roles (id int PRIMARY KEY, name text UNIQUE);"
+            f"INSERT INTO roles VALUES (1, '{a}'), (2, '{b}');",
+        )
+    results = migrate(source, target, tmp_path / "m.zip", create=user_rule("overwrite"))
+    assert results["roles"].deleted_keys == ("1", "2")
+    assert results["roles"].inserted_keys == ("1", "2")
+
+
 # --------------------------------------------------------------------------- units at once
 
 

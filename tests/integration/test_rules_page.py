@@ -293,6 +293,28 @@ def test_preview_against_a_target_writes_nothing(
     )
     assert resp.status_code == 200, resp.text
     out = resp.json()
+    # a dry run as a DAG run, not work inside the API server: nothing computed yet
+    assert out["results"] is None and out["run"]["dag_id"] == "migration_sync"
+    conf = out["run"]["conf"]
+    assert conf == {
+        "source_conn_id": "nb_staging",
+        "profile": "nocobase",
+        "rules": conf["rules"],
+        "target_conn_id": "nb_prod",
+        "allow_drop": False,
+        "dry_run": True,
+    }
+    assert conf["rules"]["user"]["independent"] == {"tickets": "overwrite"}
+    waiting = client.get(out["run"]["result"], headers=admin).json()
+    assert waiting["state"] == "queued" and waiting["results"] is None
+    assert not waiting["finished"]
+    # the scheduler's part, here: the run of that conf
+    dag_run = run_dag("migration_sync", conf)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    got = client.get(f"{API}/previews/{quote(dag_run.run_id, safe='')}", headers=admin)
+    assert got.status_code == 200, got.text
+    out = got.json()
+    assert out["finished"] and out["log_page"] and out["target_conn_id"] == "nb_prod"
     results = {r["table"]: r for r in out["results"]}
     assert results["tickets"]["inserted"] == 29 and results["tickets"]["changes"] == [
         "table created"
@@ -638,7 +660,12 @@ def test_preview_through_the_route_equals_the_sync_run(
         json={"source_conn_id": "pvr_source", "target_conn_id": "pvr_target", "rule_set": "pvr"},
     )
     assert resp.status_code == 200, resp.text
-    previewed = {r["table"]: r for r in resp.json()["results"]}
+    conf = resp.json()["run"]["conf"]
+    assert conf["rule_set"] == "pvr" and conf["dry_run"] is True
+    dry = run_dag("migration_sync", conf)  # the triggered preview, run
+    assert str(dry.state) == "success", task_states(dry)
+    preview = client.get(f"{API}/previews/{quote(dry.run_id, safe='')}", headers=admin).json()
+    previewed = {r["table"]: r for r in preview["results"]}
 
     dag_run = run_dag(
         "migration_sync",
@@ -665,5 +692,5 @@ def test_preview_through_the_route_equals_the_sync_run(
     assert ran["tickets"]["rule"] == "overwrite" and ran["tickets"]["inserted"] == 29
     assert ran["systemSettings"]["rule"] == "skip"
     assert ran["t_ay3lia9mgg1"]["rule"] == "overwrite" and ran["t_ay3lia9mgg1"]["inserted"] == 51
-    assert sum(t["inserted"] for t in ran.values()) == resp.json()["totals"]["inserted"]
+    assert sum(t["inserted"] for t in ran.values()) == preview["totals"]["inserted"]
     assert rows(prod, 'SELECT title FROM "systemSettings"') == [("Prod",)]

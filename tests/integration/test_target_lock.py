@@ -159,3 +159,31 @@ def test_new_holder_waits_for_writers_of_a_vanished_holder(dsn: str) -> None:
         writer.close()
         thread.join(20)
     assert order == ["run1 writer done", "run2 holds"]
+
+
+def test_writers_of_one_run_without_holder_wait_for_each_other_past_the_timeout(
+    dsn: str,
+) -> None:
+    """A dry run's units (no run-wide holder) take the lock one after another: a unit waiting for
+    another unit of its own run does not time out, while another run's writer does."""
+    got: list[float] = []
+    with write_lock(dsn, RUN1, timeout=0.5) as how:
+        assert "taken by this task" in how
+
+        def second_unit() -> None:
+            t0 = time.monotonic()
+            with write_lock(dsn, RUN1, timeout=0.5, poll=0.1):
+                got.append(time.monotonic() - t0)
+
+        thread = threading.Thread(target=second_unit)
+        thread.start()
+        with (
+            pytest.raises(TargetLockedError, match="one of its writing tasks"),
+            write_lock(dsn, RUN2, timeout=0.5, poll=0.1),
+        ):
+            pass
+        time.sleep(1.5)  # three times the timeout
+        assert not got
+    thread.join(10)
+    assert got and got[0] >= 1.5
+    assert _owner(dsn) is None

@@ -3,7 +3,8 @@
 ``hold_target_lock`` takes the target's advisory lock (``migration_manager.target_lock``) and
 keeps its connection open until every writing task of the run has finished; ``target_locked``
 (a sensor in reschedule mode, so it holds no worker slot while it waits) opens the gate to the
-writing tasks once this run holds the lock. Each writing task also enters
+writing tasks once this run holds the lock. A dry run holds no run-wide lock: its holder returns
+at once, and each unit takes the lock for its own (rolled-back) transaction. Each writing task also enters
 :func:`target_write_lock`, which checks that its run holds the lock (or takes it for that task
 alone when the holder is not running: a table retried on its own, a run in ``dags test``).
 """
@@ -43,6 +44,11 @@ def lock_timeout(context: Context) -> float:
         return DEFAULT_TIMEOUT
 
 
+def is_dry_run(context: Context) -> bool:
+    value = (context.get("params") or {}).get("dry_run", False)
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
 def _in_process_run() -> bool:
     """True under ``dag.test()`` / ``airflow dags test``: tasks run one after another in this process."""
     from airflow.sdk.execution_time import task_runner
@@ -63,7 +69,9 @@ def target_write_lock(context: Context, dsn: str, log: Any) -> Iterator[None]:
         engine_errors(),
         target_lock.write_lock(dsn, ref, timeout=lock_timeout(context), on_wait=waiting) as how,
     ):
-        log.info("Target lock: %s", how)
+        log.info(
+            "Target lock%s: %s", " (dry run: this unit's transaction)" * is_dry_run(context), how
+        )
         yield
 
 
@@ -72,7 +80,8 @@ class HoldTargetLockOperator(BaseOperator):
 
     Waits up to ``params.target_lock_timeout`` seconds for another run to let it go, then fails
     naming that run. Under ``dags test`` (tasks run one at a time in one process) it only
-    checks that the lock is free and returns: each writing task then takes it for itself.
+    checks that the lock is free and returns: each writing task then takes it for itself. A dry
+    run returns at once without taking it: each unit takes it for its own transaction.
 
     :param target_conn_id: Airflow connection of the target database (templated)
     :param writers: task ids of the run's writing tasks
@@ -108,6 +117,14 @@ class HoldTargetLockOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         ref = run_ref(context)
         timeout = lock_timeout(context)
+        if is_dry_run(context):
+            # nothing is committed: no run-wide hold (it would block real runs for the whole
+            # dry run, and wait for them before the checks' results are even looked at); each
+            # unit takes the lock for its own rolled-back transaction (target_write_lock)
+            self.log.info(
+                "Dry run: no run-wide target lock; each unit takes it for its own transaction"
+            )
+            return {"waited_seconds": 0.0, "held_seconds": 0.0, "dry_run": True}
 
         def waiting(who: target_lock.LockOwner) -> None:
             self.log.warning(

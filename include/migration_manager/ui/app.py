@@ -15,6 +15,8 @@ GET      ``/files``                                   migration files in the sto
 GET      ``/files/{name}``                            download one
 POST     ``/files``                                   upload one (verified before it is stored)
 POST     ``/files/{name}/run``                        trigger ``migration_execute`` with it (Airflow REST API)
+POST     ``/files/{name}/preview``                    Preview on target: trigger a dry run of it (``dry_run``), then show it
+GET      ``/previews/{run_id}``                       a preview's state while it runs; its run page once it has a log
 POST     ``/files/{name}/delete``                     delete one (refused while a running run or a kept backup uses it)
 GET      ``/backups``                                 backups of every target, with their metadata
 *        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules.py``)
@@ -293,6 +295,7 @@ def _environment() -> Environment:
     )
     env.filters.update(when=_when, duration=_duration, bytes=_bytes, number=_number)
     env.globals["describe_outcome"] = logs.describe_outcome
+    env.globals["sample_keys"] = logs.sample_keys
     return env
 
 
@@ -528,30 +531,10 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         query = urlencode({"uploaded": stored["name"]})
         return RedirectResponse(f"{request.scope.get('root_path', '')}/files?{query}", 303)
 
-    @app.post("/files/{name}/run", name="file_run", dependencies=write)
-    def file_run(
-        request: Request,
-        name: str,
-        target_conn_id: Annotated[str, Form()] = "migration_target",
-        allow_drop: Annotated[bool, Form()] = False,
-        allow_unsigned: Annotated[bool, Form()] = False,
-    ) -> Response:
-        root = _store()
-        try:
-            catalog.migration_file(root, name)
-        except catalog.NotFound:
-            return not_found(request, f"No migration file {name} in the store.")
-        body = {
-            "logical_date": None,
-            "conf": {
-                "migration_file": name,
-                "target_conn_id": target_conn_id.strip() or "migration_target",
-                "allow_drop": allow_drop,
-            },
-            "note": f"Started from the Migrations page with {name}",
-        }
-        if allow_unsigned:
-            body["conf"]["allow_unsigned"] = True  # type: ignore[index]
+    def trigger(request: Request, conf: dict[str, Any], note: str) -> Response | tuple[str, Any]:
+        """Trigger ``migration_execute`` through Airflow's REST API as the page's user: the run
+        id and whether the DAG is paused, or the error page."""
+        body = {"logical_date": None, "conf": conf, "note": note}
         token = _token(request)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         client = _api_client(request)
@@ -583,10 +566,116 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
                 title=f"{EXECUTE_DAG} was not triggered",
                 message=f"Airflow answered {resp.status_code}: {detail}",
             )
-        run_id = resp.json().get("dag_run_id", "")
-        log.info("Triggered %s run %s with %s", EXECUTE_DAG, run_id, name)
+        run_id = str(resp.json().get("dag_run_id", ""))
+        log.info("Triggered %s run %s: %s", EXECUTE_DAG, run_id, note)
+        return run_id, paused
+
+    @app.post("/files/{name}/run", name="file_run", dependencies=write)
+    def file_run(
+        request: Request,
+        name: str,
+        target_conn_id: Annotated[str, Form()] = "migration_target",
+        allow_drop: Annotated[bool, Form()] = False,
+        allow_unsigned: Annotated[bool, Form()] = False,
+    ) -> Response:
+        root = _store()
+        try:
+            catalog.migration_file(root, name)
+        except catalog.NotFound:
+            return not_found(request, f"No migration file {name} in the store.")
+        conf: dict[str, Any] = {
+            "migration_file": name,
+            "target_conn_id": target_conn_id.strip() or "migration_target",
+            "allow_drop": allow_drop,
+        }
+        if allow_unsigned:
+            conf["allow_unsigned"] = True
+        triggered = trigger(request, conf, f"Started from the Migrations page with {name}")
+        if isinstance(triggered, Response):
+            return triggered
+        run_id, paused = triggered
         query = urlencode({"triggered": run_id, "paused": "1" if paused else ""})
         return RedirectResponse(f"{request.scope.get('root_path', '')}/files?{query}", 303)
+
+    @app.post("/files/{name}/preview", name="file_preview", dependencies=write)
+    def file_preview(
+        request: Request,
+        name: str,
+        target_conn_id: Annotated[str, Form()] = "migration_target",
+        allow_drop: Annotated[bool, Form()] = False,
+        allow_unsigned: Annotated[bool, Form()] = False,
+    ) -> Response:
+        """Preview on target: a dry run of the file as a DAG run (never inside this server)."""
+        root = _store()
+        try:
+            catalog.migration_file(root, name)
+        except catalog.NotFound:
+            return not_found(request, f"No migration file {name} in the store.")
+        conf: dict[str, Any] = {
+            "migration_file": name,
+            "target_conn_id": target_conn_id.strip() or "migration_target",
+            "allow_drop": allow_drop,
+            "dry_run": True,
+        }
+        if allow_unsigned:
+            conf["allow_unsigned"] = True
+        triggered = trigger(request, conf, f"Preview on target of {name} from the Migrations page")
+        if isinstance(triggered, Response):
+            return triggered
+        run_id, _paused = triggered
+        return RedirectResponse(
+            f"{request.scope.get('root_path', '')}/previews/{quote(run_id, safe='')}", 303
+        )
+
+    @app.get("/previews/{run_id}", name="preview")
+    def preview(request: Request, run_id: str) -> Response:
+        """A preview's run page once its log is in the store; until then its state (refreshing)."""
+        root_path = request.scope.get("root_path", "")
+        with contextlib.suppress(catalog.NotFound):
+            ref = catalog.find_run(_store(), run_id)
+            return RedirectResponse(f"{root_path}/runs/{ref.migration}/{ref.run}", 303)
+        token = _token(request)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = _api_client(request)
+        try:
+            resp = client.get(
+                f"/api/v2/dags/{EXECUTE_DAG}/dagRuns/{quote(run_id, safe='')}", headers=headers
+            )
+            dag = client.get(f"/api/v2/dags/{EXECUTE_DAG}", headers=headers)
+        except httpx.HTTPError as exc:
+            return page(
+                request,
+                "error.html",
+                502,
+                title="Airflow's API did not answer",
+                message=f"Reading {EXECUTE_DAG} run {run_id} failed: {exc}",
+            )
+        finally:
+            client.close()
+        if resp.status_code == 404:
+            return not_found(request, f"No {EXECUTE_DAG} run {run_id}.")
+        if resp.status_code >= 300:
+            return page(
+                request,
+                "error.html",
+                resp.status_code,
+                title=f"{EXECUTE_DAG} run {run_id}",
+                message=f"Airflow answered {resp.status_code} for the run",
+            )
+        run = resp.json()
+        state = str(run.get("state") or "")
+        return page(
+            request,
+            "preview.html",
+            title=f"Preview {run_id}",
+            active="files",
+            run_id=run_id,
+            state=state,
+            ended=state in ("success", "failed"),
+            conf=run.get("conf") or {},
+            paused=dag.status_code == 200 and bool(dag.json().get("is_paused")),
+            run_link=f"{_airflow_root(request)}/dags/{EXECUTE_DAG}/runs/{quote(run_id, safe='')}",
+        )
 
     @app.get("/backups", response_class=HTMLResponse, name="backups")
     def backups(request: Request) -> HTMLResponse:

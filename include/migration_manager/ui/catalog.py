@@ -118,6 +118,16 @@ def run_folder(root: Any, ref: RunRef) -> Any:
     return folder
 
 
+def find_run(root: Any, run_id: str) -> RunRef:
+    """The log folder of the DAG run ``run_id``, whichever migration it ran; NotFound until its
+    ``collect_logs`` has written it."""
+    run = _part(logs.safe_component(run_id))
+    for folder in _children(root / LOGS):
+        if (folder / run / logs.RECORD).exists():
+            return RunRef(folder.name, run)
+    raise NotFound(run_id)
+
+
 def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
     path = run_folder(root, ref) / logs.RECORD
     try:

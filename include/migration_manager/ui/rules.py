@@ -20,7 +20,8 @@ GET      ``/rules/sets``                             saved rule sets (edit, dele
 GET      ``/rules/runs/{dag_id}/{run_id}``           a started run: its progress, then its page in the Migrations UI
 GET      ``/rules/api/connections``                  postgres connections (metadata DB and ``AIRFLOW_CONN_*``)
 GET      ``/rules/api/tables``                       the source's tables and their rules (``source``, ``profile``, ``rules`` JSON or ``rule_set``)
-POST     ``/rules/api/preview``                      the plan, and with a target what a run would do (rolled back)
+POST     ``/rules/api/preview``                      the plan; with a target, also start a dry run (``migration_sync``, ``dry_run``)
+GET      ``/rules/api/previews/{run_id}``            that dry run's state, then what it would do (its run log)
 GET      ``/rules/api/rule-sets``                    saved rule sets
 GET      ``/rules/api/rule-sets/{name}``             one rule set (with its YAML)
 PUT      ``/rules/api/rule-sets/{name}``             save one (checked against its source first)
@@ -36,7 +37,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +53,7 @@ from migration_manager.config import GROUPS, PROFILE_DEFAULT, RULES, RuleSet
 from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.profiles import PROFILES, get_profile
 from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.ui import catalog
 from migration_manager.ui import connections as conns
 from migration_manager.ui.app import _airflow_root, _api_client, _requires, _store, _token
 
@@ -508,9 +509,10 @@ def install(app: FastAPI, page: Page) -> None:
         return view_dict(source_id, view)
 
     @router.post("/api/preview", name="rules_preview", dependencies=write)
-    def api_preview(body: PreviewBody) -> dict[str, Any]:
-        from migration_manager.preview import preview
-
+    def api_preview(request: Request, body: PreviewBody) -> dict[str, Any]:
+        """The plan; with a target, a dry run of ``migration_sync`` as a DAG run (nothing of it
+        runs inside the API server): the answer names the run, ``/api/previews/<run>`` says
+        what it would do once it has finished."""
         with _answers():
             source_id, profile, rules, name = _rules_of(body)
             env, view = _checked(source_id, profile, rules)
@@ -526,34 +528,64 @@ def install(app: FastAPI, page: Page) -> None:
                 "warnings": list(view.warnings),
                 "target_conn_id": None,
                 "results": None,
+                "run": None,
             }
             if body.target_conn_id:
                 target = conns.resolve(body.target_conn_id)
                 if target.dsn == env.dsn:
                     raise ConfigError("The source and the target are the same database")
-                started = time.monotonic()
-                results = preview(
-                    env.dsn,
-                    target.dsn,
-                    profile=profile,
-                    rules=rules,
-                    app_env=env.app_env,
-                    allow_drop=body.allow_drop,
+                conf = _run_conf(source_id, profile, rules, name)
+                conf.update(
+                    target_conn_id=body.target_conn_id, allow_drop=body.allow_drop, dry_run=True
                 )
-                rows = [result_dict(r) for r in results]
-                out.update(
-                    target_conn_id=body.target_conn_id,
-                    allow_drop=body.allow_drop,
-                    results=rows,
-                    totals=totals(rows),
-                    seconds=round(time.monotonic() - started, 2),
-                )
-                log.info(
-                    "Preview %s -> %s: %d table(s) change",
-                    source_id,
-                    body.target_conn_id,
-                    out["totals"]["tables_changed"],
-                )
+        if body.target_conn_id:
+            run_id, unpaused = trigger(request, SYNC_DAG, conf, name)
+            q = quote(run_id, safe="")
+            out.update(
+                target_conn_id=body.target_conn_id,
+                allow_drop=body.allow_drop,
+                run={
+                    "dag_id": SYNC_DAG,
+                    "run_id": run_id,
+                    "conf": conf,
+                    "unpaused": unpaused,
+                    "url": f"{base(request)}/rules/runs/{SYNC_DAG}/{q}",
+                    "result": f"{base(request)}/rules/api/previews/{q}",
+                },
+            )
+            log.info("Preview %s -> %s: dry run %s", source_id, body.target_conn_id, run_id)
+        return out
+
+    @router.get("/api/previews/{run_id}", name="rules_preview_result")
+    def api_preview_result(request: Request, run_id: str) -> dict[str, Any]:
+        """A preview's dry run: its state while it runs; then, from its run log, per table what a
+        run would do (the same rows as the synchronous preview gave)."""
+        state = run_state(request, SYNC_DAG, run_id)
+        out: dict[str, Any] = {
+            **{k: state[k] for k in ("run_id", "state", "finished", "counts", "log_page")},
+            "airflow_run": state["airflow_run"],
+            "results": None,
+        }
+        found = _run_page_of(run_id)
+        if found is None:
+            return out
+        record = catalog.load_run(_store(), catalog.RunRef(*found))
+        if not record.get("dry_run"):
+            raise _refuse(404, f"{SYNC_DAG} run {run_id} is not a dry run (a preview)")
+        rows = []
+        for t in record.get("tables") or []:
+            row = {k: v for k, v in t.items() if k != "data_sql"}
+            row["ddl"] = list(t.get("ddl") or [])
+            row["changes"] = describe_ddl(row["ddl"])
+            rows.append(row)
+        out.update(
+            results=rows,
+            totals=totals(rows),
+            seconds=record.get("seconds"),
+            status=record.get("status"),
+            target_conn_id=(record.get("params") or {}).get("target_conn_id"),
+            errors=list(record.get("errors") or []),
+        )
         return out
 
     @router.get("/api/rule-sets", name="rules_sets")
@@ -604,11 +636,7 @@ def install(app: FastAPI, page: Page) -> None:
         with _answers():
             source_id, profile, rules, name = _rules_of(body)
             env, _view = _checked(source_id, profile, rules)
-            conf: dict[str, Any] = {"source_conn_id": source_id}
-            if name:
-                conf["rule_set"] = name
-            else:
-                conf.update(profile=profile, rules=rules.to_dict())
+            conf = _run_conf(source_id, profile, rules, name)
             if body.action == "sync":
                 if not body.target_conn_id:
                     raise ConfigError("Sync now needs a target connection")
@@ -642,6 +670,16 @@ def install(app: FastAPI, page: Page) -> None:
         return FileResponse(HERE / "static" / name, media_type=media[name])
 
     app.include_router(router)
+
+
+def _run_conf(source_id: str, profile: str, rules: RuleSet, name: str | None) -> dict[str, Any]:
+    """A started run's conf: the source and the rule set by name, or the page's rules."""
+    conf: dict[str, Any] = {"source_conn_id": source_id}
+    if name:
+        conf["rule_set"] = name
+    else:
+        conf.update(profile=profile, rules=rules.to_dict())
+    return conf
 
 
 def trigger(

@@ -271,17 +271,40 @@
       const box = $("#preview-result");
       const target = $("#target").value;
       box.hidden = false;
-      box.textContent = target ? "Computing what a run would do (rolled back)…" : "Resolving the plan…";
+      box.textContent = target ? "Starting a dry run on the target…" : "Resolving the plan…";
       try {
         const out = await call("POST", `${api}/preview`, body({ target_conn_id: target || null, allow_drop: $("#allow-drop").checked }));
         previewed = canon(out.rules) + "|" + target + "|" + $("#allow-drop").checked;
-        showPreview(out);
+        if (out.run) await followPreview(out);
+        else showPreview(out);
       } catch (err) {
         box.textContent = "";
         box.append(el("p", { class: "error-text", text: [err.message, ...(err.problems || [])].join("\n") }));
       }
       markStale();
     }));
+
+    /** A preview with a target is a dry run (a migration_sync DAG run): follow it, then show it. */
+    async function followPreview(out) {
+      const box = $("#preview-result");
+      for (;;) {
+        const st = await call("GET", out.run.result);
+        if (st.results) {
+          showPreview(Object.assign({}, out, { results: st.results, totals: st.totals, seconds: st.seconds }));
+          if (st.log_page) box.append(el("p", { class: "small" }, el("a", { href: st.log_page, text: "The dry run's page (sample keys, SQL, log)" })));
+          return;
+        }
+        box.textContent = "";
+        const link = el("a", { href: out.run.url, text: `${out.run.dag_id} run ${out.run.run_id}` });
+        if (st.finished) {
+          box.append(el("p", { class: "error-text" }, `The dry run ended ${st.state} without a run log: see `, link, "."));
+          return;
+        }
+        const done = Object.entries(st.counts || {}).filter(([k]) => ["success", "skipped"].includes(k)).reduce((a, [, n]) => a + n, 0);
+        box.append(el("p", {}, `Dry run on ${out.target_conn_id} (${st.state}, ${done} tasks done): `, link, ". Nothing is committed; the result shows here when it has finished."));
+        await new Promise((resolve) => setTimeout(resolve, 3000));
+      }
+    }
 
     function showPreview(out) {
       const box = $("#preview-result");
@@ -302,7 +325,7 @@
         figures.append(el("div", {}, el("b", { class: `delta ${cls}`, text: fmt(value) }), el("span", { text: `rows ${label}` })));
       }
       box.append(figures);
-      box.append(el("p", { class: "muted small", text: `${mix}. ${t.ddl} DDL statements. Computed by a run rolled back (${out.seconds} s): nothing was written.` }));
+      box.append(el("p", { class: "muted small", text: `${mix}. ${t.ddl} DDL statements. Computed by a dry run, every unit rolled back (${out.seconds} s): nothing was written.` }));
       box.append(el("p", { class: "small bad stale-note", text: "The rules or the target changed: preview again.", hidden: "" }));
       for (const row of rows) {
         const r = byTable.get(row.dataset.table);
