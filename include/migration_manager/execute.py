@@ -19,6 +19,7 @@ from migration_manager import pg, rules
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import DATA_RULES, INSERT_IGNORE, KEYED_RULES, OVERWRITE, SKIP, UPSERT
 from migration_manager.errors import ApplyError, MigrationError, PlanError, TransientError
+from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.plan import Unit
 from migration_manager.schema import (
     StatementRecorder,
@@ -48,6 +49,7 @@ class TableResult:
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
     data_sql: tuple[str, ...] = ()
+    reason: str = ""  # why an unchanged table got no unit
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -220,7 +222,10 @@ def prepare(
                 for t in structure.types
                 if (t.schema, t.name) in missing_types
             ] + [c.description for c in diff.changes]
-            if rule in DATA_RULES or changes:
+            if not changes and not diff.creates_table:
+                changes = _sequence_work(conn, structure, rule)
+            reason = None if changes else _unchanged(conn, e, structure, rule)
+            if reason is None:
                 needs_work.add(name)
                 pending.append({"table": name, "rule": rule, "changes": changes})
             else:
@@ -229,7 +234,9 @@ def prepare(
                         name,
                         rule,
                         "unchanged",
+                        unchanged=int((e.get("data") or {}).get("rows") or 0),
                         warnings=tuple(f"kept: {c.description}" for c in diff.skipped),
+                        reason=reason,
                     )
                 )
         conn.rollback()
@@ -240,6 +247,9 @@ def prepare(
         for u in reader.manifest["units"]
         if any(t in needs_work for t in u["tables"])
     )
+    # a quiet table in a mapped unit is applied (and reported) with its unit
+    mapped = {t for u in unit_list for t in u.tables}
+    quiet = [q for q in quiet if q.table not in mapped]
     return ExecutionPlan(
         migration_id=reader.manifest["id"],
         units=unit_list,
@@ -249,14 +259,61 @@ def prepare(
     )
 
 
+def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> list[str]:
+    """The sequence statements ``apply_unit`` would run on this table (nothing is executed)."""
+    planned: list[str] = []
+    ensure_sequences(conn, structure, planned.append)
+    own_sequences(conn, structure, planned.append)
+    if not planned:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        counts = rules.Counts()
+        with raw.cursor() as cur:
+            _fix_sequences(cur, structure, rule, counts, execute=False)
+        planned = list(counts.statements)
+    return [f"sequence: {stmt}" for stmt in planned]
+
+
+def _unchanged(
+    conn: sa.Connection, entry: Mapping[str, Any], structure: TableStructure, rule: str
+) -> str | None:
+    """Why a table whose structure and sequences match needs no unit (None: it needs one)."""
+    if rule not in DATA_RULES:
+        return "structure equal to the source's; the rule moves no rows"
+    data, recorded = entry.get("data"), entry.get("fingerprint")
+    if not data or not recorded:
+        return None  # a file without fingerprints (or a table too large for one): apply
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        why = rows_unchanged(
+            cur,
+            structure.schema or "public",
+            structure.name,
+            data["columns"],
+            structure.primary_key,
+            rule,
+            RowFingerprint.from_dict(recorded),
+        )
+    return f"structure equal; {why}" if why else None
+
+
 def _lock_timeout() -> str:
     return os.environ.get("MM_LOCK_TIMEOUT", "60s")
 
 
 def _fix_sequences(
-    cur: psycopg.Cursor[Any], structure: TableStructure, rule: str, counts: rules.Counts
+    cur: psycopg.Cursor[Any],
+    structure: TableStructure,
+    rule: str,
+    counts: rules.Counts,
+    *,
+    execute: bool = True,
 ) -> None:
-    """Move each sequence of the table past the largest id (and past the source's value after a load)."""
+    """Move each sequence of the table past the largest id (and past the source's value after a load).
+
+    ``execute=False`` only records the statements it would run (``prepare``'s check).
+    """
     schema = structure.schema or "public"
     for seq in structure.sequences:
         if seq.column is None:
@@ -294,7 +351,8 @@ def _fix_sequences(
             sql.Literal(seq_name), sql.Literal(wanted)
         )
         counts.statements.append(query.as_string(cur.connection))
-        cur.execute(query)
+        if execute:
+            cur.execute(query)
 
 
 def apply_unit(
