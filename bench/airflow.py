@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         "on_missing_plugins": "continue",
     }
     results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="mm-bench-airflow-") as tmp, nocobase_databases() as dbs:
+    with (
+        tempfile.TemporaryDirectory(prefix="mm-bench-airflow-") as tmp,
+        nocobase_databases() as dbs,
+    ):
         log("baseline: pg_dump -Fc | pg_restore of staging")
         base = min(baseline(dbs["staging"]) for _ in range(2))
         log(f"baseline {base:.2f} s; starting bin/airflow-local")
@@ -169,7 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(
         json.dumps(
-            {"baseline_seconds": round(base, 2), "runs": results, "env": env, "cpus": os.cpu_count()},
+            {
+                "baseline_seconds": round(base, 2),
+                "runs": results,
+                "env": env,
+                "cpus": os.cpu_count(),
+            },
             indent=1,
         )
     )

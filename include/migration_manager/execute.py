@@ -6,7 +6,7 @@ import logging
 import os
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -96,6 +96,8 @@ class ExecutionPlan:
         default=()
     )  # per table: rule and structure changes to make
     warnings: tuple[str, ...] = ()
+    # tables whose structure (types, sequences, columns, indexes, ...) already equals the source's
+    checked: frozenset[str] = frozenset()
 
 
 def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
@@ -189,6 +191,7 @@ def prepare(
     quiet: list[TableResult] = []
     pending: list[dict[str, Any]] = []
     needs_work: set[str] = set()
+    checked: set[str] = set()
     with pg.sa_connection(target_dsn) as conn:
         structures = {
             name: TableStructure.from_dict(e["structure"])
@@ -224,6 +227,8 @@ def prepare(
             ] + [c.description for c in diff.changes]
             if not changes and not diff.creates_table:
                 changes = _sequence_work(conn, structure, rule)
+            if not changes and not diff.skipped:
+                checked.add(name)
             reason = None if changes else _unchanged(conn, e, structure, rule)
             if reason is None:
                 needs_work.add(name)
@@ -256,6 +261,7 @@ def prepare(
         tables=tuple(quiet),
         pending=tuple(pending),
         warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
+        checked=frozenset(checked & mapped),
     )
 
 
@@ -355,21 +361,43 @@ def _fix_sequences(
             cur.execute(query)
 
 
+def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]:
+    """What ``apply_unit`` needs of the manifest for ``unit``: its tables' entries (no fingerprint).
+
+    Small enough for XCom: a mapped task then needs no manifest of its own.
+    """
+    entries = _entries(reader)
+    return {
+        t: {k: v for k, v in entries[t].items() if k != "fingerprint"}
+        for t in unit.tables
+        if t in entries
+    }
+
+
 def apply_unit(
-    reader: ArchiveReader,
+    reader: ArchiveReader | None,
     target_dsn: str,
     unit: Unit,
     *,
     allow_drop: bool = False,
     on_sql: Callable[[str], None] | None = None,
     dry_run: bool = False,
+    entries: Mapping[str, Mapping[str, Any]] | None = None,
+    checked: Collection[str] = (),
 ) -> UnitResult:
     """Apply one unit to the target in a single transaction; all of it or nothing.
 
     ``dry_run`` does exactly the same work and rolls it back: the result says what a run would do.
+    ``entries``: the unit's manifest entries (``unit_entries``), else read from ``reader``;
+    ``reader`` may then be None when no table of the unit loads rows. ``checked``: tables whose
+    structure ``prepare`` found equal to the source's (types, sequences, columns, indexes):
+    their structure step is not repeated.
     """
     started = time.monotonic()
-    entries = _entries(reader)
+    if entries is None:
+        if reader is None:
+            raise ApplyError(f"Unit {unit.id}: no migration file and no entries", terminal=True)
+        entries = _entries(reader)
     missing = [t for t in unit.tables if t not in entries]
     if missing:
         raise ApplyError(
@@ -393,6 +421,9 @@ def apply_unit(
                 current = name
                 t0 = time.monotonic()
                 structure = structures[name]
+                if name in checked:
+                    log.info("%s: structure equal to the source's (checked by the plan)", name)
+                    continue
 
                 def execute(stmt: str, _name: str = name) -> None:
                     # no_parameters: the statement is final SQL ("%" in an enum label is a "%")
@@ -445,6 +476,10 @@ def apply_unit(
                 current = name
                 t0 = time.monotonic()
                 t = targets[name]
+                if reader is None:
+                    raise ApplyError(
+                        f"{name}: the unit loads rows but has no migration file", terminal=True
+                    )
                 if rule_of[name] == OVERWRITE and rules.is_empty(cur, t):
                     direct.add(name)
                 else:
@@ -478,6 +513,7 @@ def apply_unit(
                 c = counts[name]
                 rule = rule_of[name]
                 if name in direct:
+                    assert reader is not None
                     with reader.data(entries[name]["data"]["member"]) as stream:
                         c.inserted += rules.copy_in(cur, c, t.ident, t, stream, f"load {name}")
                 elif rule == OVERWRITE and not t.key:
@@ -583,10 +619,15 @@ def execute_migration(
     """
     plan = prepare(reader, target_dsn, allow_drop=allow_drop)
     if workers <= 1 or len(plan.units) <= 1:
-        return plan, [apply_unit(reader, target_dsn, u, allow_drop=allow_drop) for u in plan.units]
+        return plan, [
+            apply_unit(reader, target_dsn, u, allow_drop=allow_drop, checked=plan.checked)
+            for u in plan.units
+        ]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-unit") as pool:
         futures = [
-            pool.submit(apply_unit, reader, target_dsn, u, allow_drop=allow_drop)
+            pool.submit(
+                apply_unit, reader, target_dsn, u, allow_drop=allow_drop, checked=plan.checked
+            )
             for u in plan.units
         ]
         wait(futures, return_when=FIRST_EXCEPTION)

@@ -136,9 +136,7 @@ def _rows_of(schema: str, table: str, columns: Sequence[str]) -> sql.Composable:
     )
 
 
-def _hashes(
-    cur: psycopg.Cursor[Any], schema: str, table: str, columns: Sequence[str]
-) -> list[int]:
+def _hashes(cur: psycopg.Cursor[Any], schema: str, table: str, columns: Sequence[str]) -> list[int]:
     query = sql.SQL("SELECT hashtextextended(mm_row_::text, 0) FROM {}").format(
         _rows_of(schema, table, columns)
     )

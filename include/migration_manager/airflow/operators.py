@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow.connections import environment
-from migration_manager.airflow.rule_sets import load_rule_set
-from migration_manager.airflow.store import migration_file_path, new_migration_file
-from migration_manager.archive import ArchiveReader, open_archive
-from migration_manager.create import create_migration, new_migration_id
 from migration_manager.errors import MigrationError
-from migration_manager.execute import apply_unit, prepare
-from migration_manager.plan import Unit
 
+# The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
+# file (the dag-processor, and every task process before it runs) imports none of it.
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from migration_manager.archive import ArchiveReader
 
 
 def _as_bool(value: Any) -> bool:
@@ -41,6 +39,9 @@ def engine_errors() -> Iterator[None]:
 
 @contextmanager
 def _archive(ref: str) -> Iterator[ArchiveReader]:
+    from migration_manager.airflow.store import migration_file_path
+    from migration_manager.archive import open_archive
+
     path = migration_file_path(ref)
     with open_archive(path, name=str(path)) as reader:
         yield reader
@@ -74,6 +75,10 @@ class CreateMigrationOperator(BaseOperator):
         self.rule_set = rule_set
 
     def execute(self, context: Context) -> str:
+        from migration_manager.airflow.rule_sets import load_rule_set
+        from migration_manager.airflow.store import new_migration_file
+        from migration_manager.create import create_migration, new_migration_id
+
         with engine_errors():
             if self.rule_set and str(self.rule_set).strip() not in ("", "None"):
                 saved = load_rule_set(str(self.rule_set).strip())
@@ -116,22 +121,29 @@ class PlanMigrationOperator(BaseOperator):
         self.allow_drop = allow_drop
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from migration_manager.execute import prepare, unit_entries
+
         with engine_errors():
             env = environment(self.target_conn_id)
             with _archive(self.migration_file) as reader:
                 plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
                 manifest = reader.manifest
+                entries = {u.id: unit_entries(reader, u) for u in plan.units}
         for warning in plan.warnings:
             self.log.warning("%s", warning)
         for item in plan.pending:
             self.log.info(
                 "%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows"
             )
+        for quiet in plan.tables:
+            if quiet.reason:
+                self.log.info("%s (%s): unchanged: %s", quiet.table, quiet.rule, quiet.reason)
         self.log.info(
-            "Migration %s: %d unit(s) to apply, %d table(s) need nothing",
+            "Migration %s: %d unit(s) to apply, %d table(s) need nothing%s",
             plan.migration_id,
             len(plan.units),
             len(plan.tables),
+            "" if plan.units else ": nothing to apply (no backup, no write)",
         )
         context["ti"].xcom_push(
             key="report",
@@ -147,7 +159,17 @@ class PlanMigrationOperator(BaseOperator):
                 "pending": [dict(p) for p in plan.pending],
             },
         )
-        return [{**u.to_dict(), "migration_file": self.migration_file} for u in plan.units]
+        # each mapped apply_table gets what it needs: its tables' entries (rule, structure, data
+        # member and columns) and which of them the plan found structurally equal
+        return [
+            {
+                **u.to_dict(),
+                "migration_file": self.migration_file,
+                "entries": entries[u.id],
+                "checked": sorted(set(u.tables) & plan.checked),
+            }
+            for u in plan.units
+        ]
 
 
 class ApplyUnitOperator(BaseOperator):
@@ -172,16 +194,31 @@ class ApplyUnitOperator(BaseOperator):
         self.allow_drop = allow_drop
 
     def execute(self, context: Context) -> dict[str, Any]:
-        unit = Unit.from_dict(self.unit)
-        self.log.info("Unit %s: %s", unit.id, unit.label)
         # imported here: lock_operators builds on this module
         from migration_manager.airflow.lock_operators import target_write_lock
+        from migration_manager.config import DATA_RULES
+        from migration_manager.execute import apply_unit
+        from migration_manager.plan import Unit
 
+        unit = Unit.from_dict(self.unit)
+        self.log.info("Unit %s: %s", unit.id, unit.label)
+        entries = self.unit.get("entries")  # absent in units planned before they were passed along
+        checked = frozenset(self.unit.get("checked") or ())
+        loads_rows = entries is None or any(e["rule"] in DATA_RULES for e in entries.values())
         with engine_errors():
             env = environment(self.target_conn_id)
-            with (
-                target_write_lock(context, env.dsn, self.log),
-                _archive(self.unit["migration_file"]) as reader,
-            ):
-                result = apply_unit(reader, env.dsn, unit, allow_drop=_as_bool(self.allow_drop))
+            with target_write_lock(context, env.dsn, self.log), ExitStack() as stack:
+                reader = (
+                    stack.enter_context(_archive(self.unit["migration_file"]))
+                    if loads_rows
+                    else None
+                )
+                result = apply_unit(
+                    reader,
+                    env.dsn,
+                    unit,
+                    allow_drop=_as_bool(self.allow_drop),
+                    entries=entries,
+                    checked=checked,
+                )
         return result.to_dict()
