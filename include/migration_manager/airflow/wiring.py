@@ -235,6 +235,11 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     summary = summarize(report, results)
     run_id = context["run_id"]
     summary["run_id"] = run_id
+    if not report.get("units"):
+        log.info(
+            "Nothing to apply: every table already matches the source for its rule "
+            "(see each table's reason); no backup was taken and nothing was written"
+        )
     # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
     summary["backup"] = ti.xcom_pull(task_ids="backup")
     rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
@@ -351,7 +356,15 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     )
     plugin_check >> backup >> env_write
     backup >> applied >> rollback >> done
-    guard_target_writes(plugin_check, target_conn_id=target)
+    hold, locked = guard_target_writes(plugin_check, target_conn_id=target)
+    # nothing to apply and no env value to write: plugin_check skips these; collect_logs runs
+    plugin_check.skip_when_idle = [
+        hold.task_id,
+        locked.task_id,
+        backup.task_id,
+        env_write.task_id,
+        rollback.task_id,
+    ]
     return done
 
 
