@@ -22,6 +22,7 @@ from migration_manager.errors import ApplyError, MigrationError, PlanError, Tran
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.plan import Unit
 from migration_manager.schema import (
+    SchemaDiff,
     StatementRecorder,
     TableStructure,
     TypeStructure,
@@ -30,7 +31,9 @@ from migration_manager.schema import (
     ensure_sequences,
     ensure_types,
     find_type,
+    list_tables,
     own_sequences,
+    reflect_tables,
 )
 
 log = logging.getLogger(__name__)
@@ -104,12 +107,35 @@ def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in reader.manifest["tables"]}
 
 
-def _target_pk(conn: sa.Connection, schema: str, table: str) -> tuple[str, ...] | None:
-    """The target table's primary key columns; None when the table does not exist."""
-    if not sa.inspect(conn).has_table(table, schema=schema):
-        return None
-    pk = sa.inspect(conn).get_pk_constraint(table, schema=schema)
-    return tuple(pk.get("constrained_columns") or ())
+def _reflect_target(
+    conn: sa.Connection, structures: Mapping[str, TableStructure]
+) -> dict[str, TableStructure]:
+    """The target's structure of every table it has among ``structures`` (one pass per schema)."""
+    by_schema: dict[str, list[str]] = {}
+    default = conn.dialect.default_schema_name or "public"
+    for name, structure in structures.items():
+        by_schema.setdefault(structure.schema or default, []).append(name)
+    out: dict[str, TableStructure] = {}
+    for schema, names in by_schema.items():
+        present = set(list_tables(conn, schema))
+        out.update(reflect_tables(conn, schema, [n for n in names if n in present]))
+    return out
+
+
+def _comparable(structure: TableStructure) -> dict[str, Any]:
+    d = structure.to_dict()
+    # a sequence's position is data, not structure (compared by _sequence_work)
+    d["sequences"] = [{**q, "last_value": None} for q in d.get("sequences") or ()]
+    return d
+
+
+def _same_structure(source: TableStructure, target: TableStructure) -> bool:
+    """The target reflects to exactly the source's structure: the comparison would find nothing.
+
+    The cheap first look of ``prepare`` (one reflection of every table instead of a comparison
+    per table); anything that differs at all goes through :func:`diff_table`.
+    """
+    return _comparable(source) == _comparable(target)
 
 
 def _check_types(
@@ -206,20 +232,25 @@ def prepare(
         problems.extend(type_problems)
         for w in type_warnings:
             log.warning("%s", w)
+        reflected = _reflect_target(conn, structures)
         for name, e in entries.items():
             rule = e["rule"]
             if rule == SKIP:
                 quiet.append(TableResult(name, rule, "skipped"))
                 continue
             structure = structures[name]
-            target_pk = _target_pk(conn, structure.schema or "public", name)
+            found = reflected.get(name)
+            target_pk = found.primary_key if found is not None else None
             if rule in KEYED_RULES and target_pk is not None and target_pk != structure.primary_key:
                 problems.append(
                     f"{name}: {rule} matches rows by the primary key ({', '.join(structure.primary_key)}), "
                     f"but the target's key is ({', '.join(target_pk) or 'none'}); align the keys or use overwrite"
                 )
                 continue
-            diff = diff_table(conn, structure, allow_drop=allow_drop)
+            if found is not None and _same_structure(structure, found):
+                diff = SchemaDiff(table=name)  # what Alembic would compare is identical
+            else:
+                diff = diff_table(conn, structure, allow_drop=allow_drop)
             changes = [
                 f"create type {t.qualified}"
                 for t in structure.types
