@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator, Param
+from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
@@ -192,7 +193,7 @@ class EnvValuesOperator(HITLOperator):
         return self._finish(context, values, "prompt", _user(event))
 
 
-class PluginCheckOperator(HITLOperator):
+class PluginCheckOperator(HITLOperator, SkipMixin):
     """Compare enabled plugins; for missing ones warn, stop, or ask (``params.on_missing_plugins``).
 
     The last check before anything writes: when the plan has no unit and no environment value
