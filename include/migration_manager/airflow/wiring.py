@@ -35,7 +35,6 @@ from migration_manager.airflow.run_log import STEP_HOOKS, write_run_log
 from migration_manager.config import RULES
 from migration_manager.pipelines import DEFAULT_POOL
 from migration_manager.profiles import PROFILES
-from migration_manager.report import format_summary, summarize
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +220,8 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
     data.sql and summary.json (see :mod:`migration_manager.logs`).
     """
+    from migration_manager.report import format_summary, summarize
+
     ti = context["ti"]
     report = ti.xcom_pull(task_ids="plan", key="report")
     results = [r for r in (results or []) if r]
