@@ -105,6 +105,22 @@ def timed_run(airflow: Airflow, conf: dict[str, Any], label: str) -> dict[str, A
             }
         )
     units = sum(1 for ti in tis if ti["task_id"] == "apply_table" and ti["map_index"] >= 0)
+    # in-task overhead of each unit: the task's duration minus the unit's own work (its result)
+    overheads = []
+    for ti in tis:
+        if ti["task_id"] != "apply_table" or ti["map_index"] < 0 or ti["state"] != "success":
+            continue
+        start, end = _ts(ti.get("start_date")), _ts(ti.get("end_date"))
+        entry = airflow.call(
+            "GET",
+            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/apply_table/xcomEntries/return_value",
+            params={"map_index": ti["map_index"], "deserialize": True},
+        )
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if isinstance(value, str):
+            value = json.loads(value)
+        if start and end and isinstance(value, dict):
+            overheads.append(round(end - start - float(value["seconds"]), 2))
     backup = next((ti["state"] for ti in tis if ti["task_id"] == "backup"), None)
     if state != "success":
         log(airflow.explain(DAG, run_id))
@@ -113,6 +129,7 @@ def timed_run(airflow: Airflow, conf: dict[str, Any], label: str) -> dict[str, A
         "state": state,
         "seconds": round(seconds, 2),
         "units": units,
+        "unit_overhead_seconds": sorted(overheads),
         "backup": backup,
         "run_id": run_id,
         "timeline": timeline,
@@ -124,8 +141,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool-slots", type=int, default=None, help="slots of migration_units")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "airflow.json")
     parser.add_argument("--timeline", action="store_true", help="print every run's task timeline")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="an Airflow setting for this run, e.g. scheduler.scheduler_idle_sleep_time=0.2",
+    )
     args = parser.parse_args(argv)
     env: dict[str, str] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, option = key.partition(".")
+        env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = value
     if args.pool_slots:
         env["MM_POOL_SLOTS"] = str(args.pool_slots)
     prod_key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
@@ -158,11 +186,17 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(timed_run(airflow, conf, label))
                 log(f"{label}: {results[-1]['seconds']:.1f} s, {results[-1]['units']} units")
     print(f"\nbaseline pg_dump -Fc | pg_restore: {base:.2f} s")
-    print(f"{'run':<20} {'state':<8} {'seconds':>8} {'x baseline':>10} {'units':>6}  backup")
+    print(f"settings: {env or 'bin/airflow-local defaults'}")
+    print(
+        f"{'run':<20} {'state':<8} {'seconds':>8} {'x baseline':>10} {'units':>6}  "
+        f"{'backup':<8} unit overhead s (median, max)"
+    )
     for r in results:
+        o = r["unit_overhead_seconds"]
+        spread = f"{o[len(o) // 2]:.2f}, {o[-1]:.2f}" if o else "-"
         print(
             f"{r['run']:<20} {r['state']:<8} {r['seconds']:>8.1f} {r['seconds'] / base:>10.1f} "
-            f"{r['units']:>6}  {r['backup']}"
+            f"{r['units']:>6}  {r['backup'] or '-':<8} {spread}"
         )
     if args.timeline:
         for r in results:
@@ -173,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(
         json.dumps(
             {
+                "load_average": os.getloadavg(),
                 "baseline_seconds": round(base, 2),
                 "runs": results,
                 "env": env,
