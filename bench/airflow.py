@@ -1,7 +1,7 @@
 """Benchmark under the real scheduler: NocoBase staging -> prod syncs through the REST API.
 
-    make bench-airflow                      # BENCH_AIRFLOW_ARGS="--pool-slots 4 --json out.json"
-    python bench/airflow.py [--pool-slots N] [--timeline] [--json PATH]
+    make bench-airflow     # BENCH_AIRFLOW_ARGS="--pool-slots 4 --parallelism 6 --set scheduler.x=y"
+    python bench/airflow.py [--pool-slots N] [--parallelism N] [--set S.K=V] [--timeline] [--json PATH]
 
 Starts its own ``bin/airflow-local`` (LocalExecutor, own home, fresh metadata database, free
 port), loads the NocoBase fixture pair (``tests/fixtures/nocobase``) into two throwaway
@@ -27,6 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "include")]
 
-from tests.e2e.airflowapi import Airflow, running_airflow  # noqa: E402
+from tests.e2e.airflowapi import LAUNCHER, Airflow, free_port  # noqa: E402
 from tests.pgtools import (  # noqa: E402
     FIXTURES,
     create_database,
@@ -47,6 +49,34 @@ from tests.pgtools import (  # noqa: E402
 
 DAG = "migration_sync"
 CHANGE = "UPDATE \"systemSettings\" SET title = 'Bench ' || clock_timestamp()::text"
+
+
+@contextmanager
+def airflow_local(tmp: Path, parallelism: int | None, env: dict[str, str]) -> Iterator[Airflow]:
+    """bin/airflow-local with its own home, metadata database and port; stopped afterwards."""
+    home, port = tmp / "airflow", free_port()
+    db = create_database("mmbench_airflow")
+    db_url = dsn_for(db).replace("postgresql://", "postgresql+psycopg://", 1)
+    proc_env = {**os.environ, "MIGRATION_STORE": (tmp / "store").as_uri(), **env}
+    common = ["--home", str(home), "--port", str(port)]
+    started = subprocess.run(
+        [sys.executable, str(LAUNCHER), "start", *common, "--db-url", db_url, "--no-demo"]
+        + (["--parallelism", str(parallelism)] if parallelism else []),
+        env=proc_env,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        if started.returncode != 0:
+            raise SystemExit(f"bin/airflow-local start failed:\n{started.stderr[-3000:]}")
+        yield Airflow(f"http://127.0.0.1:{port}", home)
+    finally:
+        subprocess.run(
+            [sys.executable, str(LAUNCHER), "stop", *common, "--timeout", "5"],
+            env=proc_env,
+            capture_output=True,
+        )
+        drop_database(db)
 
 
 def log(msg: str) -> None:
@@ -139,6 +169,12 @@ def timed_run(airflow: Airflow, conf: dict[str, Any], label: str) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-slots", type=int, default=None, help="slots of migration_units")
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=None,
+        help="task processes at once (airflow-local's default)",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "airflow.json")
     parser.add_argument("--timeline", action="store_true", help="print every run's task timeline")
     parser.add_argument(
@@ -172,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         base = min(baseline(dbs["staging"]) for _ in range(2))
         log(f"baseline {base:.2f} s; starting bin/airflow-local")
         t0 = time.monotonic()
-        with running_airflow(Path(tmp), env=env) as airflow:
+        with airflow_local(Path(tmp), args.parallelism, env) as airflow:
             log(f"Airflow up in {time.monotonic() - t0:.0f} s")
             airflow.set_connection("bench_staging", dbs["staging"])
             airflow.set_connection(
@@ -186,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(timed_run(airflow, conf, label))
                 log(f"{label}: {results[-1]['seconds']:.1f} s, {results[-1]['units']} units")
     print(f"\nbaseline pg_dump -Fc | pg_restore: {base:.2f} s")
-    print(f"settings: {env or 'bin/airflow-local defaults'}")
+    print(
+        f"settings: {env or 'bin/airflow-local defaults'}"
+        + (f", parallelism {args.parallelism}" if args.parallelism else "")
+    )
     print(
         f"{'run':<20} {'state':<8} {'seconds':>8} {'x baseline':>10} {'units':>6}  "
         f"{'backup':<8} unit overhead s (median, max)"
@@ -208,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "load_average": os.getloadavg(),
+                "parallelism": args.parallelism,
                 "baseline_seconds": round(base, 2),
                 "runs": results,
                 "env": env,
