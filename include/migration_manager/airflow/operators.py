@@ -39,11 +39,11 @@ def engine_errors() -> Iterator[None]:
 
 @contextmanager
 def _archive(ref: str) -> Iterator[ArchiveReader]:
-    from migration_manager.airflow.store import migration_file_path
+    from migration_manager.airflow.store import as_local, migration_file_path
     from migration_manager.archive import open_archive
 
     path = migration_file_path(ref)
-    with open_archive(path, name=str(path)) as reader:
+    with open_archive(as_local(path), name=str(path)) as reader:
         yield reader
 
 

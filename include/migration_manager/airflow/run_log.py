@@ -20,7 +20,7 @@ from typing import Any
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from migration_manager import logs
-from migration_manager.airflow.store import migration_file_path, store_root
+from migration_manager.airflow.store import as_local, migration_file_path, store_root
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def _describe_file(ref: str | None) -> dict[str, Any] | None:
         path = migration_file_path(ref)
     except Exception as exc:
         return {"uri": logs.scrub(ref), "name": ref, "error": logs.scrub(str(exc))}
-    return logs.describe_file(path, uri=str(path))
+    return logs.describe_file(as_local(path), uri=str(path))
 
 
 def write_run_log(
@@ -277,5 +277,5 @@ def write_run_log(
         errors=errors or [],
     )
     folder = log_folder(record.get("migration_id"), dag_run.run_id)
-    logs.write_files(folder, record)
+    logs.write_files(as_local(folder), record)
     return record, folder
