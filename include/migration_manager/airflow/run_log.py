@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from migration_manager import logs
 from migration_manager.airflow.store import as_local, migration_file_path, store_root
+
+if TYPE_CHECKING:
+    from migration_manager.archive import Openable
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +221,8 @@ def _describe_file(ref: str | None) -> dict[str, Any] | None:
         path = migration_file_path(ref)
     except Exception as exc:
         return {"uri": logs.scrub(ref), "name": ref, "error": logs.scrub(str(exc))}
-    return logs.describe_file(as_local(path), uri=str(path))
+    # a local store's file is read with pathlib (a Path opens like an Openable)
+    return logs.describe_file(cast("Openable", as_local(path)), uri=str(path))
 
 
 def write_run_log(
