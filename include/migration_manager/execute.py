@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -109,17 +111,45 @@ def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
 
 def _reflect_target(
     conn: sa.Connection, structures: Mapping[str, TableStructure]
-) -> dict[str, TableStructure]:
-    """The target's structure of every table it has among ``structures`` (one pass per schema)."""
+) -> tuple[dict[str, TableStructure], set[str]]:
+    """The target's structure of every table it has among ``structures`` (one pass per schema),
+    and the tables it could not read because another session holds them locked."""
     by_schema: dict[str, list[str]] = {}
     default = conn.dialect.default_schema_name or "public"
     for name, structure in structures.items():
         by_schema.setdefault(structure.schema or default, []).append(name)
     out: dict[str, TableStructure] = {}
+    locked: set[str] = set()
     for schema, names in by_schema.items():
         present = set(list_tables(conn, schema))
-        out.update(reflect_tables(conn, schema, [n for n in names if n in present]))
-    return out
+        wanted = [n for n in names if n in present]
+        try:
+            out.update(_without_waiting(conn, partial(reflect_tables, conn, schema, wanted)))
+        except _Locked:  # one of them is locked: find which, reflect the others
+            for name in wanted:
+                try:
+                    out.update(
+                        _without_waiting(conn, partial(reflect_tables, conn, schema, [name]))
+                    )
+                except _Locked:
+                    locked.add(name)
+    return out, locked
+
+
+class _Locked(Exception):
+    """A table the plan reads is locked by another session (``MM_PLAN_LOCK_TIMEOUT``)."""
+
+
+def _without_waiting(conn: sa.Connection, read: Callable[[], _T]) -> _T:
+    """``read()`` in a savepoint that waits at most ``MM_PLAN_LOCK_TIMEOUT`` for a lock."""
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_plan_lock_timeout()}'")
+            return read()
+    except (psycopg.errors.LockNotAvailable, sa.exc.OperationalError) as exc:
+        if isinstance(getattr(exc, "orig", exc), psycopg.errors.LockNotAvailable):
+            raise _Locked(str(exc)) from exc
+        raise
 
 
 def _comparable(structure: TableStructure) -> dict[str, Any]:
@@ -232,13 +262,19 @@ def prepare(
         problems.extend(type_problems)
         for w in type_warnings:
             log.warning("%s", w)
-        reflected = _reflect_target(conn, structures)
+        reflected, locked = _reflect_target(conn, structures)
         for name, e in entries.items():
             rule = e["rule"]
             if rule == SKIP:
                 quiet.append(TableResult(name, rule, "skipped"))
                 continue
             structure = structures[name]
+            if name in locked:
+                # not waited for: its unit compares and applies it (and waits, as always)
+                log.warning("%s: locked by another session; not compared, applied", name)
+                needs_work.add(name)
+                pending.append({"table": name, "rule": rule, "changes": [LOCKED]})
+                continue
             found = reflected.get(name)
             target_pk = found.primary_key if found is not None else None
             if rule in KEYED_RULES and target_pk is not None and target_pk != structure.primary_key:
@@ -256,11 +292,18 @@ def prepare(
                 for t in structure.types
                 if (t.schema, t.name) in missing_types
             ] + [c.description for c in diff.changes]
-            if not changes and not diff.creates_table:
-                changes = _sequence_work(conn, structure, rule)
             if not changes and not diff.skipped:
                 checked.add(name)
-            reason = None if changes else _unchanged(conn, e, structure, rule)
+            try:
+                # a table locked by another session (DDL, LOCK TABLE) is not waited for: it
+                # gets its unit, which waits for it as always
+                compare = partial(_compare, conn, e, structure, rule, diff.creates_table, changes)
+                changes, reason = _without_waiting(conn, compare)
+            except _Locked:
+                log.warning("%s: locked by another session; not compared, applied", name)
+                changes, reason = [*changes, LOCKED], None
+            if changes:
+                checked.discard(name)
             if reason is None:
                 needs_work.add(name)
                 pending.append({"table": name, "rule": rule, "changes": changes})
@@ -294,6 +337,20 @@ def prepare(
         warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
         checked=frozenset(checked & mapped),
     )
+
+
+def _compare(
+    conn: sa.Connection,
+    entry: Mapping[str, Any],
+    structure: TableStructure,
+    rule: str,
+    creates_table: bool,
+    changes: list[str],
+) -> tuple[list[str], str | None]:
+    """The table's changes (structure, then sequences) and, when none, why it needs no unit."""
+    if not changes and not creates_table:
+        changes = _sequence_work(conn, structure, rule)
+    return changes, None if changes else _unchanged(conn, entry, structure, rule)
 
 
 def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> list[str]:
@@ -333,6 +390,16 @@ def _unchanged(
             RowFingerprint.from_dict(recorded),
         )
     return f"structure equal; {why}" if why else None
+
+
+LOCKED = "not compared (locked by another session): applied"
+_T = TypeVar("_T")
+
+
+def _plan_lock_timeout() -> str:
+    """How long ``prepare`` waits for a table to read its rows (``MM_PLAN_LOCK_TIMEOUT``, 2s)."""
+    value = os.environ.get("MM_PLAN_LOCK_TIMEOUT", "2s").strip()
+    return value if re.fullmatch(r"[0-9]+(ms|s|min)?", value) else "2s"
 
 
 def _lock_timeout() -> str:

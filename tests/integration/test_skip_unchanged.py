@@ -203,3 +203,21 @@ def test_second_sync_of_the_nocobase_pair_maps_no_unit(
     assert p.units == (), [u.label for u in p.units]
     assert len(p.tables) == tables
     assert {t.status for t in p.tables} <= {"unchanged", "skipped"}
+
+
+def test_a_table_locked_by_another_session_is_applied_not_waited_for(
+    source: str, target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan reads rows to compare them; a table someone holds locked gets its unit instead."""
+    import psycopg
+
+    path = synced(source, target, tmp_path, "overwrite")
+    monkeypatch.setenv("MM_PLAN_LOCK_TIMEOUT", "200ms")
+    with psycopg.connect(target) as blocker:
+        blocker.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+        p = plan(source, target, path, "overwrite")
+        blocker.rollback()
+    assert mapped(p) == {"items"}
+    pending = {x["table"]: x["changes"] for x in p.pending}
+    assert pending["items"] == ["not compared (locked by another session): applied"]
+    assert {t.table for t in p.tables} == {"counters"}  # the other table was still compared
