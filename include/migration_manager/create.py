@@ -18,6 +18,7 @@ from migration_manager import __version__, pg
 from migration_manager.archive import FORMAT_NAME, FORMAT_VERSION, ArchiveWriter, data_member
 from migration_manager.config import RuleSet
 from migration_manager.errors import ConfigError
+from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
 from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
@@ -127,11 +128,15 @@ def create_migration(
             assert raw is not None
             table_entries = []
             total_rows = 0
+            with raw.cursor() as cur:
+                sizes = table_sizes(cur, scope.schema)
+            fingerprint_limit = max_bytes()
             for index, p in enumerate(plans, start=1):
                 structure = structures[p.name]
                 entry: dict[str, Any] = {
                     **p.to_dict(),
                     "structure": structure.to_dict(),
+                    "structure_sha256": structure_digest(structure.to_dict()),
                     "estimated_rows": estimates.get(p.name, 0),
                     "data": None,
                 }
@@ -158,6 +163,17 @@ def create_migration(
                         "raw_bytes": progress.bytes,
                         "format": "binary",
                     }
+                    if sizes.get(p.name, 0) <= fingerprint_limit:
+                        # in the file's snapshot: plan compares it with the target's
+                        with raw.cursor() as cur:
+                            entry["fingerprint"] = row_fingerprint(
+                                cur,
+                                scope.schema,
+                                p.name,
+                                columns,
+                                rule=p.rule,
+                                key=structure.primary_key,
+                            ).to_dict()
                 table_entries.append(entry)
             conn.rollback()
     finally:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -20,8 +22,10 @@ from migration_manager.archive import ArchiveReader
 from migration_manager.checks import refuse_own_source
 from migration_manager.config import DATA_RULES, INSERT_IGNORE, KEYED_RULES, OVERWRITE, SKIP, UPSERT
 from migration_manager.errors import ApplyError, MigrationError, PlanError, TransientError
+from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.plan import Unit
 from migration_manager.schema import (
+    SchemaDiff,
     StatementRecorder,
     TableStructure,
     TypeStructure,
@@ -30,7 +34,9 @@ from migration_manager.schema import (
     ensure_sequences,
     ensure_types,
     find_type,
+    list_tables,
     own_sequences,
+    reflect_tables,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +62,7 @@ class TableResult:
     inserted_keys: tuple[str, ...] = ()
     updated_keys: tuple[str, ...] = ()
     deleted_keys: tuple[str, ...] = ()
+    reason: str = ""  # why an unchanged table got no unit
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -102,18 +109,71 @@ class ExecutionPlan:
         default=()
     )  # per table: rule and structure changes to make
     warnings: tuple[str, ...] = ()
+    # tables whose structure (types, sequences, columns, indexes, ...) already equals the source's
+    checked: frozenset[str] = frozenset()
 
 
 def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in reader.manifest["tables"]}
 
 
-def _target_pk(conn: sa.Connection, schema: str, table: str) -> tuple[str, ...] | None:
-    """The target table's primary key columns; None when the table does not exist."""
-    if not sa.inspect(conn).has_table(table, schema=schema):
-        return None
-    pk = sa.inspect(conn).get_pk_constraint(table, schema=schema)
-    return tuple(pk.get("constrained_columns") or ())
+def _reflect_target(
+    conn: sa.Connection, structures: Mapping[str, TableStructure]
+) -> tuple[dict[str, TableStructure], set[str]]:
+    """The target's structure of every table it has among ``structures`` (one pass per schema),
+    and the tables it could not read because another session holds them locked."""
+    by_schema: dict[str, list[str]] = {}
+    default = conn.dialect.default_schema_name or "public"
+    for name, structure in structures.items():
+        by_schema.setdefault(structure.schema or default, []).append(name)
+    out: dict[str, TableStructure] = {}
+    locked: set[str] = set()
+    for schema, names in by_schema.items():
+        present = set(list_tables(conn, schema))
+        wanted = [n for n in names if n in present]
+        try:
+            out.update(_without_waiting(conn, partial(reflect_tables, conn, schema, wanted)))
+        except _Locked:  # one of them is locked: find which, reflect the others
+            for name in wanted:
+                try:
+                    out.update(
+                        _without_waiting(conn, partial(reflect_tables, conn, schema, [name]))
+                    )
+                except _Locked:
+                    locked.add(name)
+    return out, locked
+
+
+class _Locked(Exception):
+    """A table the plan reads is locked by another session (``MM_PLAN_LOCK_TIMEOUT``)."""
+
+
+def _without_waiting(conn: sa.Connection, read: Callable[[], _T]) -> _T:
+    """``read()`` in a savepoint that waits at most ``MM_PLAN_LOCK_TIMEOUT`` for a lock."""
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_plan_lock_timeout()}'")
+            return read()
+    except (psycopg.errors.LockNotAvailable, sa.exc.OperationalError) as exc:
+        if isinstance(getattr(exc, "orig", exc), psycopg.errors.LockNotAvailable):
+            raise _Locked(str(exc)) from exc
+        raise
+
+
+def _comparable(structure: TableStructure) -> dict[str, Any]:
+    d = structure.to_dict()
+    # a sequence's position is data, not structure (compared by _sequence_work)
+    d["sequences"] = [{**q, "last_value": None} for q in d.get("sequences") or ()]
+    return d
+
+
+def _same_structure(source: TableStructure, target: TableStructure) -> bool:
+    """The target reflects to exactly the source's structure: the comparison would find nothing.
+
+    The cheap first look of ``prepare`` (one reflection of every table instead of a comparison
+    per table); anything that differs at all goes through :func:`diff_table`.
+    """
+    return _comparable(source) == _comparable(target)
 
 
 def _check_types(
@@ -195,6 +255,7 @@ def prepare(
     quiet: list[TableResult] = []
     pending: list[dict[str, Any]] = []
     needs_work: set[str] = set()
+    checked: set[str] = set()
     with pg.sa_connection(target_dsn) as conn:
         driver = conn.connection.driver_connection
         assert driver is not None
@@ -217,26 +278,49 @@ def prepare(
         problems.extend(type_problems)
         for w in type_warnings:
             log.warning("%s", w)
+        reflected, locked = _reflect_target(conn, structures)
         for name, e in entries.items():
             rule = e["rule"]
             if rule == SKIP:
                 quiet.append(TableResult(name, rule, "skipped"))
                 continue
             structure = structures[name]
-            target_pk = _target_pk(conn, structure.schema or "public", name)
+            if name in locked:
+                # not waited for: its unit compares and applies it (and waits, as always)
+                log.warning("%s: locked by another session; not compared, applied", name)
+                needs_work.add(name)
+                pending.append({"table": name, "rule": rule, "changes": [LOCKED]})
+                continue
+            found = reflected.get(name)
+            target_pk = found.primary_key if found is not None else None
             if rule in KEYED_RULES and target_pk is not None and target_pk != structure.primary_key:
                 problems.append(
                     f"{name}: {rule} matches rows by the primary key ({', '.join(structure.primary_key)}), "
                     f"but the target's key is ({', '.join(target_pk) or 'none'}); align the keys or use overwrite"
                 )
                 continue
-            diff = diff_table(conn, structure, allow_drop=allow_drop)
+            if found is not None and _same_structure(structure, found):
+                diff = SchemaDiff(table=name)  # what Alembic would compare is identical
+            else:
+                diff = diff_table(conn, structure, allow_drop=allow_drop)
             changes = [
                 f"create type {t.qualified}"
                 for t in structure.types
                 if (t.schema, t.name) in missing_types
             ] + [c.description for c in diff.changes]
-            if rule in DATA_RULES or changes:
+            if not changes and not diff.skipped:
+                checked.add(name)
+            try:
+                # a table locked by another session (DDL, LOCK TABLE) is not waited for: it
+                # gets its unit, which waits for it as always
+                compare = partial(_compare, conn, e, structure, rule, diff.creates_table, changes)
+                changes, reason = _without_waiting(conn, compare)
+            except _Locked:
+                log.warning("%s: locked by another session; not compared, applied", name)
+                changes, reason = [*changes, LOCKED], None
+            if changes:
+                checked.discard(name)
+            if reason is None:
                 needs_work.add(name)
                 pending.append({"table": name, "rule": rule, "changes": changes})
             else:
@@ -245,7 +329,9 @@ def prepare(
                         name,
                         rule,
                         "unchanged",
+                        unchanged=int((e.get("data") or {}).get("rows") or 0),
                         warnings=tuple(f"kept: {c.description}" for c in diff.skipped),
+                        reason=reason,
                     )
                 )
         conn.rollback()
@@ -256,13 +342,80 @@ def prepare(
         for u in reader.manifest["units"]
         if any(t in needs_work for t in u["tables"])
     )
+    # a quiet table in a mapped unit is applied (and reported) with its unit
+    mapped = {t for u in unit_list for t in u.tables}
+    quiet = [q for q in quiet if q.table not in mapped]
     return ExecutionPlan(
         migration_id=reader.manifest["id"],
         units=unit_list,
         tables=tuple(quiet),
         pending=tuple(pending),
         warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
+        checked=frozenset(checked & mapped),
     )
+
+
+def _compare(
+    conn: sa.Connection,
+    entry: Mapping[str, Any],
+    structure: TableStructure,
+    rule: str,
+    creates_table: bool,
+    changes: list[str],
+) -> tuple[list[str], str | None]:
+    """The table's changes (structure, then sequences) and, when none, why it needs no unit."""
+    if not changes and not creates_table:
+        changes = _sequence_work(conn, structure, rule)
+    return changes, None if changes else _unchanged(conn, entry, structure, rule)
+
+
+def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> list[str]:
+    """The sequence statements ``apply_unit`` would run on this table (nothing is executed)."""
+    planned: list[str] = []
+    ensure_sequences(conn, structure, planned.append)
+    own_sequences(conn, structure, planned.append)
+    if not planned:
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        counts = rules.Counts()
+        with raw.cursor() as cur:
+            _fix_sequences(cur, structure, rule, counts, execute=False)
+        planned = list(counts.statements)
+    return [f"sequence: {stmt}" for stmt in planned]
+
+
+def _unchanged(
+    conn: sa.Connection, entry: Mapping[str, Any], structure: TableStructure, rule: str
+) -> str | None:
+    """Why a table whose structure and sequences match needs no unit (None: it needs one)."""
+    if rule not in DATA_RULES:
+        return "structure equal to the source's; the rule moves no rows"
+    data, recorded = entry.get("data"), entry.get("fingerprint")
+    if not data or not recorded:
+        return None  # a file without fingerprints (or a table too large for one): apply
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        why = rows_unchanged(
+            cur,
+            structure.schema or "public",
+            structure.name,
+            data["columns"],
+            structure.primary_key,
+            rule,
+            RowFingerprint.from_dict(recorded),
+        )
+    return f"structure equal; {why}" if why else None
+
+
+LOCKED = "not compared (locked by another session): applied"
+_T = TypeVar("_T")
+
+
+def _plan_lock_timeout() -> str:
+    """How long ``prepare`` waits for a table to read its rows (``MM_PLAN_LOCK_TIMEOUT``, 2s)."""
+    value = os.environ.get("MM_PLAN_LOCK_TIMEOUT", "2s").strip()
+    return value if re.fullmatch(r"[0-9]+(ms|s|min)?", value) else "2s"
 
 
 def _lock_timeout() -> str:
@@ -270,9 +423,17 @@ def _lock_timeout() -> str:
 
 
 def _fix_sequences(
-    cur: psycopg.Cursor[Any], structure: TableStructure, rule: str, counts: rules.Counts
+    cur: psycopg.Cursor[Any],
+    structure: TableStructure,
+    rule: str,
+    counts: rules.Counts,
+    *,
+    execute: bool = True,
 ) -> None:
-    """Move each sequence of the table past the largest id (and past the source's value after a load)."""
+    """Move each sequence of the table past the largest id (and past the source's value after a load).
+
+    ``execute=False`` only records the statements it would run (``prepare``'s check).
+    """
     schema = structure.schema or "public"
     for seq in structure.sequences:
         if seq.column is None:
@@ -313,24 +474,47 @@ def _fix_sequences(
             sql.Literal(seq_name), sql.Literal(wanted)
         )
         counts.statements.append(query.as_string(cur.connection))
-        cur.execute(query)
+        if execute:
+            cur.execute(query)
+
+
+def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]:
+    """What ``apply_unit`` needs of the manifest for ``unit``: its tables' entries (no fingerprint).
+
+    Small enough for XCom: a mapped task then needs no manifest of its own.
+    """
+    entries = _entries(reader)
+    return {
+        t: {k: v for k, v in entries[t].items() if k != "fingerprint"}
+        for t in unit.tables
+        if t in entries
+    }
 
 
 def apply_unit(
-    reader: ArchiveReader,
+    reader: ArchiveReader | None,
     target_dsn: str,
     unit: Unit,
     *,
     allow_drop: bool = False,
     on_sql: Callable[[str], None] | None = None,
     dry_run: bool = False,
+    entries: Mapping[str, Mapping[str, Any]] | None = None,
+    checked: Collection[str] = (),
 ) -> UnitResult:
     """Apply one unit to the target in a single transaction; all of it or nothing.
 
     ``dry_run`` does exactly the same work and rolls it back: the result says what a run would do.
+    ``entries``: the unit's manifest entries (``unit_entries``), else read from ``reader``;
+    ``reader`` may then be None when no table of the unit loads rows. ``checked``: tables whose
+    structure ``prepare`` found equal to the source's (types, sequences, columns, indexes):
+    their structure step is not repeated.
     """
     started = time.monotonic()
-    entries = _entries(reader)
+    if entries is None:
+        if reader is None:
+            raise ApplyError(f"Unit {unit.id}: no migration file and no entries", terminal=True)
+        entries = _entries(reader)
     missing = [t for t in unit.tables if t not in entries]
     if missing:
         raise ApplyError(
@@ -356,6 +540,9 @@ def apply_unit(
                 current = name
                 t0 = time.monotonic()
                 structure = structures[name]
+                if name in checked:
+                    log.info("%s: structure equal to the source's (checked by the plan)", name)
+                    continue
 
                 def execute(stmt: str, _name: str = name) -> None:
                     # final SQL ("%" in an enum label is a "%"), one statement only (pg.run_one)
@@ -412,6 +599,10 @@ def apply_unit(
                 current = name
                 t0 = time.monotonic()
                 t = targets[name]
+                if reader is None:
+                    raise ApplyError(
+                        f"{name}: the unit loads rows but has no migration file", terminal=True
+                    )
                 if rule_of[name] == OVERWRITE and rules.is_empty(cur, t):
                     direct.add(name)
                 else:
@@ -445,6 +636,7 @@ def apply_unit(
                 c = counts[name]
                 rule = rule_of[name]
                 if name in direct:
+                    assert reader is not None
                     with reader.data(entries[name]["data"]["member"]) as stream:
                         c.inserted += rules.copy_in(cur, c, t.ident, t, stream, f"load {name}")
                     rules.sample_table_keys(cur, c, t, "inserted")
@@ -554,10 +746,15 @@ def execute_migration(
     """
     plan = prepare(reader, target_dsn, allow_drop=allow_drop)
     if workers <= 1 or len(plan.units) <= 1:
-        return plan, [apply_unit(reader, target_dsn, u, allow_drop=allow_drop) for u in plan.units]
+        return plan, [
+            apply_unit(reader, target_dsn, u, allow_drop=allow_drop, checked=plan.checked)
+            for u in plan.units
+        ]
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mm-unit") as pool:
         futures = [
-            pool.submit(apply_unit, reader, target_dsn, u, allow_drop=allow_drop)
+            pool.submit(
+                apply_unit, reader, target_dsn, u, allow_drop=allow_drop, checked=plan.checked
+            )
             for u in plan.units
         ]
         wait(futures, return_when=FIRST_EXCEPTION)

@@ -198,6 +198,16 @@ class Data(_Model):
     format: Literal["binary"]
 
 
+class Fingerprint(_Model):
+    """A table's row fingerprint (``fingerprint.RowFingerprint``): plan compares the target's."""
+
+    method: str = Field(min_length=1, max_length=64)
+    rows: Count
+    sum0: str = Field(pattern=r"^-?[0-9]{1,40}$")
+    sum1: str = Field(pattern=r"^-?[0-9]{1,40}$")
+    listed: str | None = None  # base64 of big-endian int64 row or key hashes
+
+
 class Table(_Model):
     name: Identifier
     schema_: Identifier = Field(alias="schema")
@@ -207,6 +217,8 @@ class Table(_Model):
     key_kind: str
     companion_of: list[str] = []
     structure: Structure
+    structure_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    fingerprint: Fingerprint | None = None
     estimated_rows: int
     data: Data | None
 

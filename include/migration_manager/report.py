@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from migration_manager.execute import TableResult, UnitResult
-
 
 def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Join the plan's report with the units' results; units without a result have failed."""
+    # imported here: DAG files import this module (through the run log) and need no engine
+    from migration_manager.execute import TableResult, UnitResult
+
     unit_results = [UnitResult.from_dict(r) for r in results if r]
     done = {r.unit for r in unit_results}
     failed = [u for u in report.get("units", []) if u["id"] not in done]

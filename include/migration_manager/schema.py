@@ -12,22 +12,23 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import sqlalchemy as sa
-from alembic.autogenerate import produce_migrations
-from alembic.operations import Operations
-from alembic.operations import ops as alembic_ops
-from alembic.runtime.migration import MigrationContext
-from alembic.runtime.plugins import Plugin
-from alembic.util import DispatchPriority, PriorityDispatchResult
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
 from migration_manager import pg
 from migration_manager.errors import ApplyError
+
+# Alembic is imported where a structure is compared or changed: a unit whose structure the
+# plan found equal never loads it (one import less at the start of every apply_table).
+if TYPE_CHECKING:
+    from alembic.operations import ops as alembic_ops
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util import PriorityDispatchResult
 
 log = logging.getLogger(__name__)
 for _noisy in ("alembic.runtime.migration", "alembic.runtime.plugins", "alembic.ddl.postgresql"):
@@ -856,6 +857,8 @@ def _skip_generated_defaults(
     PostgreSQL at FIRST priority, this runs before that step and ends the server default
     comparison for such columns, as :func:`_compare_default` would.
     """
+    from alembic.util import PriorityDispatchResult
+
     generated = (sa.Identity, sa.Computed)
     if isinstance(conn_col.server_default, generated) or isinstance(
         metadata_col.server_default, generated
@@ -954,19 +957,26 @@ def _compare_foreign_keys(
 
 
 _PLUGIN = "migration_manager.generated_defaults"
-try:
-    _plugin = Plugin(_PLUGIN)
-except ValueError:  # already registered (the module was reloaded)
-    pass
-else:
-    _plugin.add_autogenerate_comparator(
+
+
+def _register_plugin() -> None:
+    """Register :func:`_skip_generated_defaults` and :func:`_compare_foreign_keys` with Alembic
+    (once per process)."""
+    from alembic.runtime.plugins import Plugin
+    from alembic.util import DispatchPriority
+
+    try:
+        plugin = Plugin(_PLUGIN)
+    except ValueError:  # already registered
+        return
+    plugin.add_autogenerate_comparator(
         _skip_generated_defaults,
         "column",
         "server_default",
         qualifier="postgresql",
         priority=DispatchPriority.FIRST,
     )
-    _plugin.add_autogenerate_comparator(
+    plugin.add_autogenerate_comparator(
         _compare_foreign_keys,
         "table",
         "foreignkeys",
@@ -978,6 +988,8 @@ else:
 def _walk(
     ops_list: Iterable[alembic_ops.MigrateOperation],
 ) -> Iterator[alembic_ops.MigrateOperation]:
+    from alembic.operations import ops as alembic_ops
+
     for op in ops_list:
         if isinstance(op, alembic_ops.OpContainer):
             yield from _walk(op.ops)
@@ -986,6 +998,8 @@ def _walk(
 
 
 def _describe(op: alembic_ops.MigrateOperation) -> SchemaChange:
+    from alembic.operations import ops as alembic_ops
+
     if isinstance(op, alembic_ops.CreateTableOp):
         return SchemaChange("add_table", f"create table {op.table_name}")
     if isinstance(op, alembic_ops.DropTableOp):
@@ -1048,6 +1062,9 @@ def _migration_context(
             return bool(obj.name == structure.name and obj.schema == structure.schema)
         return True
 
+    from alembic.runtime.migration import MigrationContext
+
+    _register_plugin()
     context = MigrationContext.configure(
         connection=conn,
         opts={
@@ -1120,6 +1137,9 @@ def diff_table(
     structure = _in_default_schema(structure, conn.dialect.default_schema_name)
     metadata = sa.MetaData()
     structure.to_table(metadata)  # with stubs of the tables its foreign keys refer to
+    from alembic.autogenerate import produce_migrations
+    from alembic.operations import ops as alembic_ops
+
     context = _migration_context(conn, structure, metadata)
     script = produce_migrations(context, metadata)
     upgrade_ops = script.upgrade_ops
@@ -1172,6 +1192,9 @@ class StatementRecorder:
 
 def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:
     """Run Alembic's operations; each statement alone (:func:`pg.single_statements`)."""
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext
+
     operations = Operations(MigrationContext.configure(connection=conn))
     with pg.single_statements(conn):
         for op in diff.ops:

@@ -118,10 +118,18 @@ def test_sync_promotes_nocobase_staging_into_prod(
     # a second run changes nothing
     before = {t: table_text(prod, t) for t in _tables(prod)}
     second = run_dag("migration_sync", {"on_missing_plugins": "continue"})
-    assert str(second.state) == "success"
+    assert str(second.state) == "success", task_states(second)
     again = _latest_summary(second)
     changed = [t for t in again["tables"] if t["status"] not in ("unchanged", "skipped")]
     assert changed == []
+    # nothing to apply: no unit mapped, no backup, no lock, nothing written; the log is written
+    states = task_states(second)
+    assert all(s == "skipped" for s in states["apply_table"]), states
+    for task in ("hold_target_lock", "target_locked", "backup", "env_write", "rollback"):
+        assert states[task] == ["skipped"], (task, states)
+    assert states["collect_logs"] == ["success"]
+    assert again["backup"] is None
+    assert all(t["reason"] for t in again["tables"] if t["status"] == "unchanged")
     assert again["totals"] == {
         "inserted": 0,
         "updated": 0,

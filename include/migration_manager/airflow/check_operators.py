@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator, Param
+from airflow.sdk.bases.skipmixin import SkipMixin
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
@@ -275,17 +276,45 @@ class EnvValuesOperator(HITLOperator):
         return self._finish(context, values, "prompt", _user(event))
 
 
-class PluginCheckOperator(HITLOperator):
-    """Compare enabled plugins; for missing ones warn, stop, or ask (``params.on_missing_plugins``)."""
+class PluginCheckOperator(HITLOperator, SkipMixin):
+    """Compare enabled plugins; for missing ones warn, stop, or ask (``params.on_missing_plugins``).
+
+    The last check before anything writes: when the plan has no unit and no environment value
+    is to be written, it skips ``skip_when_idle`` (the lock, backup and writing tasks), so a run
+    with nothing to apply ends right after the checks, with its log.
+    """
 
     template_fields: Sequence[str] = ("migration_file", "target_conn_id")
 
-    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        migration_file: str,
+        target_conn_id: str,
+        skip_when_idle: Sequence[str] = (),
+        **kwargs: Any,
+    ):
         super().__init__(
             subject="Plugins missing in the target", options=[CONTINUE, STOP], **kwargs
         )
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
+        self.skip_when_idle = list(skip_when_idle)
+
+    def _done(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+        ti = context["ti"]
+        report = ti.xcom_pull(task_ids="plan", key="report")
+        supplied = ti.xcom_pull(task_ids="env_values") or {}
+        if not self.skip_when_idle or not report or report.get("units") or supplied.get("rows"):
+            return result
+        self.log.info(
+            "Nothing to apply: every table already matches the source for its rule and no "
+            "environment value is to be written; skipping %s",
+            ", ".join(self.skip_when_idle),
+        )
+        ti.xcom_push(key="return_value", value=result)  # skipping ends execute without a return
+        self.skip(ti, [self.dag.get_task(t) for t in self.skip_when_idle])
+        return result
 
     def _missing(self) -> list[checks.PluginInfo]:
         with engine_errors():
@@ -298,7 +327,9 @@ class PluginCheckOperator(HITLOperator):
         listed = [p.to_dict() for p in missing]
         if not missing:
             self.log.info("Every plugin enabled in the source is enabled in the target")
-            return {"missing": [], "decision": "none needed", "decided_by": None}
+            return self._done(
+                context, {"missing": [], "decision": "none needed", "decided_by": None}
+            )
         names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
         mode = context["params"].get("on_missing_plugins", "ask")
         if _dry_run(context) and mode == "ask":
@@ -310,11 +341,14 @@ class PluginCheckOperator(HITLOperator):
                 "in the target app, or set on_missing_plugins to 'continue' or 'ask'"
             )
         if mode == "continue":
-            return {
-                "missing": listed,
-                "decision": "continue (on_missing_plugins=continue)",
-                "decided_by": None,
-            }
+            return self._done(
+                context,
+                {
+                    "missing": listed,
+                    "decision": "continue (on_missing_plugins=continue)",
+                    "decided_by": None,
+                },
+            )
         self.body = (
             "These plugins are enabled in the source but not in the target:\n\n"
             + "\n".join(f"- **{p.name}** {p.version} ({p.package})" for p in missing)
@@ -338,7 +372,9 @@ class PluginCheckOperator(HITLOperator):
             user or "A user",
             ", ".join(p["name"] for p in missing),
         )
-        return {"missing": missing, "decision": "continue (prompt)", "decided_by": user}
+        return self._done(
+            context, {"missing": missing, "decision": "continue (prompt)", "decided_by": user}
+        )
 
 
 class EnvWriteOperator(BaseOperator):

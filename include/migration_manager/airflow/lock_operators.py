@@ -95,7 +95,7 @@ class HoldTargetLockOperator(BaseOperator):
         *,
         target_conn_id: str,
         writers: Sequence[str],
-        check_interval: float = 3.0,
+        check_interval: float = 1.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -164,15 +164,37 @@ class TargetLockedSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("target_conn_id",)
 
-    def __init__(self, *, target_conn_id: str, holder_task_id: str = HOLD_TASK, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        target_conn_id: str,
+        holder_task_id: str = HOLD_TASK,
+        settle_seconds: float = 10.0,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", 3)
         kwargs.setdefault("timeout", timedelta(days=1))
         super().__init__(**kwargs)
         self.target_conn_id = target_conn_id
         self.holder_task_id = holder_task_id
+        self.settle_seconds = settle_seconds
 
     def poke(self, context: Context) -> bool:
+        # The holder usually takes the lock within a second or two of this task's start: wait
+        # for it here (cheap checks) before giving the slot back for a full reschedule cycle.
+        # (not under dags test: there the holder cannot run while this task waits)
+        settle = 0.0 if _in_process_run() else self.settle_seconds
+        deadline = time.monotonic() + settle
+        while True:
+            last = time.monotonic() >= deadline
+            if self._poke_once(context, say=last):
+                return True
+            if last:
+                return False
+            time.sleep(0.3)
+
+    def _poke_once(self, context: Context, *, say: bool = True) -> bool:
         ti = context["ti"]
         run_id = str(context["run_id"])
         states = ti.get_task_states(
@@ -195,11 +217,12 @@ class TargetLockedSensor(BaseSensorOperator):
         if who is not None and who.is_holder_of(ref):
             self.log.info("This run holds the target lock (backend pid %d)", who.pid)
             return True
-        self.log.info(
-            "Waiting for %s to take the target lock%s",
-            self.holder_task_id,
-            f" (held by {who.describe()})" if who else "",
-        )
+        if say:
+            self.log.info(
+                "Waiting for %s to take the target lock%s",
+                self.holder_task_id,
+                f" (held by {who.describe()})" if who else "",
+            )
         return False
 
 

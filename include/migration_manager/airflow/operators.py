@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow.connections import environment
-from migration_manager.airflow.rule_sets import load_rule_set
-from migration_manager.airflow.signing import signing_conn_id, signing_key, task_trust
-from migration_manager.airflow.store import (
-    migration_file_path,
-    new_migration_file,
-    run_rollback_record,
-)
-from migration_manager.archive import ArchiveReader, open_archive
-from migration_manager.create import create_migration, new_migration_id
-from migration_manager.errors import ConfigError, MigrationError
-from migration_manager.execute import apply_unit, prepare
-from migration_manager.pg import same_database
-from migration_manager.plan import Unit
+from migration_manager.errors import MigrationError
 
+# The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
+# file (the dag-processor, and every task process before it runs) imports none of it.
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from migration_manager.archive import ArchiveReader
+    from migration_manager.plan import Unit
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +59,14 @@ def _archive(ref: str) -> Iterator[ArchiveReader]:
     A file not signed by a trusted key is refused unless the run's ``allow_unsigned`` param is
     set; every task that opens the file checks again (the store may change between tasks).
     """
+    from migration_manager.airflow.signing import task_trust
+    from migration_manager.airflow.store import as_local, migration_file_path
+    from migration_manager.archive import open_archive
+
     path = migration_file_path(ref)
     allow = _allow_unsigned()
     trust = task_trust(allow)
-    with open_archive(path, name=str(path), trust=trust) as reader:
+    with open_archive(as_local(path), name=str(path), trust=trust) as reader:
         if reader.signature.status != "verified":
             log.warning(
                 "Migration file %s is %s; running it because allow_unsigned is set",
@@ -117,6 +114,11 @@ class CreateMigrationOperator(BaseOperator):
         self.target_conn_id = target_conn_id
 
     def execute(self, context: Context) -> str:
+        from migration_manager.airflow.rule_sets import load_rule_set
+        from migration_manager.airflow.signing import signing_conn_id, signing_key
+        from migration_manager.airflow.store import new_migration_file
+        from migration_manager.create import create_migration, new_migration_id
+
         with engine_errors():
             if self.target_conn_id:
                 refuse_same_database(self.source_conn_id, self.target_conn_id)
@@ -153,6 +155,9 @@ class CreateMigrationOperator(BaseOperator):
 
 def refuse_same_database(source_conn_id: str, target_conn_id: str) -> None:
     """Fail (no retry) when both connections lead to one database: a sync onto itself."""
+    from migration_manager.errors import ConfigError
+    from migration_manager.pg import same_database
+
     source, target = environment(source_conn_id), environment(target_conn_id)
     shared = same_database(source.dsn, target.dsn)
     if shared is not None:
@@ -191,11 +196,14 @@ class PlanMigrationOperator(BaseOperator):
         self.allow_drop = allow_drop
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
+        from migration_manager.execute import prepare, unit_entries
+
         with engine_errors():
             env = environment(self.target_conn_id)
             with _archive(self.migration_file) as reader:
                 plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
                 manifest = reader.manifest
+                entries = {u.id: unit_entries(reader, u) for u in plan.units}
         limit = max_map_length()
         if len(plan.units) > limit:
             raise AirflowFailException(
@@ -211,11 +219,15 @@ class PlanMigrationOperator(BaseOperator):
             self.log.info(
                 "%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows"
             )
+        for quiet in plan.tables:
+            if quiet.reason:
+                self.log.info("%s (%s): unchanged: %s", quiet.table, quiet.rule, quiet.reason)
         self.log.info(
-            "Migration %s: %d unit(s) to apply, %d table(s) need nothing",
+            "Migration %s: %d unit(s) to apply, %d table(s) need nothing%s",
             plan.migration_id,
             len(plan.units),
             len(plan.tables),
+            "" if plan.units else ": nothing to apply (no backup, no write)",
         )
         context["ti"].xcom_push(
             key="report",
@@ -231,7 +243,17 @@ class PlanMigrationOperator(BaseOperator):
                 "pending": [dict(p) for p in plan.pending],
             },
         )
-        return [{**u.to_dict(), "migration_file": self.migration_file} for u in plan.units]
+        # each mapped apply_table gets what it needs: its tables' entries (rule, structure, data
+        # member and columns) and which of them the plan found structurally equal
+        return [
+            {
+                **u.to_dict(),
+                "migration_file": self.migration_file,
+                "entries": entries[u.id],
+                "checked": sorted(set(u.tables) & plan.checked),
+            }
+            for u in plan.units
+        ]
 
 
 class ApplyUnitOperator(BaseOperator):
@@ -256,24 +278,34 @@ class ApplyUnitOperator(BaseOperator):
         self.allow_drop = allow_drop
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # imported here: lock_operators builds on this module
+        from migration_manager.airflow.lock_operators import target_write_lock
+        from migration_manager.config import DATA_RULES
+        from migration_manager.execute import apply_unit
+        from migration_manager.plan import Unit
+
         unit = Unit.from_dict(self.unit)
         self.log.info("Unit %s: %s", unit.id, unit.label)
         refuse_after_rollback(context, unit)
-        # imported here: lock_operators builds on this module
-        from migration_manager.airflow.lock_operators import target_write_lock
-
+        entries = self.unit.get("entries")  # absent in units planned before they were passed along
+        checked = frozenset(self.unit.get("checked") or ())
+        loads_rows = entries is None or any(e["rule"] in DATA_RULES for e in entries.values())
         with engine_errors():
             env = environment(self.target_conn_id)
-            with (
-                target_write_lock(context, env.dsn, self.log),
-                _archive(self.unit["migration_file"]) as reader,
-            ):
+            with target_write_lock(context, env.dsn, self.log), ExitStack() as stack:
+                reader = (
+                    stack.enter_context(_archive(self.unit["migration_file"]))
+                    if loads_rows
+                    else None
+                )
                 result = apply_unit(
                     reader,
                     env.dsn,
                     unit,
                     allow_drop=_as_bool(self.allow_drop),
                     dry_run=_as_bool(context["params"].get("dry_run", False)),  # rolled back
+                    entries=entries,
+                    checked=checked,
                 )
         return result.to_dict()
 
@@ -286,6 +318,8 @@ def refuse_after_rollback(context: Context, unit: Unit) -> None:
     run green. The rollback is recorded in the store (it outlives a clear of the rollback
     task, which deletes that task's XCom) and in the rollback task's XCom.
     """
+    from migration_manager.airflow.store import run_rollback_record
+
     ti = context["ti"]
     record = run_rollback_record(ti.dag_id, ti.run_id)
     if record is None:

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from airflow.sdk import BaseHook, ObjectStoragePath
 
 from migration_manager import logs
 from migration_manager.airflow.signing import task_trust
-from migration_manager.airflow.store import migration_file_path, store_root
+from migration_manager.airflow.store import as_local, migration_file_path, store_root
 from migration_manager.errors import ConfigError
+
+if TYPE_CHECKING:
+    from migration_manager.archive import Openable
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +251,10 @@ def _describe_file(ref: str | None, params: dict[str, Any]) -> dict[str, Any] | 
         log.warning(
             "The trusted keys cannot be read (%s); the log shows the signature unchecked", exc
         )
-    return logs.describe_file(path, uri=str(path), keys=keys, allow_unsigned=allow)
+    # a local store's file is read with pathlib (a Path opens like an Openable)
+    return logs.describe_file(
+        cast("Openable", as_local(path)), uri=str(path), keys=keys, allow_unsigned=allow
+    )
 
 
 def write_run_log(
@@ -308,5 +314,5 @@ def write_run_log(
     )
     record["dry_run"] = str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on")
     folder = log_folder(record.get("migration_id"), dag_run.run_id)
-    logs.write_files(folder, record)
+    logs.write_files(as_local(folder), record)
     return record, folder

@@ -30,6 +30,16 @@ FILES = "files"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
+def as_local(path: ObjectStoragePath) -> Path | ObjectStoragePath:
+    """A store path to read or write: a plain ``Path`` when the store is a local folder.
+
+    Any I/O through an ObjectStoragePath first registers every provider's filesystem and
+    lineage hooks (importing s3fs and botocore): seconds at the start of each task for a store
+    that is a local folder. Other stores go through ObjectStoragePath as before.
+    """
+    return Path(path.path) if path.protocol in ("file", "local", "") else path
+
+
 def store_root() -> ObjectStoragePath:
     uri = os.environ.get("MIGRATION_STORE", "").strip()
     if not uri:
@@ -90,12 +100,13 @@ def backup_dir(key: str) -> ObjectStoragePath:
 
 def _put(local: Path, dest: ObjectStoragePath) -> None:
     """Move a finished local file into the store (a rename on a local store, else a streamed copy)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.protocol in ("file", "local", ""):
+        Path(dest.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(local), dest.path)
-    else:
-        with local.open("rb") as src, dest.open("wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with local.open("rb") as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out, 1 << 20)
 
 
 def save_backup(
@@ -112,7 +123,7 @@ def save_backup(
         _put(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
-    (folder / f"{record.backup_id}.json").write_text(json.dumps(record.to_dict(), indent=1))
+    as_local(folder / f"{record.backup_id}.json").write_text(json.dumps(record.to_dict(), indent=1))
     prune_backups(key, keep)
     return record, dest
 

@@ -41,7 +41,6 @@ from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTI
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
 from migration_manager.profiles import PROFILES
-from migration_manager.report import format_summary, summarize
 from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
 
 log = logging.getLogger(__name__)
@@ -371,6 +370,8 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
     data.sql and summary.json (see :mod:`migration_manager.logs`).
     """
+    from migration_manager.report import format_summary, summarize
+
     ti = context["ti"]
     report = ti.xcom_pull(task_ids="plan", key="report")
     results = [r for r in (results or []) if r]
@@ -387,6 +388,11 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     summary = summarize(report, results)
     run_id = context["run_id"]
     summary["run_id"] = run_id
+    if not report.get("units"):
+        log.info(
+            "Nothing to apply: every table already matches the source for its rule "
+            "(see each table's reason); no backup was taken and nothing was written"
+        )
     # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
     summary["backup"] = ti.xcom_pull(task_ids="backup")
     rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
@@ -528,7 +534,6 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     # after the last write (and after a rollback): restart the running app, or say it must be
     app_restart = app_restart_task(trigger_rule=TriggerRule.ALL_DONE)
     rollback >> app_restart >> done
-    guard_target_writes(plugin_check, target_conn_id=target)
     # destructive plans: after the plan, before the other questions and any write
     destructive = DestructiveCheckOperator(
         task_id="destructive_check",
@@ -539,6 +544,15 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         notifiers=[MigrationNotifier(QUESTION)],
     )
     plan >> destructive >> env_values
+    hold, locked = guard_target_writes(plugin_check, target_conn_id=target)
+    # nothing to apply and no env value to write: plugin_check skips these; collect_logs runs
+    plugin_check.skip_when_idle = [
+        hold.task_id,
+        locked.task_id,
+        backup.task_id,
+        env_write.task_id,
+        rollback.task_id,
+    ]
     return done
 
 
