@@ -8,6 +8,7 @@ operations then write the DDL. No hand-written differ.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -443,6 +444,8 @@ def _referred_table(metadata: sa.MetaData, table: sa.Table, fk: dict[str, Any]) 
 
 # A column's own type, NOT NULL and default as the catalog has them. SQLAlchemy's reflection
 # lends a column of a domain the domain's default and NOT NULL; the column itself has neither.
+# Only the tables asked for: pg_get_expr() opens its table, so it waits for a table another
+# session holds locked.
 _FORMAT_TYPES = """
 SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
        pg_get_expr(d.adbin, d.adrelid)
@@ -450,7 +453,8 @@ FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped
+WHERE n.nspname = :schema AND c.relname = ANY(:names) AND c.relkind IN ('r', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped
 """
 
 _COLUMN_FACTS = """
@@ -618,7 +622,7 @@ def reflect_tables(
     comments = insp.get_multi_table_comment(**kw)
     catalog: dict[tuple[str, str], tuple[str, bool, str | None]] = {
         (r[0], r[1]): (r[2], bool(r[3]), r[4])
-        for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema})
+        for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema, "names": names})
     }
     seq_rows = list(conn.execute(sa.text(_SEQUENCES), {"schema": schema}))
     user_types: dict[str, list[TypeStructure]] = {}
@@ -868,27 +872,36 @@ def _skip_generated_defaults(
     return PriorityDispatchResult.CONTINUE
 
 
-class _AddForeignKeyOp(alembic_ops.CreateForeignKeyOp):
-    """Adds exactly the metadata's constraint (its referred columns are Column objects).
+@functools.cache
+def _add_foreign_key_op_class() -> Callable[
+    [sa.ForeignKeyConstraint], alembic_ops.CreateForeignKeyOp
+]:
+    """The op class below, made on first use (Alembic is imported only to compare or change)."""
+    from alembic.operations import ops as alembic_ops
 
-    Alembic's own op rebuilds the constraint from ``"table.column"`` strings, which SQLAlchemy
-    splits on dots: ``"dot.a".id`` would become table ``a`` of a schema ``dot``.
-    """
+    class AddForeignKeyOp(alembic_ops.CreateForeignKeyOp):
+        """Adds exactly the metadata's constraint (its referred columns are Column objects).
 
-    def __init__(self, constraint: sa.ForeignKeyConstraint):
-        base = alembic_ops.CreateForeignKeyOp.from_constraint(constraint)
-        super().__init__(
-            base.constraint_name,
-            base.source_table,
-            base.referent_table,
-            base.local_cols,
-            base.remote_cols,
-            **base.kw,
-        )
-        self.constraint = constraint
+        Alembic's own op rebuilds the constraint from ``"table.column"`` strings, which SQLAlchemy
+        splits on dots: ``"dot.a".id`` would become table ``a`` of a schema ``dot``.
+        """
 
-    def to_constraint(self, migration_context: Any = None) -> sa.ForeignKeyConstraint:
-        return self.constraint
+        def __init__(self, constraint: sa.ForeignKeyConstraint):
+            base = alembic_ops.CreateForeignKeyOp.from_constraint(constraint)
+            super().__init__(
+                base.constraint_name,
+                base.source_table,
+                base.referent_table,
+                base.local_cols,
+                base.remote_cols,
+                **base.kw,
+            )
+            self.constraint = constraint
+
+        def to_constraint(self, migration_context: Any = None) -> sa.ForeignKeyConstraint:
+            return self.constraint
+
+    return AddForeignKeyOp
 
 
 def _fk_options(options: Any) -> tuple[Any, ...]:
@@ -910,6 +923,9 @@ def _compare_foreign_keys(
     Replaces Alembic's comparison, which builds the target's constraints from ``"a.b.c"``
     strings: a table or column name holding a dot cannot be found that way.
     """
+    from alembic.operations import ops as alembic_ops
+    from alembic.util import PriorityDispatchResult
+
     if conn_table is None or metadata_table is None:
         return PriorityDispatchResult.CONTINUE  # CREATE TABLE carries its foreign keys
 
@@ -952,7 +968,7 @@ def _compare_foreign_keys(
             )
     for sig, constraint in wanted.items():
         if sig not in target:
-            modify_table_ops.ops.append(_AddForeignKeyOp(constraint))
+            modify_table_ops.ops.append(_add_foreign_key_op_class()(constraint))
     return PriorityDispatchResult.STOP
 
 
