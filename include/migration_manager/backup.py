@@ -53,14 +53,6 @@ CHUNK = 1 << 20
 _ID = re.compile(r"^bk-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 _DB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _USER_SCHEMA = "n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'"
-# Row text must print the same before and after a restore, whatever the session defaults.
-_STABLE_OUTPUT = (
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL extra_float_digits = 3",
-    "SET LOCAL bytea_output = 'hex'",
-)
 _DROP_KIND = {
     "r": "TABLE",
     "p": "TABLE",
@@ -276,11 +268,6 @@ def expired(records: Iterable[Mapping[str, Any] | BackupRecord], keep: int) -> l
 # --- fingerprints ------------------------------------------------------------------------
 
 
-def _stable_output(cur: psycopg.Cursor[Any]) -> None:
-    for stmt in _STABLE_OUTPUT:
-        cur.execute(stmt)
-
-
 def _user_tables(cur: psycopg.Cursor[Any], schema: str | None) -> list[tuple[str, str]]:
     query = f"""
         SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -294,7 +281,7 @@ def _user_tables(cur: psycopg.Cursor[Any], schema: str | None) -> list[tuple[str
 
 
 def _fingerprints(cur: psycopg.Cursor[Any], schema: str | None) -> dict[str, Fingerprint]:
-    _stable_output(cur)
+    pg.stable_text_output(cur)
     out: dict[str, Fingerprint] = {}
     for nsp, name in _user_tables(cur, schema):
         row = cur.execute(

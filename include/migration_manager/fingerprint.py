@@ -37,15 +37,6 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # so a target holding extra rows can still be found unchanged
 MAX_LISTED_ROWS = 20_000
 
-# Row text must print the same on both servers, whatever the session defaults (as for backups).
-_STABLE_OUTPUT = (
-    "SET LOCAL TimeZone = 'UTC'",
-    "SET LOCAL DateStyle = 'ISO, YMD'",
-    "SET LOCAL IntervalStyle = 'postgres'",
-    "SET LOCAL extra_float_digits = 3",
-    "SET LOCAL bytea_output = 'hex'",
-)
-
 
 @dataclass(frozen=True)
 class RowFingerprint:
@@ -153,8 +144,7 @@ def row_fingerprint(
     key: Sequence[str] = (),
 ) -> RowFingerprint:
     """The fingerprint of ``table``'s ``columns``, in the cursor's transaction (and snapshot)."""
-    for stmt in _STABLE_OUTPUT:
-        cur.execute(stmt)
+    pg.stable_text_output(cur)
     row = cur.execute(
         sql.SQL(
             "SELECT count(*), "

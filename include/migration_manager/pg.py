@@ -247,6 +247,23 @@ def ident_list(names: list[str] | tuple[str, ...], prefix: str | None = None) ->
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
+# Row text prints the same on every server and session, whatever the session defaults: row
+# checksums (backups, fingerprints) compare text taken on two servers, or before and after.
+_STABLE_OUTPUT = (
+    "SET LOCAL TimeZone = 'UTC'",
+    "SET LOCAL DateStyle = 'ISO, YMD'",
+    "SET LOCAL IntervalStyle = 'postgres'",
+    "SET LOCAL extra_float_digits = 3",
+    "SET LOCAL bytea_output = 'hex'",
+)
+
+
+def stable_text_output(cur: psycopg.Cursor[Any]) -> None:
+    """Fix, for the cursor's transaction, every setting that changes how rows print as text."""
+    for stmt in _STABLE_OUTPUT:
+        cur.execute(stmt)
+
+
 def server_version(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SHOW server_version").fetchone()
     assert row is not None

@@ -570,6 +570,32 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         log.info("Triggered %s run %s: %s", EXECUTE_DAG, run_id, note)
         return run_id, paused
 
+    def trigger_file(
+        request: Request,
+        name: str,
+        target_conn_id: str,
+        *,
+        allow_drop: bool,
+        allow_unsigned: bool,
+        dry_run: bool,
+        note: str,
+    ) -> Response | tuple[str, bool]:
+        """Start migration_execute with a stored file (a dry run for a preview)."""
+        try:
+            catalog.migration_file(_store(), name)
+        except catalog.NotFound:
+            return not_found(request, f"No migration file {name} in the store.")
+        conf: dict[str, Any] = {
+            "migration_file": name,
+            "target_conn_id": target_conn_id.strip() or "migration_target",
+            "allow_drop": allow_drop,
+        }
+        if dry_run:
+            conf["dry_run"] = True
+        if allow_unsigned:
+            conf["allow_unsigned"] = True
+        return trigger(request, conf, note)
+
     @app.post("/files/{name}/run", name="file_run", dependencies=write)
     def file_run(
         request: Request,
@@ -578,19 +604,15 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         allow_drop: Annotated[bool, Form()] = False,
         allow_unsigned: Annotated[bool, Form()] = False,
     ) -> Response:
-        root = _store()
-        try:
-            catalog.migration_file(root, name)
-        except catalog.NotFound:
-            return not_found(request, f"No migration file {name} in the store.")
-        conf: dict[str, Any] = {
-            "migration_file": name,
-            "target_conn_id": target_conn_id.strip() or "migration_target",
-            "allow_drop": allow_drop,
-        }
-        if allow_unsigned:
-            conf["allow_unsigned"] = True
-        triggered = trigger(request, conf, f"Started from the Migrations page with {name}")
+        triggered = trigger_file(
+            request,
+            name,
+            target_conn_id,
+            allow_drop=allow_drop,
+            allow_unsigned=allow_unsigned,
+            dry_run=False,
+            note=f"Started from the Migrations page with {name}",
+        )
         if isinstance(triggered, Response):
             return triggered
         run_id, paused = triggered
@@ -606,20 +628,15 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         allow_unsigned: Annotated[bool, Form()] = False,
     ) -> Response:
         """Preview on target: a dry run of the file as a DAG run (never inside this server)."""
-        root = _store()
-        try:
-            catalog.migration_file(root, name)
-        except catalog.NotFound:
-            return not_found(request, f"No migration file {name} in the store.")
-        conf: dict[str, Any] = {
-            "migration_file": name,
-            "target_conn_id": target_conn_id.strip() or "migration_target",
-            "allow_drop": allow_drop,
-            "dry_run": True,
-        }
-        if allow_unsigned:
-            conf["allow_unsigned"] = True
-        triggered = trigger(request, conf, f"Preview on target of {name} from the Migrations page")
+        triggered = trigger_file(
+            request,
+            name,
+            target_conn_id,
+            allow_drop=allow_drop,
+            allow_unsigned=allow_unsigned,
+            dry_run=True,
+            note=f"Preview on target of {name} from the Migrations page",
+        )
         if isinstance(triggered, Response):
             return triggered
         run_id, _paused = triggered
