@@ -196,8 +196,11 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             frame.locator("#start-sync").click()
             state = frame.locator("#run-state")
             expect(state).to_be_visible(timeout=30_000)
-            runs = airflow.call("GET", "/dags/migration_sync/dagRuns")["dag_runs"]
-            assert len(runs) == 1
+            every = airflow.call("GET", "/dags/migration_sync/dagRuns")["dag_runs"]
+            # the preview above was a dry run of migration_sync; Sync now is the real one
+            previews = [r for r in every if (r.get("conf") or {}).get("dry_run")]
+            runs = [r for r in every if not (r.get("conf") or {}).get("dry_run")]
+            assert len(previews) == 1 and len(runs) == 1, every
             run = runs[0]
             assert run["conf"]["rule_set"] == "helpdesk-nightly"
             assert run["conf"]["target_conn_id"] == "nocobase_prod"
