@@ -344,11 +344,21 @@ def prepare(
             try:
                 # a table locked by another session (DDL, LOCK TABLE) is not waited for: it
                 # gets its unit, which waits for it as always
+                known: RowFingerprint | None = None
                 if rule in DATA_RULES:
                     fp = _without_waiting(conn, partial(_target_fingerprint, conn, structure))
-                    if fp is not _TOO_LARGE:
-                        target_fps[name] = fp  # type: ignore[assignment]
-                compare = partial(_compare, conn, e, structure, rule, diff.creates_table, changes)
+                    if isinstance(fp, RowFingerprint) or fp is None:
+                        target_fps[name] = fp
+                    data_columns = list((e.get("data") or {}).get("columns") or ())
+                    if (
+                        isinstance(fp, RowFingerprint)
+                        and found is not None
+                        and data_columns == [c.name for c in found.columns]
+                    ):
+                        known = fp  # the same columns in the same order: the same fingerprint
+                compare = partial(
+                    _compare, conn, e, structure, rule, diff.creates_table, changes, known
+                )
                 changes, reason = _without_waiting(conn, compare)
             except _Locked:
                 log.warning("%s: locked by another session; not compared, applied", name)
@@ -413,11 +423,12 @@ def _compare(
     rule: str,
     creates_table: bool,
     changes: list[str],
+    known: RowFingerprint | None = None,
 ) -> tuple[list[str], str | None]:
     """The table's changes (structure, then sequences) and, when none, why it needs no unit."""
     if not changes and not creates_table:
         changes = _sequence_work(conn, structure, rule)
-    return changes, None if changes else _unchanged(conn, entry, structure, rule)
+    return changes, None if changes else _unchanged(conn, entry, structure, rule, known)
 
 
 def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> list[str]:
@@ -436,9 +447,16 @@ def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) ->
 
 
 def _unchanged(
-    conn: sa.Connection, entry: Mapping[str, Any], structure: TableStructure, rule: str
+    conn: sa.Connection,
+    entry: Mapping[str, Any],
+    structure: TableStructure,
+    rule: str,
+    known: RowFingerprint | None = None,
 ) -> str | None:
-    """Why a table whose structure and sequences match needs no unit (None: it needs one)."""
+    """Why a table whose structure and sequences match needs no unit (None: it needs one).
+
+    ``known``: the target's fingerprint over the same columns, already taken (not scanned again).
+    """
     if rule not in DATA_RULES:
         return "structure equal to the source's; the rule moves no rows"
     data, recorded = entry.get("data"), entry.get("fingerprint")
@@ -455,6 +473,7 @@ def _unchanged(
             structure.primary_key,
             rule,
             RowFingerprint.from_dict(recorded),
+            target=known,
         )
     return f"structure equal; {why}" if why else None
 

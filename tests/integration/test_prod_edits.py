@@ -129,7 +129,9 @@ def test_a_table_changed_after_the_plan_fails_its_unit_and_nothing_is_written(
         assert plan.target_fingerprints["cfg"] is None
         (cfg_unit,) = [u for u in plan.units if u.tables == ("cfg",)]
         # someone creates the table between the plan and the unit
-        sql(target, "CREATE TABLE cfg (id int PRIMARY KEY, v text); INSERT INTO cfg VALUES (1, 'p')")
+        sql(
+            target, "CREATE TABLE cfg (id int PRIMARY KEY, v text); INSERT INTO cfg VALUES (1, 'p')"
+        )
         with pytest.raises(ApplyError) as raised:
             apply_unit(reader, target, cfg_unit, expected=plan.unit_fingerprints(cfg_unit))
         assert raised.value.terminal
@@ -163,7 +165,8 @@ EDITED = 3
 def _edit_ui_schemas(prod: str, n: int, mark: str) -> list[str]:
     """Edit the ``n`` smallest uiSchemas rows in prod; returns their keys."""
     keys = [
-        str(r[0]) for r in rows(prod, 'SELECT "x-uid" FROM "uiSchemas" ORDER BY "x-uid" LIMIT %s', (n,))
+        str(r[0])
+        for r in rows(prod, 'SELECT "x-uid" FROM "uiSchemas" ORDER BY "x-uid" LIMIT %s', (n,))
     ]
     sql(prod, 'UPDATE "uiSchemas" SET name = %s WHERE "x-uid" = ANY(%s)', (mark, keys))
     return keys
@@ -247,5 +250,6 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dag_run.run_id)}/migration.json")
     text = log_json.read_text()
     assert "uiSchemas: changed in the target since the plan" in text
+    assert "Nothing of unit uiSchemas (overwrite) was written" in text
     assert "Run the migration again" in text
     assert UI_PART in text  # the approved plan (63 of 66 rows) is in the log, not applied
