@@ -210,7 +210,9 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     from migration_manager import logs
 
     (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dry.run_id)}/migration.json")
-    assert part in (log_json.parent / "migration.log").read_text()
+    log_text = (log_json.parent / "migration.log").read_text()
+    assert part in log_text
+    assert "changed in prod since the last migration: uiSchemas" in log_text  # the plan step
     # a nightly-style run refuses it: destructive because of the prod edit alone
     refused = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail"})
     assert str(refused.state) == "failed"
