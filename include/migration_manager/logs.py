@@ -367,9 +367,7 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
         if o.get("differences"):
             text += f"; structure differences in {len(o['differences'])} table(s)"
         if o.get("changed_in_prod"):
-            text += "; changed in prod since the last migration: " + ", ".join(
-                o["changed_in_prod"]
-            )
+            text += "; changed in prod since the last migration: " + ", ".join(o["changed_in_prod"])
         return text
     if task_id == "backup":
         return f"{o.get('backup_id')}: {o.get('tables')} tables, {o.get('rows')} rows"
