@@ -135,8 +135,11 @@ def answer_when_asked(
     params_input: dict[str, Any] | None = None,
     *,
     user: str = "tester",
+    before_answer: Any = None,
 ) -> Any:
     """Start a thread that answers a human-in-the-loop task once it waits for input.
+
+    ``before_answer``: called (no arguments) once the task waits, just before the answer.
 
     It calls the handler behind ``PATCH /api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails``
     (the REST API's own code path) against the test's metadata database. ``thread.answered``
@@ -164,6 +167,8 @@ def answer_when_asked(
                         .first()
                     )
                     if ti is not None:
+                        if before_answer is not None:
+                            before_answer()
                         update_hitl_detail(
                             dag_id=dag_id,
                             dag_run_id=ti.run_id,

@@ -11,6 +11,8 @@ from typing import Any
 
 from tests.pgtools import REPO
 
+# the failed seeded run's approved destructive part (a prod edit)
+PROD_EDIT_PART = "changed in prod since the last migration: 3 rows of uiSchemas would be replaced (keys a1, a2, a3)"
 USERS = {"admin": ("admin", "admin"), "viewer": ("viewer", "viewer")}  # name -> (password, role)
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -210,6 +212,24 @@ def seed_store(root: Path) -> dict[str, Any]:
                 "env_check", "success", start=f"{t0}:00+00:00", end=f"{t0}:01+00:00", attempt=1
             ),
             logs.Step("plan", "success", start=f"{t0}:01+00:00", end=f"{t0}:03+00:00", attempt=1),
+            *(
+                [
+                    logs.Step(
+                        "destructive_check",
+                        "success",
+                        start=f"{t0}:03+00:00",
+                        end=f"{t0}:04+00:00",
+                        attempt=1,
+                        outcome={
+                            "parts": [PROD_EDIT_PART],
+                            "decision": "approved",
+                            "decided_by": "olga",
+                        },
+                    )
+                ]
+                if status == "failed"
+                else []
+            ),
             logs.Step(
                 "apply_table",
                 "failed" if status == "failed" else "success",

@@ -10,6 +10,11 @@ count falls back to ``target rows - source rows`` (a lower bound) and says so.
 
 Drops come from the plan: with ``allow_drop`` the structure changes it lists include
 ``drop column``, ``drop index`` and ``drop constraint``.
+
+Prod edits: for each table the plan found changed in the target since the last migration into it
+(:func:`migration_manager.prod_edits.changed_since`), the target rows not identical to a source
+row are counted the same way (staged source rows, one anti-join), with up to 20 of their keys:
+``overwrite`` replaces or deletes them, ``upsert`` updates those whose key the source has.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from psycopg import sql
 
 from migration_manager import pg, rules
 from migration_manager.archive import ArchiveReader
-from migration_manager.config import OVERWRITE
+from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.errors import ConfigError
 from migration_manager.schema import TableStructure
 
@@ -72,10 +77,48 @@ class TableLoss:
 
 
 @dataclass(frozen=True)
+class ProdEdit:
+    """A table changed in the target since the last migration whose rows the rule would replace.
+
+    ``rows``: target rows not identical to a source row that the rule overwrites (None: the
+    target's columns cannot take the source's rows as they are, so they were not counted).
+    """
+
+    table: str
+    rule: str
+    rows: int | None
+    keys: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        how = "replaced" if self.rule == OVERWRITE else "updated"
+        count = (
+            f"{self.rows} row{'s' if self.rows != 1 else ''} of {self.table} would be {how}"
+            if self.rows is not None
+            else f"{self.table}'s rows would be {how} (not counted: its columns differ from the source's)"
+        )
+        keys = f" (keys {', '.join(self.keys)})" if self.keys else ""
+        return f"changed in prod since the last migration: {count}{keys}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "rule": self.rule, "rows": self.rows, "keys": list(self.keys)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProdEdit:
+        rows = d.get("rows")
+        return cls(
+            table=str(d["table"]),
+            rule=str(d["rule"]),
+            rows=int(rows) if rows is not None else None,
+            keys=tuple(str(k) for k in d.get("keys") or ()),
+        )
+
+
+@dataclass(frozen=True)
 class DestructivePlan:
     max_delete_ratio: float
     losses: tuple[TableLoss, ...] = ()  # every overwrite table that would lose rows
     drops: tuple[str, ...] = ()  # "table: drop column x"
+    prod_edits: tuple[ProdEdit, ...] = ()  # edits made in the target that would be lost
 
     @property
     def over_ratio(self) -> tuple[TableLoss, ...]:
@@ -84,7 +127,11 @@ class DestructivePlan:
     @property
     def parts(self) -> list[str]:
         """The destructive parts, one line each (what the approval shows and a refusal says)."""
-        return [t.describe() for t in self.over_ratio] + list(self.drops)
+        return (
+            [e.describe() for e in self.prod_edits]
+            + [t.describe() for t in self.over_ratio]
+            + list(self.drops)
+        )
 
     @property
     def destructive(self) -> bool:
@@ -95,6 +142,7 @@ class DestructivePlan:
             "max_delete_ratio": self.max_delete_ratio,
             "losses": [asdict(t) for t in self.losses],
             "drops": list(self.drops),
+            "prod_edits": [e.to_dict() for e in self.prod_edits],
             "parts": self.parts,
             "destructive": self.destructive,
         }
@@ -105,6 +153,7 @@ class DestructivePlan:
             max_delete_ratio=float(d["max_delete_ratio"]),
             losses=tuple(TableLoss(**t) for t in d.get("losses") or []),
             drops=tuple(d.get("drops") or ()),
+            prod_edits=tuple(ProdEdit.from_dict(e) for e in d.get("prod_edits") or ()),
         )
 
 
@@ -125,14 +174,12 @@ def _exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
     return bool(row and row[0])
 
 
-def _loss(
-    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any]
-) -> TableLoss | None:
+def _target(entry: Mapping[str, Any]) -> rules.Target | None:
     structure = TableStructure.from_dict(entry["structure"])
     data = entry.get("data") or {}
     if not data:
         return None
-    t = rules.Target(
+    return rules.Target(
         schema=structure.schema or "public",
         name=entry["name"],
         columns=tuple(data["columns"]),
@@ -140,6 +187,80 @@ def _loss(
         rows=int(data["rows"]),
         raw_bytes=data.get("raw_bytes"),
     )
+
+
+def _prod_edit(
+    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any], rule: str
+) -> ProdEdit | None:
+    """The target rows ``rule`` would overwrite that are not identical to a source row."""
+    t = _target(entry)
+    if t is None or not _exists(cur, t.schema, t.name):
+        return None
+    name = f"mm_edit_{zlib.crc32(t.name.encode()):08x}"
+    try:
+        with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
+            with reader.data(entry["data"]["member"]) as stream:
+                stage = rules.stage(cur, rules.Counts(), t, stream, name)
+            differ = sql.SQL("{} IS DISTINCT FROM {}").format(
+                rules._row_text("d", t.columns), rules._row_text("s", t.columns)
+            )
+            if t.key:
+                join = rules._key_match("s", "d", t.key)
+                if rule == OVERWRITE:  # key gone from the source, or the row differs
+                    template = sql.SQL(
+                        "SELECT {k} AS mm_key FROM {t} AS d LEFT JOIN {s} AS s ON {j} "
+                        "WHERE s.{k0} IS NULL OR {differ}"
+                    )
+                else:  # upsert: rows whose key the source has, that differ
+                    template = sql.SQL(
+                        "SELECT {k} AS mm_key FROM {t} AS d JOIN {s} AS s ON {j} WHERE {differ}"
+                    )
+                query = template.format(
+                    k=rules._key_of("d", t.key),
+                    t=t.ident,
+                    s=stage,
+                    j=join,
+                    k0=sql.Identifier(t.key[0]),
+                    differ=differ,
+                )
+                row = cur.execute(
+                    sql.SQL("WITH r AS ({}) SELECT count(*), {} FROM r").format(
+                        query, rules._sample("r")
+                    )
+                ).fetchone()
+                count, keys = (int(row[0]), tuple(row[1] or ())) if row else (0, ())
+            else:
+                row = cur.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM (SELECT {b} FROM {t} AS d EXCEPT ALL "
+                        "SELECT {a} FROM {s} AS s) AS x"
+                    ).format(
+                        a=rules._row_text("s", t.columns),
+                        b=rules._row_text("d", t.columns),
+                        s=stage,
+                        t=t.ident,
+                    )
+                ).fetchone()
+                count, keys = (int(row[0]) if row else 0), ()
+            cur.execute(sql.SQL("DROP TABLE {}").format(stage))
+    except psycopg.Error as exc:
+        log.info(
+            "%s: the target's columns cannot take the source's rows as they are (%s); "
+            "rows changed in prod not counted",
+            t.name,
+            str(exc).splitlines()[0],
+        )
+        return ProdEdit(t.name, rule, None)
+    return ProdEdit(t.name, rule, count, keys) if count else None
+
+
+def _loss(
+    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any]
+) -> TableLoss | None:
+    t = _target(entry)
+    if t is None:
+        return None
+    data = entry["data"]
     if not _exists(cur, t.schema, t.name):
         return None
     target_rows = rules.count_rows(cur, t)
@@ -183,8 +304,13 @@ def assess(
     pending: Iterable[Mapping[str, Any]],
     *,
     max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO,
+    changed: Iterable[str] = (),
 ) -> DestructivePlan:
-    """What of the plan is destructive. Writes nothing (one transaction, rolled back)."""
+    """What of the plan is destructive. Writes nothing (one transaction, rolled back).
+
+    ``changed``: tables the plan found changed in the target since the last migration
+    (``prod_edits.changed_since``); their rows the rule would replace are counted.
+    """
     ratio = check_ratio(max_delete_ratio)
     pending = list(pending)
     entries = {e["name"]: e for e in reader.manifest["tables"]}
@@ -199,5 +325,14 @@ def assess(
             loss = _loss(cur, reader, entry)
             if loss is not None and loss.deleted:
                 losses.append(loss)
+        rule_of = {item["table"]: item.get("rule") for item in pending}
+        edits: list[ProdEdit] = []
+        for name in sorted(set(changed)):
+            entry, rule = entries.get(name), rule_of.get(name)
+            if entry is None or rule not in (OVERWRITE, UPSERT):
+                continue
+            edit = _prod_edit(cur, reader, entry, str(rule))
+            if edit is not None:
+                edits.append(edit)
         conn.rollback()
-    return DestructivePlan(ratio, tuple(losses), tuple(plan_drops(pending)))
+    return DestructivePlan(ratio, tuple(losses), tuple(plan_drops(pending)), tuple(edits))

@@ -24,6 +24,12 @@ from migration_manager.config import DATA_RULES, INSERT_IGNORE, KEYED_RULES, OVE
 from migration_manager.errors import ApplyError, MigrationError, PlanError, TransientError
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.plan import Unit
+from migration_manager.prod_edits import (
+    TooLarge,
+    current_fingerprint,
+    fingerprints_of,
+    lock_for_check,
+)
 from migration_manager.schema import (
     SchemaDiff,
     StatementRecorder,
@@ -81,12 +87,18 @@ class UnitResult:
     unit: str
     tables: tuple[TableResult, ...]
     seconds: float
+    # each data table's fingerprint as the unit left it, taken just before its commit (not in a
+    # dry run): recorded per target after the run (prod_edits.TargetRecord)
+    fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": self.unit,
             "tables": [t.to_dict() for t in self.tables],
             "seconds": self.seconds,
+            "fingerprints": {
+                k: (v.to_dict() if v is not None else None) for k, v in self.fingerprints.items()
+            },
         }
 
     @classmethod
@@ -95,6 +107,10 @@ class UnitResult:
             unit=d["unit"],
             tables=tuple(TableResult.from_dict(t) for t in d["tables"]),
             seconds=d["seconds"],
+            fingerprints={
+                k: (RowFingerprint.from_dict(v) if v is not None else None)
+                for k, v in (d.get("fingerprints") or {}).items()
+            },
         )
 
 
@@ -111,6 +127,19 @@ class ExecutionPlan:
     warnings: tuple[str, ...] = ()
     # tables whose structure (types, sequences, columns, indexes, ...) already equals the source's
     checked: frozenset[str] = frozenset()
+    # each data table's fingerprint on the target as the plan saw it (None: the target lacks it);
+    # tables too large for one, or locked, are absent (see prod_edits)
+    target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
+    target_identity: pg.DatabaseIdentity | None = None
+
+    def unit_fingerprints(self, unit: Unit) -> dict[str, dict[str, Any] | None]:
+        """What the unit's drift guard checks: its tables' fingerprints the plan saw (small)."""
+        return {
+            t: (fp.to_dict() if fp is not None else None)
+            for t in unit.tables
+            if t in self.target_fingerprints
+            for fp in [self.target_fingerprints[t]]
+        }
 
 
 def _entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
@@ -256,12 +285,14 @@ def prepare(
     pending: list[dict[str, Any]] = []
     needs_work: set[str] = set()
     checked: set[str] = set()
+    target_fps: dict[str, RowFingerprint | None] = {}
     with pg.sa_connection(target_dsn) as conn:
         driver = conn.connection.driver_connection
         assert driver is not None
+        identity = pg.database_identity(driver)
         refuse_own_source(
             reader.manifest,
-            pg.database_identity(driver),
+            identity,
             file=reader.name,
             target_name=f"({pg.endpoint(target_dsn).shown})",
         )
@@ -313,7 +344,21 @@ def prepare(
             try:
                 # a table locked by another session (DDL, LOCK TABLE) is not waited for: it
                 # gets its unit, which waits for it as always
-                compare = partial(_compare, conn, e, structure, rule, diff.creates_table, changes)
+                known: RowFingerprint | None = None
+                if rule in DATA_RULES:
+                    fp = _without_waiting(conn, partial(_target_fingerprint, conn, structure))
+                    if isinstance(fp, RowFingerprint) or fp is None:
+                        target_fps[name] = fp
+                    data_columns = list((e.get("data") or {}).get("columns") or ())
+                    if (
+                        isinstance(fp, RowFingerprint)
+                        and found is not None
+                        and data_columns == [c.name for c in found.columns]
+                    ):
+                        known = fp  # the same columns in the same order: the same fingerprint
+                compare = partial(
+                    _compare, conn, e, structure, rule, diff.creates_table, changes, known
+                )
                 changes, reason = _without_waiting(conn, compare)
             except _Locked:
                 log.warning("%s: locked by another session; not compared, applied", name)
@@ -352,7 +397,23 @@ def prepare(
         pending=tuple(pending),
         warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
         checked=frozenset(checked & mapped),
+        target_fingerprints=target_fps,
+        target_identity=identity,
     )
+
+
+_TOO_LARGE = object()
+
+
+def _target_fingerprint(conn: sa.Connection, structure: TableStructure) -> object:
+    """The table's fingerprint on the target (prod_edits.current_fingerprint), or _TOO_LARGE."""
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        try:
+            return current_fingerprint(cur, structure.schema or "public", structure.name)
+        except TooLarge:
+            return _TOO_LARGE
 
 
 def _compare(
@@ -362,11 +423,12 @@ def _compare(
     rule: str,
     creates_table: bool,
     changes: list[str],
+    known: RowFingerprint | None = None,
 ) -> tuple[list[str], str | None]:
     """The table's changes (structure, then sequences) and, when none, why it needs no unit."""
     if not changes and not creates_table:
         changes = _sequence_work(conn, structure, rule)
-    return changes, None if changes else _unchanged(conn, entry, structure, rule)
+    return changes, None if changes else _unchanged(conn, entry, structure, rule, known)
 
 
 def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> list[str]:
@@ -385,9 +447,16 @@ def _sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) ->
 
 
 def _unchanged(
-    conn: sa.Connection, entry: Mapping[str, Any], structure: TableStructure, rule: str
+    conn: sa.Connection,
+    entry: Mapping[str, Any],
+    structure: TableStructure,
+    rule: str,
+    known: RowFingerprint | None = None,
 ) -> str | None:
-    """Why a table whose structure and sequences match needs no unit (None: it needs one)."""
+    """Why a table whose structure and sequences match needs no unit (None: it needs one).
+
+    ``known``: the target's fingerprint over the same columns, already taken (not scanned again).
+    """
     if rule not in DATA_RULES:
         return "structure equal to the source's; the rule moves no rows"
     data, recorded = entry.get("data"), entry.get("fingerprint")
@@ -404,6 +473,7 @@ def _unchanged(
             structure.primary_key,
             rule,
             RowFingerprint.from_dict(recorded),
+            target=known,
         )
     return f"structure equal; {why}" if why else None
 
@@ -501,6 +571,7 @@ def apply_unit(
     dry_run: bool = False,
     entries: Mapping[str, Mapping[str, Any]] | None = None,
     checked: Collection[str] = (),
+    expected: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> UnitResult:
     """Apply one unit to the target in a single transaction; all of it or nothing.
 
@@ -535,6 +606,13 @@ def apply_unit(
             conn.exec_driver_sql(
                 sql.SQL("SET lock_timeout = {}").format(sql.Literal(_lock_timeout())).as_string(raw)
             )
+            # 0. drift guard: the tables are as the plan (and an approval) saw them
+            if expected:
+                with raw.cursor() as guard:
+                    for name in unit.tables:
+                        current = name
+                        if name in expected:
+                            _check_drift(guard, unit, structures[name], expected[name])
             # 1. structure, referenced tables first
             for name in unit.tables:
                 current = name
@@ -664,9 +742,14 @@ def apply_unit(
                 current = name
                 _fix_sequences(cur, structures[name], rule_of[name], counts[name])
             current = unit.tables[-1]
+            left: dict[str, RowFingerprint | None] = {}
             if dry_run:
                 raw.rollback()  # a preview: the same work as a run, then undone
             else:
+                # the fingerprints as this unit leaves its tables (recorded after the run)
+                left = fingerprints_of(
+                    cur, [(structures[t].schema or "public", t) for t in data_tables]
+                )
                 raw.commit()
     except MigrationError as exc:
         raise ApplyError(f"{current}: {exc}", terminal=exc.terminal) from exc
@@ -706,7 +789,10 @@ def apply_unit(
             for stmt in ddl[name]:
                 on_sql(stmt)
     result = UnitResult(
-        unit=unit.id, tables=tuple(results), seconds=round(time.monotonic() - started, 3)
+        unit=unit.id,
+        tables=tuple(results),
+        seconds=round(time.monotonic() - started, 3),
+        fingerprints=left,
     )
     for r in results:
         log.info(
@@ -722,6 +808,43 @@ def apply_unit(
             r.seconds,
         )
     return result
+
+
+def _check_drift(
+    cur: psycopg.Cursor[Any],
+    unit: Unit,
+    structure: TableStructure,
+    expected: Mapping[str, Any] | None,
+) -> None:
+    """Fail (terminal) when the table is no longer as the plan saw it; nothing is written yet.
+
+    The table is locked against other writers first (SHARE ROW EXCLUSIVE, until the unit's
+    transaction ends), so it cannot change between this check and the unit's writes.
+    """
+    schema, name = structure.schema or "public", structure.name
+    lock_for_check(cur, schema, name)
+    try:
+        now = current_fingerprint(cur, schema, name)
+    except TooLarge:
+        return
+    before = RowFingerprint.from_dict(expected) if expected is not None else None
+    if before is None and now is None:
+        return
+    if before is not None and now is not None and now.same_rows(before):
+        return
+    if before is None:
+        what = "the plan found no such table, now the target has one"
+    elif now is None:
+        what = "the table the plan saw is gone"
+    else:
+        what = f"it had {before.rows} row(s) at plan time, now {now.rows}; its rows differ"
+    raise ApplyError(
+        f"changed in the target since the plan ({what}). Nothing of unit {unit.label} was "
+        "written: the plan (and any approval of it) no longer describes the target. Run the "
+        "migration again: a new run plans against the target as it is now (and asks again "
+        "when that plan is destructive)",
+        terminal=True,
+    )
 
 
 def _pg_message(exc: BaseException) -> str:

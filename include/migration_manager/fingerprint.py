@@ -169,15 +169,21 @@ def rows_unchanged(
     key: Sequence[str],
     rule: str,
     source: RowFingerprint,
+    *,
+    target: RowFingerprint | None = None,
 ) -> str | None:
     """Why the target's rows need nothing under ``rule`` (None: the unit has row work to do).
 
     overwrite: the same rows. upsert: every source row present identically (extra target rows
     stay). insert-ignore: every source key present. Same rows always means unchanged.
+    ``target``: the target's fingerprint of ``columns`` when already taken (not scanned again).
     """
     if source.method != METHOD:
         return None
-    target = row_fingerprint(cur, schema, table, columns)
+    if target is None:
+        target = row_fingerprint(cur, schema, table, columns)
+    else:  # row text as row_fingerprint prints it (the listed hashes below need it)
+        pg.stable_text_output(cur)
     if target.same_rows(source):
         return f"same rows as the source ({source.rows}; fingerprint equal)"
     listed_columns = _listed_columns(rule, columns, key)

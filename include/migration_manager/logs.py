@@ -271,6 +271,10 @@ def _plan(v: Any) -> dict[str, Any]:
             if isinstance(p, Mapping) and p.get("changes")
         ]
         out["unchanged"] = len(v.get("quiet_tables") or [])
+        # tables changed in the target since the last migration, whose rows the rule replaces
+        changed = [c for c in v.get("changed_in_prod") or [] if isinstance(c, Mapping)]
+        if changed:
+            out["changed_in_prod"] = [str(c.get("table")) for c in changed]
     return out
 
 
@@ -362,6 +366,8 @@ def describe_outcome(task_id: str, outcome: Mapping[str, Any] | None) -> str:
         text = f"{len(units)} unit(s) to apply"
         if o.get("differences"):
             text += f"; structure differences in {len(o['differences'])} table(s)"
+        if o.get("changed_in_prod"):
+            text += "; changed in prod since the last migration: " + ", ".join(o["changed_in_prod"])
         return text
     if task_id == "backup":
         return f"{o.get('backup_id')}: {o.get('tables')} tables, {o.get('rows')} rows"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import metadata_db
-from tests.uitools import auth_env, migration_archive, seed_store, sync_dags
+from tests.uitools import PROD_EDIT_PART, auth_env, migration_archive, seed_store, sync_dags
 
 pytestmark = [pytest.mark.airflow]
 
@@ -155,6 +155,9 @@ def test_run_page(client: Any, admin: dict[str, str], store: dict[str, Any]) -> 
     assert "apply_table[uiSchemas]" in html and "3.00 s · try 3" not in html  # 2 s, third try
     assert "2.00 s · try 3" in html
     assert "uiSchemas: invalid input syntax for type integer" in html  # the error
+    # the destructive parts the run was approved with (a prod edit), shown up front
+    assert '<section class="card destructive">' in html
+    assert PROD_EDIT_PART in html and "approved by olga" in html
     assert store["failed_backup"] in html  # the backup id
     assert "DB_SCHEMA" in html  # the checks' outcome
     assert "Same application version and the same version of every plugin" in html

@@ -1,7 +1,8 @@
 """``destructive_check``: after the plan, before anything is written, stop or ask about a destructive plan.
 
 A plan is destructive when an ``overwrite`` table would lose more than ``max_delete_ratio`` of
-its rows or when something would be dropped (``allow_drop``); see
+its rows, when something would be dropped (``allow_drop``), or when rows edited in the target
+since the last migration would be replaced (``plan``'s ``changed_in_prod``); see
 :mod:`migration_manager.destructive`. ``on_destructive``: ``ask`` waits for **Approve** /
 **Reject** under Required actions (an Airflow ``ApprovalOperator``), ``fail`` stops the run with
 the destructive parts, ``continue`` goes on (the parts are in the log).
@@ -54,6 +55,7 @@ class DestructiveCheckOperator(ApprovalOperator):
                     env.dsn,
                     report.get("pending") or [],
                     max_delete_ratio=params.get("max_delete_ratio", 0.1),
+                    changed=[c["table"] for c in report.get("changed_in_prod") or []],
                 )
 
     def execute(self, context: Context) -> Any:
@@ -69,10 +71,13 @@ class DestructiveCheckOperator(ApprovalOperator):
         found = self._assess(context)
         for loss in found.losses:
             self.log.info("%s", loss.describe())
+        for edit in found.prod_edits:
+            self.log.warning("%s", edit.describe())
         result = {**found.to_dict(), "mode": mode, "decision": None, "decided_by": None}
         if not found.destructive:
             self.log.info(
-                "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped",
+                "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped, "
+                "no edit made in the target since the last migration would be replaced",
                 found.max_delete_ratio * 100,
             )
             return result | {"decision": "not destructive"}
@@ -97,8 +102,9 @@ class DestructiveCheckOperator(ApprovalOperator):
             )
         ti = context["ti"]
         self.body = (
-            "This migration would destroy data in the target "
-            f"(more than {found.max_delete_ratio:.0%} of a table's rows deleted, or something dropped):\n\n"
+            "This migration would destroy data in the target (edits made there since the last "
+            f"migration replaced, more than {found.max_delete_ratio:.0%} of a table's rows deleted, "
+            "or something dropped):\n\n"
             + "\n".join(f"- {p}" for p in found.parts)
             + f"\n\nApprove to apply it, Reject to stop before anything is written. "
             f"[The run]({airflow_run_url(ti.dag_id, ti.run_id)})"

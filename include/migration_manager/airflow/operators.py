@@ -204,6 +204,7 @@ class PlanMigrationOperator(BaseOperator):
                 plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
                 manifest = reader.manifest
                 entries = {u.id: unit_entries(reader, u) for u in plan.units}
+        target_key, changed = self._prod_edits(plan, manifest)
         limit = max_map_length()
         if len(plan.units) > limit:
             raise AirflowFailException(
@@ -241,6 +242,15 @@ class PlanMigrationOperator(BaseOperator):
                 "warnings": list(plan.warnings),
                 # per table with work to do: rule and the structure differences found (for the log)
                 "pending": [dict(p) for p in plan.pending],
+                # the target as the plan saw it: recorded after the run, checked by each unit
+                "target_key": target_key,
+                "target_fingerprints": {
+                    t: (fp.to_dict() if fp is not None else None)
+                    for t, fp in plan.target_fingerprints.items()
+                },
+                # tables changed in the target since the last migration, whose rows the rule
+                # would replace (destructive_check counts them)
+                "changed_in_prod": [c.to_dict() for c in changed],
             },
         )
         # each mapped apply_table gets what it needs: its tables' entries (rule, structure, data
@@ -251,9 +261,39 @@ class PlanMigrationOperator(BaseOperator):
                 "migration_file": self.migration_file,
                 "entries": entries[u.id],
                 "checked": sorted(set(u.tables) & plan.checked),
+                # the drift guard: the unit's tables must still be as the plan saw them
+                "fingerprints": plan.unit_fingerprints(u),
             }
             for u in plan.units
         ]
+
+    def _prod_edits(self, plan: Any, manifest: Any) -> tuple[str | None, list[Any]]:
+        """The target's key in the store and the tables changed there since the last migration."""
+        from migration_manager.airflow.store import load_target_record
+        from migration_manager.prod_edits import changed_since, target_key
+
+        if plan.target_identity is None:
+            return None, []
+        key = target_key(str(self.target_conn_id), plan.target_identity)
+        record = load_target_record(key)
+        applied = {t for u in plan.units for t in u.tables}
+        rules = {e["name"]: e["rule"] for e in manifest["tables"]}
+        changed = changed_since(record, plan.target_fingerprints, rules, applied)
+        if record is None:
+            self.log.info(
+                "No fingerprints recorded for target %s yet: prod edits are found from the next run on",
+                key,
+            )
+        for c in changed:
+            self.log.warning(
+                "%s (%s): changed in the target since the last migration into it (%d rows then, "
+                "%d now); the rule would replace its rows (counted by destructive_check)",
+                c.table,
+                c.rule,
+                c.recorded_rows,
+                c.rows,
+            )
+        return key, changed
 
 
 class ApplyUnitOperator(BaseOperator):
@@ -306,6 +346,8 @@ class ApplyUnitOperator(BaseOperator):
                     dry_run=_as_bool(context["params"].get("dry_run", False)),  # rolled back
                     entries=entries,
                     checked=checked,
+                    # plan-time fingerprints (absent in units planned before they were passed)
+                    expected=self.unit.get("fingerprints"),
                 )
         return result.to_dict()
 

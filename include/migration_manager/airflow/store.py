@@ -23,6 +23,7 @@ from airflow.sdk import ObjectStoragePath
 
 from migration_manager.backup import BackupRecord, check_backup_id, expired, take_backup
 from migration_manager.errors import BackupError, ConfigError
+from migration_manager.prod_edits import TargetRecord
 
 log = logging.getLogger(__name__)
 
@@ -223,3 +224,37 @@ def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
         # unreadable, but it exists: the run was rolled back
         return {"dag_id": dag_id, "run_id": run_id, "backup_id": "(record unreadable)"}
     return record if isinstance(record, dict) else {"backup_id": None}
+
+
+# --- per target: targets/<target key>/fingerprints.json --------------------------------------
+
+TARGETS = "targets"
+
+
+def _target_record_path(target_key: str) -> ObjectStoragePath:
+    return store_root() / TARGETS / backup_key(target_key) / "fingerprints.json"
+
+
+def load_target_record(target_key: str) -> TargetRecord | None:
+    """Each table's fingerprint as the last migrations into the target left it (None: none yet)."""
+    path = _target_record_path(target_key)
+    if not path.exists():
+        return None
+    try:
+        return TargetRecord.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError):
+        log.warning("%s is unreadable: no prod edits can be found this time", path)
+        return None
+
+
+def save_target_record(record: TargetRecord) -> ObjectStoragePath:
+    path = _target_record_path(record.target_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / (path.name + ".tmp")
+    tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
+    if path.protocol in ("file", "local", ""):
+        Path(tmp.path).replace(path.path)
+    else:
+        path.write_text(tmp.read_text())
+        tmp.unlink()
+    return path

@@ -36,6 +36,7 @@ from migration_manager.airflow.operators import (
 )
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
+from migration_manager.airflow.target_record import record_fingerprints
 from migration_manager.config import RULES
 from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
@@ -408,6 +409,15 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
         final_status="success" if summary["status"] == "success" else "failed",
     )
     ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=summary))
+    try:  # for the next plan: which tables were changed in the target after this run
+        record_fingerprints(
+            context,
+            report,
+            results,
+            rolled_back=bool(rollback and rollback.get("status") == "rolled back"),
+        )
+    except Exception as exc:  # never fails the run: the next plan then finds no prod edits
+        log.warning("Could not record the target's table fingerprints: %s", exc)
     finish_run(context, migration_id=summary["migration_id"])
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)

@@ -1,0 +1,211 @@
+"""Prod edits that a migration would lose, and the target state a plan is bound to.
+
+After each migration into a target, the fingerprint (:mod:`migration_manager.fingerprint`) of
+each table with rows moved by its rule is recorded as the migration left it, per target, in a
+:class:`TargetRecord` (the store keeps it as ``targets/<target key>/fingerprints.json``). At the
+next plan a table whose target fingerprint differs from that record was changed in the target
+since; :func:`changed_since` names those whose rule would overwrite or update rows
+(``overwrite``, ``upsert``), and ``destructive.assess`` counts their rows that would be replaced.
+
+The plan's target fingerprints also bind the plan (and an approval) to the target state it saw:
+each unit checks, before it writes, that its tables still have them (``execute.apply_unit``).
+
+A target fingerprint covers the target table's own columns (in column order), so a change of the
+source's columns does not make every table look edited in prod.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from migration_manager import pg
+from migration_manager.config import OVERWRITE, UPSERT
+from migration_manager.fingerprint import RowFingerprint, max_bytes, row_fingerprint
+
+FORMAT = 1
+# rules under which rows the target has would be overwritten or updated by the source's
+REPLACING_RULES = (OVERWRITE, UPSERT)
+
+
+def target_key(conn_id: str, identity: pg.DatabaseIdentity) -> str:
+    """The folder of a target's record: its connection id and the database's identity.
+
+    ``<conn id>-<system_identifier>-<database OID>`` (``u<server start>`` when the role may not
+    read the system identifier): the same connection id pointed at another database (a restored
+    copy, a new server) starts a new record instead of comparing with another database's.
+    """
+    conn = re.sub(r"[^A-Za-z0-9._-]", "_", (conn_id or "").strip()).strip("._") or "target"
+    server = identity.system_identifier or "u" + re.sub(
+        r"[^0-9]", "", str(identity.server_started_at or "")
+    )
+    return f"{conn}-{server}-{identity.database_oid}"
+
+
+@dataclass(frozen=True)
+class TargetRecord:
+    """Each table's fingerprint as the last migrations into a target left it."""
+
+    target_key: str
+    tables: Mapping[str, RowFingerprint] = field(default_factory=dict)
+    # per table: which run left it so (dag/run id, migration id)
+    runs: Mapping[str, str] = field(default_factory=dict)
+    format: int = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "target_key": self.target_key,
+            "tables": {
+                name: {**fp.to_dict(), "run": self.runs.get(name)}
+                for name, fp in sorted(self.tables.items())
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TargetRecord:
+        tables = d.get("tables") or {}
+        return cls(
+            target_key=str(d.get("target_key") or ""),
+            tables={str(k): RowFingerprint.from_dict(v) for k, v in tables.items()},
+            runs={str(k): str(v["run"]) for k, v in tables.items() if v.get("run")},
+            format=int(d.get("format") or FORMAT),
+        )
+
+    def updated(self, fingerprints: Mapping[str, RowFingerprint | None], run: str) -> TargetRecord:
+        """This record with ``fingerprints`` recorded (None: the table has none, forgotten)."""
+        tables = dict(self.tables)
+        runs = dict(self.runs)
+        for name, fp in fingerprints.items():
+            if fp is None:
+                tables.pop(name, None)
+                runs.pop(name, None)
+            else:
+                tables[name] = fp
+                runs[name] = run
+        return TargetRecord(self.target_key, tables, runs)
+
+
+def table_columns(cur: psycopg.Cursor[Any], schema: str, table: str) -> list[str] | None:
+    """The table's columns in order (None: the target has no such table)."""
+    found = cur.execute(
+        "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p') "
+        "AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (schema, table),
+    ).fetchall()
+    if found:
+        return [str(r[0]) for r in found]
+    exists = cur.execute(
+        "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, table),
+    ).fetchone()
+    return [] if exists else None
+
+
+class TooLarge(Exception):
+    """The table is larger than ``MM_FINGERPRINT_MAX_BYTES``: it gets no fingerprint."""
+
+
+def current_fingerprint(cur: psycopg.Cursor[Any], schema: str, table: str) -> RowFingerprint | None:
+    """The target table's fingerprint over its own columns, in the cursor's transaction.
+
+    None: the table does not exist. Raises :class:`TooLarge` for a table too large to scan.
+    The session settings the fingerprint needs are set in a savepoint that is rolled back, so
+    the caller's transaction keeps its own.
+    """
+    columns = table_columns(cur, schema, table)
+    if columns is None:
+        return None
+    size = cur.execute(
+        "SELECT pg_relation_size(format('%%I.%%I', %s::text, %s::text)::regclass)",
+        (schema, table),
+    ).fetchone()
+    if size and int(size[0]) > max_bytes():
+        raise TooLarge(table)
+    found: list[RowFingerprint] = []
+    with cur.connection.transaction():
+        found.append(row_fingerprint(cur, schema, table, columns))
+        raise psycopg.Rollback()
+    return found[0]
+
+
+def fingerprints_of(
+    cur: psycopg.Cursor[Any], tables: Iterable[tuple[str, str]]
+) -> dict[str, RowFingerprint | None]:
+    """``current_fingerprint`` of each ``(schema, table)``; tables too large are left out."""
+    out: dict[str, RowFingerprint | None] = {}
+    for schema, name in tables:
+        try:
+            out[name] = current_fingerprint(cur, schema, name)
+        except TooLarge:
+            continue
+    return out
+
+
+def lock_for_check(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:
+    """Keep others from writing the table until the transaction ends (reads go on)."""
+    if table_columns(cur, schema, table) is None:
+        return
+    cur.execute(
+        sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(pg.qualified(schema, table))
+    )
+
+
+@dataclass(frozen=True)
+class Changed:
+    """A table changed in the target since the last migration into it recorded its fingerprint."""
+
+    table: str
+    rule: str
+    recorded_rows: int
+    rows: int
+    recorded_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "table": self.table,
+            "rule": self.rule,
+            "recorded_rows": self.recorded_rows,
+            "rows": self.rows,
+            "recorded_by": self.recorded_by,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Changed:
+        return cls(
+            table=str(d["table"]),
+            rule=str(d["rule"]),
+            recorded_rows=int(d["recorded_rows"]),
+            rows=int(d["rows"]),
+            recorded_by=d.get("recorded_by"),
+        )
+
+
+def changed_since(
+    record: TargetRecord | None,
+    current: Mapping[str, RowFingerprint | None],
+    rules: Mapping[str, str],
+    applied: Iterable[str],
+) -> list[Changed]:
+    """Tables of ``applied`` (the plan's units) whose rule replaces rows and whose target
+    fingerprint differs from the recorded one. A table without a record, without a current
+    fingerprint (absent, too large, locked) is not listed."""
+    if record is None:
+        return []
+    out: list[Changed] = []
+    for name in sorted(set(applied)):
+        rule = rules.get(name)
+        before, now = record.tables.get(name), current.get(name)
+        if rule not in REPLACING_RULES or before is None or now is None:
+            continue
+        if not now.same_rows(before):
+            out.append(Changed(name, str(rule), before.rows, now.rows, record.runs.get(name)))
+    return out

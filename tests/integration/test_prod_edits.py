@@ -1,0 +1,257 @@
+"""Prod edits that a migration would lose, and the drift guard (issue 14).
+
+Engine level on generic tables, then DAG runs on the NocoBase fixture pair: a prod edit of
+``uiSchemas`` after a first migration is listed before the next overwrite (plan, dry run,
+refusal), and a target changed after the approval fails its unit with prod untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from migration_manager.airflow.target_record import fingerprints_left
+from migration_manager.archive import open_archive
+from migration_manager.destructive import ProdEdit, assess
+from migration_manager.errors import ApplyError
+from migration_manager.execute import apply_unit, prepare
+from migration_manager.prod_edits import TargetRecord, changed_since, target_key
+from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
+from tests.integration.test_destructive import ANSWERS, UI_PART, _connect, _xcom_key
+from tests.pgtools import make_file, rows, sql, table_text
+
+pytestmark = [pytest.mark.postgres]
+
+SOURCE = """
+CREATE TABLE cfg (id int PRIMARY KEY, v text);
+INSERT INTO cfg SELECT g, 'v' || g FROM generate_series(1, 10) g;
+CREATE TABLE ups (id text PRIMARY KEY, v text);
+INSERT INTO ups VALUES ('a', '1'), ('b', '2'), ('c', '3');
+CREATE TABLE calm (id int PRIMARY KEY, v text);
+INSERT INTO calm SELECT g, 'c' || g FROM generate_series(1, 5) g;
+CREATE TABLE loose (v text);
+INSERT INTO loose VALUES ('x'), ('y');
+"""
+RULES = {"user": {"default": "overwrite", "independent": {"ups": "upsert"}}}
+
+
+def _migrate(reader: Any, target: str) -> tuple[Any, list[Any]]:
+    """prepare + apply every unit, as a real run does (units get the plan's fingerprints)."""
+    plan = prepare(reader, target)
+    results = [
+        apply_unit(reader, target, u, checked=plan.checked, expected=plan.unit_fingerprints(u))
+        for u in plan.units
+    ]
+    return plan, results
+
+
+def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
+    report = {
+        "rules": {e["name"]: e["rule"] for e in reader.manifest["tables"]},
+        "units": [u.to_dict() for u in plan.units],
+        "target_fingerprints": {
+            t: (fp.to_dict() if fp is not None else None)
+            for t, fp in plan.target_fingerprints.items()
+        },
+    }
+    left = fingerprints_left(report, [r.to_dict() for r in results])
+    return TargetRecord("t").updated(left, "run 1")
+
+
+def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    sql(source, SOURCE)
+    make_file(source, tmp_path / "m.zip", rules=RULES)
+    with open_archive(tmp_path / "m.zip") as reader:
+        plan, results = _migrate(reader, target)
+        record = _record_after(plan, results, reader)
+    # every data table is recorded as the migration left it
+    assert set(record.tables) == {"cfg", "ups", "calm", "loose"}
+    assert record.tables["cfg"].rows == 10 and record.runs["cfg"] == "run 1"
+    # people edit prod: 3 rows of cfg, one row of ups changed and one added (kept by upsert),
+    # a keyless row changed; calm untouched
+    sql(target, "UPDATE cfg SET v = 'prod' WHERE id IN (2, 3, 5)")
+    sql(target, "UPDATE ups SET v = 'prod' WHERE id = 'b'; INSERT INTO ups VALUES ('z', 'new')")
+    sql(target, "UPDATE loose SET v = 'prod' WHERE v = 'y'")
+    before = {t: table_text(target, t) for t in ("cfg", "ups", "calm", "loose")}
+    with open_archive(tmp_path / "m.zip") as reader:
+        plan = prepare(reader, target)
+        rules = {e["name"]: e["rule"] for e in reader.manifest["tables"]}
+        applied = {t for u in plan.units for t in u.tables}
+        changed = changed_since(record, plan.target_fingerprints, rules, applied)
+        assert [(c.table, c.recorded_rows, c.rows) for c in changed] == [
+            ("cfg", 10, 10),
+            ("loose", 2, 2),
+            ("ups", 3, 4),
+        ]
+        found = assess(
+            reader, target, plan.pending, max_delete_ratio=1.0, changed=[c.table for c in changed]
+        )
+    assert found.prod_edits == (
+        ProdEdit("cfg", "overwrite", 3, ("2", "3", "5")),
+        ProdEdit("loose", "overwrite", 1, ()),
+        # upsert: only the changed row whose key the source has; the added row stays
+        ProdEdit("ups", "upsert", 1, ("b",)),
+    )
+    assert found.destructive  # no loss over the ratio, no drop: the edits alone
+    assert found.parts == [
+        "changed in prod since the last migration: 3 rows of cfg would be replaced (keys 2, 3, 5)",
+        "changed in prod since the last migration: 1 row of loose would be replaced",
+        "changed in prod since the last migration: 1 row of ups would be updated (keys b)",
+    ]
+    # nothing written by the plan or the check
+    assert {t: table_text(target, t) for t in before} == before
+    # a record of another target (none yet) lists nothing
+    assert changed_since(None, plan.target_fingerprints, rules, applied) == []
+
+
+def test_the_target_key_names_the_database() -> None:
+    from migration_manager.pg import DatabaseIdentity
+
+    a = DatabaseIdentity("7312345678901234567", 16384, "prod", "1700000000.5")
+    assert target_key("migration/target", a) == "migration_target-7312345678901234567-16384"
+    b = DatabaseIdentity(None, 16385, "prod", "1700000000.5")
+    assert target_key("prod", b) == "prod-u17000000005-16385"
+
+
+def test_a_table_changed_after_the_plan_fails_its_unit_and_nothing_is_written(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    sql(source, SOURCE)
+    make_file(source, tmp_path / "m.zip", rules=RULES)
+    with open_archive(tmp_path / "m.zip") as reader:
+        plan = prepare(reader, target)  # the target has no table yet: all absent
+        assert plan.target_fingerprints["cfg"] is None
+        (cfg_unit,) = [u for u in plan.units if u.tables == ("cfg",)]
+        # someone creates the table between the plan and the unit
+        sql(
+            target, "CREATE TABLE cfg (id int PRIMARY KEY, v text); INSERT INTO cfg VALUES (1, 'p')"
+        )
+        with pytest.raises(ApplyError) as raised:
+            apply_unit(reader, target, cfg_unit, expected=plan.unit_fingerprints(cfg_unit))
+        assert raised.value.terminal
+        assert str(raised.value).startswith("cfg: changed in the target since the plan")
+        assert "Run the migration again" in str(raised.value)
+        assert table_text(target, "cfg") == ["(1,p)"]
+        # a migration into it, then a plan, then a prod edit before the unit
+        sql(target, "DROP TABLE cfg")
+        _migrate(reader, target)
+        sql(target, "UPDATE cfg SET v = 'prod' WHERE id = 1")  # plan sees this state
+        plan = prepare(reader, target)
+        (cfg_unit,) = [u for u in plan.units if u.tables == ("cfg",)]
+        sql(target, "UPDATE cfg SET v = 'later' WHERE id = 4")  # changed after the plan
+        edited = table_text(target, "cfg")
+        with pytest.raises(ApplyError, match="cfg: changed in the target since the plan"):
+            apply_unit(reader, target, cfg_unit, expected=plan.unit_fingerprints(cfg_unit))
+        assert table_text(target, "cfg") == edited  # nothing of the unit written
+        # unchanged since the plan: the unit applies
+        plan = prepare(reader, target)
+        (cfg_unit,) = [u for u in plan.units if u.tables == ("cfg",)]
+        result = apply_unit(reader, target, cfg_unit, expected=plan.unit_fingerprints(cfg_unit))
+        assert result.tables[0].updated == 2
+        assert table_text(target, "cfg") == table_text(source, "cfg")
+
+
+# --- DAG runs on the NocoBase fixture pair ----------------------------------------------------
+
+EDITED = 3
+
+
+def _edit_ui_schemas(prod: str, n: int, mark: str) -> list[str]:
+    """Edit the ``n`` smallest uiSchemas rows in prod; returns their keys."""
+    keys = [
+        str(r[0])
+        for r in rows(prod, 'SELECT "x-uid" FROM "uiSchemas" ORDER BY "x-uid" LIMIT %s', (n,))
+    ]
+    sql(prod, 'UPDATE "uiSchemas" SET name = %s WHERE "x-uid" = ANY(%s)', (mark, keys))
+    return keys
+
+
+def _store() -> Path:
+    return Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+
+
+@pytest.mark.airflow
+def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    first = run_dag("migration_sync", {**ANSWERS, "on_destructive": "continue"})
+    assert str(first.state) == "success", task_states(first)
+    (recorded,) = _store().glob("targets/migration_target-*/fingerprints.json")
+    tables = json.loads(recorded.read_text())["tables"]
+    # as the migration left it: staging's rows
+    assert tables["uiSchemas"]["rows"] == len(table_text(staging, "uiSchemas"))
+    assert first.run_id in tables["uiSchemas"]["run"]
+    # the next sync finds nothing changed in prod: not destructive
+    again = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail"})
+    assert str(again.state) == "success", task_states(again)
+    assert xcom(again, "destructive_check")["decision"] == "not destructive"
+    # someone edits three configuration rows in prod
+    keys = _edit_ui_schemas(prod, EDITED, "edited in prod")
+    edited = table_text(prod, "uiSchemas")
+    part = (
+        f"changed in prod since the last migration: {EDITED} rows of uiSchemas would be "
+        f"replaced (keys {', '.join(keys)})"
+    )
+    # a dry run lists it (plan report, destructive_check, run log), writes nothing
+    dry = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail", "dry_run": True})
+    assert str(dry.state) == "success", task_states(dry)
+    report = _xcom_key(dry, "plan", "report")
+    assert [c["table"] for c in report["changed_in_prod"]] == ["uiSchemas"]
+    assert xcom(dry, "destructive_check")["parts"] == [part]
+    assert table_text(prod, "uiSchemas") == edited
+    from migration_manager import logs
+
+    (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dry.run_id)}/migration.json")
+    log_text = (log_json.parent / "migration.log").read_text()
+    assert part in log_text
+    assert "changed in prod since the last migration: uiSchemas" in log_text  # the plan step
+    # a nightly-style run refuses it: destructive because of the prod edit alone
+    refused = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail"})
+    assert str(refused.state) == "failed"
+    assert task_states(refused)["backup"] == ["upstream_failed"]
+    found = _xcom_key(refused, "destructive_check", "destructive")
+    assert found["parts"] == [part] and found["refused_by"] == "on_destructive=fail"
+    assert found["prod_edits"][0]["rows"] == EDITED
+    assert table_text(prod, "uiSchemas") == edited
+
+
+@pytest.mark.airflow
+def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    edited: list[list[str]] = []
+
+    def edit_prod() -> None:  # after the plan and its approval question, before the answer
+        _edit_ui_schemas(prod, 1, "edited while waiting")
+        edited.append(table_text(prod, "uiSchemas"))
+
+    thread = answer_when_asked(
+        "migration_sync", "destructive_check", ["Approve"], user="olga", before_answer=edit_prod
+    )
+    dag_run = run_dag("migration_sync", {**ANSWERS, "on_destructive": "ask"})
+    assert thread.error is None and thread.answered and edited
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["destructive_check"] == ["success"]
+    assert "failed" in states["apply_table"]
+    # prod keeps the edit: nothing of the approved plan was written to uiSchemas
+    assert table_text(prod, "uiSchemas") == edited[0]
+    assert table_text(prod, "uiSchemas") != table_text(staging, "uiSchemas")
+    from migration_manager import logs
+
+    (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dag_run.run_id)}/migration.json")
+    text = log_json.read_text()
+    assert "uiSchemas: changed in the target since the plan" in text
+    assert "Nothing of unit uiSchemas (overwrite) was written" in text
+    assert "Run the migration again" in text
+    assert UI_PART in text  # the approved plan (63 of 66 rows) is in the log, not applied
