@@ -19,6 +19,7 @@ from migration_manager.archive import open_archive
 from migration_manager.destructive import ProdEdit, assess
 from migration_manager.errors import ApplyError
 from migration_manager.execute import apply_unit, prepare
+from migration_manager.pg import identity_of
 from migration_manager.prod_edits import TargetRecord, changed_since, target_key
 from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
 from tests.integration.test_destructive import ANSWERS, UI_PART, _connect, _xcom_key
@@ -184,7 +185,9 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     _connect(monkeypatch, staging, prod)
     first = run_dag("migration_sync", {**ANSWERS, "on_destructive": "continue"})
     assert str(first.state) == "success", task_states(first)
-    (recorded,) = _store().glob("targets/migration_target-*/fingerprints.json")
+    # this prod's record (other tests of the session migrate into other databases)
+    key = target_key("migration_target", identity_of(prod))
+    recorded = _store() / "targets" / key / "fingerprints.json"
     tables = json.loads(recorded.read_text())["tables"]
     # as the migration left it: staging's rows
     assert tables["uiSchemas"]["rows"] == len(table_text(staging, "uiSchemas"))
