@@ -119,6 +119,8 @@ class DestructivePlan:
     losses: tuple[TableLoss, ...] = ()  # every overwrite table that would lose rows
     drops: tuple[str, ...] = ()  # "table: drop column x"
     prod_edits: tuple[ProdEdit, ...] = ()  # edits made in the target that would be lost
+    # tables another session held locked past MM_PLAN_LOCK_TIMEOUT: not counted (as in plan)
+    unchecked: tuple[str, ...] = ()
 
     @property
     def over_ratio(self) -> tuple[TableLoss, ...]:
@@ -143,6 +145,7 @@ class DestructivePlan:
             "losses": [asdict(t) for t in self.losses],
             "drops": list(self.drops),
             "prod_edits": [e.to_dict() for e in self.prod_edits],
+            "unchecked": list(self.unchecked),
             "parts": self.parts,
             "destructive": self.destructive,
         }
@@ -154,6 +157,7 @@ class DestructivePlan:
             losses=tuple(TableLoss(**t) for t in d.get("losses") or []),
             drops=tuple(d.get("drops") or ()),
             prod_edits=tuple(ProdEdit.from_dict(e) for e in d.get("prod_edits") or ()),
+            unchecked=tuple(d.get("unchecked") or ()),
         )
 
 
@@ -315,24 +319,43 @@ def assess(
     pending = list(pending)
     entries = {e["name"]: e for e in reader.manifest["tables"]}
     losses: list[TableLoss] = []
+    edits: list[ProdEdit] = []
+    unchecked: list[str] = []
     with pg.connect(target_dsn, application_name="migration-manager destructive check") as conn:
         cur = conn.cursor()
-        cur.execute("SET LOCAL lock_timeout = '60s'")
+        # a table another session holds locked is not waited for (plan does the same): its
+        # unit waits for it, and the drift guard checks it again before writing
+        cur.execute(
+            sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(pg.plan_lock_timeout()))
+        )
+
+        def counted(name: str, count: Any) -> Any:
+            try:
+                with conn.transaction():  # a savepoint: a lock timeout spoils only this table
+                    return count()
+            except psycopg.errors.LockNotAvailable:
+                log.warning("%s: locked by another session; its losses were not counted", name)
+                unchecked.append(name)
+                return None
+
         for item in pending:
             entry = entries.get(item["table"])
             if entry is None or item.get("rule") != OVERWRITE:
                 continue
-            loss = _loss(cur, reader, entry)
+            loss = counted(entry["name"], lambda entry=entry: _loss(cur, reader, entry))
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
-        edits: list[ProdEdit] = []
         for name in sorted(set(changed)):
             entry, rule = entries.get(name), rule_of.get(name)
-            if entry is None or rule not in (OVERWRITE, UPSERT):
+            if entry is None or rule not in (OVERWRITE, UPSERT) or name in unchecked:
                 continue
-            edit = _prod_edit(cur, reader, entry, str(rule))
+            edit = counted(
+                name, lambda entry=entry, rule=rule: _prod_edit(cur, reader, entry, str(rule))
+            )
             if edit is not None:
                 edits.append(edit)
         conn.rollback()
-    return DestructivePlan(ratio, tuple(losses), tuple(plan_drops(pending)), tuple(edits))
+    return DestructivePlan(
+        ratio, tuple(losses), tuple(plan_drops(pending)), tuple(edits), tuple(unchecked)
+    )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping
@@ -181,7 +180,7 @@ def _without_waiting(conn: sa.Connection, read: Callable[[], _T]) -> _T:
     """``read()`` in a savepoint that waits at most ``MM_PLAN_LOCK_TIMEOUT`` for a lock."""
     try:
         with conn.begin_nested():
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{_plan_lock_timeout()}'")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{pg.plan_lock_timeout()}'")
             return read()
     except (psycopg.errors.LockNotAvailable, sa.exc.OperationalError) as exc:
         if isinstance(getattr(exc, "orig", exc), psycopg.errors.LockNotAvailable):
@@ -480,12 +479,6 @@ def _unchanged(
 
 LOCKED = "not compared (locked by another session): applied"
 _T = TypeVar("_T")
-
-
-def _plan_lock_timeout() -> str:
-    """How long ``prepare`` waits for a table to read its rows (``MM_PLAN_LOCK_TIMEOUT``, 2s)."""
-    value = os.environ.get("MM_PLAN_LOCK_TIMEOUT", "2s").strip()
-    return value if re.fullmatch(r"[0-9]+(ms|s|min)?", value) else "2s"
 
 
 def _lock_timeout() -> str:

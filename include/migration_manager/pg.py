@@ -264,6 +264,13 @@ def stable_text_output(cur: psycopg.Cursor[Any]) -> None:
         cur.execute(stmt)
 
 
+def plan_lock_timeout() -> str:
+    """How long planning waits for a table another session holds locked, to read it
+    (``MM_PLAN_LOCK_TIMEOUT``, default 2s): a locked table is not compared, its unit waits."""
+    value = os.environ.get("MM_PLAN_LOCK_TIMEOUT", "2s").strip()
+    return value if re.fullmatch(r"[0-9]+(ms|s|min)?", value) else "2s"
+
+
 def server_version(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SHOW server_version").fetchone()
     assert row is not None

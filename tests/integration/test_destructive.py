@@ -116,6 +116,33 @@ def test_losses_are_counted_at_plan_time(source: str, target: str, tmp_path: Pat
     ]
 
 
+def test_a_table_locked_by_another_session_is_not_counted_nor_waited_for(
+    source: str, target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like plan, the check does not wait for a table someone holds locked: it is listed as not
+    counted (not destructive by itself); the other tables are still counted."""
+    import psycopg
+
+    sql(source, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+    sql(target, "CREATE TABLE a (id int PRIMARY KEY); CREATE TABLE b (id int PRIMARY KEY)")
+    sql(
+        target,
+        "INSERT INTO a SELECT generate_series(1, 10); INSERT INTO b SELECT generate_series(1, 10)",
+    )
+    path = tmp_path / "m.zip"
+    make_file(source, path, rules={"user": {"default": "overwrite"}})
+    monkeypatch.setenv("MM_PLAN_LOCK_TIMEOUT", "200ms")
+    pending = [{"table": "a", "rule": "overwrite"}, {"table": "b", "rule": "overwrite"}]
+    with psycopg.connect(target) as blocker:
+        blocker.execute("LOCK TABLE a IN ACCESS EXCLUSIVE MODE")
+        with open_archive(path) as reader:
+            found = assess(reader, target, pending)
+        blocker.rollback()
+    assert found.unchecked == ("a",)
+    assert [(t.table, t.deleted) for t in found.losses] == [("b", 10)]
+    assert found.to_dict()["unchecked"] == ["a"]
+
+
 # --- in DAG runs, on the NocoBase fixture pair ------------------------------------------------
 
 

@@ -73,6 +73,12 @@ class DestructiveCheckOperator(ApprovalOperator):
             self.log.info("%s", loss.describe())
         for edit in found.prod_edits:
             self.log.warning("%s", edit.describe())
+        if found.unchecked:
+            self.log.warning(
+                "Not counted, locked by another session past MM_PLAN_LOCK_TIMEOUT (their units "
+                "wait for the lock and apply them as planned): %s",
+                ", ".join(found.unchecked),
+            )
         result = {**found.to_dict(), "mode": mode, "decision": None, "decided_by": None}
         if not found.destructive:
             self.log.info(
