@@ -1,4 +1,4 @@
-"""A fresh clone runs alone: nothing in the project reads the workplace's ``../shared`` folder."""
+"""A fresh clone runs alone: nothing in the project reads the workplace's shared folder beside it."""
 
 from __future__ import annotations
 
