@@ -37,6 +37,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
 
 from migration_manager import pg
 from migration_manager.errors import BackupError, ConfigError
@@ -269,15 +270,17 @@ def expired(records: Iterable[Mapping[str, Any] | BackupRecord], keep: int) -> l
 
 
 def _user_tables(cur: psycopg.Cursor[Any], schema: str | None) -> list[tuple[str, str]]:
-    query = f"""
+    query = sql.SQL("""
         SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r', 'p') AND {_USER_SCHEMA}
+        WHERE c.relkind IN ('r', 'p') AND {user_schema}
           AND (%(schema)s::text IS NULL OR n.nspname = %(schema)s::text)
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                           AND d.objid = c.oid AND d.deptype = 'e')
         ORDER BY 1, 2
-    """
-    return [(r[0], r[1]) for r in cur.execute(query, {"schema": schema}).fetchall()]
+    """).format(user_schema=sql.SQL(_USER_SCHEMA))
+    with cur.connection.cursor(row_factory=dict_row) as named:
+        rows = named.execute(query, {"schema": schema}).fetchall()
+    return [(r["nspname"], r["relname"]) for r in rows]
 
 
 def _fingerprints(cur: psycopg.Cursor[Any], schema: str | None) -> dict[str, Fingerprint]:
@@ -333,12 +336,12 @@ def compare_fingerprints(
 
 def _user_schemas(cur: psycopg.Cursor[Any]) -> list[str]:
     rows = cur.execute(
-        f"""
-        SELECT n.nspname FROM pg_namespace n WHERE {_USER_SCHEMA}
+        sql.SQL("""
+        SELECT n.nspname FROM pg_namespace n WHERE {user_schema}
           AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
                           AND d.objid = n.oid AND d.deptype = 'e')
         ORDER BY 1
-        """
+        """).format(user_schema=sql.SQL(_USER_SCHEMA))
     ).fetchall()
     return [r[0] for r in rows]
 
@@ -570,16 +573,18 @@ def restore_in_place(
         server = pg.server_version(conn)
         database = str(conn.execute("SELECT current_database()").fetchone()[0])  # type: ignore[index]
         pg_restore, psql = _restore_tools(server, record)
-        relations = conn.execute(
-            f"""
+        with conn.cursor(row_factory=dict_row) as named:
+            found = named.execute(
+                sql.SQL("""
             SELECT n.nspname, c.relname, c.relkind FROM pg_class c
             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {_USER_SCHEMA}
+            WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND {user_schema}
               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                               AND d.objid = c.oid AND d.deptype = 'e')
             ORDER BY c.relkind = 'S', 1, 2
-            """
-        ).fetchall()
+            """).format(user_schema=sql.SQL(_USER_SCHEMA))
+            ).fetchall()
+        relations = [(r["nspname"], r["relname"], r["relkind"]) for r in found]
         with conn.cursor() as cur:
             schemas_now = _user_schemas(cur)
         pre = [sql.SQL("SET lock_timeout = {}").format(sql.Literal(timeout))]

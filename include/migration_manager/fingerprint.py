@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from migration_manager import pg
 from migration_manager.config import INSERT_IGNORE, OVERWRITE, UPSERT
@@ -104,13 +105,14 @@ def structure_digest(structure: Mapping[str, Any]) -> str:
 
 def table_sizes(cur: psycopg.Cursor[Any], schema: str) -> dict[str, int]:
     """Bytes of each table's main fork in ``schema`` (what a fingerprint has to scan)."""
-    rows = cur.execute(
-        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-        (schema,),
-    ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+    with cur.connection.cursor(row_factory=dict_row) as named:
+        rows = named.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) AS size FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+            (schema,),
+        ).fetchall()
+    return {str(r["relname"]): int(r["size"]) for r in rows}
 
 
 def _listed_columns(rule: str, columns: Sequence[str], key: Sequence[str]) -> Sequence[str] | None:
