@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 
 def manifest_entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
+    """The manifest's table entries by table name."""
     return {e["name"]: e for e in reader.manifest["tables"]}
 
 
