@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
+from pydantic import BaseModel
 
 from migration_manager.airflow.app_operators import AppRestartOperator
 from migration_manager.airflow.backup_operators import (
@@ -37,7 +38,7 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
-from migration_manager.config import RULES
+from migration_manager.config import RULES, RuleSet
 from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
@@ -71,27 +72,37 @@ def answer_timeout() -> timedelta | None:
     return timedelta(hours=hours) if hours > 0 else None
 
 
-_INDEPENDENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": {"type": "string", "enum": list(RULES)},
-}
+def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
+    """A model's JSON schema as Airflow's Param takes it (``Param(schema=...)``).
+
+    Generated from the model that validates the document (``Model.model_json_schema()``), then
+    adapted: ``$ref``s inlined (the trigger form reads ``properties`` directly), the generated
+    titles and the model's docstring left out, the form's ``title`` set.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return inline({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "properties":
+                out[key] = {name: inline(sub) for name, sub in value.items()}
+            elif key != "title":
+                out[key] = inline(value)
+        return out
+
+    schema.pop("description", None)
+    return {**inline(schema), "title": title}
 
 
-def _group_schema(defaults: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "default": {"type": "string", "enum": defaults},
-            "independent": _INDEPENDENT_SCHEMA,
-        },
-    }
-
-
-DEFAULT_RULES = {
-    "system": {"default": "profile", "independent": {}},
-    "user": {"default": "schema-only", "independent": {}},
-}
+DEFAULT_RULES = RuleSet().to_dict()
 
 
 def create_params() -> dict[str, Param]:
@@ -124,14 +135,7 @@ def create_params() -> dict[str, Param]:
                 + ", ".join(RULES)
                 + '; system default may also be "profile" (each built-in table\'s own default).'
             ),
-            schema={
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "system": _group_schema(["profile", *RULES]),
-                    "user": _group_schema(list(RULES)),
-                },
-            },
+            schema=param_schema(RuleSet, title="Migration rules"),
         ),
     }
 
