@@ -39,7 +39,9 @@ def test_full_document() -> None:
         }
     )
     assert rules.system == SystemRules(default="overwrite", independent={"uiSchemas": "upsert"})
-    assert rules.user == UserRules(default="skip", independent={"orders": "overwrite", "logs": "skip"})
+    assert rules.user == UserRules(
+        default="skip", independent={"orders": "overwrite", "logs": "skip"}
+    )
     assert rules.group("system") is rules.system and rules.group("user") is rules.user
 
 
