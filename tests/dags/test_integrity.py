@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from migration_manager.destructive import ON_DESTRUCTIVE
 from tests.airflowtools import dagbag, get_dag
 from tests.pgtools import REPO
 
+ON_PARAMS = ("on_missing_env", "on_missing_plugins", "on_destructive")
 DAG_IDS = (
     "migration_create",
     "migration_execute",
@@ -121,6 +123,8 @@ def test_params_render_with_enums() -> None:
     assert "profile" in system_default and "upsert" in system_default
     assert params.get_param("on_missing_env").schema["enum"] == ["ask", "fail"]
     assert params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
+    assert params.get_param("on_destructive").schema["enum"] == list(ON_DESTRUCTIVE)
+    assert all(params.get_param(p).schema["type"] == "string" for p in ON_PARAMS)
     assert all(params.get_param(p).description for p in params)
 
 

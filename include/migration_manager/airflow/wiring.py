@@ -39,9 +39,9 @@ from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
 from migration_manager.config import RULES, RuleSet
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
-from migration_manager.pipelines import DEFAULT_POOL
+from migration_manager.pipelines import DEFAULT_POOL, PipelineOptions
 from migration_manager.profiles import PROFILES
 from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
 
@@ -100,6 +100,13 @@ def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
 
     schema.pop("description", None)
     return {**inline(schema), "title": title}
+
+
+def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """One field's JSON schema (its ``type``, ``enum``...) as Param keywords; the Param's own
+    value is its default."""
+    prop = param_schema(model, title="")["properties"][name]
+    return {k: v for k, v in prop.items() if k not in ("default", "title")}
 
 
 DEFAULT_RULES = RuleSet().to_dict()
@@ -204,15 +211,13 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params["on_missing_env"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "fail"],
+        **field_schema(PipelineOptions, "on_missing_env"),
         title="Missing environment variables",
         description="ask: pause the run and ask in the UI (Required actions); fail: stop with the list (scheduled runs).",
     )
     params["on_missing_plugins"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "continue", "fail"],
+        **field_schema(PipelineOptions, "on_missing_plugins"),
         title="Plugins missing in the target",
         description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
     )
@@ -248,8 +253,7 @@ def destructive_params() -> dict[str, Param]:
     return {
         "on_destructive": Param(
             "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
-            type="string",
-            enum=list(ON_DESTRUCTIVE),
+            **field_schema(PipelineOptions, "on_destructive"),
             title="Destructive plans",
             description=(
                 "A plan is destructive when a table would lose more than max_delete_ratio of its rows, "
