@@ -135,6 +135,14 @@ def _rules_where(source: str, loc: validation.Loc) -> str:
     return where
 
 
+def _shape(loc: validation.Loc) -> str:
+    """What the value at ``loc`` of a rules document looks like."""
+    if loc and loc[-1] == "independent":
+        return str(GroupRules.model_fields["independent"].description)
+    model = validation.model_at(RuleSet, loc)
+    return model.shape if model is not None and issubclass(model, _Document) else "an object"
+
+
 def rule_problems(
     errors: list[ErrorDetails], source: str, *, under: validation.Loc = ()
 ) -> list[str]:
@@ -153,13 +161,7 @@ def rule_problems(
             allowed = ", ".join(validation.literal_names(err))
             problems.append(f"{where}: unknown rule {err['input']!r}; use one of {allowed}")
         elif err["type"] in validation.TYPE_ERRORS:
-            model = validation.model_at(RuleSet, loc) if loc else RuleSet
-            field = RuleSet.model_fields.get(str(loc[0])) if len(loc) == 1 else None
-            shape = model.shape if model is not None and issubclass(model, _Document) else ""
-            if not shape and loc and loc[-1] == "independent":
-                shape = str(GroupRules.model_fields["independent"].description)
-            shape = shape or (field.description if field else "") or "an object"
-            problems.append(f"{where}: expected {shape}, got {type(err['input']).__name__}")
+            problems.append(f"{where}: expected {_shape(loc)}, got {type(err['input']).__name__}")
         else:
             problems.append(f"{where}: {validation.text(err)}")
     return problems

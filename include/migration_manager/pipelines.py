@@ -52,7 +52,6 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 
 from migration_manager import validation
 from migration_manager.config import RuleSet, rule_problems
@@ -339,14 +338,8 @@ def _problems(doc: Any, exc: ValidationError, source: str) -> list[str]:
         elif key == "options" and err["type"] in validation.TYPE_ERRORS:
             problems.append(f"{label}: key 'options' must be a mapping")
         else:
-            problems.append(f"{label}: key {key!r}: {_text(err)}")
-    return problems
-
-
-def _text(err: ErrorDetails) -> str:
-    if err["type"] == "literal_error":
-        return f"{err['input']!r} is not one of {', '.join(validation.literal_names(err))}"
-    return validation.text(err)
+            problems.append(f"{label}: key {key!r}: {validation.text(err)}")
+    return list(dict.fromkeys(problems))
 
 
 def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:

@@ -90,13 +90,13 @@ def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
         if "$ref" in node:
             target = defs[node["$ref"].rsplit("/", 1)[-1]]
             return inline({**target, **{k: v for k, v in node.items() if k != "$ref"}})
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            if key == "properties":
-                out[key] = {name: inline(sub) for name, sub in value.items()}
-            elif key != "title":
-                out[key] = inline(value)
-        return out
+        return {  # property names are kept; the generated titles are not
+            key: {n: inline(sub) for n, sub in value.items()}
+            if key == "properties"
+            else inline(value)
+            for key, value in node.items()
+            if key != "title"
+        }
 
     schema.pop("description", None)
     return {**inline(schema), "title": title}
