@@ -76,11 +76,11 @@ class NamedRuleSet(BaseModel):
             raise ConfigError(
                 f"Rule set {name or '?'}: expected a mapping with name, profile, source_conn_id, rules"
             )
-        label = doc.get("name") or name or ""
+        label = str(doc.get("name") or name or "")
         try:
             return cls.model_validate({**doc, "name": label})
         except ValidationError as exc:
-            raise ConfigError("\n".join(_problems(exc, str(label)))) from None
+            raise ConfigError("\n".join(_problems(exc, label))) from None
 
     @classmethod
     def from_yaml(cls, text: str, *, name: str | None = None) -> NamedRuleSet:
