@@ -15,7 +15,7 @@ import pytest
 
 from migration_manager.backup.dump import take_backup
 from migration_manager.backup.fingerprints import compare_fingerprints, table_fingerprints
-from migration_manager.backup.record import BackupRecord, expired
+from migration_manager.backup.record import BackupRecord
 from migration_manager.backup.restore import (
     other_clients,
     restore_in_place,
@@ -322,28 +322,6 @@ def test_no_password_on_the_command_line(
 
 
 def test_retention_keeps_the_newest(target: str, tmp_path: Path) -> None:
-    base = BackupRecord(
-        backup_id="bk-a",
-        created_at="2026-01-01T00:00:00.000+00:00",
-        database="db",
-        server_version="15.10",
-        pg_dump_version="15.10",
-        size=0,
-        sha256="",
-        seconds=0.0,
-        fingerprints={},
-    )
-    assert expired(
-        [
-            base,
-            dataclasses.replace(base, backup_id="bk-c", created_at="2026-01-03T00:00:00.000+00:00"),
-            dataclasses.replace(base, backup_id="bk-b", created_at="2026-01-02T00:00:00.000+00:00"),
-        ],
-        2,
-    ) == ["bk-a"]
-    with pytest.raises(ConfigError, match="backups_to_keep"):
-        expired([], 0)
-
     from migration_manager.airflow.store import backup_dir, backup_records, save_backup
 
     sql(target, SETUP)

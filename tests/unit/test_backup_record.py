@@ -105,7 +105,11 @@ def test_ids_and_expiry() -> None:
     with pytest.raises(ConfigError, match="is not a backup id"):
         check_backup_id("../etc")
     older = dataclasses.replace(RECORD, backup_id="bk-old", created_at="2025-01-01T00:00:00+00:00")
-    assert expired([RECORD, older], 1) == ["bk-old"]
+    oldest = dataclasses.replace(
+        RECORD, backup_id="bk-oldest", created_at="2024-01-01T00:00:00+00:00"
+    )
+    assert expired([oldest, RECORD, older], 1) == ["bk-old", "bk-oldest"]
+    assert expired([older, RECORD, oldest], 2) == ["bk-oldest"]
     assert expired([RECORD, older], 2) == []
     with pytest.raises(ConfigError, match="backups_to_keep"):
         expired([RECORD], 0)
