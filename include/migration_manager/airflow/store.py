@@ -1,4 +1,6 @@
-"""The migration store: where migration files (and later logs and backups) live.
+"""The migration store in Airflow: its root, and reading and writing migration files, backups and records there.
+
+Which folder holds what is :mod:`migration_manager.store_layout`.
 
 ``MIGRATION_STORE`` is an ``ObjectStoragePath`` URI (``file:///srv/migrations``,
 ``s3://bucket/migrations`` with an ``aws_default``-style connection, ...). Unset, it is
