@@ -162,9 +162,10 @@ def _catalog_column_reflect(conn: sa.Connection) -> Callable[[Any, sa.Table, Any
         found = facts[key].get(column_info["name"])
         if found is None:
             return
-        column_info["nullable"] = not found[0]
+        not_null, default = found
+        column_info["nullable"] = not not_null
         if not column_info.get("computed") and not column_info.get("identity"):
-            column_info["default"] = found[1]
+            column_info["default"] = default
 
     return hook
 
