@@ -4,7 +4,7 @@
 the file's own snapshot); ``prepare`` computes the same on the target and leaves a table whose
 rows, structure and sequences already match — for its rule — out of the mapped units.
 
-The row checksum extends the backups' (``backup.table_fingerprints``): the exact sum of a
+The row checksum extends the backups' (``backup.fingerprints.table_fingerprints``): the exact sum of a
 64-bit ``hashtextextended`` of each row's text, computed twice with two seeds (0 and 1), plus
 the row count. It is independent of row order, sensitive to duplicates, and costs one scan
 and no sort. Two tables with different contents get the same fingerprint only if both 64-bit
