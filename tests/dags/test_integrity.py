@@ -53,11 +53,13 @@ def test_execute_shape() -> None:
     }
     # the checks run before anything writes to the target
     assert dag.get_task("plan").upstream_task_ids == {"env_check"}
-    assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
+    # plugin_check takes the plan's report and env_values' outcome as arguments (XComArgs)
+    assert dag.get_task("plugin_check").upstream_task_ids == {"env_values", "plan"}
     assert "plan" in dag.get_task("apply_table").upstream_task_ids
     assert "env_write" in dag.get_task("apply_table").upstream_task_ids
     assert dag.get_task("collect_logs").upstream_task_ids == {
         "apply_table",
+        "backup",  # its outcome is an argument
         "rollback",
         "app_restart",
     }
@@ -81,7 +83,8 @@ def test_backup_and_rollback_shape() -> None:
     assert writers <= backup.get_flat_relative_ids(upstream=False)
     assert "backup" in dag.get_task("apply_table").upstream_task_ids
     # the rollback after every unit, before collect
-    assert dag.get_task("rollback").upstream_task_ids == {"apply_table"}
+    # (the backup's outcome is an argument)
+    assert dag.get_task("rollback").upstream_task_ids == {"apply_table", "backup"}
     assert dag.get_task("rollback").trigger_rule == "all_done"
     assert set(dag.params) >= {"skip_backup", "rollback_on_failure", "backups_to_keep"}
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False

@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from migration_manager.airflow.target_record import fingerprints_left
+from migration_manager.airflow.xcom_models import PlanReport
 from migration_manager.archive import open_archive
 from migration_manager.destructive import ProdEdit, assess
 from migration_manager.errors import ApplyError
-from migration_manager.execute import apply_unit, prepare
+from migration_manager.execute import UnitResult, apply_unit, prepare
 from migration_manager.pg import identity_of
 from migration_manager.prod_edits import TargetRecord, changed_since, target_key
 from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
@@ -59,7 +60,10 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
             for t, fp in plan.target_fingerprints.items()
         },
     }
-    left = fingerprints_left(report, [r.to_dict() for r in results])
+    # as collect_logs reads them: the plan's report and the units' results from their XCom form
+    left = fingerprints_left(
+        PlanReport.from_xcom(report), [UnitResult.from_dict(r.to_dict()) for r in results]
+    )
     return TargetRecord("t").updated(left, "run 1")
 
 

@@ -25,6 +25,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
 from migration_manager import logs
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import destructive_outcome
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import (
     FAILURE,
@@ -81,11 +83,13 @@ def run_outcome(
     ti = context["ti"]
     steps = (record or {}).get("steps") or []
     failed_steps = [
-        s for s in steps if s.get("status") == "failed" and s.get("task_id") != "collect_logs"
+        s
+        for s in steps
+        if s.get("status") == "failed" and s.get("task_id") != task_ids.COLLECT_LOGS
     ]
     refused = None
-    if any(s.get("task_id") == "destructive_check" for s in failed_steps):
-        refused = ti.xcom_pull(task_ids="destructive_check", key="destructive")
+    if any(s.get("task_id") == task_ids.DESTRUCTIVE_CHECK for s in failed_steps):
+        refused = destructive_outcome(ti)
     rollback = (summary or {}).get("rollback") or {}
     migration_id = (record or {}).get("migration_id") or (summary or {}).get("migration_id")
     if refused:
@@ -113,7 +117,7 @@ def run_outcome(
             f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"
             for s in failed_steps
         ] or failed_tables(summary)
-        units_only = all(s.get("task_id") == "apply_table" for s in failed_steps)
+        units_only = all(s.get("task_id") == task_ids.APPLY_TABLE for s in failed_steps)
         if event == ROLLBACK:
             headline = (
                 f"{len(details)} unit(s) failed; the target was rolled back to backup "
