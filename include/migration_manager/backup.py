@@ -41,6 +41,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from migration_manager import pg
 from migration_manager.errors import BackupError, ConfigError
 from migration_manager.profiles import get_profile
+from migration_manager.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -458,7 +459,7 @@ def _dump(tool: Tool, dsn: str, snapshot: str, dest: IO[bytes] | str | Path) -> 
 def _tail(fh: IO[bytes], limit: int = 4000) -> str:
     fh.seek(0)
     text = fh.read().decode("utf-8", "replace").strip()
-    return pg.redact(text[-limit:]) or "(no message)"
+    return redact(text[-limit:]) or "(no message)"
 
 
 def verify_file(path: str | Path, record: BackupRecord) -> None:

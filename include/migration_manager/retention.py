@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migration_manager import logs
+from migration_manager import run_files, text_format
 from migration_manager.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def run_logs(root: Any) -> list[RunLog]:
     found = []
     for mfolder in _children(root / LOGS):
         for rfolder in _children(mfolder):
-            path = rfolder / logs.RECORD
+            path = rfolder / run_files.RECORD
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
@@ -108,7 +108,7 @@ def run_logs(root: Any) -> list[RunLog]:
 
 
 def lease_name(dag_id: str, run_id: str) -> str:
-    return f"{logs.safe_component(dag_id)}__{logs.safe_component(run_id)}.json"
+    return f"{run_files.safe_component(dag_id)}__{run_files.safe_component(run_id)}.json"
 
 
 def take_lease(root: Any, file_ref: str, *, dag_id: str, run_id: str) -> str | None:
@@ -122,7 +122,7 @@ def take_lease(root: Any, file_ref: str, *, dag_id: str, run_id: str) -> str | N
         "file": name,
         "dag_id": dag_id,
         "run_id": run_id,
-        "since": logs.utc_iso(datetime.now(UTC)),
+        "since": text_format.utc_iso(datetime.now(UTC)),
     }
     (folder / lease_name(dag_id, run_id)).write_text(json.dumps(doc))
     return name
@@ -171,7 +171,7 @@ def backup_refs(root: Any, target_key: str | None = None) -> tuple[set[str], set
             if mid:
                 files.add(f"{mid}.zip")
                 if rid:
-                    runs.add((logs.safe_component(mid), logs.safe_component(rid)))
+                    runs.add((run_files.safe_component(mid), run_files.safe_component(rid)))
     return files, runs
 
 

@@ -23,6 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from migration_manager import pg, target_lock
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.operators import engine_errors
+from migration_manager.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -138,7 +139,7 @@ class HoldTargetLockOperator(BaseOperator):
                 waited = time.monotonic() - started
                 self.log.info(
                     "Holding the lock of target %s for run %s (waited %.1f s)",
-                    pg.redact(env.dsn),
+                    redact(env.dsn),
                     ref,
                     waited,
                 )

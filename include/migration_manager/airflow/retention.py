@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from migration_manager import logs, retention
+from migration_manager import retention, run_files
 from migration_manager.airflow.run_log import UNKNOWN_MIGRATION, step_started
 from migration_manager.airflow.store import backup_key, store_root
 
@@ -49,8 +49,8 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
             files_to_keep=params.get("files_to_keep", retention.DEFAULT_FILES_TO_KEEP),
             logs_to_keep=params.get("logs_to_keep", retention.DEFAULT_LOGS_TO_KEEP),
             current=(
-                logs.safe_component(migration_id or UNKNOWN_MIGRATION),
-                logs.safe_component(ti.run_id),
+                run_files.safe_component(migration_id or UNKNOWN_MIGRATION),
+                run_files.safe_component(ti.run_id),
             ),
             current_file=f"{migration_id}.zip" if migration_id else None,
         )

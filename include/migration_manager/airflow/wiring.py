@@ -369,7 +369,7 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     """Write the run's log, whatever happened upstream; fail the run when any unit failed (or never ran).
 
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
-    data.sql and summary.json (see :mod:`migration_manager.logs`).
+    data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
     from migration_manager.report import format_summary, summarize
 

@@ -8,6 +8,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from migration_manager.text_format import duration
+
 COLORS = {
     "success": "#2b8a3e",
     "failed": "#c92a2a",
@@ -52,14 +54,6 @@ def _nice_step(span: float, ticks: int = 6) -> float:
         if raw <= m * power:
             return float(m * power)
     return float(10 * power)
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 10:
-        return f"{s:.2f} s"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{int(s // 60)} min {int(s % 60)} s"
 
 
 def _tick_label(s: float) -> str:
@@ -175,11 +169,13 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
         seconds = (stop - start).total_seconds()
         attempt = step.get("attempt")
         tip = (
-            f"{step.get('name')}: {status}, {_fmt_seconds(seconds)}"
+            f"{step.get('name')}: {status}, {duration(seconds, fine=True)}"
             + (f", attempt {attempt}" if attempt else "")
             + f", {start.strftime('%H:%M:%S')}–{stop.strftime('%H:%M:%S')} UTC"
         )
-        text = _fmt_seconds(seconds) + (f" · try {attempt}" if attempt and int(attempt) > 1 else "")
+        text = duration(seconds, fine=True) + (
+            f" · try {attempt}" if attempt and int(attempt) > 1 else ""
+        )
         if step.get("suffix"):
             text += f" · {step['suffix']}"
         if x0 + w + 6 + len(text) * 6.5 <= WIDTH:
