@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from airflow.sdk import BaseHook, ObjectStoragePath
 
@@ -76,6 +76,19 @@ APPLY_TASK = "apply_table"
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 
 
+class PushedStep(TypedDict, total=False):
+    """A step record as a task pushes it (XCom key ``step``)."""
+
+    task_id: str
+    map_index: int
+    attempt: int | None
+    status: str
+    start: str | None
+    end: str | None
+    error: str | None
+    note: str | None
+
+
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
     return (
         store_root()
@@ -98,7 +111,7 @@ def _push(
         ti = context["ti"]
         now = datetime.now(UTC)
         start = getattr(ti, "start_date", None) or now
-        record = {
+        record: PushedStep = {
             "task_id": ti.task_id,
             "map_index": ti.map_index if ti.map_index is not None else -1,
             "attempt": ti.try_number,
@@ -180,10 +193,10 @@ def gather_steps(
     ti = context["ti"]
     dag = context["dag"]
     task_ids = set(dag.task_ids)
-    records: dict[tuple[str, int], dict[str, Any]] = {}
+    records: dict[tuple[str, int], PushedStep] = {}
     for rec in ti.xcom_pull(task_ids=sorted(task_ids), key=STEP_KEY) or []:
         if isinstance(rec, dict) and rec.get("task_id"):
-            records[(rec["task_id"], int(rec.get("map_index", -1)))] = rec
+            records[(rec["task_id"], int(rec.get("map_index", -1)))] = cast("PushedStep", rec)
     if states is None:
         states = _states(ti, task_ids)
 
@@ -210,7 +223,7 @@ def gather_steps(
     steps = []
     for key in sorted(set(records) | set(states)):
         task_id, map_index = key
-        rec = dict(records.get(key) or {"task_id": task_id, "map_index": map_index})
+        rec = PushedStep(**(records.get(key) or {"task_id": task_id, "map_index": map_index}))
         state = states.get(key) or rec.get("status") or "unknown"
         if task_id == ti.task_id and map_index == (
             ti.map_index if ti.map_index is not None else -1
@@ -231,7 +244,7 @@ def gather_steps(
     return steps
 
 
-def _step(rec: dict[str, Any], *, state: str, label: str | None, outcome: Any) -> Step:
+def _step(rec: PushedStep, *, state: str, label: str | None, outcome: Any) -> Step:
     """A step record pushed by a task (or a task that pushed none), with its final state."""
     task_id = str(rec["task_id"])
     map_index = rec.get("map_index")
@@ -242,7 +255,7 @@ def _step(rec: dict[str, Any], *, state: str, label: str | None, outcome: Any) -
         label=label,
         start=utc_iso(rec.get("start")),
         end=utc_iso(rec.get("end")),
-        attempt=int(rec["attempt"]) if rec.get("attempt") is not None else None,
+        attempt=int(attempt) if (attempt := rec.get("attempt")) is not None else None,
         outcome=outcome_of(STEP_KINDS.get(task_id), outcome),
         error=redact(str(rec["error"])) if rec.get("error") else None,
         note=redact(str(rec["note"])) if rec.get("note") else None,
