@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from html import escape
 from typing import Any
 
-from migration_manager.text_format import duration
+from migration_manager.text_format import duration, parse_time
 
 COLORS = {
     "success": "#2b8a3e",
@@ -34,10 +33,6 @@ MAX_LABEL_CHARS = 40
 ROW = 28
 BAR = 16
 TOP = 34
-
-
-def _t(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 def _short(name: str) -> str:
@@ -113,7 +108,7 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
 
     Steps that never ran (upstream failed, skipped before starting) get a row with the reason.
     """
-    times = [(_t(s.get("start")), _t(s.get("end"))) for s in steps]
+    times = [(parse_time(s.get("start")), parse_time(s.get("end"))) for s in steps]
     starts = [a for a, _ in times if a]
     ends = [b for _, b in times if b] + starts
     height = TOP + ROW * max(len(steps), 1) + 12
