@@ -224,7 +224,7 @@ class RunRecord(_Model):
     failed_units: list[FailedUnit] = []
     warnings: list[str] = []
     errors: list[str] = []
-    dry_run: bool = False  # set by the Airflow adapter: every unit rolled back
+    dry_run: bool = False  # every unit was rolled back, nothing committed
 
     def to_json(self) -> str:
         """``migration.json``'s text (not yet redacted: :mod:`run_files` does that)."""

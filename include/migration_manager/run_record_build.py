@@ -69,7 +69,7 @@ class Step:
     step failed or could not run because another did (a skipped step has not failed).
     """
 
-    task_id: str
+    task_id: str  # the step's name (the record's format calls it task_id)
     status: str
     map_index: int = -1
     label: str | None = None  # the map index's name (a unit: its tables)
