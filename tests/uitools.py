@@ -158,7 +158,7 @@ def seed_store(root: Path) -> dict[str, Any]:
 
     Returns the seeded ids: ``failed`` and ``success`` as (migration folder, run folder).
     """
-    from migration_manager import run_files
+    from migration_manager import run_files, store_layout
     from migration_manager.report import summarize
     from migration_manager.run_record import Endpoint, MigrationFileInfo
     from migration_manager.run_record_build import RunInfo, Step, build_record, describe_signature
@@ -302,9 +302,11 @@ def seed_store(root: Path) -> dict[str, Any]:
             backup={"backup_id": backup_id, "tables": 2, "rows": 56, "size": 4096},
             ended_at=f"{t0}:08+00:00",
         )
-        folder = root / "logs" / run_files.safe_component(mid) / run_files.safe_component(run_id)
+        folder = (
+            root / "logs" / store_layout.safe_component(mid) / store_layout.safe_component(run_id)
+        )
         run_files.write_files(folder, record)
-        seeded[key] = (run_files.safe_component(mid), run_files.safe_component(run_id))
+        seeded[key] = (store_layout.safe_component(mid), store_layout.safe_component(run_id))
         backups = root / "backups" / target
         backups.mkdir(parents=True, exist_ok=True)
         (backups / f"{backup_id}.dump").write_bytes(b"PGDMP")

@@ -1,6 +1,7 @@
-"""A run's log folder in the store: its files' names, the folder's path components, writing it.
+"""A run's log folder in the store: its files' names, writing it.
 
-``MIGRATION_STORE/logs/<migration id>/<run id>/`` holds, written by :func:`write_files`:
+``MIGRATION_STORE/logs/<migration id>/<run id>/`` (folder names from
+:func:`migration_manager.store_layout.run_log_names`) holds, written by :func:`write_files`:
 
 - ``migration.json``: the run record (:mod:`migration_manager.run_record`), written last;
 - ``migration.log``: the same as readable text (:mod:`migration_manager.run_log_text`);
@@ -13,7 +14,6 @@ Every file is redacted once more as it is rendered.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Protocol
 
 from migration_manager.executed_sql import data_sql, schema_sql
@@ -28,7 +28,6 @@ DATA_SQL = "data.sql"
 SUMMARY = "summary.json"
 FILES = (RECORD, LOG, SCHEMA_SQL, DATA_SQL)
 
-_UNSAFE_PATH = re.compile(r"[^A-Za-z0-9._-]")
 _SUMMARY_KEYS = (
     "migration_id",
     "status",
@@ -49,12 +48,6 @@ class Writable(Protocol):
     def __truediv__(self, other: str) -> Any: ...
 
     def mkdir(self, *args: Any, **kwargs: Any) -> Any: ...
-
-
-def safe_component(value: str) -> str:
-    """A run id or migration id as one path component (``manual__2026-01-01T00:00:00+00:00`` -> ``manual__2026-01-01T00_00_00_00_00``)."""
-    safe = _UNSAFE_PATH.sub("_", value or "").strip(".")
-    return safe or "_"
 
 
 def summary_of(record: RunRecord) -> JsonObject:

@@ -407,7 +407,7 @@ def test_preview_on_target_starts_a_dry_run_and_shows_its_run_page(
     API server); its page waits for the run and then shows the run page."""
     from urllib.parse import unquote
 
-    from migration_manager import run_files
+    from migration_manager import run_files, store_layout
     from migration_manager.run_record import read_record
 
     m, r = store["other"]
@@ -444,11 +444,11 @@ def test_preview_on_target_starts_a_dry_run_and_shows_its_run_page(
     # preview page is now the run page
     seeded = read_record((store["root"] / "logs" / m / r / "migration.json").read_text())
     record = seeded.model_copy(update={"run_id": run_id, "dry_run": True})
-    folder = store["root"] / "logs" / m / run_files.safe_component(run_id)
+    folder = store["root"] / "logs" / m / store_layout.safe_component(run_id)
     run_files.write_files(folder, record)
     done = client.get(location, headers=admin, follow_redirects=False)
     assert done.status_code == 303
-    assert done.headers["location"] == f"{P}/runs/{m}/{run_files.safe_component(run_id)}"
+    assert done.headers["location"] == f"{P}/runs/{m}/{store_layout.safe_component(run_id)}"
     page = client.get(done.headers["location"], headers=admin).text
     assert '<span class="badge dry">dry run</span>' in page
     assert client.get(f"{P}/previews/manual__nope", headers=admin).status_code == 404

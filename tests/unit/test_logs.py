@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 
-from migration_manager import executed_sql, redaction, run_files, run_log_text, run_record
+from migration_manager import (
+    executed_sql,
+    redaction,
+    run_files,
+    run_log_text,
+    run_record,
+    store_layout,
+)
 from migration_manager.archive import ArchiveWriter, data_member
 from migration_manager.report import summarize
 from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
@@ -482,11 +489,11 @@ def test_describe_file_names_the_trusted_signer_or_the_unsigned_acceptance(tmp_p
 
 def test_safe_component() -> None:
     assert (
-        run_files.safe_component("manual__2026-11-26T12:00:00+00:00")
+        store_layout.safe_component("manual__2026-11-26T12:00:00+00:00")
         == "manual__2026-11-26T12_00_00_00_00"
     )
-    assert run_files.safe_component("../..") == "_"
-    assert "/" not in run_files.safe_component("a/../b")
+    assert store_layout.safe_component("../..") == "_"
+    assert "/" not in store_layout.safe_component("a/../b")
 
 
 def test_a_skip_reason_is_a_note_not_an_error() -> None:

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from migration_manager import redaction, run_files
+from migration_manager import redaction, store_layout
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import (
     FAILURE,
@@ -57,8 +57,8 @@ def run_page_url(migration_id: str | None, run_id: str) -> str | None:
     if not migration_id:
         return None
     return (
-        f"{base_url()}{UI_PREFIX}/runs/{quote(run_files.safe_component(migration_id), safe='')}"
-        f"/{quote(run_files.safe_component(run_id), safe='')}"
+        f"{base_url()}{UI_PREFIX}/runs/{quote(store_layout.safe_component(migration_id), safe='')}"
+        f"/{quote(store_layout.safe_component(run_id), safe='')}"
     )
 
 

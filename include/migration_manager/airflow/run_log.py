@@ -26,7 +26,7 @@ from migration_manager.airflow.signing import task_trust
 from migration_manager.airflow.store import as_local, migration_file_path, store_root
 from migration_manager.errors import ConfigError
 from migration_manager.redaction import redact
-from migration_manager.run_files import safe_component, write_files
+from migration_manager.run_files import write_files
 from migration_manager.run_record import Endpoint, MigrationFileInfo
 from migration_manager.run_record_build import (
     RunInfo,
@@ -36,6 +36,7 @@ from migration_manager.run_record_build import (
     unreadable_file,
 )
 from migration_manager.step_outcomes import StepKind, outcome_of
+from migration_manager.store_layout import run_log_dir, run_log_names
 from migration_manager.text_format import utc_iso
 
 if TYPE_CHECKING:
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP_KEY = "step"
-LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # which task of the DAGs is which kind of step (whose return value the record summarises)
@@ -90,12 +90,7 @@ class PushedStep(TypedDict, total=False):
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
-    return (
-        store_root()
-        / LOGS
-        / safe_component(migration_id or UNKNOWN_MIGRATION)
-        / safe_component(run_id)
-    )
+    return run_log_dir(store_root(), *run_log_names(migration_id or UNKNOWN_MIGRATION, run_id))
 
 
 # --- step records (run inside every task) ------------------------------------------------------

@@ -48,7 +48,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from migration_manager import run_files, run_log_text, run_record, step_outcomes, text_format
+from migration_manager import (
+    run_files,
+    run_log_text,
+    run_record,
+    step_outcomes,
+    store_layout,
+    text_format,
+)
 from migration_manager.ui import catalog, charts
 from migration_manager.ui.lazy import PREFIX
 
@@ -668,8 +675,8 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             b["log"] = None
             if b.get("migration_id") and b.get("run_id"):
                 ref = catalog.RunRef(
-                    run_files.safe_component(b["migration_id"]),
-                    run_files.safe_component(b["run_id"]),
+                    store_layout.safe_component(b["migration_id"]),
+                    store_layout.safe_component(b["run_id"]),
                 )
                 with contextlib.suppress(catalog.NotFound):
                     catalog.run_folder(root, ref)
