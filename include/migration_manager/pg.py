@@ -21,16 +21,9 @@ from psycopg.rows import dict_row
 from sqlalchemy.pool import NullPool
 
 from migration_manager.errors import TransientError
+from migration_manager.redaction import redact
 
 log = logging.getLogger(__name__)
-
-_PASSWORD_IN_URI = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def redact(dsn: str) -> str:
-    """A connection string safe to print: the password is replaced by ``***``."""
-    dsn = _PASSWORD_IN_URI.sub(r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
 
 
 def connect(

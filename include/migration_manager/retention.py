@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migration_manager import logs
+from migration_manager import run_files, text_format
 from migration_manager import store_layout as layout
 from migration_manager.backup.record import read_records
 from migration_manager.errors import ConfigError
@@ -79,7 +79,7 @@ def run_logs(root: Any) -> list[RunLog]:
     found = []
     for mfolder in _children(root / layout.LOGS):
         for rfolder in _children(mfolder):
-            path = rfolder / logs.RECORD
+            path = rfolder / run_files.RECORD
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
@@ -114,7 +114,7 @@ def take_lease(root: Any, file_ref: str, *, dag_id: str, run_id: str) -> str | N
         "file": name,
         "dag_id": dag_id,
         "run_id": run_id,
-        "since": logs.utc_iso(datetime.now(UTC)),
+        "since": text_format.utc_iso(datetime.now(UTC)),
     }
     path.write_text(json.dumps(doc))
     return name

@@ -4,7 +4,7 @@ Every path below is relative to the store's root, any ``pathlib``-like object
 (``ObjectStoragePath`` in Airflow, ``Path`` in tests and the Migrations page)::
 
     files/<migration id>.zip                     migration files
-    logs/<migration id>/<run id>/                a run's log (see migration_manager.logs)
+    logs/<migration id>/<run id>/                a run's log (see migration_manager.run_files)
     in_use/<dag id>__<run id>.json               leases of running runs on their file
     backups/<target key>/<backup id>.dump        a target's backups ...
     backups/<target key>/<backup id>.json        ... and their records (migration_manager.backup.record)

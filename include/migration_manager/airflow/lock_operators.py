@@ -24,6 +24,7 @@ from migration_manager import pg, target_lock
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import engine_errors, is_dry_run
 from migration_manager.airflow.connections import environment
+from migration_manager.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -133,7 +134,7 @@ class HoldTargetLockOperator(BaseOperator):
                 waited = time.monotonic() - started
                 self.log.info(
                     "Holding the lock of target %s for run %s (waited %.1f s)",
-                    pg.redact(env.dsn),
+                    redact(env.dsn),
                     ref,
                     waited,
                 )

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from migration_manager import logs
+from migration_manager import redaction, store_layout
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import destructive_outcome
 from migration_manager.errors import ConfigError
@@ -59,8 +59,8 @@ def run_page_url(migration_id: str | None, run_id: str) -> str | None:
     if not migration_id:
         return None
     return (
-        f"{base_url()}{UI_PREFIX}/runs/{quote(logs.safe_component(migration_id), safe='')}"
-        f"/{quote(logs.safe_component(run_id), safe='')}"
+        f"{base_url()}{UI_PREFIX}/runs/{quote(store_layout.safe_component(migration_id), safe='')}"
+        f"/{quote(store_layout.safe_component(run_id), safe='')}"
     )
 
 
@@ -133,7 +133,7 @@ def run_outcome(
     return {
         "event": event,
         "headline": headline,
-        "details": [logs.scrub(str(d)) for d in details],
+        "details": [redaction.redact(str(d)) for d in details],
         "migration_id": migration_id,
     }
 

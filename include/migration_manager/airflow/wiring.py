@@ -383,7 +383,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     common.rollback_outcome): their tasks may have failed without a return value.
 
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
-    data.sql and summary.json (see :mod:`migration_manager.logs`).
+    data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
     from migration_manager.airflow.xcom_models import PlanReport, unit_results
     from migration_manager.report import format_summary, summarize

@@ -18,8 +18,8 @@ from typing import IO
 
 from psycopg.conninfo import conninfo_to_dict
 
-from migration_manager import pg
 from migration_manager.errors import BackupError
+from migration_manager.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -133,4 +133,4 @@ def stderr_tail(fh: IO[bytes], limit: int = 4000) -> str:
     """The end of a tool's captured stderr, credentials removed (for an error message)."""
     fh.seek(0)
     text = fh.read().decode("utf-8", "replace").strip()
-    return pg.redact(text[-limit:]) or "(no message)"
+    return redact(text[-limit:]) or "(no message)"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from migration_manager import digest, logs
+from migration_manager import digest, run_files, run_log_text, run_record
 from migration_manager import store_layout as layout
 from migration_manager.archive import ArchiveReader
 from migration_manager.backup.record import read_records
@@ -28,7 +28,7 @@ from migration_manager.signing import Trust
 
 log = logging.getLogger(__name__)
 
-DOWNLOADS = (*logs.FILES, logs.SUMMARY)
+DOWNLOADS = (*run_files.FILES, run_files.SUMMARY)
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,250}$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,195}$")
 MAX_UPLOAD_BYTES = int(os.environ.get("MM_MAX_UPLOAD_BYTES", str(8 << 30)))
@@ -108,7 +108,7 @@ class RunRef:
 
 def run_folder(root: Any, ref: RunRef) -> Any:
     folder = layout.run_log_dir(root, ref.migration, ref.run)
-    if not (folder / logs.RECORD).exists():
+    if not (folder / run_files.RECORD).exists():
         raise NotFound(f"{ref.migration}/{ref.run}")
     return folder
 
@@ -116,17 +116,17 @@ def run_folder(root: Any, ref: RunRef) -> Any:
 def find_run(root: Any, run_id: str) -> RunRef:
     """The log folder of the DAG run ``run_id``, whichever migration it ran; NotFound until its
     ``collect_logs`` has written it."""
-    run = _part(logs.safe_component(run_id))
+    run = _part(layout.safe_component(run_id))
     for folder in _children(root / layout.LOGS):
-        if (folder / run / logs.RECORD).exists():
+        if (folder / run / run_files.RECORD).exists():
             return RunRef(folder.name, run)
     raise NotFound(run_id)
 
 
 def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
-    path = run_folder(root, ref) / logs.RECORD
+    path = run_folder(root, ref) / run_files.RECORD
     try:
-        return logs.load_record(path.read_text())
+        return run_record.load_record(path.read_text())
     except (ValueError, OSError) as exc:
         raise NotFound(f"{ref.migration}/{ref.run}: unreadable record ({exc})") from exc
 
@@ -152,17 +152,17 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
         "status": record.get("status"),
         "started_at": record.get("started_at"),
         "seconds": record.get("seconds"),
-        "source": logs.endpoint(source) if source else "-",
+        "source": run_log_text.endpoint(source) if source else "-",
         # the database named in the migration file: known whichever DAG ran the migration
         "source_name": source.get("database") or source.get("conn_id") or "-",
-        "target": logs.endpoint(target) if target else "-",
+        "target": run_log_text.endpoint(target) if target else "-",
         "target_name": target.get("conn_id") or target.get("database") or "-",
         "file": mfile.get("name"),
         "tables": len(record.get("tables") or []),
         "changed_tables": sum(
             1 for t in record.get("tables") or [] if t.get("status") not in ("unchanged", "skipped")
         ),
-        "rows_changed": logs.changed_rows(record),
+        "rows_changed": run_record.changed_rows(record),
         "ddl": (record.get("totals") or {}).get("ddl", 0),
         "triggered_by": record.get("triggered_by"),
         "dry_run": bool(record.get("dry_run")),
@@ -182,7 +182,7 @@ def _entry(ref: RunRef, path: Any) -> dict[str, Any]:
     cached = _ENTRIES.get(key)
     if cached is not None and cached[0] == mtime and mtime:
         return cached[1]
-    entry = _run_entry(ref, logs.load_record(path.read_text()))
+    entry = _run_entry(ref, run_record.load_record(path.read_text()))
     _ENTRIES[key] = (mtime, entry)
     return entry
 
@@ -196,7 +196,7 @@ def list_runs(
         for rfolder in _children(mfolder):
             try:
                 ref = RunRef.checked(mfolder.name, rfolder.name)
-                entries.append(_entry(ref, rfolder / logs.RECORD))
+                entries.append(_entry(ref, rfolder / run_files.RECORD))
             except (NotFound, ValueError, OSError):
                 continue
     if target:

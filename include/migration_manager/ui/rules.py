@@ -48,7 +48,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Req
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from migration_manager import logs
+from migration_manager import run_files, run_record, store_layout
 from migration_manager.config import GROUPS, PROFILE_DEFAULT, RULES, RuleSet
 from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.profiles import PROFILES, get_profile
@@ -342,15 +342,15 @@ def list_connections(request: Request) -> tuple[list[conns.ConnectionInfo], str 
 def _run_page_of(run_id: str) -> tuple[str, str] | None:
     """The Migrations page's folder of a run's log, once ``collect_logs`` has written it."""
     root = _store() / "logs"
-    part = logs.safe_component(run_id)
+    part = store_layout.safe_component(run_id)
     if not root.exists():
         return None
     for folder in root.iterdir():
-        record = folder / part / logs.RECORD
+        record = folder / part / run_files.RECORD
         if not record.exists():
             continue
         try:
-            logs.load_record(record.read_text())  # written last, but maybe not completely yet
+            run_record.load_record(record.read_text())  # written last, but maybe not completely yet
         except (ValueError, OSError):
             continue
         return folder.name, part
