@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 PG_ENV = MM_PG_URL="$$(bin/pg-url)"; MM_PG_BINDIR="$$(bin/pg-url --bindir)"; \
 	export MM_PG_URL MM_PG_BINDIR; echo "MM_PG_URL=$$MM_PG_URL MM_PG_BINDIR=$$MM_PG_BINDIR"
 
-.PHONY: help venv lint fmt test demo bench bench-airflow lock pg-stop clean distclean airflow airflow-stop airflow-status
+.PHONY: help venv lint fmt test demo bench bench-airflow bench-airflow-bigdata lock pg-stop clean distclean airflow airflow-stop airflow-status
 
 help:
 	@echo "make venv       create .venv and install requirements.txt (only when it changed)"
@@ -34,6 +34,7 @@ help:
 	@echo "make demo       python -m migration_manager.demo (DEMO_ARGS=...)"
 	@echo "make bench      python bench/run.py (BENCH_ARGS=...)"
 	@echo "make bench-airflow  NocoBase syncs under the real scheduler vs pg_dump|pg_restore"
+	@echo "make bench-airflow-bigdata  full sync of the make bench data under the scheduler vs the psql pipe"
 	@echo "make airflow    run Airflow for real (LocalExecutor, http://127.0.0.1:8080, admin/admin)"
 	@echo "make airflow-stop  stop every process make airflow started"
 	@echo "make lock       rewrite requirements.txt from what .venv holds"
@@ -75,6 +76,10 @@ bench: venv
 # Syncs of the NocoBase fixture pair under the real scheduler (its own bin/airflow-local).
 bench-airflow: venv
 	$(PG_ENV); $(BIN)/python bench/airflow.py $(BENCH_AIRFLOW_ARGS)
+
+# A full sync of the make bench data (2.2 M rows) under its own bin/airflow-local vs the psql pipe.
+bench-airflow-bigdata: venv
+	$(PG_ENV); $(BIN)/python bench/airflow_bigdata.py $(BENCH_AIRFLOW_BIGDATA_ARGS)
 
 # Airflow for real: api-server, scheduler, dag-processor, triggerer (bin/airflow-local --help).
 # AIRFLOW_ARGS=... passes options, e.g. AIRFLOW_ARGS="--port 8081 --executor CeleryExecutor".

@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -15,7 +15,13 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from migration_manager import __version__, pg
-from migration_manager.archive import FORMAT_NAME, FORMAT_VERSION, ArchiveWriter, data_member
+from migration_manager.archive import (
+    CHUNK,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ArchiveWriter,
+    data_member,
+)
 from migration_manager.config import RuleSet
 from migration_manager.errors import ConfigError
 from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
@@ -47,13 +53,39 @@ class _References:
         self.found: set[str] = set()
         self._tail = b""
 
-    def feed(self, chunk: bytes | memoryview) -> None:
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
         if self.pattern is None:
             return
         data = self._tail + bytes(chunk)
         if b"$env." in data:
             self.found.update(m.group(1).decode("ascii") for m in self.pattern.finditer(data))
         self._tail = data[-128:]
+
+
+def _copy_out(
+    copy: Iterable[bytes | memoryview],
+    stream: IO[bytes],
+    progress: Progress,
+    references: _References,
+) -> None:
+    """Pass a COPY's output on to ``stream`` in pieces of about ``CHUNK`` bytes.
+
+    The server sends one message per row: compressing, counting and scanning each row alone
+    cost about as much again as reading the rows (2.2 M rows of ``make bench``); gathered,
+    they cost a few calls per MiB.
+    """
+    buffer = bytearray()
+    for chunk in copy:
+        buffer += chunk
+        if len(buffer) >= CHUNK:
+            stream.write(buffer)
+            progress.add_bytes(len(buffer))
+            references.feed(buffer)
+            buffer.clear()
+    if buffer:
+        stream.write(buffer)
+        progress.add_bytes(len(buffer))
+        references.feed(buffer)
 
 
 def new_migration_id(now: datetime | None = None) -> str:
@@ -149,10 +181,7 @@ def create_migration(
                     progress = Progress(f"read {p.name}", estimates.get(p.name, 0), log)
                     with writer.data(member) as stream, raw.cursor() as cur:
                         with cur.copy(copy_sql) as copy:
-                            for chunk in copy:
-                                stream.write(chunk)
-                                progress.add_bytes(len(chunk))
-                                references.feed(chunk)
+                            _copy_out(copy, stream, progress, references)
                         rows = cur.rowcount
                     progress.done(rows)
                     total_rows += rows
