@@ -68,10 +68,12 @@ class TableResult:
     updated_keys: tuple[str, ...] = ()
     deleted_keys: tuple[str, ...] = ()
     reason: str = ""  # why an unchanged table got no unit
+    # the kinds of the structure changes made (schema.SchemaChange.kind: add_table, add_column, ...)
+    structure_changes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("ddl", "warnings", "data_sql", *SAMPLE_KINDS):
+        for k in ("ddl", "warnings", "data_sql", "structure_changes", *SAMPLE_KINDS):
             d[k] = list(d[k])
         return d
 
@@ -588,6 +590,7 @@ def apply_unit(
     structures = {t: TableStructure.from_dict(entries[t]["structure"]) for t in unit.tables}
     rule_of = {t: entries[t]["rule"] for t in unit.tables}
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
+    kinds: dict[str, list[str]] = {t: [] for t in unit.tables}
     warnings: dict[str, list[str]] = {t: [] for t in unit.tables}
     counts = {t: rules.Counts() for t in unit.tables}
     seconds = dict.fromkeys(unit.tables, 0.0)
@@ -638,6 +641,7 @@ def apply_unit(
                 with StatementRecorder(conn) as recorder:
                     apply_diff(conn, diff)
                 ddl[name].extend(recorder.statements)
+                kinds[name].extend(c.kind for c in diff.changes)
                 own_sequences(conn, structure, execute)
                 for skipped in diff.skipped:
                     warnings[name].append(
@@ -776,6 +780,7 @@ def apply_unit(
                 inserted_keys=tuple(c.inserted_keys),
                 updated_keys=tuple(c.updated_keys),
                 deleted_keys=tuple(c.deleted_keys),
+                structure_changes=tuple(kinds[name]),
             )
         )
         if on_sql:
