@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import httpx
 from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import BaseModel
 
 from migration_manager.airflow_api import AirflowApi, ApiError
 from migration_manager.ui import catalog
@@ -164,17 +165,16 @@ def _trigger(
     return run_id, dag.get("is_paused") if dag else None
 
 
+class RunForm(BaseModel):
+    """The form of "Run" and "Preview on target": where to, and what the run may do."""
+
+    target_conn_id: str = "migration_target"
+    allow_drop: bool = False
+    allow_unsigned: bool = False
+
+
 def _trigger_file(
-    request: Request,
-    api: AirflowApi,
-    root: Any,
-    name: str,
-    target_conn_id: str,
-    *,
-    allow_drop: bool,
-    allow_unsigned: bool,
-    dry_run: bool,
-    note: str,
+    request: Request, api: AirflowApi, root: Any, name: str, form: RunForm, *, dry_run: bool
 ) -> Response | tuple[str, bool]:
     """Start migration_execute with a stored file (a dry run for a preview)."""
     try:
@@ -183,13 +183,18 @@ def _trigger_file(
         return not_found(request, f"No migration file {name} in the store.")
     conf: dict[str, Any] = {
         "migration_file": name,
-        "target_conn_id": target_conn_id.strip() or "migration_target",
-        "allow_drop": allow_drop,
+        "target_conn_id": form.target_conn_id.strip() or "migration_target",
+        "allow_drop": form.allow_drop,
     }
     if dry_run:
         conf["dry_run"] = True
-    if allow_unsigned:
+    if form.allow_unsigned:
         conf["allow_unsigned"] = True
+    note = (
+        f"Preview on target of {name} from the Migrations page"
+        if dry_run
+        else f"Started from the Migrations page with {name}"
+    )
     return _trigger(request, api, conf, note)
 
 
@@ -200,21 +205,9 @@ def file_run(
     root: Store,
     base: Base,
     name: str,
-    target_conn_id: Annotated[str, Form()] = "migration_target",
-    allow_drop: Annotated[bool, Form()] = False,
-    allow_unsigned: Annotated[bool, Form()] = False,
+    form: Annotated[RunForm, Form()],
 ) -> Response:
-    triggered = _trigger_file(
-        request,
-        api,
-        root,
-        name,
-        target_conn_id,
-        allow_drop=allow_drop,
-        allow_unsigned=allow_unsigned,
-        dry_run=False,
-        note=f"Started from the Migrations page with {name}",
-    )
+    triggered = _trigger_file(request, api, root, name, form, dry_run=False)
     if isinstance(triggered, Response):
         return triggered
     run_id, paused = triggered
@@ -229,22 +222,10 @@ def file_preview(
     root: Store,
     base: Base,
     name: str,
-    target_conn_id: Annotated[str, Form()] = "migration_target",
-    allow_drop: Annotated[bool, Form()] = False,
-    allow_unsigned: Annotated[bool, Form()] = False,
+    form: Annotated[RunForm, Form()],
 ) -> Response:
     """Preview on target: a dry run of the file as a DAG run (never inside this server)."""
-    triggered = _trigger_file(
-        request,
-        api,
-        root,
-        name,
-        target_conn_id,
-        allow_drop=allow_drop,
-        allow_unsigned=allow_unsigned,
-        dry_run=True,
-        note=f"Preview on target of {name} from the Migrations page",
-    )
+    triggered = _trigger_file(request, api, root, name, form, dry_run=True)
     if isinstance(triggered, Response):
         return triggered
     run_id, _paused = triggered
