@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from migration_manager.destructive import ON_DESTRUCTIVE
 from tests.airflowtools import dagbag, get_dag
 from tests.pgtools import REPO
 
+ON_PARAMS = ("on_missing_env", "on_missing_plugins", "on_destructive")
 DAG_IDS = (
     "migration_create",
     "migration_execute",
@@ -121,6 +123,8 @@ def test_params_render_with_enums() -> None:
     assert "profile" in system_default and "upsert" in system_default
     assert params.get_param("on_missing_env").schema["enum"] == ["ask", "fail"]
     assert params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
+    assert params.get_param("on_destructive").schema["enum"] == list(ON_DESTRUCTIVE)
+    assert all(params.get_param(p).schema["type"] == "string" for p in ON_PARAMS)
     assert all(params.get_param(p).description for p in params)
 
 
@@ -204,3 +208,33 @@ def test_destructive_check_and_notifications_shape() -> None:
         collect = dag.get_task("collect_logs")
         assert any(isinstance(n, MigrationNotifier) for n in collect.on_failure_callback)
         assert any(isinstance(n, MigrationNotifier) for n in collect.on_success_callback)
+
+
+def test_rules_param_schema_is_generated_from_the_model() -> None:
+    """The trigger form's ``rules`` schema comes from ``config.RuleSet``: after the DAG is
+    serialized (as the UI and the API read it), a triggered conf is refused where the model
+    refuses it."""
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from migration_manager.config import RULES, RuleSet
+    from migration_manager.errors import ConfigError
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(get_dag("migration_sync")))
+    schema = dag.params.get_param("rules").schema
+    assert schema["title"] == "Migration rules" and "$ref" not in str(schema)
+    assert schema["properties"]["user"]["properties"]["default"]["enum"] == list(RULES)
+    assert dag.params.validate()["rules"] == RuleSet().to_dict()
+    good = {"user": {"default": "upsert", "independent": {"orders": "skip"}}}
+    assert dag.params.deep_merge({"rules": good}).validate()["rules"] == good
+    assert RuleSet.parse(good).user.independent == {"orders": "skip"}
+    for bad in (
+        {"user": {"default": "profile"}},
+        {"users": {}},
+        {"system": {"independent": {"roles": "merge"}}},
+        {"user": {"default": "skip", "tables": {}}},
+    ):
+        with pytest.raises(ParamValidationError, match="Invalid input for param rules"):
+            dag.params.deep_merge({"rules": bad}).validate()
+        with pytest.raises(ConfigError):
+            RuleSet.parse(bad)

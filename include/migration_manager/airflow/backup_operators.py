@@ -16,14 +16,13 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.airflow.store import (
-    backup_key,
     backup_records,
     load_backup_record,
     local_backup_file,
     record_run_rollback,
     save_backup,
 )
-from migration_manager.backup import (
+from migration_manager.backup.restore import (
     IN_PLACE,
     MODES,
     NEW_DATABASE,
@@ -32,6 +31,7 @@ from migration_manager.backup import (
     restore_refusals,
 )
 from migration_manager.errors import BackupError, ConfigError
+from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

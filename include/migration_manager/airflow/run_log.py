@@ -23,6 +23,7 @@ from migration_manager import logs
 from migration_manager.airflow.signing import task_trust
 from migration_manager.airflow.store import as_local, migration_file_path, store_root
 from migration_manager.errors import ConfigError
+from migration_manager.store_layout import run_log_dir, run_log_names
 
 if TYPE_CHECKING:
     from migration_manager.archive import Openable
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP_KEY = "step"
-LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
@@ -45,12 +45,7 @@ CHECK_TASKS = (
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
-    return (
-        store_root()
-        / LOGS
-        / logs.safe_component(migration_id or UNKNOWN_MIGRATION)
-        / logs.safe_component(run_id)
-    )
+    return run_log_dir(store_root(), *run_log_names(migration_id or UNKNOWN_MIGRATION, run_id))
 
 
 # --- step records (run inside every task) ------------------------------------------------------

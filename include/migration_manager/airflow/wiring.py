@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import Param, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
+from pydantic import BaseModel
 
 from migration_manager.airflow.app_operators import AppRestartOperator
 from migration_manager.airflow.backup_operators import (
@@ -37,10 +38,10 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
-from migration_manager.config import RULES
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
+from migration_manager.config import RULES, RuleSet
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
-from migration_manager.pipelines import DEFAULT_POOL
+from migration_manager.pipelines import DEFAULT_POOL, PipelineOptions
 from migration_manager.profiles import PROFILES
 from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
 
@@ -71,27 +72,44 @@ def answer_timeout() -> timedelta | None:
     return timedelta(hours=hours) if hours > 0 else None
 
 
-_INDEPENDENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": {"type": "string", "enum": list(RULES)},
-}
+def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
+    """A model's JSON schema as Airflow's Param takes it (``Param(schema=...)``).
+
+    Generated from the model that validates the document (``Model.model_json_schema()``), then
+    adapted: ``$ref``s inlined (the trigger form reads ``properties`` directly), the generated
+    titles and the model's docstring left out, the form's ``title`` set.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return inline({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        return {  # property names are kept; the generated titles are not
+            key: {n: inline(sub) for n, sub in value.items()}
+            if key == "properties"
+            else inline(value)
+            for key, value in node.items()
+            if key != "title"
+        }
+
+    schema.pop("description", None)
+    return {**inline(schema), "title": title}
 
 
-def _group_schema(defaults: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "default": {"type": "string", "enum": defaults},
-            "independent": _INDEPENDENT_SCHEMA,
-        },
-    }
+def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """One field's JSON schema (its ``type``, ``enum``...) as Param keywords; the Param's own
+    value is its default."""
+    prop = param_schema(model, title="")["properties"][name]
+    return {k: v for k, v in prop.items() if k not in ("default", "title")}
 
 
-DEFAULT_RULES = {
-    "system": {"default": "profile", "independent": {}},
-    "user": {"default": "schema-only", "independent": {}},
-}
+DEFAULT_RULES = RuleSet().to_dict()
 
 
 def create_params() -> dict[str, Param]:
@@ -124,14 +142,7 @@ def create_params() -> dict[str, Param]:
                 + ", ".join(RULES)
                 + '; system default may also be "profile" (each built-in table\'s own default).'
             ),
-            schema={
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "system": _group_schema(["profile", *RULES]),
-                    "user": _group_schema(list(RULES)),
-                },
-            },
+            schema=param_schema(RuleSet, title="Migration rules"),
         ),
     }
 
@@ -200,15 +211,13 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params["on_missing_env"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "fail"],
+        **field_schema(PipelineOptions, "on_missing_env"),
         title="Missing environment variables",
         description="ask: pause the run and ask in the UI (Required actions); fail: stop with the list (scheduled runs).",
     )
     params["on_missing_plugins"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "continue", "fail"],
+        **field_schema(PipelineOptions, "on_missing_plugins"),
         title="Plugins missing in the target",
         description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
     )
@@ -244,8 +253,7 @@ def destructive_params() -> dict[str, Param]:
     return {
         "on_destructive": Param(
             "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
-            type="string",
-            enum=list(ON_DESTRUCTIVE),
+            **field_schema(PipelineOptions, "on_destructive"),
             title="Destructive plans",
             description=(
                 "A plan is destructive when a table would lose more than max_delete_ratio of its rows, "

@@ -14,7 +14,7 @@ from migration_manager.config import GROUPS, RuleSet
 from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.plan import AUTO_INCREMENT, NO_PRIMARY_KEY, NOT_ALLOWED, Refusal
 from migration_manager.profiles import get_profile
-from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.rulesets import NamedRuleSet, check_name, list_rule_sets
 from migration_manager.ui import connections as conns
 from migration_manager.ui.deps import store
 
@@ -102,19 +102,7 @@ def _rule_set_folder() -> Any:
 
 def saved_rule_sets() -> tuple[list[NamedRuleSet], list[str]]:
     """Every readable rule set in the store, and a message for each unreadable file."""
-    folder = _rule_set_folder()
-    found: list[NamedRuleSet] = []
-    errors: list[str] = []
-    if not folder.exists():
-        return found, errors
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.name.endswith(".yaml"):
-            continue
-        try:
-            found.append(NamedRuleSet.from_yaml(path.read_text(), name=path.name[:-5]))
-        except ConfigError as exc:
-            errors.append(f"{path.name}: {exc}")
-    return found, errors
+    return list_rule_sets(_rule_set_folder())
 
 
 def load_rule_set(name: str) -> NamedRuleSet:
