@@ -7,7 +7,7 @@ carry as small dicts; nothing here writes anywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from migration_manager.config import (
@@ -74,31 +74,80 @@ class Unit:
         )
 
 
-def refusal(table: str, rule: str, structure: TableStructure, source: str) -> str | None:
+# Why planning refuses a rule for a table (Refusal.code)
+NO_PRIMARY_KEY = "no_primary_key"  # a keyed rule on a table without a primary key
+AUTO_INCREMENT = "auto_increment"  # a keyed rule on a table with an auto-increment id
+NOT_ALLOWED = "not_allowed"  # the application allows only other rules for this table
+UNKNOWN_TABLE = "unknown_table"  # an independent rule names a table the source lacks
+RULES_DISAGREE = "rules_disagree"  # two independent rules for one table
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why planning refuses ``rule`` for ``table``: a code and its facts (what a page groups and
+    words), and the sentence planning gives (``message``, also its ``str``)."""
+
+    table: str
+    rule: str
+    code: str
+    message: str
+    columns: tuple[str, ...] = ()  # AUTO_INCREMENT: the auto-increment columns
+    kind: str = ""  # AUTO_INCREMENT: serial, identity or auto-increment
+    allowed: tuple[str, ...] = ()  # NOT_ALLOWED: the rules the application allows
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def refuse(table: str, rule: str, structure: TableStructure, source: str) -> Refusal | None:
     """Why ``rule`` cannot be applied to ``table`` (None when it can)."""
     if rule not in KEYED_RULES:
         return None
     if not structure.primary_key:
-        return f"{table}: {rule} ({source}) needs a primary key and {table} has none; use overwrite or schema-only"
+        return Refusal(
+            table,
+            rule,
+            NO_PRIMARY_KEY,
+            f"{table}: {rule} ({source}) needs a primary key and {table} has none; use overwrite or schema-only",
+        )
     auto = structure.auto_increment_columns
     if auto:
         kind = (
             structure.key_kind if structure.key_kind in ("serial", "identity") else "auto-increment"
         )
-        return (
+        return Refusal(
+            table,
+            rule,
+            AUTO_INCREMENT,
             f"{table}: {rule} ({source}) is refused for tables with an auto-increment id "
-            f"({', '.join(auto)} is {kind}); use overwrite or schema-only"
+            f"({', '.join(auto)} is {kind}); use overwrite or schema-only",
+            columns=tuple(auto),
+            kind=kind,
         )
     return None
 
 
-def rule_choices(table: str, structure: TableStructure, cls: TableClass) -> dict[str, str | None]:
+def refusal(table: str, rule: str, structure: TableStructure, source: str) -> str | None:
+    """Why ``rule`` cannot be applied to ``table``, as planning says it (None when it can)."""
+    found = refuse(table, rule, structure, source)
+    return found.message if found else None
+
+
+def rule_choices(
+    table: str, structure: TableStructure, cls: TableClass
+) -> dict[str, Refusal | None]:
     """For each rule, why ``table`` cannot take it (None when it can): what planning would refuse."""
-    out: dict[str, str | None] = {}
+    out: dict[str, Refusal | None] = {}
     for rule in RULES:
-        why = refusal(table, rule, structure, "chosen")
+        why = refuse(table, rule, structure, "chosen")
         if why is None and cls.allowed_rules and rule not in cls.allowed_rules and rule != SKIP:
-            why = f"{table}: the application allows only {', '.join(cls.allowed_rules)} for this table"
+            why = Refusal(
+                table,
+                rule,
+                NOT_ALLOWED,
+                f"{table}: the application allows only {', '.join(cls.allowed_rules)} for this table",
+                allowed=tuple(cls.allowed_rules),
+            )
         out[rule] = why
     return out
 
@@ -123,7 +172,7 @@ def resolve(
     """Each table's rule. Raises :class:`PlanError` listing every refused table."""
     plans, warnings, problems = evaluate(structures, classes, rules, scope)
     if problems:
-        raise PlanError(problems)
+        raise PlanError([p.message for p in problems])
     return plans, warnings
 
 
@@ -132,9 +181,9 @@ def evaluate(
     classes: Mapping[str, TableClass],
     rules: RuleSet,
     scope: TableScope,
-) -> tuple[list[TablePlan], list[str], list[str]]:
+) -> tuple[list[TablePlan], list[str], list[Refusal]]:
     """Each table's rule, the plan's warnings, and every problem (refusals) without raising."""
-    problems: list[str] = []
+    problems: list[Refusal] = []
     warnings: list[str] = [c.note for c in classes.values() if c.note]
 
     independent: dict[
@@ -146,13 +195,23 @@ def evaluate(
             table = name if name in structures else scope.physical(name)
             if table not in structures:
                 problems.append(
-                    f"{name}: an independent rule ({group}: {rule}) names a table the source does not have "
-                    f"(schema {scope.schema!r}); remove it or fix the name"
+                    Refusal(
+                        name,
+                        rule,
+                        UNKNOWN_TABLE,
+                        f"{name}: an independent rule ({group}: {rule}) names a table the source does not have "
+                        f"(schema {scope.schema!r}); remove it or fix the name",
+                    )
                 )
                 continue
             if table in independent and independent[table][0] != rule:
                 problems.append(
-                    f"{name}: independent rules disagree ({independent[table][0]} and {rule}); keep one"
+                    Refusal(
+                        name,
+                        rule,
+                        RULES_DISAGREE,
+                        f"{name}: independent rules disagree ({independent[table][0]} and {rule}); keep one",
+                    )
                 )
                 continue
             if classes[table].group != group:
@@ -196,15 +255,21 @@ def evaluate(
         cls = classes[table]
         rule, source = resolved[table]
         structure = structures[table]
-        why = refusal(table, rule, structure, source)
+        why = refuse(table, rule, structure, source)
         if why:
             if cls.companion_of and table not in independent:
-                why += f"; or give {table} an independent rule"
+                why = replace(why, message=f"{why.message}; or give {table} an independent rule")
             problems.append(why)
         elif cls.allowed_rules and rule not in cls.allowed_rules and rule != SKIP:
             problems.append(
-                f"{table}: {rule} ({source}) is not allowed by the application for this table; "
-                f"allowed: {', '.join(cls.allowed_rules)}"
+                Refusal(
+                    table,
+                    rule,
+                    NOT_ALLOWED,
+                    f"{table}: {rule} ({source}) is not allowed by the application for this table; "
+                    f"allowed: {', '.join(cls.allowed_rules)}",
+                    allowed=tuple(cls.allowed_rules),
+                )
             )
         plans.append(
             TablePlan(

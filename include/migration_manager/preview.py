@@ -23,7 +23,7 @@ from migration_manager.config import RuleSet
 from migration_manager.create import create_migration
 from migration_manager.errors import ConfigError
 from migration_manager.execute import TableResult, apply_unit, prepare
-from migration_manager.plan import evaluate, rule_choices
+from migration_manager.plan import Refusal, evaluate, rule_choices
 from migration_manager.profiles import get_profile
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
 from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
@@ -37,12 +37,14 @@ class TableView:
     estimated_rows: int
     rule: str
     rule_source: str
-    choices: dict[str, str | None]  # rule -> why it is refused (None: allowed)
+    choices: dict[str, Refusal | None]  # rule -> why it is refused (None: allowed)
     companion_of: tuple[str, ...] = ()
     problem: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON: each refused choice as planning's sentence."""
         d = asdict(self)
+        d["choices"] = {rule: (why.message if why else None) for rule, why in self.choices.items()}
         d["companion_of"] = list(self.companion_of)
         return d
 
@@ -89,7 +91,7 @@ def inspect_source(
     plans, warnings, problems = evaluate(structures, classes, ruleset, scope)
     views = []
     for p in plans:
-        problem = next((msg for msg in problems if msg.startswith(f"{p.name}:")), None)
+        problem = next((r.message for r in problems if r.table == p.name), None)
         views.append(
             TableView(
                 name=p.name,
@@ -103,7 +105,8 @@ def inspect_source(
                 problem=problem,
             )
         )
-    return SourceView(prof.name, scope.schema, tuple(views), tuple(warnings), tuple(problems))
+    messages = tuple(r.message for r in problems)
+    return SourceView(prof.name, scope.schema, tuple(views), tuple(warnings), messages)
 
 
 def preview(

@@ -1,7 +1,8 @@
 """A running Airflow for end-to-end tests (started with ``bin/airflow-local``) and its REST API.
 
 Everything goes through ``/api/v2`` with a token from ``POST /auth/token``, the way the UI
-talks to Airflow. Waits poll with a deadline; nothing sleeps to synchronise.
+talks to Airflow, with the project's own client (:mod:`migration_manager.airflow_api`).
+Waits poll with a deadline; nothing sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import psutil
 
+from migration_manager.airflow_api import AirflowApi
 from tests.pgtools import REPO, create_database, drop_database, dsn_for
 
 LAUNCHER = REPO / "bin" / "airflow-local"
@@ -46,20 +48,14 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
-class Airflow:
+class Airflow(AirflowApi):
+    """The shared REST client (:mod:`migration_manager.airflow_api`), logged in, with waits."""
+
     def __init__(self, base: str, home: Path, user: str = "admin", password: str = "admin"):
+        super().__init__(httpx.Client(base_url=base, timeout=30))
         self.base = base
         self.home = home
-        self.client = httpx.Client(base_url=base, timeout=30)
-        answer = self.client.post("/auth/token", json={"username": user, "password": password})
-        assert answer.status_code in (200, 201), answer.text
-        self.client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
-
-    # --- plumbing ------------------------------------------------------------------------
-    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
-        answer = self.client.request(method, f"/api/v2{path}", **kw)
-        assert answer.status_code in expect, f"{method} {path}: {answer.status_code} {answer.text}"
-        return answer.json() if answer.content else None
+        self.log_in(user, password)
 
     # --- connections ---------------------------------------------------------------------
     def set_connection(self, conn_id: str, dsn: str, extra: dict[str, Any] | None = None) -> None:
@@ -74,38 +70,23 @@ class Airflow:
             "schema": parts.path.lstrip("/"),
             "extra": json.dumps(extra) if extra else None,
         }
-        exists = self.client.get(f"/api/v2/connections/{conn_id}").status_code == 200
-        if exists:
-            self.call("PATCH", f"/connections/{conn_id}", json=body)
-        else:
-            self.call("POST", "/connections", json=body, expect=(201,))
+        self.upsert("connections", conn_id, body)
 
     # --- DAGs and runs -------------------------------------------------------------------
-    def dag(self, dag_id: str) -> dict[str, Any]:
-        return dict(self.call("GET", f"/dags/{dag_id}"))
-
     def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
-        def parsed() -> dict[str, Any] | None:
-            answer = self.client.get(f"/api/v2/dags/{dag_id}")
-            return answer.json() if answer.status_code == 200 else None
-
-        return dict(wait_for(f"DAG {dag_id} to be parsed", parsed, timeout))
+        return dict(wait_for(f"DAG {dag_id} to be parsed", lambda: self.dag(dag_id), timeout))
 
     def unpause(self, dag_id: str) -> None:
         self.wait_for_dag(dag_id)
-        self.call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        self.set_paused(dag_id, False)
 
     def trigger(self, dag_id: str, conf: dict[str, Any], run_id: str | None = None) -> str:
         run_id = run_id or f"e2e__{uuid.uuid4().hex[:12]}"
-        self.call(
-            "POST",
-            f"/dags/{dag_id}/dagRuns",
-            json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
-        )
+        self.trigger_run(dag_id, conf, run_id=run_id)
         return run_id
 
     def run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return dict(self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}"))
+        return self.dag_run(dag_id, run_id)
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 420) -> str:
         def finished() -> str | None:
@@ -127,10 +108,6 @@ class Airflow:
                 lines.extend("      " + line for line in log.splitlines()[-15:])
         return "\n".join(lines)
 
-    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-        body = self.call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")
-        return list(body["task_instances"])
-
     def states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         out = {}
         for ti in self.task_instances(dag_id, run_id):
@@ -150,13 +127,8 @@ class Airflow:
         self, dag_id: str, run_id: str, task_id: str, states: tuple[str, ...], timeout: float = 300
     ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
-            answer = self.client.get(
-                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"
-            )
-            if answer.status_code != 200:
-                return None
-            ti = answer.json()
-            return ti if ti.get("state") in states else None
+            ti = self.find(f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            return ti if ti and ti.get("state") in states else None
 
         return dict(wait_for(f"{task_id} of {run_id} in {states}", reached, timeout))
 

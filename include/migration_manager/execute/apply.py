@@ -99,6 +99,7 @@ def apply_unit(
     structures = {t: TableStructure.from_dict(entries[t]["structure"]) for t in unit.tables}
     rule_of = {t: entries[t]["rule"] for t in unit.tables}
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
+    kinds: dict[str, list[str]] = {t: [] for t in unit.tables}
     warnings: dict[str, list[str]] = {t: [] for t in unit.tables}
     counts = {t: rules.Counts() for t in unit.tables}
     seconds = dict.fromkeys(unit.tables, 0.0)
@@ -149,6 +150,7 @@ def apply_unit(
                 with StatementRecorder(conn) as recorder:
                     apply_diff(conn, diff)
                 ddl[name].extend(recorder.statements)
+                kinds[name].extend(c.kind for c in diff.changes)
                 own_sequences(conn, structure, execute)
                 for skipped in diff.skipped:
                     warnings[name].append(
@@ -287,6 +289,7 @@ def apply_unit(
                 inserted_keys=tuple(c.inserted_keys),
                 updated_keys=tuple(c.updated_keys),
                 deleted_keys=tuple(c.deleted_keys),
+                structure_changes=tuple(kinds[name]),
             )
         )
         if on_sql:

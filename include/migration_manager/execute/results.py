@@ -35,10 +35,12 @@ class TableResult:
     updated_keys: tuple[str, ...] = ()
     deleted_keys: tuple[str, ...] = ()
     reason: str = ""  # why an unchanged table got no unit
+    # the kinds of the structure changes made (schema.SchemaChange.kind: add_table, add_column, ...)
+    structure_changes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("ddl", "warnings", "data_sql", *SAMPLE_KINDS):
+        for k in ("ddl", "warnings", "data_sql", "structure_changes", *SAMPLE_KINDS):
             d[k] = list(d[k])
         return d
 

@@ -19,13 +19,13 @@ from typing import Any
 import httpx
 
 from migration_manager.airflow.connections import Environment, environment_of
+from migration_manager.airflow_api import AirflowApi, ApiError
 from migration_manager.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "AIRFLOW_CONN_"
 POSTGRES = ("postgres", "postgresql")
-_PAGE = 100
 
 
 class UnknownConnection(LookupError):
@@ -90,25 +90,14 @@ def env_connections(environ: Mapping[str, str] | None = None) -> list[Connection
     return found
 
 
-def db_connections(client: httpx.Client, headers: Mapping[str, str]) -> list[ConnectionInfo]:
+def db_connections(api: AirflowApi) -> list[ConnectionInfo]:
     """Postgres connections of the metadata database, through ``GET /api/v2/connections``.
 
     Raises :class:`PermissionError` when the user may not list connections.
     """
     found: list[ConnectionInfo] = []
-    offset = 0
-    while True:
-        resp = client.get(
-            "/api/v2/connections",
-            params={"limit": _PAGE, "offset": offset, "order_by": "connection_id"},
-            headers=dict(headers),
-        )
-        if resp.status_code in (401, 403):
-            raise PermissionError(f"Airflow answered {resp.status_code} listing connections")
-        resp.raise_for_status()
-        body = resp.json()
-        items = body.get("connections") or []
-        for item in items:
+    try:
+        for item in api.connections():
             if str(item.get("conn_type") or "").lower() not in POSTGRES:
                 continue
             found.append(
@@ -122,9 +111,23 @@ def db_connections(client: httpx.Client, headers: Mapping[str, str]) -> list[Con
                     origin="database",
                 )
             )
-        offset += len(items)
-        if not items or offset >= int(body.get("total_entries") or 0):
-            return found
+    except ApiError as exc:
+        if exc.status in (401, 403):
+            raise PermissionError(f"Airflow answered {exc.status} listing connections") from None
+        raise
+    return found
+
+
+def listed(api: AirflowApi) -> tuple[list[ConnectionInfo], str | None]:
+    """Postgres connections the user may see (database and environment), and a note when the
+    database's could not be listed."""
+    note = None
+    from_db: list[ConnectionInfo] = []
+    try:
+        from_db = db_connections(api)
+    except (PermissionError, ApiError, httpx.HTTPError, ValueError) as exc:
+        note = f"Connections of the metadata database are not listed: {exc}"
+    return merged(from_db, env_connections()), note
 
 
 def merged(from_db: list[ConnectionInfo], from_env: list[ConnectionInfo]) -> list[ConnectionInfo]:
