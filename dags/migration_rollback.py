@@ -42,7 +42,8 @@ from migration_manager.airflow.wiring import (
 )
 def migration_rollback() -> None:
     # an in-place restore changes what the running app serves: restart it (or say it must be)
-    restore_task() >> app_restart_task()
+    restore = restore_task()
+    restore >> app_restart_task(restore=restore.output)
 
 
 migration_rollback()

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_manager.backup import find_tool
+from migration_manager.backup.tools import find_tool
 
 _SKIP = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
 

@@ -158,9 +158,12 @@ def seed_store(root: Path) -> dict[str, Any]:
 
     Returns the seeded ids: ``failed`` and ``success`` as (migration folder, run folder).
     """
-    from migration_manager import logs
+    from migration_manager import run_files, store_layout
     from migration_manager.report import summarize
+    from migration_manager.run_record import Endpoint, MigrationFileInfo
+    from migration_manager.run_record_build import RunInfo, Step, build_record, describe_signature
     from migration_manager.signing import Signature
+    from migration_manager.step_outcomes import StepKind
 
     files = root / "files"
     files.mkdir(parents=True, exist_ok=True)
@@ -208,13 +211,11 @@ def seed_store(root: Path) -> dict[str, Any]:
         )
         t0 = start[:-9]  # "2026-11-26T09:01"
         steps = [
-            logs.Step(
-                "env_check", "success", start=f"{t0}:00+00:00", end=f"{t0}:01+00:00", attempt=1
-            ),
-            logs.Step("plan", "success", start=f"{t0}:01+00:00", end=f"{t0}:03+00:00", attempt=1),
+            Step("env_check", "success", start=f"{t0}:00+00:00", end=f"{t0}:01+00:00", attempt=1),
+            Step("plan", "success", start=f"{t0}:01+00:00", end=f"{t0}:03+00:00", attempt=1),
             *(
                 [
-                    logs.Step(
+                    Step(
                         "destructive_check",
                         "success",
                         start=f"{t0}:03+00:00",
@@ -230,7 +231,7 @@ def seed_store(root: Path) -> dict[str, Any]:
                 if status == "failed"
                 else []
             ),
-            logs.Step(
+            Step(
                 "apply_table",
                 "failed" if status == "failed" else "success",
                 map_index=0,
@@ -241,42 +242,48 @@ def seed_store(root: Path) -> dict[str, Any]:
                 error="uiSchemas: invalid input syntax for type integer"
                 if status == "failed"
                 else None,
+                failed=status == "failed",
             ),
-            logs.Step(
-                "collect_logs", status, start=f"{t0}:07+00:00", end=f"{t0}:08+00:00", attempt=1
+            Step(
+                "collect_logs",
+                status,
+                start=f"{t0}:07+00:00",
+                end=f"{t0}:08+00:00",
+                attempt=1,
+                failed=status == "failed",
             ),
         ]
         run_id = f"manual__{start}"
         backup_id = f"bk-{mid[4:20]}-{mid[-6:]}"
-        record = logs.build_record(
-            run={
-                "dag_id": "migration_execute",
-                "run_id": run_id,
-                "run_type": "manual",
-                "triggered_by": "admin",
-                "start_date": start,
-            },
+        record = build_record(
+            run=RunInfo(
+                dag_id="migration_execute",
+                run_id=run_id,
+                run_type="manual",
+                triggered_by="admin",
+                start_date=start,
+            ),
             steps=steps,
             report=report,
             summary=summarize(report, results),
-            migration_file={
-                "name": f"{mid}.zip",
-                "id": mid,
-                "sha256": "ab" * 32,
-                "bytes": 1234,
+            migration_file=MigrationFileInfo(
+                name=f"{mid}.zip",
+                id=mid,
+                sha256="ab" * 32,
+                bytes=1234,
                 # who signed it: the failed run ran an unsigned file under allow_unsigned
-                "signature": logs.describe_signature(
+                signature=describe_signature(
                     Signature("unsigned")
                     if key == "failed"
                     else Signature("verified", "release-team", "0123456789abcdef", "ci"),
                     allow_unsigned=key == "failed",
                 ),
-            },
-            source={"database": "staging", "app_version": "1.6.0"},
-            target={"conn_id": target, "host": "db", "port": 5432, "database": target},
+            ),
+            source=Endpoint(database="staging", app_version="1.6.0"),
+            target=Endpoint(conn_id=target, host="db", port=5432, database=target),
             params={"target_conn_id": target},
             checks={
-                "env_check": {
+                StepKind.ENV_CHECK: {
                     "settings": {"DB_SCHEMA": "public"},
                     "missing_env": [],
                     "versions": {
@@ -286,7 +293,7 @@ def seed_store(root: Path) -> dict[str, Any]:
                         "allowed": False,
                     },
                 },
-                "app_restart": {
+                StepKind.APP_RESTART: {
                     "status": "restart needed",
                     "after": "migration",
                     "message": "Restart the target application now",
@@ -295,9 +302,11 @@ def seed_store(root: Path) -> dict[str, Any]:
             backup={"backup_id": backup_id, "tables": 2, "rows": 56, "size": 4096},
             ended_at=f"{t0}:08+00:00",
         )
-        folder = root / "logs" / logs.safe_component(mid) / logs.safe_component(run_id)
-        logs.write_files(folder, record)
-        seeded[key] = (logs.safe_component(mid), logs.safe_component(run_id))
+        folder = (
+            root / "logs" / store_layout.safe_component(mid) / store_layout.safe_component(run_id)
+        )
+        run_files.write_files(folder, record)
+        seeded[key] = (store_layout.safe_component(mid), store_layout.safe_component(run_id))
         backups = root / "backups" / target
         backups.mkdir(parents=True, exist_ok=True)
         (backups / f"{backup_id}.dump").write_bytes(b"PGDMP")

@@ -28,6 +28,7 @@ import zstandard
 
 from migration_manager import manifest as manifest_model
 from migration_manager import signing
+from migration_manager.digest import CHUNK, Digest
 from migration_manager.errors import ArchiveError, ArchiveLimitError
 from migration_manager.signing import (
     SIGNATURE_MAX_BYTES,
@@ -44,7 +45,6 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 _MEMBER = manifest_model.MEMBER_PATTERN
 _FIXED = (MANIFEST, MANIFEST_SUM, SIGNATURE_MEMBER)
-CHUNK = 1 << 20
 MANIFEST_MAX_BYTES = 64 << 20  # a manifest of 10,000 tables is about 50 MB
 SUM_MAX_BYTES = 128  # 64 hex digits and a newline
 
@@ -62,15 +62,13 @@ def data_member(index: int) -> str:
 class _HashingWriter(io.RawIOBase):
     def __init__(self, target: IO[bytes]):
         self.target = target
-        self.sha = hashlib.sha256()
-        self.size = 0
+        self.digest = Digest()
 
     def writable(self) -> bool:
         return True
 
     def write(self, b: Any) -> int:
-        self.sha.update(b)
-        self.size += len(b)
+        self.digest.update(b)
         return self.target.write(b)
 
 
@@ -92,7 +90,10 @@ class ArchiveWriter:
             compressor = zstandard.ZstdCompressor(level=self._level, threads=-1)
             with compressor.stream_writer(hashing, closefd=False) as writer:  # type: ignore[arg-type]
                 yield writer
-            self.members[member] = {"sha256": hashing.sha.hexdigest(), "bytes": hashing.size}
+            self.members[member] = {
+                "sha256": hashing.digest.hexdigest(),
+                "bytes": hashing.digest.size,
+            }
 
     def finish(self, manifest: dict[str, Any], signing_key: SigningKey | None = None) -> bytes:
         body = json.dumps(manifest, indent=1, sort_keys=False, ensure_ascii=False).encode("utf-8")
@@ -122,7 +123,7 @@ class _VerifyingReader(io.RawIOBase):
         self.size = size
         self.remaining = size
         self.name = name
-        self.sha = hashlib.sha256()
+        self.digest = Digest()
 
     def readable(self) -> bool:
         return True
@@ -141,9 +142,9 @@ class _VerifyingReader(io.RawIOBase):
                     f"{self.size} bytes its manifest declares (its limit); the file is corrupt or was "
                     "modified. Create the migration file again"
                 )
-            self.sha.update(memoryview(b)[:n])
+            self.digest.update(memoryview(b)[:n])
             self.remaining -= n
-        elif self.sha.hexdigest() != self.expected or self.remaining != 0:
+        elif self.digest.hexdigest() != self.expected or self.remaining != 0:
             raise ArchiveError(
                 f"{self.name}: member {self.member} fails its checksum: the file is corrupt or was "
                 "modified; create the migration file again"

@@ -1,24 +1,33 @@
-"""Rules documents and application settings, validated up front with errors that name the key."""
+"""Rules documents and application settings, validated up front with errors that name the key.
+
+The rules document is a pydantic model (:class:`RuleSet`): the one definition of its shape,
+validated here and rendered as the JSON schema of the ``rules`` param of the trigger form.
+"""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
+from migration_manager import validation
 from migration_manager.errors import ConfigError
+
+Rule = Literal["schema-only", "overwrite", "upsert", "insert-ignore", "skip"]
+SystemDefault = Literal["schema-only", "overwrite", "upsert", "insert-ignore", "skip", "profile"]
 
 SCHEMA_ONLY = "schema-only"
 OVERWRITE = "overwrite"
 UPSERT = "upsert"
 INSERT_IGNORE = "insert-ignore"
 SKIP = "skip"
-RULES = (SCHEMA_ONLY, OVERWRITE, UPSERT, INSERT_IGNORE, SKIP)
+RULES: tuple[str, ...] = get_args(Rule)
 PROFILE_DEFAULT = "profile"
 KEYED_RULES = (UPSERT, INSERT_IGNORE)
 DATA_RULES = (OVERWRITE, UPSERT, INSERT_IGNORE)
@@ -27,22 +36,44 @@ SYSTEM = "system"
 USER = "user"
 GROUPS = (SYSTEM, USER)
 
-
-def _check_rule(value: Any, where: str, *, allow_profile: bool = False) -> str:
-    allowed = RULES + ((PROFILE_DEFAULT,) if allow_profile else ())
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{where}: unknown rule {value!r}; use one of {', '.join(allowed)}")
-    return value
+TableName = Annotated[str, BeforeValidator(str)]  # YAML may read a table named 1 as a number
 
 
-@dataclass(frozen=True)
-class GroupRules:
-    default: str
-    independent: Mapping[str, str] = field(default_factory=dict)
+def _none_is_empty(doc: Any) -> Any:
+    """``null`` (or an empty value) for an object of the document: its defaults."""
+    if isinstance(doc, Mapping):
+        return {k: ({} if v is None else v) for k, v in doc.items()}
+    return doc
 
 
-@dataclass(frozen=True)
-class RuleSet:
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shape: ClassVar[str] = "an object"  # what a value of this model looks like, for messages
+
+
+class GroupRules(_Document):
+    """One group's default rule and its independent rules (table name -> rule)."""
+
+    shape: ClassVar[str] = "an object with 'default' and 'independent'"
+
+    default: str  # each group names its rules (below)
+    independent: dict[TableName, Rule] = Field(
+        default_factory=dict, description="an object of table name -> rule"
+    )
+
+    _empty = model_validator(mode="before")(_none_is_empty)
+
+
+class SystemRules(GroupRules):
+    default: SystemDefault = "profile"
+
+
+class UserRules(GroupRules):
+    default: Rule = "schema-only"
+
+
+class RuleSet(_Document):
     """A default rule per group plus independent rules for chosen tables.
 
     Shape (JSON param or YAML file)::
@@ -51,53 +82,32 @@ class RuleSet:
          "user":   {"default": "schema-only", "independent": {"orders": "overwrite"}}}
     """
 
-    system: GroupRules = field(default_factory=lambda: GroupRules(PROFILE_DEFAULT))
-    user: GroupRules = field(default_factory=lambda: GroupRules(SCHEMA_ONLY))
+    shape: ClassVar[str] = "an object with keys 'system' and/or 'user'"
 
+    system: SystemRules = SystemRules()
+    user: UserRules = UserRules()
+
+    @model_validator(mode="before")
     @classmethod
-    def parse(cls, doc: Any, *, source: str = "rules") -> RuleSet:
+    def _decode(cls, doc: Any) -> Any:
         if doc is None or doc == "":
-            return cls()
+            return {}
         if isinstance(doc, str):
             try:
                 doc = json.loads(doc)
             except json.JSONDecodeError as exc:
-                raise ConfigError(
-                    f'{source}: not valid JSON ({exc}); give an object like {{"user": {{"default": "schema-only"}}}}'
-                ) from exc
-        if not isinstance(doc, Mapping):
-            raise ConfigError(
-                f"{source}: expected an object with keys 'system' and/or 'user', got {type(doc).__name__}"
-            )
-        unknown = sorted(set(doc) - set(GROUPS))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: 'system', 'user'"
-            )
-        groups: dict[str, GroupRules] = {}
-        for group in GROUPS:
-            part = doc.get(group) or {}
-            where = f"{source}.{group}"
-            if not isinstance(part, Mapping):
-                raise ConfigError(f"{where}: expected an object with 'default' and 'independent'")
-            bad = sorted(set(part) - {"default", "independent"})
-            if bad:
-                raise ConfigError(
-                    f"{where}: unknown key(s) {', '.join(map(repr, bad))}; allowed: 'default', 'independent'"
-                )
-            fallback = PROFILE_DEFAULT if group == SYSTEM else SCHEMA_ONLY
-            default = _check_rule(
-                part.get("default", fallback), f"{where}.default", allow_profile=group == SYSTEM
-            )
-            independent = part.get("independent") or {}
-            if not isinstance(independent, Mapping):
-                raise ConfigError(f"{where}.independent: expected an object of table name -> rule")
-            checked = {
-                str(table): _check_rule(rule, f"{where}.independent[{table!r}]")
-                for table, rule in independent.items()
-            }
-            groups[group] = GroupRules(default, checked)
-        return cls(system=groups[SYSTEM], user=groups[USER])
+                raise ValueError(
+                    f'not valid JSON ({exc}); give an object like {{"user": {{"default": "schema-only"}}}}'
+                ) from None
+        return _none_is_empty(doc)
+
+    @classmethod
+    def parse(cls, doc: Any, *, source: str = "rules") -> RuleSet:
+        """The rules of a document (an object, JSON text, None); errors name ``source`` and the key."""
+        try:
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise ConfigError("\n".join(rule_problems(exc.errors(), source))) from None
 
     @classmethod
     def load(cls, path: str | Path) -> RuleSet:
@@ -114,10 +124,47 @@ class RuleSet:
         return self.system if name == SYSTEM else self.user
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            g: {"default": self.group(g).default, "independent": dict(self.group(g).independent)}
-            for g in GROUPS
-        }
+        return self.model_dump()
+
+
+def _rules_where(source: str, loc: validation.Loc) -> str:
+    """``rules.user.default``, ``rules.system.independent['roles']``."""
+    where = source
+    for i, part in enumerate(loc):
+        where += f"[{part!r}]" if i and loc[i - 1] == "independent" else f".{part}"
+    return where
+
+
+def _shape(loc: validation.Loc) -> str:
+    """What the value at ``loc`` of a rules document looks like."""
+    if loc and loc[-1] == "independent":
+        return str(GroupRules.model_fields["independent"].description)
+    model = validation.model_at(RuleSet, loc)
+    return model.shape if model is not None and issubclass(model, _Document) else "an object"
+
+
+def rule_problems(
+    errors: list[ErrorDetails], source: str, *, under: validation.Loc = ()
+) -> list[str]:
+    """A rules document's validation errors (the document at ``under``), each naming ``source``
+    and the key."""
+    unknown, others = validation.split(errors, under)
+    problems = [
+        f"{_rules_where(source, loc)}: unknown key(s) {', '.join(map(repr, sorted(keys)))}; "
+        f"allowed: {', '.join(map(repr, validation.keys_of(validation.model_at(RuleSet, loc))))}"
+        for loc, keys in unknown.items()
+    ]
+    for err in others:
+        loc = tuple(err["loc"])
+        where = _rules_where(source, loc)
+        if err["type"] == "literal_error":
+            allowed = ", ".join(validation.literal_names(err))
+            problems.append(f"{where}: unknown rule {err['input']!r}; use one of {allowed}")
+        elif err["type"] in validation.TYPE_ERRORS:
+            problems.append(f"{where}: expected {_shape(loc)}, got {type(err['input']).__name__}")
+        else:
+            problems.append(f"{where}: {validation.text(err)}")
+    return problems
 
 
 # --------------------------------------------------------------------------- app settings

@@ -24,6 +24,7 @@ from psycopg import sql
 
 from migration_manager.report import format_summary
 from migration_manager.signing import SigningKey, generate, private_pem
+from migration_manager.store_layout import LOGS
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_RULES = {
@@ -119,7 +120,7 @@ def run_sync(staging_dsn: str, prod_dsn: str, home: Path, log_path: Path) -> dic
     summaries = sorted(
         (
             p
-            for p in (home / "migrations" / "logs").glob("*/*/summary.json")
+            for p in (home / "migrations" / LOGS).glob("*/*/summary.json")
             if p.stat().st_mtime >= started - 1
         ),
         key=lambda p: p.stat().st_mtime,

@@ -4,7 +4,7 @@
 the file's own snapshot); ``prepare`` computes the same on the target and leaves a table whose
 rows, structure and sequences already match — for its rule — out of the mapped units.
 
-The row checksum extends the backups' (``backup.table_fingerprints``): the exact sum of a
+The row checksum extends the backups' (``backup.fingerprints.table_fingerprints``): the exact sum of a
 64-bit ``hashtextextended`` of each row's text, computed twice with two seeds (0 and 1), plus
 the row count. It is independent of row order, sensitive to duplicates, and costs one scan
 and no sort. Two tables with different contents get the same fingerprint only if both 64-bit
@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from migration_manager import pg
 from migration_manager.config import INSERT_IGNORE, OVERWRITE, UPSERT
@@ -104,13 +105,14 @@ def structure_digest(structure: Mapping[str, Any]) -> str:
 
 def table_sizes(cur: psycopg.Cursor[Any], schema: str) -> dict[str, int]:
     """Bytes of each table's main fork in ``schema`` (what a fingerprint has to scan)."""
-    rows = cur.execute(
-        "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
-        (schema,),
-    ).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
+    with cur.connection.cursor(row_factory=dict_row) as named:
+        rows = named.execute(
+            "SELECT c.relname, pg_relation_size(c.oid) AS size FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p')",
+            (schema,),
+        ).fetchall()
+    return {str(r["relname"]): int(r["size"]) for r in rows}
 
 
 def _listed_columns(rule: str, columns: Sequence[str], key: Sequence[str]) -> Sequence[str] | None:

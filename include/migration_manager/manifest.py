@@ -20,13 +20,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from migration_manager.config import DATA_RULES, Rule, SystemDefault
 from migration_manager.errors import ArchiveError
 
 NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
 MEMBER_PATTERN = re.compile(r"^data/[0-9]{4,6}\.copy\.zst$")
-
-Rule = Literal["schema-only", "overwrite", "upsert", "insert-ignore", "skip"]
-DataRule = ("overwrite", "upsert", "insert-ignore")
 
 
 def _identifier(value: str) -> str:
@@ -59,7 +57,7 @@ class _Model(BaseModel):
 
 
 class GroupRules(_Model):
-    default: Rule | Literal["profile"]
+    default: SystemDefault
     independent: dict[str, Rule]
 
 
@@ -286,7 +284,7 @@ def _consistency(m: Manifest) -> list[str]:
         seen.add(name)
     used: dict[str, str] = {}
     for t in m.tables:
-        moves = t.rule in DataRule
+        moves = t.rule in DATA_RULES
         if moves and t.data is None:
             problems.append(
                 f"table {t.name!r}: key 'data': rule {t.rule!r} moves rows but the entry has no data"

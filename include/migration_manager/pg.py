@@ -17,19 +17,13 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import dict_row
 from sqlalchemy.pool import NullPool
 
 from migration_manager.errors import TransientError
+from migration_manager.redaction import redact
 
 log = logging.getLogger(__name__)
-
-_PASSWORD_IN_URI = re.compile(r"(://[^:/@]*:)[^@]*@")
-
-
-def redact(dsn: str) -> str:
-    """A connection string safe to print: the password is replaced by ``***``."""
-    dsn = _PASSWORD_IN_URI.sub(r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)\S+", r"\1***", dsn)
 
 
 def connect(
@@ -160,17 +154,24 @@ class DatabaseIdentity:
 
 def database_identity(conn: psycopg.Connection[Any]) -> DatabaseIdentity:
     """The identity of ``conn``'s database (read-only queries; usable inside a snapshot)."""
-    row = conn.execute(
-        "SELECT d.oid::bigint, d.datname, extract(epoch FROM pg_postmaster_start_time())::text,"
-        " has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')"
-        " FROM pg_database d WHERE d.datname = current_database()"
-    ).fetchone()
-    assert row is not None
-    system_identifier = None
-    if row[3]:
-        found = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
-        system_identifier = str(found[0]) if found and found[0] is not None else None
-    return DatabaseIdentity(system_identifier, int(row[0]), str(row[1]), str(row[2]))
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT d.oid::bigint AS oid, d.datname,"
+            " extract(epoch FROM pg_postmaster_start_time())::text AS started,"
+            " has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE') AS control"
+            " FROM pg_database d WHERE d.datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        system_identifier = None
+        if row["control"]:
+            found = cur.execute(
+                "SELECT system_identifier::text FROM pg_control_system()"
+            ).fetchone()
+            if found and found["system_identifier"] is not None:
+                system_identifier = str(found["system_identifier"])
+    return DatabaseIdentity(
+        system_identifier, int(row["oid"]), str(row["datname"]), str(row["started"])
+    )
 
 
 def identity_of(dsn: str) -> DatabaseIdentity:

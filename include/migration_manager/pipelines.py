@@ -37,12 +37,25 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
-from migration_manager.config import RuleSet
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE, check_ratio
+from migration_manager import validation
+from migration_manager.config import RuleSet, rule_problems
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import DEFAULT_EVENTS, check_events, check_recipients
 from migration_manager.profiles import PROFILES
@@ -51,34 +64,6 @@ from migration_manager.rulesets import check_name
 
 DEFAULT_POOL = "migration_units"
 PRESETS = ("@once", "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
-KEYS = (
-    "name",
-    "source_conn_id",
-    "target_conn_id",
-    "profile",
-    "schedule",
-    "rules",
-    "rule_set",
-    "options",
-)
-REQUIRED = ("name", "source_conn_id", "target_conn_id", "schedule")
-OPTIONS: dict[str, tuple[type, tuple[str, ...] | None]] = {
-    "backup": (bool, None),
-    "rollback": (bool, None),
-    "on_missing_plugins": (str, ("ask", "continue", "fail")),
-    "on_missing_env": (str, ("ask", "fail")),
-    "allow_drop": (bool, None),
-    "allow_unsigned": (bool, None),
-    "pool": (str, None),
-    "on_destructive": (str, ON_DESTRUCTIVE),
-    "notify_conn_id": (str, None),
-    # checked by their own functions below (lists, numbers)
-    "max_delete_ratio": (object, None),
-    "notify_to": (object, None),
-    "notify_events": (object, None),
-    "files_to_keep": (object, None),
-    "logs_to_keep": (object, None),
-}
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,200}$")
 _POOL = re.compile(r"^[A-Za-z0-9_.-]{1,256}$")
 
@@ -87,8 +72,150 @@ class PipelineError(ConfigError):
     """The pipelines file is unreadable or a pipeline in it is invalid."""
 
 
+# --------------------------------------------------------------------------- the document
+
+
+def _valid_schedule(value: str) -> bool:
+    if value.startswith("@"):
+        return value in PRESETS
+    try:
+        from croniter import croniter
+    except ImportError:  # pragma: no cover - croniter comes with Airflow
+        return len(value.split()) in (5, 6)
+    return bool(croniter.is_valid(value))
+
+
+def _name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(
+            f"{value!r} may hold only letters, digits and '_' (it becomes the DAG id sync_<name>)"
+        )
+    return value
+
+
+def _schedule(value: str) -> str:
+    if not _valid_schedule(value):
+        raise ValueError(
+            f"{value!r} is neither a cron expression "
+            f"(5 fields, e.g. '0 2 * * *') nor a preset ({', '.join(PRESETS)})"
+        )
+    return value
+
+
+def _profile(value: str) -> str:
+    if value not in PROFILES:
+        raise ValueError(f"unknown profile {value!r}; use one of {', '.join(sorted(PROFILES))}")
+    return value
+
+
+def _rule_set(value: str | None) -> str:
+    if not value:
+        return ""
+    return validation.checked(check_name)(value)
+
+
+def _pool(value: str) -> str:
+    if not _POOL.match(value):
+        raise ValueError(f"{value!r} is not a pool name")
+    return value
+
+
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ConfigError(f"max_delete_ratio {value!r} is not a number")
+    return check_ratio(value)
+
+
+def _keep(name: str) -> Any:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} {value!r} is not a whole number")
+        return check_keep(value, name)
+
+    return validation.checked(check)
+
+
+Required = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
+
+
+class PipelineOptions(BaseModel):
+    """A pipeline's ``options``: every key optional, the defaults for a run nobody watches."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backup: StrictBool = True  # take a backup of the target first
+    rollback: StrictBool = True  # restore it when a table fails
+    on_missing_plugins: Literal["ask", "continue", "fail"] = "fail"  # nobody answers at night
+    on_missing_env: Literal["ask", "fail"] = "fail"
+    allow_drop: StrictBool = False
+    allow_unsigned: StrictBool = False  # run files not signed by a trusted key
+    pool: Annotated[StrictStr, AfterValidator(_pool)] = DEFAULT_POOL
+    on_destructive: Literal["ask", "fail", "continue"] = "fail"  # nobody approves at night
+    max_delete_ratio: Annotated[float, BeforeValidator(validation.checked(_ratio))] = (
+        DEFAULT_MAX_DELETE_RATIO
+    )
+    notify_conn_id: StrictStr = ""
+    notify_to: Annotated[
+        tuple[str, ...],
+        BeforeValidator(validation.checked(lambda v: check_recipients(v, source="notify_to"))),
+    ] = ()
+    notify_events: Annotated[
+        tuple[str, ...],
+        BeforeValidator(validation.checked(lambda v: check_events(v, source="notify_events"))),
+    ] = DEFAULT_EVENTS
+    files_to_keep: Annotated[StrictInt, BeforeValidator(_keep("files_to_keep"))] = (
+        DEFAULT_FILES_TO_KEEP
+    )
+    logs_to_keep: Annotated[StrictInt, BeforeValidator(_keep("logs_to_keep"))] = (
+        DEFAULT_LOGS_TO_KEEP
+    )
+
+
+class PipelineEntry(BaseModel):
+    """One pipeline of the file, as written."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[Required, AfterValidator(_name)]
+    source_conn_id: Required
+    target_conn_id: Required
+    profile: Annotated[StrictStr, AfterValidator(_profile)] = "nocobase"
+    schedule: Annotated[Required, AfterValidator(_schedule)]
+    rules: RuleSet = RuleSet()  # same shape as the rules param
+    rule_set: Annotated[StrictStr | None, AfterValidator(_rule_set)] = None
+    options: Annotated[PipelineOptions, BeforeValidator(lambda v: {} if v is None else v)] = (
+        PipelineOptions()
+    )
+
+    @model_validator(mode="after")
+    def _rules_or_rule_set(self) -> PipelineEntry:
+        if self.rule_set and "rules" in self.model_fields_set:
+            raise ValueError("give either 'rules' or 'rule_set' (a saved rule set), not both")
+        return self
+
+
+class PipelinesFile(BaseModel):
+    """The pipelines file: ``pipelines:`` and a list of pipelines."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pipelines: Annotated[
+        list[PipelineEntry], BeforeValidator(lambda v: [] if v is None else v)
+    ] = []
+
+
+KEYS = tuple(validation.keys_of(PipelineEntry))
+REQUIRED = tuple(n for n, f in PipelineEntry.model_fields.items() if f.is_required())
+OPTIONS = tuple(validation.keys_of(PipelineOptions))
+
+
+# --------------------------------------------------------------------------- a pipeline
+
+
 @dataclass(frozen=True)
 class Pipeline:
+    """A validated pipeline, its options flat (what the scheduled DAG is built from)."""
+
     name: str
     source_conn_id: str
     target_conn_id: str
@@ -110,6 +237,19 @@ class Pipeline:
     notify_events: tuple[str, ...] = DEFAULT_EVENTS
     files_to_keep: int = DEFAULT_FILES_TO_KEEP
     logs_to_keep: int = DEFAULT_LOGS_TO_KEEP
+
+    @classmethod
+    def of(cls, entry: PipelineEntry) -> Pipeline:
+        return cls(
+            name=entry.name,
+            source_conn_id=entry.source_conn_id,
+            target_conn_id=entry.target_conn_id,
+            schedule=entry.schedule,
+            profile=entry.profile,
+            rules=entry.rules.to_dict(),
+            rule_set=entry.rule_set or "",
+            **entry.options.model_dump(),
+        )
 
     @property
     def dag_id(self) -> str:
@@ -139,127 +279,85 @@ class Pipeline:
         }
 
 
-def _valid_schedule(value: str) -> bool:
-    if value.startswith("@"):
-        return value in PRESETS
-    try:
-        from croniter import croniter
-    except ImportError:  # pragma: no cover - croniter comes with Airflow
-        return len(value.split()) in (5, 6)
-    return bool(croniter.is_valid(value))
+def _label(doc: Any, source: str, index: int) -> str:
+    """``<source>: pipeline 'nightly'`` (its name when it has one), else ``pipeline #2``."""
+    item: Any = None
+    if isinstance(doc, Mapping) and isinstance(doc.get("pipelines"), list):
+        items = doc["pipelines"]
+        item = items[index] if index < len(items) else None
+    name = item.get("name") if isinstance(item, Mapping) else None
+    if isinstance(name, str) and name:
+        return f"{source}: pipeline {name!r}"
+    return f"{source}: pipeline #{index + 1}"
+
+
+def _problems(doc: Any, exc: ValidationError, source: str) -> list[str]:
+    """The file's validation errors, each naming the file, the pipeline and the key."""
+    errors = exc.errors()
+    problems: list[str] = []
+    unknown, others = validation.split(errors)
+    for loc, keys in unknown.items():
+        names = ", ".join(map(repr, sorted(keys)))
+        if not loc:
+            problems.append(f"{source}: expected a mapping with one key 'pipelines' (a list)")
+        elif len(loc) == 2:
+            problems.append(
+                f"{_label(doc, source, int(loc[1]))}: unknown key(s) {names}; allowed: {', '.join(KEYS)}"
+            )
+        else:
+            for key in sorted(keys):
+                problems.append(
+                    f"{_label(doc, source, int(loc[1]))}: key 'options.{key}' is unknown; "
+                    f"allowed: {', '.join(OPTIONS)}"
+                )
+    indexes = sorted({int(e["loc"][1]) for e in errors if len(e["loc"]) >= 2})
+    for index in indexes:
+        label = _label(doc, source, index)
+        problems += rule_problems(
+            errors, f"{label}: key 'rules'", under=("pipelines", index, "rules")
+        )
+    for err in others:
+        loc = tuple(err["loc"])
+        if not loc:
+            problems.append(f"{source}: expected a mapping with one key 'pipelines' (a list)")
+            continue
+        if len(loc) == 1:
+            problems.append(f"{source}: 'pipelines' must be a list of pipelines")
+            continue
+        label = _label(doc, source, int(loc[1]))
+        key = ".".join(map(str, loc[2:]))
+        if len(loc) == 2:
+            if err["type"] in validation.TYPE_ERRORS:
+                problems.append(f"{label}: expected a mapping with keys {', '.join(KEYS)}")
+            else:
+                problems.append(f"{label}: {validation.text(err)}")
+        elif loc[2] == "rules":
+            continue  # above, in the rules' own words
+        elif loc[2] in REQUIRED and len(loc) == 3 and err["type"] != "value_error":
+            problems.append(f"{label}: key {key!r} is required (a non-empty string)")
+        elif key == "options" and err["type"] in validation.TYPE_ERRORS:
+            problems.append(f"{label}: key 'options' must be a mapping")
+        else:
+            problems.append(f"{label}: key {key!r}: {validation.text(err)}")
+    return list(dict.fromkeys(problems))
 
 
 def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
     """Validate a parsed pipelines document; errors name the pipeline and the key."""
     if doc is None:
         return []
-    if not isinstance(doc, Mapping) or set(doc) - {"pipelines"}:
-        raise PipelineError(f"{source}: expected a mapping with one key 'pipelines' (a list)")
-    items = doc.get("pipelines") or []
-    if not isinstance(items, list):
-        raise PipelineError(f"{source}: 'pipelines' must be a list of pipelines")
-    found: list[Pipeline] = []
-    seen: set[str] = set()
-    for index, item in enumerate(items, start=1):
-        label = f"{source}: pipeline #{index}"
-        if not isinstance(item, Mapping):
-            raise PipelineError(f"{label}: expected a mapping with keys {', '.join(KEYS)}")
-        if isinstance(item.get("name"), str) and item["name"]:
-            label = f"{source}: pipeline {item['name']!r}"
-        unknown = sorted(set(map(str, item)) - set(KEYS))
-        if unknown:
-            raise PipelineError(
-                f"{label}: unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(KEYS)}"
-            )
-        for key in REQUIRED:
-            value = item.get(key)
-            if not isinstance(value, str) or not value.strip():
-                raise PipelineError(f"{label}: key {key!r} is required (a non-empty string)")
-        name = str(item["name"])
-        if not _NAME.match(name):
-            raise PipelineError(
-                f"{label}: key 'name': {name!r} may hold only letters, digits and '_' (it becomes the DAG id sync_<name>)"
-            )
-        if name in seen:
-            raise PipelineError(f"{label}: key 'name': {name!r} is used by an earlier pipeline")
-        seen.add(name)
-        schedule = str(item["schedule"]).strip()
-        if not _valid_schedule(schedule):
-            raise PipelineError(
-                f"{label}: key 'schedule': {schedule!r} is neither a cron expression "
-                f"(5 fields, e.g. '0 2 * * *') nor a preset ({', '.join(PRESETS)})"
-            )
-        profile = item.get("profile", "nocobase")
-        if profile not in PROFILES:
-            raise PipelineError(
-                f"{label}: key 'profile': unknown profile {profile!r}; use one of {', '.join(sorted(PROFILES))}"
-            )
-        try:
-            rules = RuleSet.parse(item.get("rules"), source=f"{label}: key 'rules'").to_dict()
-        except PipelineError:
-            raise
-        except ConfigError as exc:
-            raise PipelineError(str(exc)) from exc
-        rule_set = item.get("rule_set") or ""
-        if rule_set:
-            if "rules" in item:
-                raise PipelineError(
-                    f"{label}: give either 'rules' or 'rule_set' (a saved rule set), not both"
-                )
-            try:
-                check_name(rule_set)
-            except ConfigError as exc:
-                raise PipelineError(f"{label}: key 'rule_set': {exc}") from exc
-        options = item.get("options") or {}
-        if not isinstance(options, Mapping):
-            raise PipelineError(f"{label}: key 'options' must be a mapping")
-        checked: dict[str, Any] = {}
-        for key, value in options.items():
-            if key not in OPTIONS:
-                raise PipelineError(
-                    f"{label}: key 'options.{key}' is unknown; allowed: {', '.join(OPTIONS)}"
-                )
-            kind, allowed = OPTIONS[key]
-            if not isinstance(value, kind) or (allowed and value not in allowed):
-                what = f"one of {', '.join(allowed)}" if allowed else kind.__name__
-                raise PipelineError(f"{label}: key 'options.{key}': {value!r} is not {what}")
-            if key == "pool" and not _POOL.match(str(value)):
-                raise PipelineError(f"{label}: key 'options.pool': {value!r} is not a pool name")
-            checked[key] = _option(label, key, value)
-        found.append(
-            Pipeline(
-                name=name,
-                source_conn_id=str(item["source_conn_id"]).strip(),
-                target_conn_id=str(item["target_conn_id"]).strip(),
-                schedule=schedule,
-                profile=str(profile),
-                rules=rules,
-                rule_set=rule_set,
-                **checked,
-            )
-        )
-    return found
-
-
-def _option(label: str, key: str, value: Any) -> Any:
-    """The options that are lists or numbers, checked by the module that uses them."""
-    where = f"{label}: key 'options.{key}'"
     try:
-        if key == "max_delete_ratio":
-            if isinstance(value, bool):
-                raise ConfigError(f"max_delete_ratio {value!r} is not a number")
-            return check_ratio(value)
-        if key == "notify_to":
-            return check_recipients(value, source="notify_to")
-        if key == "notify_events":
-            return check_events(value, source="notify_events")
-        if key in ("files_to_keep", "logs_to_keep"):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{key} {value!r} is not a whole number")
-            return check_keep(value, key)
-    except ConfigError as exc:
-        raise PipelineError(f"{where}: {exc}") from exc
-    return value
+        model = PipelinesFile.model_validate(doc)
+    except ValidationError as exc:
+        raise PipelineError("\n".join(_problems(doc, exc, source))) from None
+    seen: set[str] = set()
+    for index, entry in enumerate(model.pipelines):
+        if entry.name in seen:
+            raise PipelineError(
+                f"{_label(doc, source, index)}: key 'name': {entry.name!r} is used by an earlier pipeline"
+            )
+        seen.add(entry.name)
+    return [Pipeline.of(entry) for entry in model.pipelines]
 
 
 def load_pipelines(path: str | Path) -> list[Pipeline]:

@@ -140,6 +140,7 @@ def evaluate(
     independent: dict[
         str, tuple[str, str]
     ] = {}  # physical table -> (rule, group it was listed under)
+    rule: str
     for group in (SYSTEM, USER):
         for name, rule in rules.group(group).independent.items():
             table = name if name in structures else scope.physical(name)

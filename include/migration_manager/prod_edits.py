@@ -27,6 +27,7 @@ from psycopg import sql
 from migration_manager import pg
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.fingerprint import RowFingerprint, max_bytes, row_fingerprint
+from migration_manager.store_layout import safe_key
 
 FORMAT = 1
 # rules under which rows the target has would be overwritten or updated by the source's
@@ -40,7 +41,7 @@ def target_key(conn_id: str, identity: pg.DatabaseIdentity) -> str:
     read the system identifier): the same connection id pointed at another database (a restored
     copy, a new server) starts a new record instead of comparing with another database's.
     """
-    conn = re.sub(r"[^A-Za-z0-9._-]", "_", (conn_id or "").strip()).strip("._") or "target"
+    conn = safe_key(conn_id) or "target"
     server = identity.system_identifier or "u" + re.sub(
         r"[^0-9]", "", str(identity.server_started_at or "")
     )

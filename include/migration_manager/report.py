@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from migration_manager.text_format import text_table
+
 
 def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Join the plan's report with the units' results; units without a result have failed."""
@@ -69,14 +71,7 @@ def format_summary(summary: Mapping[str, Any], *, only_changed: bool = False) ->
                 f"{t['seconds']:.2f}",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i < 3 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
+    lines = text_table(rows, 3)
     totals = summary["totals"]
     lines.append(
         f"{len(summary['tables'])} tables, {summary['status']}: +{totals['inserted']} ~{totals['updated']} "

@@ -20,24 +20,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from migration_manager import logs
+from migration_manager import run_files, text_format
+from migration_manager import store_layout as layout
+from migration_manager.backup.record import read_records
 from migration_manager.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-LOGS = "logs"
-FILES = "files"
-BACKUPS = "backups"
-IN_USE = "in_use"
 DEFAULT_FILES_TO_KEEP = 20
 DEFAULT_LOGS_TO_KEEP = 100
 STALE_LEASE_HOURS = 48
-_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
 
 
 def check_keep(value: Any, name: str) -> int:
@@ -60,7 +56,7 @@ def _children(folder: Any) -> list[Any]:
 def _file_name(ref: Any) -> str | None:
     """The store file name of a migration file reference (URI, path or name)."""
     name = str(ref or "").rstrip("/").rsplit("/", 1)[-1]
-    return name if _FILE.match(name) else None
+    return name if layout.MIGRATION_FILE.match(name) else None
 
 
 @dataclass(frozen=True)
@@ -81,9 +77,9 @@ class RunLog:
 def run_logs(root: Any) -> list[RunLog]:
     """Every run log with a readable record, newest first."""
     found = []
-    for mfolder in _children(root / LOGS):
+    for mfolder in _children(root / layout.LOGS):
         for rfolder in _children(mfolder):
-            path = rfolder / logs.RECORD
+            path = rfolder / run_files.RECORD
             try:
                 record = json.loads(path.read_text())
             except (OSError, ValueError):
@@ -107,29 +103,25 @@ def run_logs(root: Any) -> list[RunLog]:
 # --- leases: files in use by running runs -----------------------------------------------------
 
 
-def lease_name(dag_id: str, run_id: str) -> str:
-    return f"{logs.safe_component(dag_id)}__{logs.safe_component(run_id)}.json"
-
-
 def take_lease(root: Any, file_ref: str, *, dag_id: str, run_id: str) -> str | None:
     """Mark the run's migration file in use (``in_use/<dag>__<run>.json``); returns the file's name."""
     name = _file_name(file_ref)
     if not name:
         return None
-    folder = root / IN_USE
-    folder.mkdir(parents=True, exist_ok=True)
+    path = layout.lease_path(root, dag_id, run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {
         "file": name,
         "dag_id": dag_id,
         "run_id": run_id,
-        "since": logs.utc_iso(datetime.now(UTC)),
+        "since": text_format.utc_iso(datetime.now(UTC)),
     }
-    (folder / lease_name(dag_id, run_id)).write_text(json.dumps(doc))
+    path.write_text(json.dumps(doc))
     return name
 
 
 def release_lease(root: Any, *, dag_id: str, run_id: str) -> None:
-    path = root / IN_USE / lease_name(dag_id, run_id)
+    path = layout.lease_path(root, dag_id, run_id)
     if path.exists():
         path.unlink()
 
@@ -138,7 +130,7 @@ def leases(root: Any, *, now: datetime | None = None) -> dict[str, list[str]]:
     """File name -> the runs (``dag/run``) holding a lease on it; stale leases are left out."""
     now = now or datetime.now(UTC)
     found: dict[str, list[str]] = {}
-    for path in _children(root / IN_USE):
+    for path in _children(root / layout.IN_USE):
         try:
             doc = json.loads(path.read_text())
             since = datetime.fromisoformat(str(doc["since"]))
@@ -158,27 +150,22 @@ def backup_refs(root: Any, target_key: str | None = None) -> tuple[set[str], set
     """Files and run log folders the kept backups (of one target, or all) were taken for."""
     files: set[str] = set()
     runs: set[tuple[str, str]] = set()
-    folders = [root / BACKUPS / target_key] if target_key else _children(root / BACKUPS)
+    folders = (
+        [layout.backup_dir(root, target_key)] if target_key else _children(root / layout.BACKUPS)
+    )
     for folder in folders:
-        for path in _children(folder):
-            if not path.name.endswith(".json"):
-                continue
-            try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            mid, rid = (rec or {}).get("migration_id"), (rec or {}).get("run_id")
-            if mid:
-                files.add(f"{mid}.zip")
-                if rid:
-                    runs.add((logs.safe_component(mid), logs.safe_component(rid)))
+        for record in read_records(folder):
+            if record.migration_id:
+                files.add(f"{record.migration_id}.zip")
+                if record.run_id:
+                    runs.add(layout.run_log_names(record.migration_id, record.run_id))
     return files, runs
 
 
 def in_use(root: Any, name: str) -> list[str]:
     """Why a migration file must not be deleted now: each running run, each kept backup."""
     reasons = [f"used by the running run {r}" for r in leases(root).get(name, [])]
-    for folder in _children(root / BACKUPS):
+    for folder in _children(root / layout.BACKUPS):
         files, _ = backup_refs(root, folder.name)
         if name in files:
             reasons.append(f"a kept backup of target {folder.name} was taken for it")
@@ -234,9 +221,9 @@ def prune(
             if entry.folder == current or entry.folder in backup_runs:
                 pruned.kept_in_use.append(label)
                 continue
-            _remove_tree(root / LOGS / entry.migration / entry.run)
-            if not _children(root / LOGS / entry.migration):
-                _remove_tree(root / LOGS / entry.migration)
+            _remove_tree(layout.run_log_dir(root, entry.migration, entry.run))
+            if not _children(root / layout.LOGS / entry.migration):
+                _remove_tree(root / layout.LOGS / entry.migration)
             pruned.logs.append(label)
             log.info(
                 "Removed run log %s of %s (keeping the %d newest)", label, target_conn_id, logs_keep
@@ -247,7 +234,7 @@ def prune(
         for name in ordered[files_keep:]:
             if name in others:
                 continue
-            path = root / FILES / name
+            path = layout.migration_file(root, name)
             if not path.exists():
                 continue
             if name == current_file or name in backup_files or name in leased:

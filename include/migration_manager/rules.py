@@ -15,7 +15,7 @@ import psycopg
 from psycopg import sql
 
 from migration_manager import pg
-from migration_manager.archive import CHUNK
+from migration_manager.digest import CHUNK
 from migration_manager.progress import Progress
 
 log = logging.getLogger(__name__)

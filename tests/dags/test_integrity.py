@@ -8,9 +8,11 @@ import time
 
 import pytest
 
+from migration_manager.destructive import ON_DESTRUCTIVE
 from tests.airflowtools import dagbag, get_dag
 from tests.pgtools import REPO
 
+ON_PARAMS = ("on_missing_env", "on_missing_plugins", "on_destructive")
 DAG_IDS = (
     "migration_create",
     "migration_execute",
@@ -51,11 +53,13 @@ def test_execute_shape() -> None:
     }
     # the checks run before anything writes to the target
     assert dag.get_task("plan").upstream_task_ids == {"env_check"}
-    assert dag.get_task("plugin_check").upstream_task_ids == {"env_values"}
+    # plugin_check takes the plan's report and env_values' outcome as arguments (XComArgs)
+    assert dag.get_task("plugin_check").upstream_task_ids == {"env_values", "plan"}
     assert "plan" in dag.get_task("apply_table").upstream_task_ids
     assert "env_write" in dag.get_task("apply_table").upstream_task_ids
     assert dag.get_task("collect_logs").upstream_task_ids == {
         "apply_table",
+        "backup",  # its outcome is an argument
         "rollback",
         "app_restart",
     }
@@ -79,7 +83,8 @@ def test_backup_and_rollback_shape() -> None:
     assert writers <= backup.get_flat_relative_ids(upstream=False)
     assert "backup" in dag.get_task("apply_table").upstream_task_ids
     # the rollback after every unit, before collect
-    assert dag.get_task("rollback").upstream_task_ids == {"apply_table"}
+    # (the backup's outcome is an argument)
+    assert dag.get_task("rollback").upstream_task_ids == {"apply_table", "backup"}
     assert dag.get_task("rollback").trigger_rule == "all_done"
     assert set(dag.params) >= {"skip_backup", "rollback_on_failure", "backups_to_keep"}
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
@@ -121,6 +126,8 @@ def test_params_render_with_enums() -> None:
     assert "profile" in system_default and "upsert" in system_default
     assert params.get_param("on_missing_env").schema["enum"] == ["ask", "fail"]
     assert params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
+    assert params.get_param("on_destructive").schema["enum"] == list(ON_DESTRUCTIVE)
+    assert all(params.get_param(p).schema["type"] == "string" for p in ON_PARAMS)
     assert all(params.get_param(p).description for p in params)
 
 
@@ -204,3 +211,33 @@ def test_destructive_check_and_notifications_shape() -> None:
         collect = dag.get_task("collect_logs")
         assert any(isinstance(n, MigrationNotifier) for n in collect.on_failure_callback)
         assert any(isinstance(n, MigrationNotifier) for n in collect.on_success_callback)
+
+
+def test_rules_param_schema_is_generated_from_the_model() -> None:
+    """The trigger form's ``rules`` schema comes from ``config.RuleSet``: after the DAG is
+    serialized (as the UI and the API read it), a triggered conf is refused where the model
+    refuses it."""
+    from airflow.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from migration_manager.config import RULES, RuleSet
+    from migration_manager.errors import ConfigError
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(get_dag("migration_sync")))
+    schema = dag.params.get_param("rules").schema
+    assert schema["title"] == "Migration rules" and "$ref" not in str(schema)
+    assert schema["properties"]["user"]["properties"]["default"]["enum"] == list(RULES)
+    assert dag.params.validate()["rules"] == RuleSet().to_dict()
+    good = {"user": {"default": "upsert", "independent": {"orders": "skip"}}}
+    assert dag.params.deep_merge({"rules": good}).validate()["rules"] == good
+    assert RuleSet.parse(good).user.independent == {"orders": "skip"}
+    for bad in (
+        {"user": {"default": "profile"}},
+        {"users": {}},
+        {"system": {"independent": {"roles": "merge"}}},
+        {"user": {"default": "skip", "tables": {}}},
+    ):
+        with pytest.raises(ParamValidationError, match="Invalid input for param rules"):
+            dag.params.deep_merge({"rules": bad}).validate()
+        with pytest.raises(ConfigError):
+            RuleSet.parse(bad)

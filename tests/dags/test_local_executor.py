@@ -58,22 +58,28 @@ def test_forked_task_keeps_the_preloaded_code_until_a_file_changes() -> None:
     assert done.stdout.strip().endswith("ok")
 
 
-def test_a_module_that_fails_to_import_is_left_to_the_task() -> None:
+def test_a_module_that_fails_to_import_is_left_to_the_task(tmp_path: Path) -> None:
+    (tmp_path / "mm_probe_broken.py").write_text("raise RuntimeError('broken on purpose')\n")
     done = _run(
-        """
+        f"""
         import sys
+        sys.path.insert(0, {str(tmp_path)!r})
         from migration_manager.airflow import local_executor as le
 
-        le.preload(("migration_manager.plan", "migration_manager.no_such_module"))
+        # a module that does not exist (any more) is skipped, the others are preloaded
+        le.preload(("migration_manager.no_such_module", "migration_manager.plan"))
+        assert "migration_manager.plan" in sys.modules and le._loaded
+        # a module that fails: nothing of the project stays preloaded, the task imports it
+        le.preload(("migration_manager.execute", "mm_probe_broken"))
         assert not le._own_modules(), le._own_modules()
         assert not le._loaded
         print("ok")
         """
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert (
-        "Not preloaded for the tasks: migration_manager.no_such_module" in done.stdout + done.stderr
-    )
+    said = done.stdout + done.stderr
+    assert "Not preloaded for the tasks: migration_manager.no_such_module (no such module)" in said
+    assert "Not preloaded for the tasks: mm_probe_broken (broken on purpose)" in said
 
 
 def test_airflow_local_runs_the_preloading_executor() -> None:

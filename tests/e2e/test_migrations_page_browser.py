@@ -174,7 +174,7 @@ def test_migrations_page_in_the_airflow_ui(airflow: str, store: dict[str, Any]) 
             assert download.suggested_filename == f"{migration_id}.schema.sql"
             assert text.startswith("-- Schema (DDL) statements executed on the target, in order")
             assert "ADD COLUMN" in text and "-- Table users:" in text
-            from migration_manager.logs import safe_component
+            from migration_manager.store_layout import safe_component
 
             stored = (
                 store["root"]

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from migration_manager.logs import safe_component
+from migration_manager.store_layout import safe_component
 from tests.airflowtools import connection_uri, run_dag, set_connections, task_states, xcom
 from tests.pgtools import FIXTURES, scalar, sql
 

@@ -1,4 +1,4 @@
-"""Backups and restores against real PostgreSQL: ``migration_manager.backup`` and the store helpers."""
+"""Backups and restores against real PostgreSQL: ``migration_manager.backup.*`` and the store helpers."""
 
 from __future__ import annotations
 
@@ -13,18 +13,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from migration_manager.backup import (
-    BackupRecord,
-    compare_fingerprints,
-    expired,
-    find_tool,
+from migration_manager.backup.dump import take_backup
+from migration_manager.backup.fingerprints import compare_fingerprints, table_fingerprints
+from migration_manager.backup.record import BackupRecord
+from migration_manager.backup.restore import (
     other_clients,
     restore_in_place,
     restore_new_database,
     restore_refusals,
-    table_fingerprints,
-    take_backup,
 )
+from migration_manager.backup.tools import find_tool
 from migration_manager.errors import BackupError, ConfigError
 from tests.pgtools import drop_database, dsn_for, rows, scalar, sql, table_text
 
@@ -324,17 +322,6 @@ def test_no_password_on_the_command_line(
 
 
 def test_retention_keeps_the_newest(target: str, tmp_path: Path) -> None:
-    assert expired(
-        [
-            {"backup_id": "bk-a", "created_at": "2026-01-01T00:00:00.000+00:00"},
-            {"backup_id": "bk-c", "created_at": "2026-01-03T00:00:00.000+00:00"},
-            {"backup_id": "bk-b", "created_at": "2026-01-02T00:00:00.000+00:00"},
-        ],
-        2,
-    ) == ["bk-a"]
-    with pytest.raises(ConfigError, match="backups_to_keep"):
-        expired([], 0)
-
     from migration_manager.airflow.store import backup_dir, backup_records, save_backup
 
     sql(target, SETUP)

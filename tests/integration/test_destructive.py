@@ -232,7 +232,7 @@ def test_an_approved_destructive_plan_is_applied_and_the_approval_recorded(
     import json
     import os
 
-    from migration_manager import logs
+    from migration_manager import store_layout
 
     staging, prod = nocobase_pair
     _connect(monkeypatch, staging, prod)
@@ -245,7 +245,7 @@ def test_an_approved_destructive_plan_is_applied_and_the_approval_recorded(
     assert table_text(prod, "uiSchemas") == table_text(staging, "uiSchemas")
     # the run's log says who approved what
     store = Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
-    (path,) = store.glob(f"logs/*/{logs.safe_component(dag_run.run_id)}/migration.json")
+    (path,) = store.glob(f"logs/*/{store_layout.safe_component(dag_run.run_id)}/migration.json")
     step = next(
         s for s in json.loads(path.read_text())["steps"] if s["task_id"] == "destructive_check"
     )

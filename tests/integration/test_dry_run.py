@@ -52,9 +52,9 @@ def _store() -> Path:
 
 
 def _log(dag_run: Any) -> tuple[dict[str, Any], Path]:
-    from migration_manager import logs
+    from migration_manager import store_layout
 
-    (folder,) = _store().glob(f"logs/*/{logs.safe_component(dag_run.run_id)}")
+    (folder,) = _store().glob(f"logs/*/{store_layout.safe_component(dag_run.run_id)}")
     return json.loads((folder / "migration.json").read_text()), folder
 
 

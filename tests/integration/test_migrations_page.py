@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import struct
 import zipfile
 from collections.abc import Iterator
@@ -408,7 +407,8 @@ def test_preview_on_target_starts_a_dry_run_and_shows_its_run_page(
     API server); its page waits for the run and then shows the run page."""
     from urllib.parse import unquote
 
-    from migration_manager import logs
+    from migration_manager import run_files, store_layout
+    from migration_manager.run_record import read_record
 
     m, r = store["other"]
     assert f'action="{P}/files/{m}.zip/preview"' in client.get(f"{P}/files", headers=admin).text
@@ -442,13 +442,13 @@ def test_preview_on_target_starts_a_dry_run_and_shows_its_run_page(
     assert 'data-state="queued"' in waiting.text and "The DAG is paused" in waiting.text
     # collect_logs writes the run's log (here: the seeded record under this run's id): the
     # preview page is now the run page
-    record = json.loads((store["root"] / "logs" / m / r / "migration.json").read_text())
-    record |= {"run_id": run_id, "dry_run": True}
-    folder = store["root"] / "logs" / m / logs.safe_component(run_id)
-    logs.write_files(folder, record)
+    seeded = read_record((store["root"] / "logs" / m / r / "migration.json").read_text())
+    record = seeded.model_copy(update={"run_id": run_id, "dry_run": True})
+    folder = store["root"] / "logs" / m / store_layout.safe_component(run_id)
+    run_files.write_files(folder, record)
     done = client.get(location, headers=admin, follow_redirects=False)
     assert done.status_code == 303
-    assert done.headers["location"] == f"{P}/runs/{m}/{logs.safe_component(run_id)}"
+    assert done.headers["location"] == f"{P}/runs/{m}/{store_layout.safe_component(run_id)}"
     page = client.get(done.headers["location"], headers=admin).text
     assert '<span class="badge dry">dry run</span>' in page
     assert client.get(f"{P}/previews/manual__nope", headers=admin).status_code == 404

@@ -184,9 +184,9 @@ def test_a_failed_nightly_run_sends_one_notification(
     assert f"sync_{name}" in body and dag_run.run_id in body and f"{name}_prod" in body
     assert "apply_table[bad (overwrite)]" in body  # the failed table, with its error
     assert "rolled back to backup bk-" in body
-    from migration_manager import logs
+    from migration_manager import store_layout
 
-    run_folder = logs.safe_component(dag_run.run_id)
+    run_folder = store_layout.safe_component(dag_run.run_id)
     assert "/migrations/runs/mig-" in body and f"/{run_folder}'" in body
     assert f"/dags/sync_{name}/runs/" in body
     # retention after the run: the older log and file of this target are gone, this run's stay

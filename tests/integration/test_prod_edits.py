@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 
 from migration_manager.airflow.target_record import fingerprints_left
+from migration_manager.airflow.xcom_models import PlanReport
 from migration_manager.archive import open_archive
 from migration_manager.destructive import ProdEdit, assess
 from migration_manager.errors import ApplyError
-from migration_manager.execute import apply_unit, prepare
+from migration_manager.execute import UnitResult, apply_unit, prepare
 from migration_manager.pg import identity_of
 from migration_manager.prod_edits import TargetRecord, changed_since, target_key
 from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
@@ -59,7 +60,10 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
             for t, fp in plan.target_fingerprints.items()
         },
     }
-    left = fingerprints_left(report, [r.to_dict() for r in results])
+    # as collect_logs reads them: the plan's report and the units' results from their XCom form
+    left = fingerprints_left(
+        PlanReport.from_xcom(report), [UnitResult.from_dict(r.to_dict()) for r in results]
+    )
     return TargetRecord("t").updated(left, "run 1")
 
 
@@ -210,9 +214,9 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     assert [c["table"] for c in report["changed_in_prod"]] == ["uiSchemas"]
     assert xcom(dry, "destructive_check")["parts"] == [part]
     assert table_text(prod, "uiSchemas") == edited
-    from migration_manager import logs
+    from migration_manager import store_layout
 
-    (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dry.run_id)}/migration.json")
+    (log_json,) = _store().glob(f"logs/*/{store_layout.safe_component(dry.run_id)}/migration.json")
     log_text = (log_json.parent / "migration.log").read_text()
     assert part in log_text
     assert "changed in prod since the last migration: uiSchemas" in log_text  # the plan step
@@ -250,9 +254,11 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     # prod keeps the edit: nothing of the approved plan was written to uiSchemas
     assert table_text(prod, "uiSchemas") == edited[0]
     assert table_text(prod, "uiSchemas") != table_text(staging, "uiSchemas")
-    from migration_manager import logs
+    from migration_manager import store_layout
 
-    (log_json,) = _store().glob(f"logs/*/{logs.safe_component(dag_run.run_id)}/migration.json")
+    (log_json,) = _store().glob(
+        f"logs/*/{store_layout.safe_component(dag_run.run_id)}/migration.json"
+    )
     text = log_json.read_text()
     assert "uiSchemas: changed in the target since the plan" in text
     assert "Nothing of unit uiSchemas (overwrite) was written" in text

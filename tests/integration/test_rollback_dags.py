@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from migration_manager.backup import table_fingerprints
+from migration_manager.backup.fingerprints import table_fingerprints
 from tests.airflowtools import connection_uri, run_dag, summaries, task_states, xcom
 from tests.pgtools import FIXTURES, drop_database, dsn_for, rows, scalar, sql, table_text
 

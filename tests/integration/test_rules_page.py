@@ -508,16 +508,18 @@ def test_start_create_with_rules_triggers_migration_create(
     ).json()
     assert state["state"] == "queued" and state["log_page"] is None and not state["finished"]
     # once the run's log is in the store, the landing page sends the browser to its page
-    from migration_manager import logs
+    from migration_manager import run_files, run_record, store_layout
 
-    folder = store_root() / "logs" / "mig-x" / logs.safe_component(out["run_id"])
+    folder = store_root() / "logs" / "mig-x" / store_layout.safe_component(out["run_id"])
     folder.mkdir(parents=True)
-    (folder / logs.RECORD).write_text('{"format": "migration-man')  # still being written
+    (folder / run_files.RECORD).write_text('{"format": "migration-man')  # still being written
     state_url = f"{API}/runs/migration_create/{quote(out['run_id'], safe='')}"
     assert client.get(state_url, headers=admin).json()["log_page"] is None
-    (folder / logs.RECORD).write_text(json.dumps({"format": logs.LOG_FORMAT}))
+    (folder / run_files.RECORD).write_text(json.dumps({"format": run_record.LOG_FORMAT}))
     state = client.get(state_url, headers=admin).json()
-    assert state["log_page"] == f"/migrations/runs/mig-x/{logs.safe_component(out['run_id'])}"
+    assert (
+        state["log_page"] == f"/migrations/runs/mig-x/{store_layout.safe_component(out['run_id'])}"
+    )
 
 
 def test_start_sync_with_a_rule_set(client: Any, admin: dict[str, str]) -> None:

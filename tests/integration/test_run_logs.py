@@ -19,7 +19,7 @@ TARGET_DDL = "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2)); 
 
 
 def _log_folder(dag_run: Any) -> Path:
-    from migration_manager.logs import safe_component
+    from migration_manager.store_layout import safe_component
     from tests.uitools import store_root
 
     found = list((store_root() / "logs").glob(f"*/{safe_component(dag_run.run_id)}"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from migration_manager.airflow.store import run_rollback_record
-from migration_manager.backup import table_fingerprints
+from migration_manager.backup.fingerprints import table_fingerprints
 from tests.airflowtools import connection_uri, metadata_db, rerun_cleared, task_states, xcom
 from tests.integration.test_rollback_dags import (
     SOURCE,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from migration_manager import logs
+from migration_manager import run_log_text, step_outcomes
 from migration_manager.app_control import AppEndpoint
 from migration_manager.errors import ConfigError
 
@@ -38,8 +38,8 @@ def test_app_endpoint_problems_are_named(extra: dict[str, str], message: str) ->
 
 
 def test_the_run_log_says_what_happened_to_the_app() -> None:
-    restarted = logs.outcome_of(
-        "app_restart",
+    restarted = step_outcomes.outcome_of(
+        step_outcomes.StepKind.APP_RESTART,
         {
             "status": "restarted",
             "after": "migration",
@@ -51,15 +51,19 @@ def test_the_run_log_says_what_happened_to_the_app() -> None:
         },
     )
     assert restarted is not None and "password" not in restarted
-    assert logs.describe_outcome("app_restart", restarted) == (
+    assert step_outcomes.describe_outcome("app_restart", restarted) == (
         "restarted http://prod:13000 after the migration; healthy after 4.5 s"
     )
-    needed = logs.outcome_of(
-        "app_restart", {"status": "restart needed", "after": "rollback", "message": "Restart it"}
+    needed = step_outcomes.outcome_of(
+        step_outcomes.StepKind.APP_RESTART,
+        {"status": "restart needed", "after": "rollback", "message": "Restart it"},
     )
-    assert logs.describe_outcome("app_restart", needed) == "RESTART THE TARGET APP: Restart it"
-    check = logs.outcome_of(
-        "env_check",
+    assert (
+        step_outcomes.describe_outcome("app_restart", needed)
+        == "RESTART THE TARGET APP: Restart it"
+    )
+    check = step_outcomes.outcome_of(
+        step_outcomes.StepKind.ENV_CHECK,
         {
             "settings": {},
             "missing_env": [],
@@ -71,10 +75,10 @@ def test_the_run_log_says_what_happened_to_the_app() -> None:
             },
         },
     )
-    assert logs.describe_outcome("env_check", check) == (
+    assert step_outcomes.describe_outcome("env_check", check) == (
         "settings match; versions differ (application: source 2.2.15, target 2.2.14), allowed"
     )
-    lines = logs._checks_lines({"env_check": check, "app_restart": needed})
+    lines = run_log_text.check_lines({"env_check": check, "app_restart": needed})
     assert (
         "  Versions          differ, allowed by allow_version_mismatch: application: source 2.2.15, target 2.2.14"
         in lines

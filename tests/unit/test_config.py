@@ -12,8 +12,9 @@ import pytest
 from migration_manager.config import (
     PROFILE_DEFAULT,
     RULES,
-    GroupRules,
     RuleSet,
+    SystemRules,
+    UserRules,
     app_env_from_extra,
     parse_env_file,
 )
@@ -26,8 +27,8 @@ from migration_manager.errors import ConfigError, MigrationError
 def test_empty_document_gives_the_defaults(doc: Any) -> None:
     rules = RuleSet.parse(doc)
     assert rules == RuleSet()
-    assert rules.system == GroupRules(PROFILE_DEFAULT, {})
-    assert rules.user == GroupRules("schema-only", {})
+    assert rules.system == SystemRules(default=PROFILE_DEFAULT, independent={})
+    assert rules.user == UserRules(default="schema-only", independent={})
 
 
 def test_full_document() -> None:
@@ -37,8 +38,10 @@ def test_full_document() -> None:
             "user": {"default": "skip", "independent": {"orders": "overwrite", "logs": "skip"}},
         }
     )
-    assert rules.system == GroupRules("overwrite", {"uiSchemas": "upsert"})
-    assert rules.user == GroupRules("skip", {"orders": "overwrite", "logs": "skip"})
+    assert rules.system == SystemRules(default="overwrite", independent={"uiSchemas": "upsert"})
+    assert rules.user == UserRules(
+        default="skip", independent={"orders": "overwrite", "logs": "skip"}
+    )
     assert rules.group("system") is rules.system and rules.group("user") is rules.user
 
 
@@ -149,7 +152,7 @@ def test_load_yaml(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     rules = RuleSet.load(path)
-    assert rules.system == GroupRules("profile", {"uiSchemas": "upsert"})
+    assert rules.system == SystemRules(default="profile", independent={"uiSchemas": "upsert"})
     assert rules.user.default == "overwrite"
 
 

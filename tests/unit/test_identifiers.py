@@ -6,7 +6,8 @@ import pytest
 
 from migration_manager.errors import ApplyError
 from migration_manager.pg import endpoint, same_database
-from migration_manager.schema import SequenceStructure, _seq_name, create_sequence_sql
+from migration_manager.schema import SequenceStructure, create_sequence_sql
+from migration_manager.schema.sqltext import seq_name
 
 
 @pytest.mark.parametrize(
@@ -20,7 +21,7 @@ from migration_manager.schema import SequenceStructure, _seq_name, create_sequen
     ],
 )
 def test_sequence_names_inside_nextval(literal: str, expected: tuple[str | None, str]) -> None:
-    assert _seq_name(literal) == expected
+    assert seq_name(literal) == expected
 
 
 def _seq(**changes: object) -> SequenceStructure:

@@ -11,10 +11,20 @@ from typing import Any
 
 import pytest
 
-from migration_manager import logs
+from migration_manager import (
+    executed_sql,
+    redaction,
+    run_files,
+    run_log_text,
+    run_record,
+    store_layout,
+)
 from migration_manager.archive import ArchiveWriter, data_member
 from migration_manager.report import summarize
+from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
+from migration_manager.run_record_build import RunInfo, Step, build_record, describe_file
 from migration_manager.signing import SigningKey, generate, trusted_keys
+from migration_manager.step_outcomes import StepKind, describe_outcome, outcome_of
 
 SECRET = "hunter2-do-not-log"
 
@@ -96,12 +106,12 @@ RESULTS: list[dict[str, Any]] = [
 ]
 
 
-def _steps() -> list[logs.Step]:
+def _steps() -> list[Step]:
     t = "2026-11-26T12:00:{:02d}+00:00"
     return [
-        logs.Step("plan", "success", start=t.format(2), end=t.format(4), attempt=1),
-        logs.Step("env_check", "success", start=t.format(0), end=t.format(1), attempt=1),
-        logs.Step(
+        Step("plan", "success", start=t.format(2), end=t.format(4), attempt=1),
+        Step("env_check", "success", start=t.format(0), end=t.format(1), attempt=1),
+        Step(
             "apply_table",
             "success",
             map_index=1,
@@ -110,7 +120,7 @@ def _steps() -> list[logs.Step]:
             end=t.format(7),
             attempt=2,
         ),
-        logs.Step(
+        Step(
             "apply_table",
             "success",
             map_index=0,
@@ -119,7 +129,7 @@ def _steps() -> list[logs.Step]:
             end=t.format(6),
             attempt=1,
         ),
-        logs.Step(
+        Step(
             "apply_table",
             "failed",
             map_index=2,
@@ -128,44 +138,46 @@ def _steps() -> list[logs.Step]:
             end=t.format(8),
             attempt=3,
             error=f"broken: connection to postgresql://app:{SECRET}@db:5432/prod failed",
+            failed=True,
         ),
-        logs.Step("collect_logs", "failed", start=t.format(9), end=t.format(10), attempt=1),
+        Step(
+            "collect_logs",
+            "failed",
+            start=t.format(9),
+            end=t.format(10),
+            attempt=1,
+            failed=True,
+        ),
     ]
 
 
-def _record(**overrides: Any) -> dict[str, Any]:
+def _record(**overrides: Any) -> RunRecord:
     summary = summarize(REPORT, RESULTS)
     values: dict[str, Any] = {
-        "run": {
-            "dag_id": "migration_execute",
-            "run_id": "manual__2026-11-26T12:00:00+00:00",
-            "run_type": "manual",
-            "triggered_by": "olga",
-            "start_date": "2026-11-26T12:00:00+00:00",
-        },
+        "run": RunInfo(
+            dag_id="migration_execute",
+            run_id="manual__2026-11-26T12:00:00+00:00",
+            run_type="manual",
+            triggered_by="olga",
+            start_date="2026-11-26T12:00:00+00:00",
+        ),
         "steps": _steps(),
         "report": REPORT,
         "summary": summary,
-        "migration_file": {
-            "name": "mig-20261126T120000Z-abc123.zip",
-            "sha256": "ab" * 32,
-            "bytes": 2048,
-        },
-        "source": {"database": "staging", "app_version": "1.6.0"},
-        "target": {
-            "conn_id": "migration_target",
-            "host": "db",
-            "port": 5432,
-            "database": "prod",
-            "user": "app",
-        },
+        "migration_file": MigrationFileInfo(
+            name="mig-20261126T120000Z-abc123.zip", sha256="ab" * 32, bytes=2048
+        ),
+        "source": Endpoint(database="staging", app_version="1.6.0"),
+        "target": Endpoint(
+            conn_id="migration_target", host="db", port=5432, database="prod", user="app"
+        ),
         "params": {
             "target_conn_id": "migration_target",
-            "env_values": {"API_KEY": SECRET},
+            StepKind.ENV_VALUES: {"API_KEY": SECRET},
             "allow_drop": False,
         },
         "checks": {
-            "env_check": {
+            StepKind.ENV_CHECK: {
                 "settings": {"DB_SCHEMA": "public"},
                 "missing_env": [{"name": "API_KEY", "type": "secret", "referenced": True}],
             },
@@ -174,12 +186,12 @@ def _record(**overrides: Any) -> dict[str, Any]:
                 "source": "env_values param",
                 "answered_by": None,
             },
-            "plugin_check": {
+            StepKind.PLUGIN_CHECK: {
                 "missing": [{"name": "graph", "version": "1.0", "package": "@nocobase/graph"}],
                 "decision": "continue (prompt)",
                 "decided_by": "olga",
             },
-            "env_write": {"written": ["API_KEY"]},
+            StepKind.ENV_WRITE: {"written": ["API_KEY"]},
         },
         "backup": {
             "backup_id": "bk-20261126T120003Z-a1b2c3",
@@ -192,15 +204,22 @@ def _record(**overrides: Any) -> dict[str, Any]:
             "reason": "rollback_on_failure is off",
             "backup_id": "bk-20261126T120003Z-a1b2c3",
         },
-        "task_order": ["env_check", "plan", "apply_table", "collect_logs"],
+        "step_order": ["env_check", "plan", "apply_table", "collect_logs"],
         "ended_at": "2026-11-26T12:00:10+00:00",
     }
     values.update(overrides)
-    return logs.build_record(**values)
+    return build_record(**values)
+
+
+def _json(record: RunRecord) -> dict[str, Any]:
+    """The record as ``migration.json`` holds it."""
+    data: dict[str, Any] = json.loads(run_files.render(record)[run_files.RECORD])
+    return data
 
 
 def test_record_has_everything_and_no_secret() -> None:
-    record = _record()
+    model = _record()
+    record = _json(model)
     assert record["format"] == "migration-manager-log"
     assert record["migration_id"] == "mig-20261126T120000Z-abc123"
     assert record["status"] == "failed"  # unit u3 never returned a result
@@ -227,13 +246,13 @@ def test_record_has_everything_and_no_secret() -> None:
     assert record["rollback"]["status"] == "not rolled back"
     assert record["totals"]["inserted"] == 502 and record["totals"]["ddl"] == 4
     assert any("broken" in e and "***" in e for e in record["errors"])
-    for name, text in logs.render(record).items():
+    for name, text in run_files.render(model).items():
         assert SECRET not in text, name
         assert "deadbeef" not in text, name
 
 
 def test_log_text_reads_top_to_bottom() -> None:
-    text = logs.format_log(_record())
+    text = run_log_text.format_log(_record())
     assert text.startswith("Migration mig-20261126T120000Z-abc123: FAILED\n")
     for expected in (
         "triggered by olga",
@@ -263,7 +282,7 @@ def test_log_text_reads_top_to_bottom() -> None:
 
 def test_schema_sql_is_in_order_grouped_and_runs(tmp_path: Path) -> None:
     """The statements of each table, units in plan order, tables referenced-first; psql runs it."""
-    text = logs.schema_sql(_record())
+    text = executed_sql.schema_sql(_record())
     roles = text.index("-- Table roles:")
     roles_users = text.index("-- Table rolesUsers:")
     orders = text.index("-- Table orders:")
@@ -273,7 +292,7 @@ def test_schema_sql_is_in_order_grouped_and_runs(tmp_path: Path) -> None:
     assert "mm_stage" not in text  # data statements live in data.sql
     body = [line for line in text.splitlines() if line and not line.startswith("--")]
     assert all(line.endswith(";") for line in body)
-    data = logs.data_sql(_record())
+    data = executed_sql.data_sql(_record())
     assert 'COPY "mm_stage_1" ("id", "total") FROM STDIN (FORMAT binary);' in data
     assert "ALTER TABLE" not in data
 
@@ -285,8 +304,9 @@ def test_schema_sql_runs_with_psql(new_db: Any) -> None:
     dsn = new_db()
     record = _record()
     # a plausible script: the orders table exists before its ALTER
-    script = "CREATE TABLE public.orders (id int PRIMARY KEY, total numeric);\n" + logs.schema_sql(
-        record
+    script = (
+        "CREATE TABLE public.orders (id int PRIMARY KEY, total numeric);\n"
+        + executed_sql.schema_sql(record)
     )
     out = subprocess.run(
         [psql_bin(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", dsn],
@@ -300,42 +320,44 @@ def test_schema_sql_runs_with_psql(new_db: Any) -> None:
 
 def test_run_stopped_before_the_plan_is_logged() -> None:
     steps = [
-        logs.Step(
+        Step(
             "env_check",
             "failed",
             start="2026-11-26T12:00:00+00:00",
             end="2026-11-26T12:00:01+00:00",
             attempt=1,
             error="DB_TABLE_PREFIX differs: 'nb_' in the target, '' in the source",
+            failed=True,
         ),
-        logs.Step("plan", "upstream_failed"),
-        logs.Step("apply_table", "upstream_failed"),
+        Step("plan", "upstream_failed", failed=True),
+        Step("apply_table", "upstream_failed", failed=True),
     ]
-    record = logs.build_record(
-        run={"dag_id": "migration_execute", "run_id": "r1"},
+    model = build_record(
+        run=RunInfo(dag_id="migration_execute", run_id="r1"),
         steps=steps,
-        migration_file={"name": "mig-x.zip", "id": "mig-x", "sha256": "cd" * 32},
+        migration_file=MigrationFileInfo(name="mig-x.zip", id="mig-x", sha256="cd" * 32),
     )
+    record = _json(model)
     assert record["status"] == "failed" and record["migration_id"] == "mig-x"
     assert record["tables"] == [] and record["units"] == []
-    files = logs.render(record)
-    assert "the run stopped before the plan" in files[logs.LOG]
-    assert "env_check: DB_TABLE_PREFIX differs" in files[logs.LOG]
-    assert "-- No schema statement was executed." in files[logs.SCHEMA_SQL]
+    files = run_files.render(model)
+    assert "the run stopped before the plan" in files[run_files.LOG]
+    assert "env_check: DB_TABLE_PREFIX differs" in files[run_files.LOG]
+    assert "-- No schema statement was executed." in files[run_files.SCHEMA_SQL]
     plan = next(s for s in record["steps"] if s["task_id"] == "plan")
     assert plan["start"] is None and plan["seconds"] is None
 
 
 def test_scrub_removes_credentials() -> None:
-    assert logs.scrub("postgresql://app:pw@db/x") == "postgresql://app:***@db/x"
-    assert logs.scrub("host=db password=pw user=app") == "host=db password=*** user=app"
-    assert logs.scrub('{"password": "pw"}') == '{"password": "***"}'
-    assert logs.scrub("no secrets here") == "no secrets here"
+    assert redaction.redact("postgresql://app:pw@db/x") == "postgresql://app:***@db/x"
+    assert redaction.redact("host=db password=pw user=app") == "host=db password=*** user=app"
+    assert redaction.redact('{"password": "pw"}') == '{"password": "***"}'
+    assert redaction.redact("no secrets here") == "no secrets here"
 
 
 def test_unknown_step_outcomes_are_not_recorded() -> None:
-    assert logs.outcome_of("some_custom_task", {"token": SECRET}) is None
-    assert logs.outcome_of("env_values", {"rows": [["K", "secret", SECRET]]}) == {
+    assert outcome_of(StepKind.of("some_custom_task"), {"token": SECRET}) is None
+    assert outcome_of(StepKind.ENV_VALUES, {"rows": [["K", "secret", SECRET]]}) == {
         "supplied": [{"name": "K", "type": "secret"}],
         "source": None,
         "answered_by": None,
@@ -344,7 +366,7 @@ def test_unknown_step_outcomes_are_not_recorded() -> None:
 
 def test_write_files_and_load(tmp_path: Path) -> None:
     record = _record()
-    written = logs.write_files(tmp_path / "logs" / "m" / "r", record)
+    written = run_files.write_files(tmp_path / "logs" / "m" / "r", record)
     assert [p.name for p in written] == [
         "migration.log",
         "schema.sql",
@@ -352,12 +374,14 @@ def test_write_files_and_load(tmp_path: Path) -> None:
         "summary.json",
         "migration.json",
     ]
-    loaded = logs.load_record((tmp_path / "logs" / "m" / "r" / "migration.json").read_text())
-    assert loaded["run_id"] == record["run_id"]
+    text = (tmp_path / "logs" / "m" / "r" / "migration.json").read_text()
+    loaded = run_record.load_record(text)
+    assert loaded == _json(record) and loaded["run_id"] == record.run_id
+    assert run_record.read_record(text) == record
     summary = json.loads((tmp_path / "logs" / "m" / "r" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["backup"]["backup_id"].startswith("bk-")
     with pytest.raises(ValueError):
-        logs.load_record('{"format": "something else"}')
+        run_record.load_record('{"format": "something else"}')
 
 
 def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) -> Path:
@@ -410,14 +434,15 @@ def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) ->
 
 def test_describe_file(tmp_path: Path) -> None:
     path = _archive(tmp_path / "mig-1.zip")
-    info = logs.describe_file(path)
-    assert info["id"] == "mig-1" and info["rows"] == 7 and info["tables"] == 1
-    assert info["bytes"] == path.stat().st_size and len(info["sha256"]) == 64
+    info = describe_file(path)
+    assert info.id == "mig-1" and info.rows == 7 and info.tables == 1
+    assert info.bytes == path.stat().st_size and len(info.sha256 or "") == 64
     with zipfile.ZipFile(path) as zf:
-        assert info["manifest_sha256"] == zf.read("manifest.json.sha256").decode().strip()
+        assert info.manifest_sha256 == zf.read("manifest.json.sha256").decode().strip()
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"not a zip")
-    assert "error" in logs.describe_file(bad)
+    unreadable = describe_file(bad).to_json_dict()
+    assert set(unreadable) == {"uri", "name", "error"} and unreadable["name"] == "bad.zip"
 
 
 def test_describe_file_names_the_trusted_signer_or_the_unsigned_acceptance(tmp_path: Path) -> None:
@@ -425,86 +450,94 @@ def test_describe_file_names_the_trusted_signer_or_the_unsigned_acceptance(tmp_p
     trusted = trusted_keys({"release-team": key.public_pem()})
     signed = _archive(tmp_path / "signed.zip", signing_key=key)
 
-    info = logs.describe_file(signed, keys=trusted)
-    sig = info["signature"]
+    info = describe_file(signed, keys=trusted)
+    assert info.signature is not None
+    sig = info.signature.to_json_dict()
     assert (sig["status"], sig["signer"], sig["key_id"]) == ("verified", "release-team", key.key_id)
     assert sig["claimed_signer"] == "whatever-the-file-claims" and sig["accepted"] is True
     assert sig["shown"] == f"signed by release-team (trusted key {key.key_id})"
-    record = logs.build_record(run={"dag_id": "migration_execute"}, steps=[], migration_file=info)
-    text = logs.format_log(record)
+    record = build_record(run=RunInfo(dag_id="migration_execute"), steps=[], migration_file=info)
+    text = run_log_text.format_log(record)
     assert f"Signature   signed by release-team (trusted key {key.key_id})" in text
-    assert json.loads(json.dumps(record))["migration_file"]["signature"]["signer"] == "release-team"
+    assert _json(record)["migration_file"]["signature"]["signer"] == "release-team"
 
     unsigned = _archive(tmp_path / "unsigned.zip")
-    allowed = logs.describe_file(unsigned, keys=trusted, allow_unsigned=True)["signature"]
-    assert (allowed["status"], allowed["signer"], allowed["accepted"]) == ("unsigned", None, True)
-    assert allowed["shown"] == "unsigned; accepted because allow_unsigned is set"
-    assert "Signature   unsigned; accepted because allow_unsigned is set" in logs.format_log(
-        logs.build_record(
-            run={}, steps=[], migration_file=logs.describe_file(unsigned, allow_unsigned=True)
+    allowed = describe_file(unsigned, keys=trusted, allow_unsigned=True).signature
+    assert allowed is not None
+    assert (allowed.status, allowed.signer, allowed.accepted) == ("unsigned", None, True)
+    assert allowed.shown == "unsigned; accepted because allow_unsigned is set"
+    assert (
+        "Signature   unsigned; accepted because allow_unsigned is set"
+        in run_log_text.format_log(
+            build_record(
+                run=RunInfo(),
+                steps=[],
+                migration_file=describe_file(unsigned, allow_unsigned=True),
+            )
         )
     )
 
     # a key nobody trusts: not accepted without allow_unsigned, and the claim is not the signer
     other = trusted_keys({"someone-else": generate().public_pem()})
-    untrusted = logs.describe_file(signed, keys=other)["signature"]
-    assert untrusted["status"] == "untrusted" and untrusted["signer"] is None
-    assert untrusted["accepted"] is False and untrusted["shown"].endswith(
+    untrusted = describe_file(signed, keys=other).signature
+    assert untrusted is not None
+    assert untrusted.status == "untrusted" and untrusted.signer is None
+    assert untrusted.accepted is False and (untrusted.shown or "").endswith(
         "not accepted (allow_unsigned is off)"
     )
 
 
 def test_safe_component() -> None:
     assert (
-        logs.safe_component("manual__2026-11-26T12:00:00+00:00")
+        store_layout.safe_component("manual__2026-11-26T12:00:00+00:00")
         == "manual__2026-11-26T12_00_00_00_00"
     )
-    assert logs.safe_component("../..") == "_"
-    assert "/" not in logs.safe_component("a/../b")
+    assert store_layout.safe_component("../..") == "_"
+    assert "/" not in store_layout.safe_component("a/../b")
 
 
 def test_a_skip_reason_is_a_note_not_an_error() -> None:
     steps = [
-        logs.Step("rollback", "skipped", note="No apply_table unit failed: nothing to roll back"),
-        logs.Step("apply_table", "upstream_failed", error="upstream"),
+        Step("rollback", "skipped", note="No apply_table unit failed: nothing to roll back"),
+        Step("apply_table", "upstream_failed", error="upstream", failed=True),
     ]
-    record = logs.build_record(run={"run_id": "r"}, steps=steps)
+    record = _json(build_record(run=RunInfo(run_id="r"), steps=steps))
     assert record["errors"] == ["apply_table: upstream"]
     rollback = next(s for s in record["steps"] if s["task_id"] == "rollback")
     assert rollback["note"].startswith("No apply_table unit failed")
 
 
 def test_outcomes_in_a_few_words() -> None:
-    unit = logs.outcome_of("apply_table", RESULTS[0])
-    assert logs.describe_outcome("apply_table", unit) == "orders: +499 ~1 -0 =0 rows, 2 DDL"
-    checks = _record()["checks"]
-    assert logs.describe_outcome("env_check", checks["env_check"]) == (
+    unit = outcome_of(StepKind.APPLY_UNIT, RESULTS[0])
+    assert describe_outcome("apply_table", unit) == "orders: +499 ~1 -0 =0 rows, 2 DDL"
+    checks = _record().checks
+    assert describe_outcome("env_check", checks["env_check"]) == (
         "settings match; the target lacks API_KEY (secret)"
     )
-    assert logs.describe_outcome("plugin_check", checks["plugin_check"]) == (
+    assert describe_outcome("plugin_check", checks["plugin_check"]) == (
         "missing graph: continue (prompt) by olga"
     )
-    assert logs.describe_outcome("env_values", checks["env_values"]) == (
+    assert describe_outcome("env_values", checks["env_values"]) == (
         "API_KEY (secret) from the env_values param"
     )
-    assert logs.describe_outcome("plan", {"units": ["a", "b"]}) == "2 unit(s) to apply"
-    assert logs.describe_outcome("anything", None) == ""
+    assert describe_outcome("plan", {"units": ["a", "b"]}) == "2 unit(s) to apply"
+    assert describe_outcome("anything", None) == ""
 
 
 def test_differences_found_by_the_plan() -> None:
     record = _record()
-    assert record["differences"] == [
+    assert _json(record)["differences"] == [
         {
             "table": "orders",
             "rule": "upsert",
             "changes": ["add column tags", "add index ix_orders_tags"],
         }
     ]
-    text = logs.format_log(record)
+    text = run_log_text.format_log(record)
     assert "Differences found by the plan" in text
     assert "  orders (upsert):\n    - add column tags\n    - add index ix_orders_tags" in text
-    plan = logs.outcome_of("plan", REPORT)
+    plan = outcome_of(StepKind.PLAN, REPORT)
     assert plan is not None and plan["unchanged"] == 1
-    assert logs.describe_outcome("plan", plan) == (
+    assert describe_outcome("plan", plan) == (
         "3 unit(s) to apply; structure differences in 1 table(s)"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from migration_manager import retention
+from migration_manager.backup.record import BackupRecord
 from migration_manager.errors import ConfigError
 
 
@@ -34,9 +35,21 @@ def _log(root: Path, mid: str, run: str, target: str, started: str) -> None:
 def _backup(root: Path, target: str, mid: str, run: str) -> None:
     folder = root / "backups" / target
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"bk-{mid}.json").write_text(
-        json.dumps({"backup_id": f"bk-{mid}", "migration_id": mid, "run_id": run})
+    record = BackupRecord(
+        backup_id=f"bk-{mid}",
+        created_at="2026-11-21T01:00:00.000+00:00",
+        database=target,
+        server_version="15.10",
+        pg_dump_version="15.10",
+        size=5,
+        sha256="ab" * 32,
+        seconds=0.1,
+        fingerprints={"public.orders": (1, "7")},
+        migration_id=mid,
+        run_id=run,
+        target_conn_id=target,
     )
+    (folder / f"bk-{mid}.json").write_text(record.to_json())
 
 
 @pytest.fixture

@@ -13,10 +13,10 @@ from migration_manager.schema import (
     RawType,
     TableStructure,
     TypeStructure,
-    _compare_type,
     type_from_text,
     type_text,
 )
+from migration_manager.schema.comparators import compare_type
 
 # format_type() text -> the type's DDL as the engine writes it on the target
 ROUND_TRIPS = {
@@ -201,7 +201,7 @@ def test_enums_and_domains_are_created_with_quoted_names_and_literal_labels() ->
 
 def _differs(reflected: sa.types.TypeEngine, from_file: str) -> bool:
     context = SimpleNamespace(dialect=SimpleNamespace(default_schema_name="public"))
-    return _compare_type(context, None, None, reflected, type_from_text(from_file))
+    return compare_type(context, None, None, reflected, type_from_text(from_file))
 
 
 def test_reflected_enums_and_domains_equal_their_format_type_text() -> None:

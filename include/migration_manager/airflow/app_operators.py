@@ -16,14 +16,15 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.log import mask_secret
 
 from migration_manager import app_control
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import Json, engine_errors
 from migration_manager.airflow.connections import environment
-from migration_manager.airflow.operators import engine_errors
 from migration_manager.airflow.run_log import task_states
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-WRITERS = ("env_write", "apply_table")
+WRITERS = task_ids.WRITERS
 MANUAL = (
     "Restart the target application now: it keeps collections, permissions and plugin state in "
     "memory and does not see this migration until it restarts. (Add app_url and app_api_token, "
@@ -36,22 +37,29 @@ class AppRestartOperator(BaseOperator):
 
     :param target_conn_id: Airflow connection of the target database (templated); its extra
         may name the app (``app_url`` plus credentials)
+    :param rollback: in a migration run, the ``rollback`` task's output (None: it did not roll
+        back, or did not run)
+    :param restore: in ``migration_rollback``, the ``restore`` task's output (None: no restore)
     """
 
-    template_fields: Sequence[str] = ("target_conn_id",)
+    template_fields: Sequence[str] = ("target_conn_id", "rollback", "restore")
 
-    def __init__(self, *, target_conn_id: str, **kwargs: Any):
+    def __init__(
+        self, *, target_conn_id: str, rollback: Any = None, restore: Any = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.target_conn_id = target_conn_id
+        self.rollback = rollback
+        self.restore = restore
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Json:
         ti = context["ti"]
         states = task_states(ti, set(context["dag"].task_ids))
-        rollback = ti.xcom_pull(task_ids="rollback", key="rollback") or {}
+        rollback = self.rollback or {}
         rolled_back = rollback.get("status") == "rolled back"
         # migration_rollback: a restore in place changes the database the app serves
-        restored = ("restore", -1) in states and states[("restore", -1)] == "success"
-        restore = (ti.xcom_pull(task_ids="restore") or {}) if restored else {}
+        restored = (task_ids.RESTORE, -1) in states and states[(task_ids.RESTORE, -1)] == "success"
+        restore = (self.restore or {}) if restored else {}
         in_place = restored and restore.get("mode", "in_place") == "in_place"
         wrote = (
             rolled_back

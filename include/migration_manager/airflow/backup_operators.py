@@ -12,18 +12,24 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import (
+    Json,
+    as_bool,
+    engine_errors,
+    is_dry_run,
+    migration_archive,
+)
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
-from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.airflow.store import (
-    backup_key,
     backup_records,
     load_backup_record,
     local_backup_file,
     record_run_rollback,
     save_backup,
 )
-from migration_manager.backup import (
+from migration_manager.backup.restore import (
     IN_PLACE,
     MODES,
     NEW_DATABASE,
@@ -32,6 +38,7 @@ from migration_manager.backup import (
     restore_refusals,
 )
 from migration_manager.errors import BackupError, ConfigError
+from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,6 +67,7 @@ class BackupOperator(BaseOperator):
     :param target_conn_id: Airflow connection of the target database (templated)
     :param skip_backup: take no backup; automatic rollback is then unavailable (templated)
     :param backups_to_keep: how many backups of this target to keep (templated)
+    :param report: in a migration run, ``plan``'s report (XCom form of ``xcom_models.PlanReport``)
     :return: the backup's id, URI, size and sha256, or None when none was taken
     """
 
@@ -69,6 +77,7 @@ class BackupOperator(BaseOperator):
         "target_conn_id",
         "skip_backup",
         "backups_to_keep",
+        "report",
     )
 
     def __init__(
@@ -79,28 +88,32 @@ class BackupOperator(BaseOperator):
         profile: str | None = None,
         skip_backup: Any = False,
         backups_to_keep: Any = 10,
+        report: Any = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self.report = report
         self.migration_file = migration_file
         self.profile = profile
         self.target_conn_id = target_conn_id
         self.skip_backup = skip_backup
         self.backups_to_keep = backups_to_keep
 
-    def execute(self, context: Context) -> dict[str, Any] | None:
-        if self.migration_file and _as_bool(context["params"].get("dry_run", False)):
+    def execute(self, context: Context) -> Json | None:
+        if self.migration_file and is_dry_run(context):
             self.log.info("Dry run: every unit is rolled back, no backup needed")
             return None
-        if _as_bool(self.skip_backup):
+        if as_bool(self.skip_backup):
             self.log.warning(
                 "skip_backup is set: no backup is taken, and automatic rollback is unavailable "
                 "for this run"
             )
             return None
         if self.migration_file:
-            report = context["ti"].xcom_pull(task_ids="plan", key="report") or {}
-            if not report.get("units"):
+            from migration_manager.airflow.xcom_models import PlanReport
+
+            report = PlanReport.from_optional(self.report)
+            if report is None or not report.units:
                 self.log.info(
                     "The plan has no unit to apply: nothing will be written, no backup needed"
                 )
@@ -115,7 +128,7 @@ class BackupOperator(BaseOperator):
             env = environment(self.target_conn_id)
             manifest: dict[str, Any] = {"profile": self.profile}
             if self.migration_file:
-                with _archive(self.migration_file) as reader:
+                with migration_archive(self.migration_file) as reader:
                     manifest = reader.manifest
             key = backup_key(self.target_conn_id)
             # The target's lock, as for a write: a backup never catches a migration half done
@@ -163,26 +176,38 @@ class RollbackOperator(BaseOperator):
 
     :param target_conn_id: Airflow connection of the target database (templated)
     :param rollback_on_failure: restore automatically; off, only report the backup id (templated)
+    :param backup: the ``backup`` task's outcome (its output; None: no backup was taken)
+    :param units_task_id: the mapped task whose failed units are rolled back
     :return: the outcome: status ``rolled back`` / ``not rolled back``, backup id, tables verified
     """
 
-    template_fields: Sequence[str] = ("target_conn_id", "rollback_on_failure")
+    template_fields: Sequence[str] = ("target_conn_id", "rollback_on_failure", "backup")
 
-    def __init__(self, *, target_conn_id: str, rollback_on_failure: Any = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        target_conn_id: str,
+        rollback_on_failure: Any = True,
+        backup: Any = None,
+        units_task_id: str = task_ids.APPLY_TABLE,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         self.target_conn_id = target_conn_id
         self.rollback_on_failure = rollback_on_failure
+        self.backup = backup
+        self.units_task_id = units_task_id
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Json:
         ti = context["ti"]
         failed = ti.get_ti_count(
-            dag_id=ti.dag_id, task_ids=["apply_table"], run_ids=[ti.run_id], states=["failed"]
+            dag_id=ti.dag_id, task_ids=[self.units_task_id], run_ids=[ti.run_id], states=["failed"]
         )
         if not failed:
             raise AirflowSkipException("No apply_table unit failed: nothing to roll back")
-        backup = ti.xcom_pull(task_ids="backup") or None
+        backup = self.backup or None
         backup_id = backup["backup_id"] if backup else None
-        outcome: dict[str, Any] = {"failed_units": failed, "backup_id": backup_id}
+        outcome: Json = {"failed_units": failed, "backup_id": backup_id}
         if backup is None:
             outcome |= {
                 "status": NOT_ROLLED_BACK,
@@ -194,7 +219,7 @@ class RollbackOperator(BaseOperator):
                 "keeps the units that succeeded; nothing was rolled back",
                 failed,
             )
-        elif not _as_bool(self.rollback_on_failure):
+        elif not as_bool(self.rollback_on_failure):
             outcome |= {
                 "status": NOT_ROLLED_BACK,
                 "reason": "rollback_on_failure is off",
@@ -226,7 +251,7 @@ class RollbackOperator(BaseOperator):
                     "reason": str(exc),
                     "restore_by_hand": _by_hand(self.target_conn_id, backup_id or ""),
                 }
-                ti.xcom_push(key="rollback", value=outcome)
+                ti.xcom_push(key=task_ids.ROLLBACK_KEY, value=outcome)
                 raise
             outcome |= {"status": ROLLED_BACK, **result.to_dict()}
             # before anything else: a cleared apply_table of this run must find it (see
@@ -241,7 +266,7 @@ class RollbackOperator(BaseOperator):
                 if result.removed
                 else "",
             )
-        ti.xcom_push(key="rollback", value=outcome)
+        ti.xcom_push(key=task_ids.ROLLBACK_KEY, value=outcome)
         return outcome
 
 
@@ -284,7 +309,7 @@ class RestoreBackupOperator(BaseOperator):
         self.new_database_name = new_database_name
         self.force = force
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Json:
         backup_id = "" if self.backup_id in (None, "None") else str(self.backup_id).strip()
         mode = str(self.mode or "").strip()
         with engine_errors():
@@ -306,7 +331,7 @@ class RestoreBackupOperator(BaseOperator):
             record = load_backup_record(key, backup_id)
             self.log.info("Backup: %s", record.describe())
             problems = restore_refusals(env.dsn, record, mode=mode)
-            if problems and not _as_bool(self.force):
+            if problems and not as_bool(self.force):
                 lines = "\n".join(f"  - {p}" for p in problems)
                 raise BackupError(
                     f"Restoring backup {backup_id} ({mode}) was refused; nothing was changed:\n{lines}\n"

@@ -17,9 +17,16 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 
 from migration_manager import checks
+from migration_manager.airflow.common import (
+    Json,
+    engine_errors,
+    is_dry_run,
+    migration_manifest,
+    responder,
+    unanswered,
+)
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
-from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.errors import EnvironmentMismatchError
 from migration_manager.pg import identity_of
 
@@ -29,22 +36,6 @@ if TYPE_CHECKING:
 PROVIDE = "Continue with these values"
 CONTINUE = "Continue anyway"
 STOP = "Stop the migration"
-
-
-def _manifest(ref: str) -> dict[str, Any]:
-    with _archive(ref) as reader:
-        return reader.manifest
-
-
-def _unanswered(task: HITLOperator, event: dict[str, Any], asked: str) -> None:
-    """Stop with a message a user can act on when the question was not answered in time."""
-    if event.get("error_type") == "timeout":
-        raise AirflowFailException(
-            f"Nobody answered the question about {asked} within {task.response_timeout}; the "
-            "migration stopped before writing anything. Trigger the run again and answer under "
-            "Required actions (or set MM_ANSWER_TIMEOUT_HOURS for a longer wait)"
-        )
-    task.process_trigger_event_error(event)
 
 
 def _lookup(ref: checks.ValueRef) -> str | None:
@@ -68,7 +59,7 @@ def _lookup(ref: checks.ValueRef) -> str | None:
     return text
 
 
-def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> dict[str, Any]:
+def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> Json:
     """The env_values param, checked; warns about secrets given as literal values."""
     supplied = dict(params.get("env_values") or {})
     with engine_errors():
@@ -87,15 +78,6 @@ def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]
     return supplied
 
 
-def _dry_run(context: Context) -> bool:
-    return _as_bool(context["params"].get("dry_run", False))
-
-
-def _user(event: dict[str, Any]) -> str | None:
-    user = event.get("responded_by_user") or {}
-    return str(user.get("name") or user.get("id")) if user else None
-
-
 class EnvCheckOperator(BaseOperator):
     """Stop when the target is the file's own source database, or the source and target apps are
     configured differently or run different versions (unless ``params.allow_version_mismatch``);
@@ -112,10 +94,10 @@ class EnvCheckOperator(BaseOperator):
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def execute(self, context: Context) -> Json:
         with engine_errors():
             env = environment(self.target_conn_id)
-            manifest = _manifest(self.migration_file)
+            manifest = migration_manifest(self.migration_file)
             checks.refuse_own_source(
                 manifest,
                 identity_of(env.dsn),
@@ -169,29 +151,36 @@ class EnvValuesOperator(HITLOperator):
 
     Secret values are masked in logs, encrypted for the target app at once, and never returned
     in clear (the XCom holds only what the app stores: ciphertext for secrets).
+
+    :param migration_file: URI or store file name of the migration file (templated)
+    :param target_conn_id: Airflow connection of the target database (templated)
+    :param env_check: ``env_check``'s outcome (its output; lists the missing variables)
     """
 
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "env_check")
 
-    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+    def __init__(
+        self, *, migration_file: str, target_conn_id: str, env_check: Any = None, **kwargs: Any
+    ):
         super().__init__(subject="Missing environment variables", options=[PROVIDE], **kwargs)
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
+        self.env_check = env_check
 
     def _missing(self, context: Context) -> list[checks.EnvVariable]:
-        found = context["ti"].xcom_pull(task_ids="env_check") or {}
+        found = self.env_check or {}
         return [checks.EnvVariable(**v) for v in found.get("missing_env", [])]
 
     def _finish(
         self, context: Context, values: dict[str, str], source: str, user: str | None
-    ) -> dict[str, Any]:
+    ) -> Json:
         missing = self._missing(context)
         for var in missing:
             if var.secret and var.name in values:
                 mask_secret(values[var.name], var.name)
         with engine_errors():
             env = environment(self.target_conn_id)
-            manifest = _manifest(self.migration_file)
+            manifest = migration_manifest(self.migration_file)
             rows = checks.stored_values(manifest, missing, values, env.app_env)
         for name, kind, stored in rows:
             if kind == "secret":
@@ -216,7 +205,7 @@ class EnvValuesOperator(HITLOperator):
         if not still:
             return self._finish(context, values, "env_values param", None)
         names = ", ".join(f"{v.name} ({v.type})" for v in still)
-        if _dry_run(context):
+        if is_dry_run(context):
             self.log.warning("Dry run: the target lacks %s; not asked, nothing is written", names)
             return self._finish(context, values, "env_values param (dry run)", None) | {
                 "not_asked": [v.name for v in still]
@@ -258,7 +247,7 @@ class EnvValuesOperator(HITLOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:
-            _unanswered(self, event, "missing environment variables")
+            unanswered(self, event, "missing environment variables")
         answers = {
             k: str(v) for k, v in (event.get("params_input") or {}).items() if v not in (None, "")
         }
@@ -273,7 +262,7 @@ class EnvValuesOperator(HITLOperator):
             raise AirflowFailException(
                 f"No value was given for {', '.join(v.name for v in still)}; the migration stops"
             )
-        return self._finish(context, values, "prompt", _user(event))
+        return self._finish(context, values, "prompt", responder(event))
 
 
 class PluginCheckOperator(HITLOperator, SkipMixin):
@@ -284,7 +273,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
     with nothing to apply ends right after the checks, with its log.
     """
 
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "report", "env_values")
 
     def __init__(
         self,
@@ -292,6 +281,8 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         migration_file: str,
         target_conn_id: str,
         skip_when_idle: Sequence[str] = (),
+        report: Any = None,
+        env_values: Any = None,
         **kwargs: Any,
     ):
         super().__init__(
@@ -300,12 +291,16 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
         self.skip_when_idle = list(skip_when_idle)
+        self.report = report  # plan's report (XCom form of xcom_models.PlanReport)
+        self.env_values = env_values  # env_values' outcome: the rows to write
 
-    def _done(self, context: Context, result: dict[str, Any]) -> dict[str, Any]:
+    def _done(self, context: Context, result: Json) -> Json:
+        from migration_manager.airflow.xcom_models import PlanReport
+
         ti = context["ti"]
-        report = ti.xcom_pull(task_ids="plan", key="report")
-        supplied = ti.xcom_pull(task_ids="env_values") or {}
-        if not self.skip_when_idle or not report or report.get("units") or supplied.get("rows"):
+        report = PlanReport.from_optional(self.report)
+        supplied = self.env_values or {}
+        if not self.skip_when_idle or not report or report.units or supplied.get("rows"):
             return result
         self.log.info(
             "Nothing to apply: every table already matches the source for its rule and no "
@@ -319,7 +314,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
     def _missing(self) -> list[checks.PluginInfo]:
         with engine_errors():
             env = environment(self.target_conn_id)
-            manifest = _manifest(self.migration_file)
+            manifest = migration_manifest(self.migration_file)
             return checks.missing_plugins(manifest, env.dsn, env.app_env)
 
     def execute(self, context: Context) -> Any:
@@ -332,7 +327,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
             )
         names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
         mode = context["params"].get("on_missing_plugins", "ask")
-        if _dry_run(context) and mode == "ask":
+        if is_dry_run(context) and mode == "ask":
             mode = "continue"  # nothing is written: report, do not ask
         self.log.warning("Plugins enabled in the source but not in the target: %s", names)
         if mode == "fail":
@@ -358,10 +353,10 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:
-            _unanswered(self, event, "missing plugins")
+            unanswered(self, event, "missing plugins")
         chosen = list(event.get("chosen_options") or [])
         self.validate_chosen_options(chosen)
-        user = _user(event)
+        user = responder(event)
         missing = [p.to_dict() for p in self._missing()]
         if STOP in chosen:
             raise AirflowFailException(
@@ -380,18 +375,21 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
 class EnvWriteOperator(BaseOperator):
     """Store the supplied environment variables in the target (after the backup, before the tables)."""
 
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "env_values")
 
-    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+    def __init__(
+        self, *, migration_file: str, target_conn_id: str, env_values: Any = None, **kwargs: Any
+    ):
         super().__init__(**kwargs)
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
+        self.env_values = env_values  # env_values' outcome: the rows to write
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        if _dry_run(context):
+    def execute(self, context: Context) -> Json:
+        if is_dry_run(context):
             self.log.info("Dry run: no environment variable is written")
             return {"written": []}
-        supplied = context["ti"].xcom_pull(task_ids="env_values") or {}
+        supplied = self.env_values or {}
         rows = [tuple(r) for r in supplied.get("rows", [])]
         if not rows:
             self.log.info("No environment variables to write")
@@ -402,7 +400,9 @@ class EnvWriteOperator(BaseOperator):
         with engine_errors():
             env = environment(self.target_conn_id)
             with target_write_lock(context, env.dsn, self.log):
-                checks.write_values(_manifest(self.migration_file), env.dsn, env.app_env, rows)
+                checks.write_values(
+                    migration_manifest(self.migration_file), env.dsn, env.app_env, rows
+                )
         names = [r[0] for r in rows]
         self.log.info("Wrote environment variables %s into the target", ", ".join(names))
         return {"written": names}

@@ -11,22 +11,29 @@ the destructive parts, ``continue`` goes on (the parts are in the log).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from migration_manager.airflow.check_operators import _unanswered, _user
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import (
+    engine_errors,
+    is_dry_run,
+    migration_archive,
+    responder,
+    unanswered,
+)
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.notify import airflow_run_url
-from migration_manager.airflow.operators import _archive, _as_bool, engine_errors
 from migration_manager.destructive import ASK, CONTINUE, ON_DESTRUCTIVE, DestructivePlan, assess
 from migration_manager.errors import ConfigError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-KEY = "destructive"  # XCom: the destructive parts (also when the task fails)
+KEY = task_ids.DESTRUCTIVE_KEY  # XCom: the destructive parts (also when the task fails)
 
 
 class DestructiveCheckOperator(ApprovalOperator):
@@ -34,28 +41,34 @@ class DestructiveCheckOperator(ApprovalOperator):
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
-    :return: the destructive parts, the decision and who made it
+    :param report: ``plan``'s report (XCom form of ``xcom_models.PlanReport``)
+    :return: the destructive parts, the decision and who made it (``xcom_models.DestructiveOutcome``)
     """
 
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id")
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "report")
 
-    def __init__(self, *, migration_file: str, target_conn_id: str, **kwargs: Any):
+    def __init__(
+        self, *, migration_file: str, target_conn_id: str, report: Any = None, **kwargs: Any
+    ):
         super().__init__(subject="Destructive migration plan", **kwargs)
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
+        self.report = report
 
     def _assess(self, context: Context) -> DestructivePlan:
-        report = context["ti"].xcom_pull(task_ids="plan", key="report") or {}
+        from migration_manager.airflow.xcom_models import PlanReport
+
+        report = PlanReport.from_optional(self.report)
         params = context["params"]
         with engine_errors():
             env = environment(self.target_conn_id)
-            with _archive(self.migration_file) as reader:
+            with migration_archive(self.migration_file) as reader:
                 return assess(
                     reader,
                     env.dsn,
-                    report.get("pending") or [],
+                    list(report.pending) if report else [],
                     max_delete_ratio=params.get("max_delete_ratio", 0.1),
-                    changed=[c["table"] for c in report.get("changed_in_prod") or []],
+                    changed=[c.table for c in report.changed_in_prod] if report else [],
                 )
 
     def execute(self, context: Context) -> Any:
@@ -68,6 +81,8 @@ class DestructiveCheckOperator(ApprovalOperator):
                     )
                 )
             )
+        from migration_manager.airflow.xcom_models import DestructiveOutcome
+
         found = self._assess(context)
         for loss in found.losses:
             self.log.info("%s", loss.describe())
@@ -79,28 +94,27 @@ class DestructiveCheckOperator(ApprovalOperator):
                 "wait for the lock and apply them as planned): %s",
                 ", ".join(found.unchecked),
             )
-        result = {**found.to_dict(), "mode": mode, "decision": None, "decided_by": None}
+        result = DestructiveOutcome(plan=found, mode=mode)
         if not found.destructive:
             self.log.info(
                 "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped, "
                 "no edit made in the target since the last migration would be replaced",
                 found.max_delete_ratio * 100,
             )
-            return result | {"decision": "not destructive"}
+            return replace(result, decision="not destructive").to_xcom()
         parts = "; ".join(found.parts)
-        context["ti"].xcom_push(key=KEY, value=result)
-        if _as_bool(context["params"].get("dry_run", False)):
+        context["ti"].xcom_push(key=KEY, value=result.to_xcom())
+        if is_dry_run(context):
             self.log.warning(
                 "Dry run of a destructive plan (not asked, nothing is committed): %s", parts
             )
-            return result | {"decision": "dry run: not asked"}
+            return replace(result, decision="dry run: not asked").to_xcom()
         if mode == CONTINUE:
             self.log.warning("Destructive plan, going on (on_destructive=continue): %s", parts)
-            return result | {"decision": "continue (on_destructive=continue)"}
+            return replace(result, decision="continue (on_destructive=continue)").to_xcom()
         if mode != ASK:
-            context["ti"].xcom_push(
-                key=KEY, value=result | {"decision": "refused", "refused_by": "on_destructive=fail"}
-            )
+            refused = replace(result, decision="refused", refused_by="on_destructive=fail")
+            context["ti"].xcom_push(key=KEY, value=refused.to_xcom())
             raise AirflowFailException(
                 f"The plan is destructive: {parts}. Nothing was written. Check the migration file and "
                 "the rules; to apply it anyway, run again with on_destructive 'ask' (approve it) or "
@@ -119,24 +133,28 @@ class DestructiveCheckOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        from migration_manager.airflow.xcom_models import DestructiveOutcome
+
         if "error" in event:
-            _unanswered(self, event, "the destructive plan")
+            unanswered(self, event, "the destructive plan")
         # HITLOperator's: validates the answer; ApprovalOperator's own would skip downstream on
         # Reject, while a rejected plan must fail the run (and be logged and notified as refused)
         answer = HITLOperator.execute_complete(self, context, event)
-        user = _user(event)
-        found = context["ti"].xcom_pull(task_ids=self.task_id, key=KEY) or {}
-        if not found.get("parts"):  # recomputed when the asking try's XCom is gone
-            found = self._assess(context).to_dict() | {"mode": ASK}
+        user = responder(event)
+        # this task's own XCom, pushed by the try that asked
+        asked = context["ti"].xcom_pull(task_ids=self.task_id, key=KEY)
+        if asked and asked.get("parts"):
+            found = DestructiveOutcome.from_xcom(asked)
+        else:  # recomputed when the asking try's XCom is gone
+            found = DestructiveOutcome(plan=self._assess(context), mode=ASK)
         if self.REJECT in (answer.get("chosen_options") or []):
-            context["ti"].xcom_push(
-                key=KEY,
-                value=found
-                | {"decision": "rejected", "refused_by": f"rejected by {user or 'a user'}"},
+            rejected = replace(
+                found, decision="rejected", refused_by=f"rejected by {user or 'a user'}"
             )
+            context["ti"].xcom_push(key=KEY, value=rejected.to_xcom())
             raise AirflowFailException(
                 f"Rejected by {user or 'a user'}: the plan is destructive "
-                f"({'; '.join(found.get('parts') or [])}); nothing was written"
+                f"({'; '.join(found.parts)}); nothing was written"
             )
         self.log.info("%s approved the destructive plan", user or "A user")
-        return found | {"decision": "approved", "decided_by": user}
+        return replace(found, decision="approved", decided_by=user).to_xcom()

@@ -84,6 +84,9 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> float:
         try:
             importlib.import_module(name)
         except Exception as exc:
+            if isinstance(exc, ModuleNotFoundError) and exc.name == name:
+                log.warning("Not preloaded for the tasks: %s (no such module)", name)
+                continue
             log.warning("Not preloaded for the tasks: %s (%s)", name, exc)
             for own in _own_modules():  # a half-imported module must not reach the tasks
                 del sys.modules[own]

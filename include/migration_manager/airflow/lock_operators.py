@@ -21,15 +21,16 @@ from airflow.sdk import BaseOperator, BaseSensorOperator, Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager import pg, target_lock
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import engine_errors, is_dry_run
 from migration_manager.airflow.connections import environment
-from migration_manager.airflow.operators import engine_errors
+from migration_manager.redaction import redact
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 DEFAULT_TIMEOUT = 1800.0
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
-HOLD_TASK = "hold_target_lock"
 
 
 def run_ref(context: Context) -> target_lock.RunRef:
@@ -42,11 +43,6 @@ def lock_timeout(context: Context) -> float:
         return max(0.0, float(value))
     except (TypeError, ValueError):
         return DEFAULT_TIMEOUT
-
-
-def is_dry_run(context: Context) -> bool:
-    value = (context.get("params") or {}).get("dry_run", False)
-    return str(value).strip().lower() in ("1", "true", "yes", "on")
 
 
 def _in_process_run() -> bool:
@@ -138,7 +134,7 @@ class HoldTargetLockOperator(BaseOperator):
                 waited = time.monotonic() - started
                 self.log.info(
                     "Holding the lock of target %s for run %s (waited %.1f s)",
-                    pg.redact(env.dsn),
+                    redact(env.dsn),
                     ref,
                     waited,
                 )
@@ -168,7 +164,7 @@ class TargetLockedSensor(BaseSensorOperator):
         self,
         *,
         target_conn_id: str,
-        holder_task_id: str = HOLD_TASK,
+        holder_task_id: str = task_ids.HOLD_TARGET_LOCK,
         settle_seconds: float = 10.0,
         **kwargs: Any,
     ):
@@ -250,9 +246,11 @@ def guard_target_writes(gate_after: Any, *, target_conn_id: str) -> tuple[Any, A
     """
     following = list(gate_after.downstream_list)
     hold = HoldTargetLockOperator(
-        task_id=HOLD_TASK, target_conn_id=target_conn_id, writers=[], retries=0
+        task_id=task_ids.HOLD_TARGET_LOCK, target_conn_id=target_conn_id, writers=[], retries=0
     )
-    locked = TargetLockedSensor(task_id="target_locked", target_conn_id=target_conn_id, retries=0)
+    locked = TargetLockedSensor(
+        task_id=task_ids.TARGET_LOCKED, target_conn_id=target_conn_id, retries=0
+    )
     gate_after >> [hold, locked]
     locked >> following
     hold.writers = sorted(locked.get_flat_relative_ids(upstream=False))

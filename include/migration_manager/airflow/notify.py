@@ -24,7 +24,9 @@ from urllib.parse import quote
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
 
-from migration_manager import logs
+from migration_manager import redaction, store_layout
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import destructive_outcome
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import (
     FAILURE,
@@ -57,8 +59,8 @@ def run_page_url(migration_id: str | None, run_id: str) -> str | None:
     if not migration_id:
         return None
     return (
-        f"{base_url()}{UI_PREFIX}/runs/{quote(logs.safe_component(migration_id), safe='')}"
-        f"/{quote(logs.safe_component(run_id), safe='')}"
+        f"{base_url()}{UI_PREFIX}/runs/{quote(store_layout.safe_component(migration_id), safe='')}"
+        f"/{quote(store_layout.safe_component(run_id), safe='')}"
     )
 
 
@@ -81,11 +83,13 @@ def run_outcome(
     ti = context["ti"]
     steps = (record or {}).get("steps") or []
     failed_steps = [
-        s for s in steps if s.get("status") == "failed" and s.get("task_id") != "collect_logs"
+        s
+        for s in steps
+        if s.get("status") == "failed" and s.get("task_id") != task_ids.COLLECT_LOGS
     ]
     refused = None
-    if any(s.get("task_id") == "destructive_check" for s in failed_steps):
-        refused = ti.xcom_pull(task_ids="destructive_check", key="destructive")
+    if any(s.get("task_id") == task_ids.DESTRUCTIVE_CHECK for s in failed_steps):
+        refused = destructive_outcome(ti)
     rollback = (summary or {}).get("rollback") or {}
     migration_id = (record or {}).get("migration_id") or (summary or {}).get("migration_id")
     if refused:
@@ -113,7 +117,7 @@ def run_outcome(
             f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"
             for s in failed_steps
         ] or failed_tables(summary)
-        units_only = all(s.get("task_id") == "apply_table" for s in failed_steps)
+        units_only = all(s.get("task_id") == task_ids.APPLY_TABLE for s in failed_steps)
         if event == ROLLBACK:
             headline = (
                 f"{len(details)} unit(s) failed; the target was rolled back to backup "
@@ -129,7 +133,7 @@ def run_outcome(
     return {
         "event": event,
         "headline": headline,
-        "details": [logs.scrub(str(d)) for d in details],
+        "details": [redaction.redact(str(d)) for d in details],
         "migration_id": migration_id,
     }
 

@@ -3,77 +3,33 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from migration_manager.airflow import task_ids
+from migration_manager.airflow.common import (
+    Json,
+    as_bool,
+    engine_errors,
+    is_dry_run,
+    migration_archive,
+    rollback_outcome,
+)
 from migration_manager.airflow.connections import environment
-from migration_manager.errors import MigrationError
+from migration_manager.airflow.lock_operators import target_write_lock
 
 # The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
 # file (the dag-processor, and every task process before it runs) imports none of it.
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from migration_manager.archive import ArchiveReader
     from migration_manager.plan import Unit
 
 log = logging.getLogger(__name__)
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-@contextmanager
-def engine_errors() -> Iterator[None]:
-    """Terminal engine errors fail the task without retries; transient ones are retried."""
-    try:
-        yield
-    except MigrationError as exc:
-        if exc.terminal:
-            raise AirflowFailException(str(exc)) from exc
-        raise
-
-
-def _allow_unsigned() -> bool:
-    """The running task's ``allow_unsigned`` param (False outside a task or when absent)."""
-    from airflow.sdk import get_current_context
-
-    try:
-        params = get_current_context()["params"]
-    except Exception:  # not inside a task: nothing allows unsigned files
-        return False
-    return _as_bool(params.get("allow_unsigned", False))
-
-
-@contextmanager
-def _archive(ref: str) -> Iterator[ArchiveReader]:
-    """The migration file, verified: limits, manifest model and signature (trusted keys).
-
-    A file not signed by a trusted key is refused unless the run's ``allow_unsigned`` param is
-    set; every task that opens the file checks again (the store may change between tasks).
-    """
-    from migration_manager.airflow.signing import task_trust
-    from migration_manager.airflow.store import as_local, migration_file_path
-    from migration_manager.archive import open_archive
-
-    path = migration_file_path(ref)
-    allow = _allow_unsigned()
-    trust = task_trust(allow)
-    with open_archive(as_local(path), name=str(path), trust=trust) as reader:
-        if reader.signature.status != "verified":
-            log.warning(
-                "Migration file %s is %s; running it because allow_unsigned is set",
-                path,
-                reader.signature.label,
-            )
-        yield reader
 
 
 class CreateMigrationOperator(BaseOperator):
@@ -182,7 +138,8 @@ class PlanMigrationOperator(BaseOperator):
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
-    :return: a list of small dicts, one per unit (mapped over by ``apply_table``)
+    :return: one ``xcom_models.PlannedUnit`` per unit, in XCom form (mapped over by
+        ``apply_table``); the plan report (``xcom_models.PlanReport``) goes to XCom key ``report``
     """
 
     template_fields: Sequence[str] = ("migration_file", "target_conn_id", "allow_drop")
@@ -195,13 +152,14 @@ class PlanMigrationOperator(BaseOperator):
         self.target_conn_id = target_conn_id
         self.allow_drop = allow_drop
 
-    def execute(self, context: Context) -> list[dict[str, Any]]:
+    def execute(self, context: Context) -> list[Json]:
+        from migration_manager.airflow.xcom_models import PlannedUnit, PlanReport
         from migration_manager.execute import prepare, unit_entries
 
         with engine_errors():
             env = environment(self.target_conn_id)
-            with _archive(self.migration_file) as reader:
-                plan = prepare(reader, env.dsn, allow_drop=_as_bool(self.allow_drop))
+            with migration_archive(self.migration_file) as reader:
+                plan = prepare(reader, env.dsn, allow_drop=as_bool(self.allow_drop))
                 manifest = reader.manifest
                 entries = {u.id: unit_entries(reader, u) for u in plan.units}
         target_key, changed = self._prod_edits(plan, manifest)
@@ -230,40 +188,30 @@ class PlanMigrationOperator(BaseOperator):
             len(plan.tables),
             "" if plan.units else ": nothing to apply (no backup, no write)",
         )
-        context["ti"].xcom_push(
-            key="report",
-            value={
-                "migration_id": plan.migration_id,
-                "migration_file": self.migration_file,
-                "source": manifest["source"].get("database"),
-                "units": [u.to_dict() for u in plan.units],
-                "rules": {e["name"]: e["rule"] for e in manifest["tables"]},
-                "quiet_tables": [t.to_dict() for t in plan.tables],
-                "warnings": list(plan.warnings),
-                # per table with work to do: rule and the structure differences found (for the log)
-                "pending": [dict(p) for p in plan.pending],
-                # the target as the plan saw it: recorded after the run, checked by each unit
-                "target_key": target_key,
-                "target_fingerprints": {
-                    t: (fp.to_dict() if fp is not None else None)
-                    for t, fp in plan.target_fingerprints.items()
-                },
-                # tables changed in the target since the last migration, whose rows the rule
-                # would replace (destructive_check counts them)
-                "changed_in_prod": [c.to_dict() for c in changed],
-            },
+        report = PlanReport(
+            migration_id=plan.migration_id,
+            migration_file=self.migration_file,
+            source=manifest["source"].get("database"),
+            units=plan.units,
+            rules={e["name"]: e["rule"] for e in manifest["tables"]},
+            quiet_tables=plan.tables,
+            warnings=plan.warnings,
+            pending=plan.pending,
+            target_key=target_key,
+            target_fingerprints=plan.target_fingerprints,
+            changed_in_prod=tuple(changed),
         )
+        context["ti"].xcom_push(key=task_ids.REPORT_KEY, value=report.to_xcom())
         # each mapped apply_table gets what it needs: its tables' entries (rule, structure, data
         # member and columns) and which of them the plan found structurally equal
         return [
-            {
-                **u.to_dict(),
-                "migration_file": self.migration_file,
-                "entries": entries[u.id],
-                "checked": sorted(set(u.tables) & plan.checked),
-                # the drift guard: the unit's tables must still be as the plan saw them
-                "fingerprints": plan.unit_fingerprints(u),
-            }
+            PlannedUnit(
+                unit=u,
+                migration_file=self.migration_file,
+                entries=entries[u.id],
+                checked=frozenset(u.tables) & plan.checked,
+                fingerprints=plan.unit_fingerprints(u),
+            ).to_xcom()
             for u in plan.units
         ]
 
@@ -301,7 +249,8 @@ class ApplyUnitOperator(BaseOperator):
 
     Idempotent: re-running a unit (retry, or clearing its map index) converges on the same state.
 
-    :param unit: the unit dict from ``plan`` (templated when mapped)
+    :param unit: one element of ``plan``'s return value, ``xcom_models.PlannedUnit``'s XCom form
+        (mapped over ``plan``'s output)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
     :return: the unit's result: per table, rule, DDL executed, rows inserted/updated/deleted/unchanged, seconds
@@ -309,28 +258,24 @@ class ApplyUnitOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("unit", "target_conn_id", "allow_drop")
 
-    def __init__(
-        self, *, unit: dict[str, Any], target_conn_id: str, allow_drop: Any = False, **kwargs: Any
-    ):
+    def __init__(self, *, unit: Json, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
         super().__init__(**kwargs)
         self.unit = unit
         self.target_conn_id = target_conn_id
         self.allow_drop = allow_drop
 
-    def execute(self, context: Context) -> dict[str, Any]:
-        # imported here: lock_operators builds on this module
-        from migration_manager.airflow.lock_operators import target_write_lock
+    def execute(self, context: Context) -> Json:
+        from migration_manager.airflow.xcom_models import PlannedUnit
         from migration_manager.config import DATA_RULES
         from migration_manager.execute import apply_unit
-        from migration_manager.plan import Unit
 
-        unit = Unit.from_dict(self.unit)
+        planned = PlannedUnit.from_xcom(self.unit)
+        unit = planned.unit
         self.log.info("Unit %s: %s", unit.id, unit.label)
         refuse_after_rollback(context, unit)
-        entries = self.unit.get("entries")  # absent in units planned before they were passed along
-        checked = frozenset(self.unit.get("checked") or ())
+        entries = planned.entries
         loads_rows = entries is None or any(e["rule"] in DATA_RULES for e in entries.values())
-        expected = self.unit.get("fingerprints")
+        expected = planned.fingerprints
         if expected and cleared_by_a_person(context, self):
             # the drift guard binds the run's own tries to the target the plan (and an approval)
             # saw; a person who clears this unit has looked at the target, often fixed it
@@ -344,7 +289,7 @@ class ApplyUnitOperator(BaseOperator):
             env = environment(self.target_conn_id)
             with target_write_lock(context, env.dsn, self.log), ExitStack() as stack:
                 reader = (
-                    stack.enter_context(_archive(self.unit["migration_file"]))
+                    stack.enter_context(migration_archive(str(planned.migration_file)))
                     if loads_rows
                     else None
                 )
@@ -352,10 +297,10 @@ class ApplyUnitOperator(BaseOperator):
                     reader,
                     env.dsn,
                     unit,
-                    allow_drop=_as_bool(self.allow_drop),
-                    dry_run=_as_bool(context["params"].get("dry_run", False)),  # rolled back
+                    allow_drop=as_bool(self.allow_drop),
+                    dry_run=is_dry_run(context),  # rolled back
                     entries=entries,
-                    checked=checked,
+                    checked=planned.checked,
                     # plan-time fingerprints (absent in units planned before they were passed)
                     expected=expected,
                 )
@@ -381,7 +326,7 @@ def refuse_after_rollback(context: Context, unit: Unit) -> None:
     ti = context["ti"]
     record = run_rollback_record(ti.dag_id, ti.run_id)
     if record is None:
-        pushed = ti.xcom_pull(task_ids="rollback", key="rollback")
+        pushed = rollback_outcome(ti)
         if isinstance(pushed, dict) and pushed.get("status") == "rolled back":
             record = pushed
     if record is not None:

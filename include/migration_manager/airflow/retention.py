@@ -8,9 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from migration_manager import logs, retention
+from migration_manager import retention
 from migration_manager.airflow.run_log import UNKNOWN_MIGRATION, step_started
-from migration_manager.airflow.store import backup_key, store_root
+from migration_manager.airflow.store import store_root
+from migration_manager.store_layout import backup_key, run_log_names
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,7 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
             target_key=backup_key(target),
             files_to_keep=params.get("files_to_keep", retention.DEFAULT_FILES_TO_KEEP),
             logs_to_keep=params.get("logs_to_keep", retention.DEFAULT_LOGS_TO_KEEP),
-            current=(
-                logs.safe_component(migration_id or UNKNOWN_MIGRATION),
-                logs.safe_component(ti.run_id),
-            ),
+            current=run_log_names(migration_id or UNKNOWN_MIGRATION, ti.run_id),
             current_file=f"{migration_id}.zip" if migration_id else None,
         )
     except Exception:

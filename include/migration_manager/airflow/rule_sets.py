@@ -1,50 +1,39 @@
-"""Rule sets in the migration store (``rule_sets/<name>.yaml``)."""
+"""Rule sets in the migration store (``rule_sets/<name>.yaml``); reading them is the engine's
+(:mod:`migration_manager.rulesets`), this module gives it the store's folder."""
 
 from __future__ import annotations
 
 from airflow.sdk import ObjectStoragePath
 
 from migration_manager.airflow.store import store_root
-from migration_manager.errors import ConfigError
-from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.rulesets import FOLDER, NamedRuleSet, read_rule_set, rule_set_file
+from migration_manager.rulesets import list_rule_sets as _list
 
-FOLDER = "rule_sets"
-
-
-def _path(name: str) -> ObjectStoragePath:
-    return store_root() / FOLDER / f"{check_name(name)}.yaml"
+__all__ = ["FOLDER", "delete_rule_set", "list_rule_sets", "load_rule_set", "save_rule_set"]
 
 
-def list_rule_sets() -> list[NamedRuleSet]:
-    folder = store_root() / FOLDER
-    if not folder.exists():
-        return []
-    out = []
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if path.name.endswith(".yaml"):
-            out.append(NamedRuleSet.from_yaml(path.read_text(), name=path.name[: -len(".yaml")]))
-    return out
+def _folder() -> ObjectStoragePath:
+    return store_root() / FOLDER
+
+
+def list_rule_sets() -> tuple[list[NamedRuleSet], list[str]]:
+    """Every readable rule set of the store, and a message for each unreadable file."""
+    return _list(_folder())
 
 
 def load_rule_set(name: str) -> NamedRuleSet:
-    path = _path(name)
-    if not path.exists():
-        known = ", ".join(r.name for r in list_rule_sets()) or "none saved yet"
-        raise ConfigError(
-            f"Rule set {name!r} does not exist in the migration store (known: {known})"
-        )
-    return NamedRuleSet.from_yaml(path.read_text(), name=name)
+    return read_rule_set(_folder(), name)
 
 
 def save_rule_set(rule_set: NamedRuleSet) -> ObjectStoragePath:
-    path = _path(rule_set.name)
+    path: ObjectStoragePath = rule_set_file(_folder(), rule_set.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(rule_set.to_yaml())
     return path
 
 
 def delete_rule_set(name: str) -> bool:
-    path = _path(name)
+    path = rule_set_file(_folder(), name)
     if not path.exists():
         return False
     path.unlink()

@@ -6,7 +6,10 @@ when the task starts (``pre_execute``), when it succeeds (``post_execute``, whil
 still running) and when it fails (``on_failure_callback``). ``collect_logs`` reads those
 records, takes each task's final state from the Task SDK (``get_task_states``, which also
 covers tasks that never ran), and writes ``MIGRATION_STORE/logs/<migration id>/<run id>/``
-through :mod:`migration_manager.logs`.
+through :mod:`migration_manager.run_files`.
+
+This module owns what the engine does not know: which task of the DAGs is which kind of step
+(:data:`STEP_KINDS`) and which Airflow task states mean that a step failed (:data:`FAILED_STATES`).
 
 Recording a step never fails a task: a hook that cannot push logs a warning and returns.
 """
@@ -15,14 +18,26 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from airflow.sdk import BaseHook, ObjectStoragePath
 
-from migration_manager import logs
 from migration_manager.airflow.signing import task_trust
 from migration_manager.airflow.store import as_local, migration_file_path, store_root
 from migration_manager.errors import ConfigError
+from migration_manager.redaction import redact
+from migration_manager.run_files import write_files
+from migration_manager.run_record import Endpoint, MigrationFileInfo
+from migration_manager.run_record_build import (
+    RunInfo,
+    Step,
+    build_record,
+    describe_file,
+    unreadable_file,
+)
+from migration_manager.step_outcomes import StepKind, outcome_of
+from migration_manager.store_layout import run_log_dir, run_log_names
+from migration_manager.text_format import utc_iso
 
 if TYPE_CHECKING:
     from migration_manager.archive import Openable
@@ -30,10 +45,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STEP_KEY = "step"
-LOGS = "logs"
 UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
-# the tasks whose return value the log summarises (see migration_manager.logs.OUTCOMES)
+# which task of the DAGs is which kind of step (whose return value the record summarises)
+STEP_KINDS: dict[str, StepKind] = {
+    "create_migration_file": StepKind.CREATE_FILE,
+    "env_check": StepKind.ENV_CHECK,
+    "plan": StepKind.PLAN,
+    "env_values": StepKind.ENV_VALUES,
+    "plugin_check": StepKind.PLUGIN_CHECK,
+    "destructive_check": StepKind.DESTRUCTIVE_CHECK,
+    "backup": StepKind.BACKUP,
+    "env_write": StepKind.ENV_WRITE,
+    "apply_table": StepKind.APPLY_UNIT,
+    "rollback": StepKind.ROLLBACK,
+    "restore": StepKind.RESTORE,
+    "app_restart": StepKind.APP_RESTART,
+}
+# the tasks that check before anything is written (their outcomes are the record's checks)
 CHECK_TASKS = (
     "env_check",
     "env_values",
@@ -42,15 +71,26 @@ CHECK_TASKS = (
     "env_write",
     "app_restart",
 )
+APPLY_TASK = "apply_table"
+# Airflow task states that mean "did not succeed" (a skipped step is not a failure)
+FAILED_STATES = frozenset({"failed", "upstream_failed"})
+
+
+class PushedStep(TypedDict, total=False):
+    """A step record as a task pushes it (XCom key ``step``)."""
+
+    task_id: str
+    map_index: int
+    attempt: int | None
+    status: str
+    start: str | None
+    end: str | None
+    error: str | None
+    note: str | None
 
 
 def log_folder(migration_id: str | None, run_id: str) -> ObjectStoragePath:
-    return (
-        store_root()
-        / LOGS
-        / logs.safe_component(migration_id or UNKNOWN_MIGRATION)
-        / logs.safe_component(run_id)
-    )
+    return run_log_dir(store_root(), *run_log_names(migration_id or UNKNOWN_MIGRATION, run_id))
 
 
 # --- step records (run inside every task) ------------------------------------------------------
@@ -66,15 +106,15 @@ def _push(
         ti = context["ti"]
         now = datetime.now(UTC)
         start = getattr(ti, "start_date", None) or now
-        record = {
+        record: PushedStep = {
             "task_id": ti.task_id,
             "map_index": ti.map_index if ti.map_index is not None else -1,
             "attempt": ti.try_number,
             "status": status,
-            "start": logs.utc_iso(start),
-            "end": None if status == "running" else logs.utc_iso(now),
-            "error": logs.scrub(str(error))[:_ERROR_CHARS] if error else None,
-            "note": logs.scrub(str(note))[:_ERROR_CHARS] if note else None,
+            "start": utc_iso(start),
+            "end": None if status == "running" else utc_iso(now),
+            "error": redact(str(error))[:_ERROR_CHARS] if error else None,
+            "note": redact(str(note))[:_ERROR_CHARS] if note else None,
         }
         ti.xcom_push(key=STEP_KEY, value=record)
     except Exception:  # never let the log break the migration
@@ -143,15 +183,15 @@ def gather_steps(
     results: list[dict[str, Any]],
     final_status: str,
     states: dict[tuple[str, int], str] | None = None,
-) -> list[logs.Step]:
-    """One :class:`~migration_manager.logs.Step` per task instance of the run, with its outcome."""
+) -> list[Step]:
+    """One :class:`~migration_manager.run_record_build.Step` per task instance of the run, with its outcome."""
     ti = context["ti"]
     dag = context["dag"]
     task_ids = set(dag.task_ids)
-    records: dict[tuple[str, int], dict[str, Any]] = {}
+    records: dict[tuple[str, int], PushedStep] = {}
     for rec in ti.xcom_pull(task_ids=sorted(task_ids), key=STEP_KEY) or []:
         if isinstance(rec, dict) and rec.get("task_id"):
-            records[(rec["task_id"], int(rec.get("map_index", -1)))] = rec
+            records[(rec["task_id"], int(rec.get("map_index", -1)))] = cast("PushedStep", rec)
     if states is None:
         states = _states(ti, task_ids)
 
@@ -161,8 +201,8 @@ def gather_steps(
     outcomes: dict[tuple[str, int], Any] = {}
     for result in results:
         if isinstance(result, dict) and result.get("unit") in index_of_unit:
-            outcomes[("apply_table", index_of_unit[result["unit"]])] = result
-    for task_id in (task_ids & set(logs.OUTCOMES) & _succeeded(states)) - {"apply_table"}:
+            outcomes[(APPLY_TASK, index_of_unit[result["unit"]])] = result
+    for task_id in (task_ids & set(STEP_KINDS) & _succeeded(states)) - {APPLY_TASK}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
     if report:
         outcomes[("plan", -1)] = report  # units and the differences found
@@ -174,11 +214,11 @@ def gather_steps(
     if rollback:
         outcomes[("rollback", -1)] = rollback
 
-    now = logs.utc_iso(datetime.now(UTC))
+    now = utc_iso(datetime.now(UTC))
     steps = []
     for key in sorted(set(records) | set(states)):
         task_id, map_index = key
-        rec = dict(records.get(key) or {"task_id": task_id, "map_index": map_index})
+        rec = PushedStep(**(records.get(key) or {"task_id": task_id, "map_index": map_index}))
         state = states.get(key) or rec.get("status") or "unknown"
         if task_id == ti.task_id and map_index == (
             ti.map_index if ti.map_index is not None else -1
@@ -189,33 +229,50 @@ def gather_steps(
         if state == "success" and rec.get("status") == "failed":
             rec["error"] = None  # an earlier failure whose retry succeeded
         steps.append(
-            logs.Step.from_dict(
-                {
-                    **rec,
-                    "status": state,
-                    "label": labels.get(map_index) if task_id == "apply_table" else None,
-                    "outcome": logs.outcome_of(task_id, outcomes.get(key)),
-                }
+            _step(
+                rec,
+                state=str(state),
+                label=labels.get(map_index) if task_id == APPLY_TASK else None,
+                outcome=outcomes.get(key),
             )
         )
     return steps
 
 
-def describe_connection(conn_id: str | None) -> dict[str, Any] | None:
+def _step(rec: PushedStep, *, state: str, label: str | None, outcome: Any) -> Step:
+    """A step record pushed by a task (or a task that pushed none), with its final state."""
+    task_id = str(rec["task_id"])
+    map_index = rec.get("map_index")
+    return Step(
+        task_id=task_id,
+        status=state or "unknown",
+        map_index=int(map_index) if map_index is not None else -1,
+        label=label,
+        start=utc_iso(rec.get("start")),
+        end=utc_iso(rec.get("end")),
+        attempt=int(attempt) if (attempt := rec.get("attempt")) is not None else None,
+        outcome=outcome_of(STEP_KINDS.get(task_id), outcome),
+        error=redact(str(rec["error"])) if rec.get("error") else None,
+        note=redact(str(rec["note"])) if rec.get("note") else None,
+        failed=state in FAILED_STATES,
+    )
+
+
+def describe_connection(conn_id: str | None) -> Endpoint | None:
     """Where a connection points: host, port, database, user. Never its password or extra."""
     if not conn_id:
         return None
     try:
         conn = BaseHook.get_connection(conn_id)
     except Exception as exc:
-        return {"conn_id": conn_id, "error": logs.scrub(str(exc))}
-    return {
-        "conn_id": conn_id,
-        "host": conn.host or "127.0.0.1",
-        "port": conn.port or 5432,
-        "database": conn.schema or "postgres",
-        "user": conn.login or None,
-    }
+        return Endpoint(conn_id=conn_id, error=redact(str(exc)))
+    return Endpoint(
+        conn_id=conn_id,
+        host=conn.host or "127.0.0.1",
+        port=conn.port or 5432,
+        database=conn.schema or "postgres",
+        user=conn.login or None,
+    )
 
 
 def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
@@ -235,14 +292,14 @@ def _allow_unsigned(params: dict[str, Any]) -> bool:
     return bool(value)
 
 
-def _describe_file(ref: str | None, params: dict[str, Any]) -> dict[str, Any] | None:
+def _describe_file(ref: str | None, params: dict[str, Any]) -> MigrationFileInfo | None:
     """The file for the log, with who signed it (checked against the trusted keys the tasks used)."""
     if not ref:
         return None
     try:
         path = migration_file_path(ref)
     except Exception as exc:
-        return {"uri": logs.scrub(ref), "name": ref, "error": logs.scrub(str(exc))}
+        return unreadable_file(ref, str(exc), name=ref)
     allow = _allow_unsigned(params)
     keys = None
     try:
@@ -252,7 +309,7 @@ def _describe_file(ref: str | None, params: dict[str, Any]) -> dict[str, Any] | 
             "The trusted keys cannot be read (%s); the log shows the signature unchecked", exc
         )
     # a local store's file is read with pathlib (a Path opens like an Openable)
-    return logs.describe_file(
+    return describe_file(
         cast("Openable", as_local(path)), uri=str(path), keys=keys, allow_unsigned=allow
     )
 
@@ -266,21 +323,16 @@ def write_run_log(
     final_status: str,
     errors: list[str] | None = None,
 ) -> tuple[dict[str, Any], ObjectStoragePath]:
-    """Gather everything about this run and write its log folder; returns the record and the folder."""
+    """Gather everything about this run and write its log folder; returns the record (as
+    ``migration.json`` holds it) and the folder."""
     ti = context["ti"]
     dag_run = context["dag_run"]
     params = dict(context.get("params") or {})
     file_info = _describe_file(_file_ref(context, report), params)
-    source = dict((file_info or {}).get("source") or {})
-    if params.get("source_conn_id"):
-        source |= {
-            k: v
-            for k, v in (describe_connection(params["source_conn_id"]) or {}).items()
-            if k != "database" or not source.get("database")
-        }
+    source = _source(file_info, params.get("source_conn_id"))
     states = _states(ti, set(context["dag"].task_ids))
     succeeded = _succeeded(states)
-    checks = {t: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in succeeded}
+    checks = {STEP_KINDS[t]: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in succeeded}
     steps = gather_steps(
         context, report=report, results=results, final_status=final_status, states=states
     )
@@ -289,30 +341,44 @@ def write_run_log(
         backup = ti.xcom_pull(task_ids="backup")
     rollback = (summary or {}).get("rollback")
     run_type = getattr(dag_run, "run_type", None)
-    record = logs.build_record(
-        run={
-            "dag_id": dag_run.dag_id,
-            "run_id": dag_run.run_id,
-            "run_type": str(getattr(run_type, "value", run_type) or "") or None,
-            "triggered_by": getattr(dag_run, "triggering_user_name", None)
+    record = build_record(
+        run=RunInfo(
+            dag_id=dag_run.dag_id,
+            run_id=dag_run.run_id,
+            run_type=str(getattr(run_type, "value", run_type) or "") or None,
+            triggered_by=getattr(dag_run, "triggering_user_name", None)
             or str(getattr(run_type, "value", run_type) or "-"),
-            "start_date": getattr(dag_run, "start_date", None),
-        },
+            start_date=getattr(dag_run, "start_date", None),
+        ),
         steps=steps,
         report=report,
         summary=summary,
         migration_file=file_info,
-        source=source or None,
+        source=source,
         target=describe_connection(params.get("target_conn_id")),
         params=params,
         checks=checks,
         backup=backup,
         rollback=rollback,
-        task_order=[t.task_id for t in context["dag"].topological_sort()],
+        step_order=[t.task_id for t in context["dag"].topological_sort()],
         ended_at=datetime.now(UTC),
         errors=errors or [],
+        dry_run=str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"),
     )
-    record["dry_run"] = str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on")
-    folder = log_folder(record.get("migration_id"), dag_run.run_id)
-    logs.write_files(as_local(folder), record)
-    return record, folder
+    folder = log_folder(record.migration_id, dag_run.run_id)
+    write_files(as_local(folder), record)
+    return record.to_json_dict(), folder
+
+
+def _source(file_info: MigrationFileInfo | None, conn_id: str | None) -> Endpoint | None:
+    """The source: what the file says about it, and where the source connection points
+    (the file's database name wins over the connection's)."""
+    source = (file_info.source.to_json_dict() if file_info and file_info.source else {}) or {}
+    if conn_id:
+        conn = describe_connection(conn_id)
+        source |= {
+            k: v
+            for k, v in (conn.to_json_dict() if conn else {}).items()
+            if k != "database" or not source.get("database")
+        }
+    return Endpoint.model_validate(source) if source else None

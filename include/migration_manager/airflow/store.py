@@ -1,4 +1,6 @@
-"""The migration store: where migration files (and later logs and backups) live.
+"""The migration store in Airflow: its root, and reading and writing migration files, backups and records there.
+
+Which folder holds what is :mod:`migration_manager.store_layout`.
 
 ``MIGRATION_STORE`` is an ``ObjectStoragePath`` URI (``file:///srv/migrations``,
 ``s3://bucket/migrations`` with an ``aws_default``-style connection, ...). Unset, it is
@@ -7,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,13 +22,20 @@ from typing import IO, Any
 
 from airflow.sdk import ObjectStoragePath
 
-from migration_manager.backup import BackupRecord, check_backup_id, expired, take_backup
+from migration_manager import store_layout as layout
+from migration_manager.backup.dump import take_backup
+from migration_manager.backup.record import (
+    BackupRecord,
+    check_backup_id,
+    expired,
+    read_record,
+    read_records,
+)
 from migration_manager.errors import BackupError, ConfigError
 from migration_manager.prod_edits import TargetRecord
 
 log = logging.getLogger(__name__)
 
-FILES = "files"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}$")
 
 
@@ -65,13 +73,13 @@ def migration_file_path(ref: str) -> ObjectStoragePath:
             f"migration_file {ref!r} is not a file name in the store (no paths, no '..'); give a full URI instead"
         )
     name = ref if ref.endswith(".zip") else f"{ref}.zip"
-    return store_root() / FILES / name
+    return layout.migration_file(store_root(), name)
 
 
 @contextmanager
 def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
     """A local temporary file to write; on success it is moved into the store."""
-    dest = store_root() / FILES / f"{migration_id}.zip"
+    dest = layout.migration_file(store_root(), f"{migration_id}.zip")
     with tempfile.NamedTemporaryFile(prefix="mm-", suffix=".zip", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
@@ -83,20 +91,11 @@ def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectSto
 
 
 # --- backups: backups/<target key>/<backup id>.dump + <backup id>.json ---------------------
-
-BACKUPS = "backups"
-
-
-def backup_key(conn_id: str) -> str:
-    """The folder of a target's backups: its connection id, made safe for a path."""
-    key = re.sub(r"[^A-Za-z0-9._-]", "_", (conn_id or "").strip()).strip("._")
-    if not key:
-        raise ConfigError("target_conn_id is empty: name the Airflow connection of the target")
-    return key
+# (the key is store_layout.backup_key of the target's connection id)
 
 
 def backup_dir(key: str) -> ObjectStoragePath:
-    return store_root() / BACKUPS / key
+    return layout.backup_dir(store_root(), key)
 
 
 def _put(local: Path, dest: ObjectStoragePath) -> None:
@@ -124,39 +123,25 @@ def save_backup(
         _put(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
-    as_local(folder / f"{record.backup_id}.json").write_text(json.dumps(record.to_dict(), indent=1))
+    as_local(layout.backup_record(store_root(), key, record.backup_id)).write_text(record.to_json())
     prune_backups(key, keep)
     return record, dest
 
 
 def backup_records(key: str) -> list[BackupRecord]:
     """The target's backups, newest first (records that cannot be read are logged and left out)."""
-    folder = backup_dir(key)
-    if not folder.exists():
-        return []
-    found = []
-    for path in folder.iterdir():
-        if not path.name.endswith(".json"):
-            continue
-        try:
-            found.append(BackupRecord.from_dict(json.loads(path.read_text())))
-        except (ValueError, KeyError, TypeError, BackupError) as exc:
-            log.warning("Skipping unreadable backup record %s: %s", path, exc)
-    return sorted(found, key=lambda r: (r.created_at, r.backup_id), reverse=True)
+    return read_records(backup_dir(key))
 
 
 def load_backup_record(key: str, backup_id: str) -> BackupRecord:
-    path = backup_dir(key) / f"{check_backup_id(backup_id)}.json"
+    path = layout.backup_record(store_root(), key, check_backup_id(backup_id))
     if not path.exists():
         known = ", ".join(r.backup_id for r in backup_records(key)[:10]) or "none"
         raise BackupError(
             f"No backup {backup_id} for target {key} in {backup_dir(key)} (newest there: {known}); "
             "run migration_rollback without backup_id to list them"
         )
-    try:
-        return BackupRecord.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BackupError(f"Backup record {path} is unreadable ({exc})") from exc
+    return read_record(path)
 
 
 @contextmanager
@@ -183,11 +168,13 @@ def local_backup_file(key: str, record: BackupRecord) -> Iterator[Path]:
 def prune_backups(key: str, keep: int) -> list[str]:
     """Remove the target's backups beyond the ``keep`` newest; returns the removed ids."""
     removed = expired(backup_records(key), keep)
-    folder = backup_dir(key)
+    root = store_root()
     for backup_id in removed:
         # the record first: a backup without its record is never listed nor restored
-        for name in (f"{backup_id}.json", f"{backup_id}.dump"):
-            path = folder / name
+        for path in (
+            layout.backup_record(root, key, backup_id),
+            layout.backup_dump(root, key, backup_id),
+        ):
             if path.exists():
                 path.unlink()
         log.info("Removed backup %s of %s (keeping the %d newest)", backup_id, key, keep)
@@ -196,14 +183,9 @@ def prune_backups(key: str, keep: int) -> list[str]:
 
 # --- rolled-back runs: rollbacks/<dag id>/<run key>.json -----------------------------------
 
-ROLLBACKS = "rollbacks"
-
 
 def _run_file(dag_id: str, run_id: str) -> ObjectStoragePath:
-    """The record of a run's rollback; run ids hold ':' and '+', so the name is made safe."""
-    digest = hashlib.sha1(f"{dag_id}\n{run_id}".encode()).hexdigest()[:10]
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:150]
-    return store_root() / ROLLBACKS / backup_key(dag_id) / f"{safe}-{digest}.json"
+    return layout.rollback_record(store_root(), dag_id, run_id)
 
 
 def record_run_rollback(dag_id: str, run_id: str, outcome: dict[str, Any]) -> None:
@@ -228,11 +210,9 @@ def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
 
 # --- per target: targets/<target key>/fingerprints.json --------------------------------------
 
-TARGETS = "targets"
-
 
 def _target_record_path(target_key: str) -> ObjectStoragePath:
-    return store_root() / TARGETS / backup_key(target_key) / "fingerprints.json"
+    return layout.target_record(store_root(), target_key)
 
 
 def load_target_record(target_key: str) -> TargetRecord | None:

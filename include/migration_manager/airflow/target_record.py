@@ -14,55 +14,53 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from migration_manager.airflow.common import is_dry_run
 from migration_manager.config import DATA_RULES
 
 if TYPE_CHECKING:  # the engine is imported when a task runs, not when a DAG file is parsed
+    from migration_manager.airflow.xcom_models import PlanReport
+    from migration_manager.execute import UnitResult
     from migration_manager.fingerprint import RowFingerprint
 
 log = logging.getLogger(__name__)
 
 
 def fingerprints_left(
-    report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]
+    report: PlanReport, results: Iterable[UnitResult]
 ) -> dict[str, RowFingerprint | None]:
     """What the run left: committed units' fingerprints, the plan's for tables without a unit."""
-    from migration_manager.fingerprint import RowFingerprint
-
-    rules = report.get("rules") or {}
-    mapped = {t for u in report.get("units") or [] for t in u.get("tables") or []}
+    mapped = report.applied_tables
     out: dict[str, RowFingerprint | None] = {}
-    for name, fp in (report.get("target_fingerprints") or {}).items():
-        if name not in mapped and rules.get(name) in DATA_RULES:
-            out[name] = RowFingerprint.from_dict(fp) if fp is not None else None
+    for name, fp in report.target_fingerprints.items():
+        if name not in mapped and report.rules.get(name) in DATA_RULES:
+            out[name] = fp
     for result in results:
-        for name, fp in (result.get("fingerprints") or {}).items():
-            out[name] = RowFingerprint.from_dict(fp) if fp is not None else None
+        out.update(result.fingerprints)
     return out
 
 
 def record_fingerprints(
     context: Mapping[str, Any],
-    report: Mapping[str, Any] | None,
-    results: Iterable[Mapping[str, Any]],
+    report: PlanReport | None,
+    results: Iterable[UnitResult],
     *,
     rolled_back: bool,
 ) -> str | None:
     """Update ``targets/<target key>/fingerprints.json``; returns its path (None: not recorded)."""
-    from migration_manager.airflow.operators import _as_bool
     from migration_manager.airflow.store import load_target_record, save_target_record
     from migration_manager.prod_edits import TargetRecord
 
-    if not report or not report.get("target_key"):
+    if report is None or not report.target_key:
         return None
-    if _as_bool(context["params"].get("dry_run", False)) or rolled_back:
+    if is_dry_run(context) or rolled_back:
         return None
     left = fingerprints_left(report, results)
     if not left:
         return None
-    key = str(report["target_key"])
+    key = str(report.target_key)
     record = load_target_record(key) or TargetRecord(key)
     ti = context["ti"]
-    run = f"{ti.dag_id}/{ti.run_id} (migration {report.get('migration_id')})"
+    run = f"{ti.dag_id}/{ti.run_id} (migration {report.migration_id})"
     path = save_target_record(record.updated(left, run))
     log.info("Recorded the fingerprints of %d table(s) as this run left them: %s", len(left), path)
     return str(path)

@@ -11,9 +11,11 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, TriggerRule, task
+from airflow.sdk import Param, TriggerRule, XComArg, task
 from airflow.sdk.exceptions import AirflowFailException
+from pydantic import BaseModel
 
+from migration_manager.airflow import task_ids
 from migration_manager.airflow.app_operators import AppRestartOperator
 from migration_manager.airflow.backup_operators import (
     BackupOperator,
@@ -26,6 +28,7 @@ from migration_manager.airflow.check_operators import (
     EnvWriteOperator,
     PluginCheckOperator,
 )
+from migration_manager.airflow.common import Json, plan_report_xcom, rollback_outcome
 from migration_manager.airflow.destructive_operators import DestructiveCheckOperator
 from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
 from migration_manager.airflow.notify import OUTCOME_KEY, MigrationNotifier, run_outcome
@@ -37,10 +40,10 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
-from migration_manager.config import RULES
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, ON_DESTRUCTIVE
+from migration_manager.config import RULES, RuleSet
+from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
-from migration_manager.pipelines import DEFAULT_POOL
+from migration_manager.pipelines import DEFAULT_POOL, PipelineOptions
 from migration_manager.profiles import PROFILES
 from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
 
@@ -71,27 +74,44 @@ def answer_timeout() -> timedelta | None:
     return timedelta(hours=hours) if hours > 0 else None
 
 
-_INDEPENDENT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": {"type": "string", "enum": list(RULES)},
-}
+def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
+    """A model's JSON schema as Airflow's Param takes it (``Param(schema=...)``).
+
+    Generated from the model that validates the document (``Model.model_json_schema()``), then
+    adapted: ``$ref``s inlined (the trigger form reads ``properties`` directly), the generated
+    titles and the model's docstring left out, the form's ``title`` set.
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node:
+            target = defs[node["$ref"].rsplit("/", 1)[-1]]
+            return inline({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        return {  # property names are kept; the generated titles are not
+            key: {n: inline(sub) for n, sub in value.items()}
+            if key == "properties"
+            else inline(value)
+            for key, value in node.items()
+            if key != "title"
+        }
+
+    schema.pop("description", None)
+    return {**inline(schema), "title": title}
 
 
-def _group_schema(defaults: list[str]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {
-            "default": {"type": "string", "enum": defaults},
-            "independent": _INDEPENDENT_SCHEMA,
-        },
-    }
+def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """One field's JSON schema (its ``type``, ``enum``...) as Param keywords; the Param's own
+    value is its default."""
+    prop = param_schema(model, title="")["properties"][name]
+    return {k: v for k, v in prop.items() if k not in ("default", "title")}
 
 
-DEFAULT_RULES = {
-    "system": {"default": "profile", "independent": {}},
-    "user": {"default": "schema-only", "independent": {}},
-}
+DEFAULT_RULES = RuleSet().to_dict()
 
 
 def create_params() -> dict[str, Param]:
@@ -124,14 +144,7 @@ def create_params() -> dict[str, Param]:
                 + ", ".join(RULES)
                 + '; system default may also be "profile" (each built-in table\'s own default).'
             ),
-            schema={
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "system": _group_schema(["profile", *RULES]),
-                    "user": _group_schema(list(RULES)),
-                },
-            },
+            schema=param_schema(RuleSet, title="Migration rules"),
         ),
     }
 
@@ -200,15 +213,13 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params["on_missing_env"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "fail"],
+        **field_schema(PipelineOptions, "on_missing_env"),
         title="Missing environment variables",
         description="ask: pause the run and ask in the UI (Required actions); fail: stop with the list (scheduled runs).",
     )
     params["on_missing_plugins"] = Param(
         "ask",
-        type="string",
-        enum=["ask", "continue", "fail"],
+        **field_schema(PipelineOptions, "on_missing_plugins"),
         title="Plugins missing in the target",
         description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
     )
@@ -244,8 +255,7 @@ def destructive_params() -> dict[str, Param]:
     return {
         "on_destructive": Param(
             "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
-            type="string",
-            enum=list(ON_DESTRUCTIVE),
+            **field_schema(PipelineOptions, "on_destructive"),
             title="Destructive plans",
             description=(
                 "A plan is destructive when a table would lose more than max_delete_ratio of its rows, "
@@ -349,7 +359,7 @@ def backup_params() -> dict[str, Param]:
 def create_task(*, sync: bool = False) -> CreateMigrationOperator:
     """The create task; in a sync (``sync``) it first refuses a target that is the source's database."""
     return CreateMigrationOperator(
-        task_id="create_migration_file",
+        task_id=task_ids.CREATE,
         source_conn_id="{{ params.source_conn_id }}",
         profile="{{ params.profile }}",
         rules="{{ params.rules | tojson }}",
@@ -365,16 +375,21 @@ def create_task(*, sync: bool = False) -> CreateMigrationOperator:
     on_failure_callback=[step_failed, MigrationNotifier()],
     on_success_callback=MigrationNotifier(),
 )
-def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
+def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     """Write the run's log, whatever happened upstream; fail the run when any unit failed (or never ran).
 
+    ``results``: ``apply_table``'s outputs; ``backup``: the ``backup`` task's output. The plan's
+    report and the rollback's outcome are read by task id (common.plan_report_xcom,
+    common.rollback_outcome): their tasks may have failed without a return value.
+
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
-    data.sql and summary.json (see :mod:`migration_manager.logs`).
+    data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
+    from migration_manager.airflow.xcom_models import PlanReport, unit_results
     from migration_manager.report import format_summary, summarize
 
     ti = context["ti"]
-    report = ti.xcom_pull(task_ids="plan", key="report")
+    report = plan_report_xcom(ti)
     results = [r for r in (results or []) if r]
     if not report:
         record, folder = write_run_log(
@@ -389,14 +404,15 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     summary = summarize(report, results)
     run_id = context["run_id"]
     summary["run_id"] = run_id
-    if not report.get("units"):
+    plan = PlanReport.from_xcom(report)
+    if not plan.units:
         log.info(
             "Nothing to apply: every table already matches the source for its rule "
             "(see each table's reason); no backup was taken and nothing was written"
         )
     # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
-    summary["backup"] = ti.xcom_pull(task_ids="backup")
-    rollback = ti.xcom_pull(task_ids="rollback", key="rollback")
+    summary["backup"] = backup
+    rollback = rollback_outcome(ti)
     if rollback:
         summary["rollback"] = rollback
         log.info("Rollback: %s", _rollback_advice(rollback))
@@ -412,8 +428,8 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     try:  # for the next plan: which tables were changed in the target after this run
         record_fingerprints(
             context,
-            report,
-            results,
+            plan,
+            unit_results(results),
             rolled_back=bool(rollback and rollback.get("status") == "rolled back"),
         )
     except Exception as exc:  # never fails the run: the next plan then finds no prod edits
@@ -421,13 +437,13 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     finish_run(context, migration_id=summary["migration_id"])
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
-    restart = (record.get("checks") or {}).get("app_restart")
+    restart = (record.get("checks") or {}).get(task_ids.APP_RESTART)
     if restart and restart.get("status") == "restart needed":
         log.warning("%s", restart.get("message"))
     restart_failed = [
         s
         for s in record.get("steps") or []
-        if s.get("task_id") == "app_restart" and s.get("status") == "failed"
+        if s.get("task_id") == task_ids.APP_RESTART and s.get("status") == "failed"
     ]
     if summary["status"] != "success":
         failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
@@ -448,7 +464,7 @@ def collect_logs(results: Any, **context: Any) -> dict[str, Any]:
     }
 
 
-def _rollback_advice(rollback: dict[str, Any] | None) -> str | None:
+def _rollback_advice(rollback: Json | None) -> str | None:
     if not rollback:
         return None
     status, backup_id = rollback.get("status"), rollback.get("backup_id")
@@ -482,73 +498,83 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     """
     target = "{{ params.target_conn_id }}"
     env_check = EnvCheckOperator(
-        task_id="env_check",
+        task_id=task_ids.ENV_CHECK,
         migration_file=migration_file,
         target_conn_id=target,
         retries=0,
         pre_execute=lease_file,  # the run's file is in use (kept from pruning) until collect_logs
     )
     plan = PlanMigrationOperator(
-        task_id="plan",
+        task_id=task_ids.PLAN,
         migration_file=migration_file,
         target_conn_id="{{ params.target_conn_id }}",
         allow_drop="{{ params.allow_drop }}",
         retries=1,
     )
+    report = XComArg(plan, key=task_ids.REPORT_KEY)  # the plan report (xcom_models.PlanReport)
     applied = ApplyUnitOperator.partial(
-        task_id="apply_table",
+        task_id=task_ids.APPLY_TABLE,
         target_conn_id="{{ params.target_conn_id }}",
         allow_drop="{{ params.allow_drop }}",
         map_index_template="{{ task.unit['label'] }}",
         pool=pool,
-    ).expand(unit=plan.output)
+    ).expand(unit=plan.output)  # one xcom_models.PlannedUnit each
     env_values = EnvValuesOperator(
-        task_id="env_values",
+        task_id=task_ids.ENV_VALUES,
         migration_file=migration_file,
         target_conn_id=target,
+        env_check=env_check.output,
         retries=0,
         response_timeout=answer_timeout(),
         notifiers=[MigrationNotifier(QUESTION)],
     )
     plugin_check = PluginCheckOperator(
-        task_id="plugin_check",
+        task_id=task_ids.PLUGIN_CHECK,
         migration_file=migration_file,
         target_conn_id=target,
+        report=report,
+        env_values=env_values.output,
         retries=0,
         response_timeout=answer_timeout(),
         notifiers=[MigrationNotifier(QUESTION)],
     )
     env_write = EnvWriteOperator(
-        task_id="env_write", migration_file=migration_file, target_conn_id=target
+        task_id=task_ids.ENV_WRITE,
+        migration_file=migration_file,
+        target_conn_id=target,
+        env_values=env_values.output,
     )
-    done = collect_logs(applied.output)
-    env_check >> plan >> env_values >> plugin_check >> env_write >> applied >> done
+    env_check >> plan >> env_values >> plugin_check >> env_write >> applied
     # backup after the checks and before the first write; rollback after every unit, before collect_logs
     backup = BackupOperator(
-        task_id="backup",
+        task_id=task_ids.BACKUP,
         migration_file=migration_file,
         target_conn_id="{{ params.target_conn_id }}",
         skip_backup="{{ params.skip_backup }}",
         backups_to_keep="{{ params.backups_to_keep }}",
+        report=report,
         retries=1,
     )
+    done = collect_logs(applied.output, backup=backup.output)
     rollback = RollbackOperator(
-        task_id="rollback",
+        task_id=task_ids.ROLLBACK,
         target_conn_id="{{ params.target_conn_id }}",
         rollback_on_failure="{{ params.rollback_on_failure }}",
+        backup=backup.output,
         trigger_rule=TriggerRule.ALL_DONE,
         retries=1,
     )
     plugin_check >> backup >> env_write
     backup >> applied >> rollback >> done
     # after the last write (and after a rollback): restart the running app, or say it must be
-    app_restart = app_restart_task(trigger_rule=TriggerRule.ALL_DONE)
+    app_restart = app_restart_task(trigger_rule=TriggerRule.ALL_DONE, rollback=rollback.output)
     rollback >> app_restart >> done
     # destructive plans: after the plan, before the other questions and any write
     destructive = DestructiveCheckOperator(
-        task_id="destructive_check",
+        task_id=task_ids.DESTRUCTIVE_CHECK,
         migration_file=migration_file,
         target_conn_id=target,
+        report=report,
         retries=0,
         response_timeout=answer_timeout(),
         notifiers=[MigrationNotifier(QUESTION)],
@@ -640,7 +666,7 @@ def standalone_backup_params() -> dict[str, Param]:
 
 def standalone_backup_task() -> BackupOperator:
     return BackupOperator(
-        task_id="backup",
+        task_id=task_ids.BACKUP,
         target_conn_id="{{ params.target_conn_id }}",
         profile="{{ params.profile }}",
         backups_to_keep="{{ params.backups_to_keep }}",
@@ -649,15 +675,20 @@ def standalone_backup_task() -> BackupOperator:
 
 
 def app_restart_task(**kwargs: Any) -> AppRestartOperator:
-    """Restart the target's running app after writes (see migration_manager.airflow.app_operators)."""
+    """Restart the target's running app after writes (see migration_manager.airflow.app_operators).
+
+    ``rollback`` (a migration run) or ``restore`` (migration_rollback): that task's output."""
     return AppRestartOperator(
-        task_id="app_restart", target_conn_id="{{ params.target_conn_id }}", retries=1, **kwargs
+        task_id=task_ids.APP_RESTART,
+        target_conn_id="{{ params.target_conn_id }}",
+        retries=1,
+        **kwargs,
     )
 
 
 def restore_task() -> RestoreBackupOperator:
     return RestoreBackupOperator(
-        task_id="restore",
+        task_id=task_ids.RESTORE,
         target_conn_id="{{ params.target_conn_id }}",
         backup_id="{{ params.backup_id or '' }}",
         mode="{{ params.mode }}",

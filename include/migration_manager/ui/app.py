@@ -30,7 +30,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -49,7 +48,14 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from migration_manager import logs
+from migration_manager import (
+    run_files,
+    run_log_text,
+    run_record,
+    step_outcomes,
+    store_layout,
+    text_format,
+)
 from migration_manager.ui import catalog, charts
 from migration_manager.ui.lazy import PREFIX
 
@@ -59,11 +65,11 @@ HERE = Path(__file__).resolve().parent
 EXECUTE_DAG = "migration_execute"
 QUIET = ("unchanged", "skipped")  # tables a run did not change
 MEDIA = {
-    logs.RECORD: "application/json",
-    logs.SUMMARY: "application/json",
-    logs.LOG: "text/plain; charset=utf-8",
-    logs.SCHEMA_SQL: "application/sql; charset=utf-8",
-    logs.DATA_SQL: "application/sql; charset=utf-8",
+    run_files.RECORD: "application/json",
+    run_files.SUMMARY: "application/json",
+    run_files.LOG: "text/plain; charset=utf-8",
+    run_files.SCHEMA_SQL: "application/sql; charset=utf-8",
+    run_files.DATA_SQL: "application/sql; charset=utf-8",
 }
 
 ApiClientFactory = Callable[[Request], httpx.Client]
@@ -240,41 +246,6 @@ def _store() -> Any:
     return store_root()
 
 
-def _when(value: Any) -> str:
-    if value in (None, ""):
-        return "-"
-    if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, UTC)
-    elif isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return str(value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"))
-
-
-def _duration(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    if value < 60:
-        return f"{value:.1f} s"
-    minutes, seconds = divmod(int(round(value)), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _bytes(value: Any) -> str:
-    if not isinstance(value, (int, float)):
-        return "-"
-    size = float(value)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1024 or unit == "TB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
 def _number(value: Any) -> str:
     return f"{value:,}".replace(",", "\u202f") if isinstance(value, int) else str(value or 0)
 
@@ -293,9 +264,11 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(when=_when, duration=_duration, bytes=_bytes, number=_number)
-    env.globals["describe_outcome"] = logs.describe_outcome
-    env.globals["sample_keys"] = logs.sample_keys
+    env.filters.update(
+        when=text_format.when, duration=text_format.duration, bytes=text_format.size, number=_number
+    )
+    env.globals["describe_outcome"] = step_outcomes.describe_outcome
+    env.globals["sample_keys"] = run_log_text.sample_keys
     return env
 
 
@@ -405,7 +378,7 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
         try:
             ref = catalog.RunRef.checked(migration, run)
             record = catalog.load_run(root, ref)
-            log_text = catalog.log_file(root, ref, logs.LOG).read_text()
+            log_text = catalog.log_file(root, ref, run_files.LOG).read_text()
         except catalog.NotFound:
             return not_found(request, f"No migration log {migration}/{run} in the store.")
         file_name = (record.get("migration_file") or {}).get("name") or ""
@@ -436,8 +409,8 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             file_in_store=file_in_store,
             file_name=file_name,
             run_link=run_link,
-            changed=logs.changed_rows(record),
-            endpoint=logs.endpoint,
+            changed=run_record.changed_rows(record),
+            endpoint=run_log_text.endpoint,
         )
 
     @app.get("/runs/{migration}/{run}/download/{name}", name="run_download")
@@ -447,8 +420,8 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             path = catalog.log_file(_store(), ref, name)
         except catalog.NotFound:
             raise HTTPException(404, f"No {name} for migration log {migration}/{run}") from None
-        download = name if name != logs.RECORD else f"{ref.migration}.{ref.run}.json"
-        if name in (logs.LOG, logs.SCHEMA_SQL, logs.DATA_SQL):
+        download = name if name != run_files.RECORD else f"{ref.migration}.{ref.run}.json"
+        if name in (run_files.LOG, run_files.SCHEMA_SQL, run_files.DATA_SQL):
             download = f"{ref.migration}.{name}"
         return send(path, download, MEDIA[name], inline=inline)
 
@@ -702,7 +675,8 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
             b["log"] = None
             if b.get("migration_id") and b.get("run_id"):
                 ref = catalog.RunRef(
-                    logs.safe_component(b["migration_id"]), logs.safe_component(b["run_id"])
+                    store_layout.safe_component(b["migration_id"]),
+                    store_layout.safe_component(b["run_id"]),
                 )
                 with contextlib.suppress(catalog.NotFound):
                     catalog.run_folder(root, ref)

@@ -9,8 +9,6 @@ checksum, every data member's checksum) before they are stored as ``files/<migra
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
@@ -21,21 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from migration_manager import logs
+from migration_manager import digest, run_files, run_log_text, run_record
+from migration_manager import store_layout as layout
 from migration_manager.archive import ArchiveReader
+from migration_manager.backup.record import read_records
 from migration_manager.errors import ArchiveError, ArchiveLimitError
 from migration_manager.signing import Trust
 
 log = logging.getLogger(__name__)
 
-LOGS = "logs"
-FILES = "files"
-BACKUPS = "backups"
-DOWNLOADS = (*logs.FILES, logs.SUMMARY)
+DOWNLOADS = (*run_files.FILES, run_files.SUMMARY)
 _PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,250}$")
-_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,195}$")
-_CHUNK = 1 << 20
 MAX_UPLOAD_BYTES = int(os.environ.get("MM_MAX_UPLOAD_BYTES", str(8 << 30)))
 
 
@@ -59,7 +54,7 @@ def _part(value: str) -> str:
 
 def file_name(value: str) -> str:
     """A migration file's name in ``files/``; NotFound for anything else (paths, ``..``, other suffixes)."""
-    if not _FILE.match(value or ""):
+    if not layout.MIGRATION_FILE.match(value or ""):
         raise NotFound(value)
     return value
 
@@ -112,8 +107,8 @@ class RunRef:
 
 
 def run_folder(root: Any, ref: RunRef) -> Any:
-    folder = root / LOGS / ref.migration / ref.run
-    if not (folder / logs.RECORD).exists():
+    folder = layout.run_log_dir(root, ref.migration, ref.run)
+    if not (folder / run_files.RECORD).exists():
         raise NotFound(f"{ref.migration}/{ref.run}")
     return folder
 
@@ -121,17 +116,17 @@ def run_folder(root: Any, ref: RunRef) -> Any:
 def find_run(root: Any, run_id: str) -> RunRef:
     """The log folder of the DAG run ``run_id``, whichever migration it ran; NotFound until its
     ``collect_logs`` has written it."""
-    run = _part(logs.safe_component(run_id))
-    for folder in _children(root / LOGS):
-        if (folder / run / logs.RECORD).exists():
+    run = _part(layout.safe_component(run_id))
+    for folder in _children(root / layout.LOGS):
+        if (folder / run / run_files.RECORD).exists():
             return RunRef(folder.name, run)
     raise NotFound(run_id)
 
 
 def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
-    path = run_folder(root, ref) / logs.RECORD
+    path = run_folder(root, ref) / run_files.RECORD
     try:
-        return logs.load_record(path.read_text())
+        return run_record.load_record(path.read_text())
     except (ValueError, OSError) as exc:
         raise NotFound(f"{ref.migration}/{ref.run}: unreadable record ({exc})") from exc
 
@@ -157,17 +152,17 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
         "status": record.get("status"),
         "started_at": record.get("started_at"),
         "seconds": record.get("seconds"),
-        "source": logs.endpoint(source) if source else "-",
+        "source": run_log_text.endpoint(source) if source else "-",
         # the database named in the migration file: known whichever DAG ran the migration
         "source_name": source.get("database") or source.get("conn_id") or "-",
-        "target": logs.endpoint(target) if target else "-",
+        "target": run_log_text.endpoint(target) if target else "-",
         "target_name": target.get("conn_id") or target.get("database") or "-",
         "file": mfile.get("name"),
         "tables": len(record.get("tables") or []),
         "changed_tables": sum(
             1 for t in record.get("tables") or [] if t.get("status") not in ("unchanged", "skipped")
         ),
-        "rows_changed": logs.changed_rows(record),
+        "rows_changed": run_record.changed_rows(record),
         "ddl": (record.get("totals") or {}).get("ddl", 0),
         "triggered_by": record.get("triggered_by"),
         "dry_run": bool(record.get("dry_run")),
@@ -187,7 +182,7 @@ def _entry(ref: RunRef, path: Any) -> dict[str, Any]:
     cached = _ENTRIES.get(key)
     if cached is not None and cached[0] == mtime and mtime:
         return cached[1]
-    entry = _run_entry(ref, logs.load_record(path.read_text()))
+    entry = _run_entry(ref, run_record.load_record(path.read_text()))
     _ENTRIES[key] = (mtime, entry)
     return entry
 
@@ -197,11 +192,11 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     """Every run with a log, newest first; optionally only one target (connection id) or status."""
     entries = []
-    for mfolder in _children(root / LOGS):
+    for mfolder in _children(root / layout.LOGS):
         for rfolder in _children(mfolder):
             try:
                 ref = RunRef.checked(mfolder.name, rfolder.name)
-                entries.append(_entry(ref, rfolder / logs.RECORD))
+                entries.append(_entry(ref, rfolder / run_files.RECORD))
             except (NotFound, ValueError, OSError):
                 continue
     if target:
@@ -268,8 +263,8 @@ def file_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
 def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
     """Migration files in ``files/``, newest first, each with its manifest's summary and signer."""
     found = []
-    for path in _children(root / FILES):
-        if not _FILE.match(path.name):
+    for path in _children(root / layout.FILES):
+        if not layout.MIGRATION_FILE.match(path.name):
             continue
         found.append(
             {
@@ -284,18 +279,10 @@ def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
 
 
 def migration_file(root: Any, name: str) -> Any:
-    path = root / FILES / file_name(name)
+    path = layout.migration_file(root, file_name(name))
     if not path.exists():
         raise NotFound(name)
     return path
-
-
-def _sha256(path: Any) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 @contextlib.contextmanager
@@ -303,21 +290,17 @@ def _spooled(upload: IO[bytes]) -> Iterator[tuple[Path, str, int]]:
     """The upload in a local temporary file: (path, sha256, bytes)."""
     with tempfile.NamedTemporaryFile(prefix="mm-upload-", suffix=".zip", delete=False) as tmp:
         tmp_path = Path(tmp.name)
-        sha = hashlib.sha256()
-        size = 0
-        while chunk := upload.read(_CHUNK):
-            size += len(chunk)
-            if size > MAX_UPLOAD_BYTES:
-                tmp_path.unlink(missing_ok=True)
-                raise Refused(
-                    f"The file is larger than the upload limit of {MAX_UPLOAD_BYTES} bytes "
-                    "(MM_MAX_UPLOAD_BYTES); nothing was stored",
-                    status=413,
-                )
-            sha.update(chunk)
-            tmp.write(chunk)
+        try:
+            spooled = digest.copy(upload, tmp, limit=MAX_UPLOAD_BYTES)
+        except digest.TooLarge:
+            tmp_path.unlink(missing_ok=True)
+            raise Refused(
+                f"The file is larger than the upload limit of {MAX_UPLOAD_BYTES} bytes "
+                "(MM_MAX_UPLOAD_BYTES); nothing was stored",
+                status=413,
+            ) from None
     try:
-        yield tmp_path, sha.hexdigest(), size
+        yield tmp_path, spooled.hexdigest(), spooled.size
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -348,9 +331,9 @@ def store_upload(
         if not _ID.match(migration_id):
             raise Refused(f"Refused {shown}: its manifest has no usable id ({migration_id!r})")
         name = f"{migration_id}.zip"
-        dest = root / FILES / name
+        dest = layout.migration_file(root, name)
         if dest.exists():
-            if _sha256(dest) == sha:
+            if digest.file_digest(dest).hexdigest() == sha:
                 return {"name": name, "id": migration_id, "stored": False, "sha256": sha}
             raise Refused(
                 f"Refused {shown}: the store already has a different file {name} with the same "
@@ -364,7 +347,7 @@ def store_upload(
             os.replace(part, dest.path)
         else:
             with tmp.open("rb") as src, dest.open("wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
+                shutil.copyfileobj(src, out, digest.CHUNK)
     log.info("Stored uploaded migration file %s (%d bytes, sha256 %s)", name, size, sha)
     return {"name": name, "id": migration_id, "stored": True, "sha256": sha, "bytes": size}
 
@@ -375,36 +358,25 @@ def store_upload(
 def list_backups(root: Any) -> list[dict[str, Any]]:
     """Backup records (``backups/<target>/<id>.json``), newest first; unreadable ones are skipped."""
     found = []
-    for folder in _children(root / BACKUPS):
-        for path in _children(folder):
-            if not path.name.endswith(".json"):
-                continue
-            try:
-                rec = json.loads(path.read_text())
-            except (ValueError, OSError):
-                log.warning("Skipping unreadable backup record %s", path)
-                continue
-            if not isinstance(rec, dict) or not rec.get("backup_id"):
-                continue
-            prints = rec.get("fingerprints") or {}
-            dump = folder / str(rec.get("dump_file") or f"{rec['backup_id']}.dump")
+    for folder in _children(root / layout.BACKUPS):
+        for rec in read_records(folder):
             found.append(
                 {
                     "target": folder.name,
-                    "backup_id": rec.get("backup_id"),
-                    "created_at": rec.get("created_at"),
-                    "database": rec.get("database"),
-                    "server_version": rec.get("server_version"),
-                    "app_version": rec.get("app_version"),
-                    "profile": rec.get("profile"),
-                    "size": rec.get("size"),
-                    "sha256": rec.get("sha256"),
-                    "seconds": rec.get("seconds"),
-                    "tables": len(prints),
-                    "rows": sum(int(v[0]) for v in prints.values() if v),
-                    "migration_id": rec.get("migration_id"),
-                    "run_id": rec.get("run_id"),
-                    "dump_present": dump.exists(),
+                    "backup_id": rec.backup_id,
+                    "created_at": rec.created_at,
+                    "database": rec.database,
+                    "server_version": rec.server_version,
+                    "app_version": rec.app_version,
+                    "profile": rec.profile,
+                    "size": rec.size,
+                    "sha256": rec.sha256,
+                    "seconds": rec.seconds,
+                    "tables": rec.tables,
+                    "rows": rec.rows,
+                    "migration_id": rec.migration_id,
+                    "run_id": rec.run_id,
+                    "dump_present": (folder / rec.dump_file).exists(),
                 }
             )
     found.sort(key=lambda b: (b["created_at"] or "", b["backup_id"]), reverse=True)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from html import escape
 from typing import Any
+
+from migration_manager.text_format import duration, parse_time
 
 COLORS = {
     "success": "#2b8a3e",
@@ -34,10 +35,6 @@ BAR = 16
 TOP = 34
 
 
-def _t(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def _short(name: str) -> str:
     return name if len(name) <= MAX_LABEL_CHARS else name[: MAX_LABEL_CHARS - 1] + "…"
 
@@ -52,14 +49,6 @@ def _nice_step(span: float, ticks: int = 6) -> float:
         if raw <= m * power:
             return float(m * power)
     return float(10 * power)
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 10:
-        return f"{s:.2f} s"
-    if s < 120:
-        return f"{s:.1f} s"
-    return f"{int(s // 60)} min {int(s % 60)} s"
 
 
 def _tick_label(s: float) -> str:
@@ -119,7 +108,7 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
 
     Steps that never ran (upstream failed, skipped before starting) get a row with the reason.
     """
-    times = [(_t(s.get("start")), _t(s.get("end"))) for s in steps]
+    times = [(parse_time(s.get("start")), parse_time(s.get("end"))) for s in steps]
     starts = [a for a, _ in times if a]
     ends = [b for _, b in times if b] + starts
     height = TOP + ROW * max(len(steps), 1) + 12
@@ -175,11 +164,13 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
         seconds = (stop - start).total_seconds()
         attempt = step.get("attempt")
         tip = (
-            f"{step.get('name')}: {status}, {_fmt_seconds(seconds)}"
+            f"{step.get('name')}: {status}, {duration(seconds, fine=True)}"
             + (f", attempt {attempt}" if attempt else "")
             + f", {start.strftime('%H:%M:%S')}–{stop.strftime('%H:%M:%S')} UTC"
         )
-        text = _fmt_seconds(seconds) + (f" · try {attempt}" if attempt and int(attempt) > 1 else "")
+        text = duration(seconds, fine=True) + (
+            f" · try {attempt}" if attempt and int(attempt) > 1 else ""
+        )
         if step.get("suffix"):
             text += f" · {step['suffix']}"
         if x0 + w + 6 + len(text) * 6.5 <= WIDTH:

@@ -48,11 +48,11 @@ from fastapi import APIRouter, Body, Depends, FastAPI, HTTPException, Query, Req
 from fastapi.responses import FileResponse, HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from migration_manager import logs
+from migration_manager import run_files, run_record, store_layout
 from migration_manager.config import GROUPS, PROFILE_DEFAULT, RULES, RuleSet
 from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.profiles import PROFILES, get_profile
-from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.rulesets import NamedRuleSet, check_name, list_rule_sets
 from migration_manager.ui import catalog
 from migration_manager.ui import connections as conns
 from migration_manager.ui.app import _airflow_root, _api_client, _requires, _store, _token
@@ -153,19 +153,7 @@ def _rule_set_folder() -> Any:
 
 def saved_rule_sets() -> tuple[list[NamedRuleSet], list[str]]:
     """Every readable rule set in the store, and a message for each unreadable file."""
-    folder = _rule_set_folder()
-    found: list[NamedRuleSet] = []
-    errors: list[str] = []
-    if not folder.exists():
-        return found, errors
-    for path in sorted(folder.iterdir(), key=lambda p: p.name):
-        if not path.name.endswith(".yaml"):
-            continue
-        try:
-            found.append(NamedRuleSet.from_yaml(path.read_text(), name=path.name[:-5]))
-        except ConfigError as exc:
-            errors.append(f"{path.name}: {exc}")
-    return found, errors
+    return list_rule_sets(_rule_set_folder())
 
 
 def _load_rule_set(name: str) -> NamedRuleSet:
@@ -354,15 +342,15 @@ def list_connections(request: Request) -> tuple[list[conns.ConnectionInfo], str 
 def _run_page_of(run_id: str) -> tuple[str, str] | None:
     """The Migrations page's folder of a run's log, once ``collect_logs`` has written it."""
     root = _store() / "logs"
-    part = logs.safe_component(run_id)
+    part = store_layout.safe_component(run_id)
     if not root.exists():
         return None
     for folder in root.iterdir():
-        record = folder / part / logs.RECORD
+        record = folder / part / run_files.RECORD
         if not record.exists():
             continue
         try:
-            logs.load_record(record.read_text())  # written last, but maybe not completely yet
+            run_record.load_record(record.read_text())  # written last, but maybe not completely yet
         except (ValueError, OSError):
             continue
         return folder.name, part

@@ -1,0 +1,180 @@
+"""What crosses XCom between the tasks of a migration run, as frozen dataclasses.
+
+Each model has one (de)serialisation layer: ``to_xcom()`` gives the JSON-able form XCom carries
+(the form the run log, the pages and earlier runs' XComs know), ``from_xcom()`` reads it back
+(tolerating keys absent in XComs of older runs). The engine's own dataclasses are reused:
+:class:`migration_manager.plan.Unit`, :class:`migration_manager.execute.TableResult` and
+``UnitResult``, :class:`migration_manager.fingerprint.RowFingerprint`,
+:class:`migration_manager.prod_edits.Changed`, :class:`migration_manager.destructive.DestructivePlan`.
+
+Imported when a task runs (the engine types it uses import SQLAlchemy), never by a DAG file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from migration_manager.destructive import DestructivePlan
+from migration_manager.execute import TableResult, UnitResult
+from migration_manager.fingerprint import RowFingerprint
+from migration_manager.plan import Unit
+from migration_manager.prod_edits import Changed
+
+# XCom's JSON-able form of a model
+Json = dict[str, Any]
+# a table's manifest entry, and a fingerprint, as XCom carries them
+Entry = Mapping[str, Any]
+FingerprintJson = Mapping[str, Any]
+
+__all__ = ["DestructiveOutcome", "PlanReport", "PlannedUnit", "UnitResult"]
+
+
+def _fingerprints(d: Mapping[str, FingerprintJson | None]) -> dict[str, RowFingerprint | None]:
+    return {t: (RowFingerprint.from_dict(fp) if fp is not None else None) for t, fp in d.items()}
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """``plan``'s report (XCom key ``report``): what the run will do, for the checks and the log."""
+
+    migration_id: str
+    migration_file: str
+    source: str | None
+    units: tuple[Unit, ...]
+    rules: Mapping[str, str]  # table -> rule, every table of the file
+    quiet_tables: tuple[TableResult, ...] = ()  # tables needing no unit, with the reason
+    warnings: tuple[str, ...] = ()
+    # per table with work to do: rule and the structure differences found (for the log)
+    pending: tuple[Mapping[str, Any], ...] = ()
+    # the target as the plan saw it: recorded after the run, checked by each unit
+    target_key: str | None = None
+    target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
+    # tables changed in the target since the last migration, whose rows the rule would replace
+    changed_in_prod: tuple[Changed, ...] = ()
+
+    @property
+    def applied_tables(self) -> set[str]:
+        """The tables some unit applies."""
+        return {t for u in self.units for t in u.tables}
+
+    def to_xcom(self) -> Json:
+        return {
+            "migration_id": self.migration_id,
+            "migration_file": self.migration_file,
+            "source": self.source,
+            "units": [u.to_dict() for u in self.units],
+            "rules": dict(self.rules),
+            "quiet_tables": [t.to_dict() for t in self.quiet_tables],
+            "warnings": list(self.warnings),
+            "pending": [dict(p) for p in self.pending],
+            "target_key": self.target_key,
+            "target_fingerprints": {
+                t: (fp.to_dict() if fp is not None else None)
+                for t, fp in self.target_fingerprints.items()
+            },
+            "changed_in_prod": [c.to_dict() for c in self.changed_in_prod],
+        }
+
+    @classmethod
+    def from_xcom(cls, d: Mapping[str, Any]) -> PlanReport:
+        return cls(
+            migration_id=str(d.get("migration_id") or ""),
+            migration_file=str(d.get("migration_file") or ""),
+            source=d.get("source"),
+            units=tuple(Unit.from_dict(u) for u in d.get("units") or ()),
+            rules=dict(d.get("rules") or {}),
+            quiet_tables=tuple(TableResult.from_dict(t) for t in d.get("quiet_tables") or ()),
+            warnings=tuple(d.get("warnings") or ()),
+            pending=tuple(dict(p) for p in d.get("pending") or ()),
+            target_key=d.get("target_key"),
+            target_fingerprints=_fingerprints(d.get("target_fingerprints") or {}),
+            changed_in_prod=tuple(Changed.from_dict(c) for c in d.get("changed_in_prod") or ()),
+        )
+
+    @classmethod
+    def from_optional(cls, d: Mapping[str, Any] | None) -> PlanReport | None:
+        """The report, or None when the plan pushed none (it failed, or never ran)."""
+        return cls.from_xcom(d) if d else None
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One element of ``plan``'s return value: what one mapped ``apply_table`` applies.
+
+    Its XCom form is the unit's own (``id``, ``tables``, ``label``: the map index's label) plus
+    the fields below, so that clearing one map index applies exactly that unit again.
+    """
+
+    unit: Unit
+    migration_file: str | None = None  # absent in units planned before it was passed along
+    # the unit's tables' manifest entries (rule, structure, data member, columns); None: absent
+    # in units planned before they were passed along (read from the file then)
+    entries: Mapping[str, Entry] | None = None
+    checked: frozenset[str] = frozenset()  # tables the plan found structurally equal
+    # the drift guard: the unit's tables' fingerprints as the plan saw them (None: absent)
+    fingerprints: Mapping[str, FingerprintJson | None] | None = None
+
+    def to_xcom(self) -> Json:
+        return {
+            **self.unit.to_dict(),
+            "migration_file": self.migration_file,
+            "entries": None
+            if self.entries is None
+            else {k: dict(v) for k, v in self.entries.items()},
+            "checked": sorted(self.checked),
+            "fingerprints": None if self.fingerprints is None else dict(self.fingerprints),
+        }
+
+    @classmethod
+    def from_xcom(cls, d: Mapping[str, Any]) -> PlannedUnit:
+        return cls(
+            unit=Unit.from_dict(d),
+            migration_file=d.get("migration_file"),
+            entries=d.get("entries"),
+            checked=frozenset(d.get("checked") or ()),
+            fingerprints=d.get("fingerprints"),
+        )
+
+
+@dataclass(frozen=True)
+class DestructiveOutcome:
+    """``destructive_check``'s outcome (its return value, and XCom key ``destructive`` when the
+    plan is destructive): the destructive parts, the decision and who made or refused it."""
+
+    plan: DestructivePlan
+    mode: str
+    decision: str | None = None
+    decided_by: str | None = None
+    refused_by: str | None = None  # set when the plan was refused: on_destructive=fail, rejected
+
+    @property
+    def parts(self) -> list[str]:
+        return self.plan.parts
+
+    def to_xcom(self) -> Json:
+        out: Json = {
+            **self.plan.to_dict(),
+            "mode": self.mode,
+            "decision": self.decision,
+            "decided_by": self.decided_by,
+        }
+        if self.refused_by is not None:
+            out["refused_by"] = self.refused_by
+        return out
+
+    @classmethod
+    def from_xcom(cls, d: Mapping[str, Any]) -> DestructiveOutcome:
+        return cls(
+            plan=DestructivePlan.from_dict(d),
+            mode=str(d.get("mode") or ""),
+            decision=d.get("decision"),
+            decided_by=d.get("decided_by"),
+            refused_by=d.get("refused_by"),
+        )
+
+
+def unit_results(values: Any) -> list[UnitResult]:
+    """The mapped ``apply_table`` return values that exist (a failed unit returns none)."""
+    return [UnitResult.from_dict(v) for v in values or [] if v]

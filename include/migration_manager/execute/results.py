@@ -1,0 +1,108 @@
+"""The run's outcome: what the plan found (:class:`ExecutionPlan`) and what each unit did.
+
+:class:`TableResult` per table, :class:`UnitResult` per unit; both travel as JSON (XCom, the
+run's log).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from migration_manager import pg
+from migration_manager.fingerprint import RowFingerprint
+from migration_manager.plan import Unit
+
+SAMPLE_KINDS = ("inserted_keys", "updated_keys", "deleted_keys")
+
+
+@dataclass(frozen=True)
+class TableResult:
+    table: str
+    rule: str
+    status: str  # "applied", "unchanged", "skipped"
+    ddl: tuple[str, ...] = ()
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+    data_sql: tuple[str, ...] = ()
+    # up to rules.SAMPLE_KEYS primary-key values (text) of the rows inserted / updated / deleted
+    inserted_keys: tuple[str, ...] = ()
+    updated_keys: tuple[str, ...] = ()
+    deleted_keys: tuple[str, ...] = ()
+    reason: str = ""  # why an unchanged table got no unit
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("ddl", "warnings", "data_sql", *SAMPLE_KINDS):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TableResult:
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**fields)
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit: str
+    tables: tuple[TableResult, ...]
+    seconds: float
+    # each data table's fingerprint as the unit left it, taken just before its commit (not in a
+    # dry run): recorded per target after the run (prod_edits.TargetRecord)
+    fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "unit": self.unit,
+            "tables": [t.to_dict() for t in self.tables],
+            "seconds": self.seconds,
+            "fingerprints": {
+                k: (v.to_dict() if v is not None else None) for k, v in self.fingerprints.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> UnitResult:
+        return cls(
+            unit=d["unit"],
+            tables=tuple(TableResult.from_dict(t) for t in d["tables"]),
+            seconds=d["seconds"],
+            fingerprints={
+                k: (RowFingerprint.from_dict(v) if v is not None else None)
+                for k, v in (d.get("fingerprints") or {}).items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    migration_id: str
+    units: tuple[Unit, ...]
+    tables: tuple[TableResult, ...] = field(
+        default=()
+    )  # tables needing no unit (skipped / unchanged)
+    pending: tuple[dict[str, Any], ...] = field(
+        default=()
+    )  # per table: rule and structure changes to make
+    warnings: tuple[str, ...] = ()
+    # tables whose structure (types, sequences, columns, indexes, ...) already equals the source's
+    checked: frozenset[str] = frozenset()
+    # each data table's fingerprint on the target as the plan saw it (None: the target lacks it);
+    # tables too large for one, or locked, are absent (see prod_edits)
+    target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
+    target_identity: pg.DatabaseIdentity | None = None
+
+    def unit_fingerprints(self, unit: Unit) -> dict[str, dict[str, Any] | None]:
+        """What the unit's drift guard checks: its tables' fingerprints the plan saw (small)."""
+        return {
+            t: (fp.to_dict() if fp is not None else None)
+            for t in unit.tables
+            if t in self.target_fingerprints
+            for fp in [self.target_fingerprints[t]]
+        }

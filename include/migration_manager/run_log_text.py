@@ -1,0 +1,224 @@
+"""``migration.log``: a run's record as text a person reads from top to bottom.
+
+The head (run, file, signature, source, target, times, backup, rollback, params), the steps as
+a table, the checks, the differences the plan found, the tables, sample keys, warnings and
+errors. Every line is redacted before it is written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from migration_manager.redaction import redact
+from migration_manager.report import format_summary
+from migration_manager.run_record import Endpoint, RunRecord, TableRecord
+from migration_manager.step_outcomes import StepKind, describe_outcome, restart_text, version_text
+from migration_manager.text_format import clock, size, text_table, when
+
+SAMPLE_KINDS = (
+    ("inserted", "inserted_keys"),
+    ("updated", "updated_keys"),
+    ("deleted", "deleted_keys"),
+)
+
+
+def endpoint(info: Endpoint | Mapping[str, Any] | None) -> str:
+    """``conn_id: user@host:port/database`` (no password), or the database name alone."""
+    if not info:
+        return "-"
+    e = info if isinstance(info, Endpoint) else Endpoint.model_validate(info)
+    where = e.database or "?"
+    if e.host:
+        port = f":{e.port}" if e.port else ""
+        user = f"{e.user}@" if e.user else ""
+        where = f"{user}{e.host}{port}/{where}"
+    return f"{e.conn_id}: {where}" if e.conn_id else str(where)
+
+
+def sample_keys(table: TableRecord | Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+    """A table's sample keys by kind (``inserted``, ``updated``, ``deleted``), kinds with none left out."""
+    t = table.model_dump() if isinstance(table, TableRecord) else table
+    return [(kind, [str(k) for k in t.get(f) or ()]) for kind, f in SAMPLE_KINDS if t.get(f)]
+
+
+def sample_key_lines(tables: Iterable[TableRecord]) -> list[str]:
+    """One line per table and kind: ``uiSchemas deleted (3 of 63): a, b, c``."""
+    lines = []
+    for t in tables:
+        for kind, keys in sample_keys(t):
+            lines.append(
+                f"{t.table} {kind} ({len(keys)} of {getattr(t, kind, 0)}): {', '.join(keys)}"
+            )
+    return lines
+
+
+def check_lines(checks: Mapping[str, Any]) -> list[str]:
+    """The checks' outcomes (the record's ``checks``), one line each."""
+    lines = []
+    env = checks.get(StepKind.ENV_CHECK)
+    if env is not None:
+        settings = ", ".join(f"{k}={v!r}" for k, v in (env.get("settings") or {}).items())
+        lines.append(f"  App settings      match ({settings or 'none checked'})")
+        versions = env.get("versions")
+        if versions and versions.get("differences"):
+            lines.append(
+                f"  Versions          differ, allowed by allow_version_mismatch: {version_text(versions)}"
+            )
+        elif versions:
+            lines.append(
+                f"  Versions          match (application {versions.get('source_version') or 'none'}, "
+                "every plugin enabled on both sides)"
+            )
+        missing = env.get("missing_env") or []
+        if missing:
+            lines.append(
+                "  Env variables     the target lacked "
+                + ", ".join(f"{m['name']} ({m['type']})" for m in missing)
+            )
+        else:
+            lines.append("  Env variables     the target had every variable the source has")
+    values = checks.get(StepKind.ENV_VALUES)
+    if values and values.get("supplied"):
+        by = f" by {values['answered_by']}" if values.get("answered_by") else ""
+        lines.append(
+            "  Values supplied   "
+            + ", ".join(f"{v['name']} ({v['type']})" for v in values["supplied"])
+            + f" from the {values.get('source')}{by} (values not recorded)"
+        )
+    plugins = checks.get(StepKind.PLUGIN_CHECK)
+    if plugins is not None:
+        if plugins.get("missing"):
+            by = f" by {plugins['decided_by']}" if plugins.get("decided_by") else ""
+            lines.append(
+                "  Plugins           missing in the target: "
+                + ", ".join(str(p["name"]) for p in plugins["missing"])
+                + f"; decision: {plugins.get('decision')}{by}"
+            )
+        else:
+            lines.append("  Plugins           every plugin enabled in the source is enabled")
+    written = (checks.get(StepKind.ENV_WRITE) or {}).get("written")
+    if written:
+        lines.append("  Env written       " + ", ".join(written))
+    restart = checks.get(StepKind.APP_RESTART)
+    if restart is not None:
+        lines.append("  App restart       " + restart_text(restart))
+    return lines
+
+
+def _head(record: RunRecord) -> list[str]:
+    f = record.migration_file
+    head = f"Migration {record.migration_id or '(no migration file)'}: {str(record.status).upper()}"
+    if record.dry_run:
+        head += " (DRY RUN: every unit rolled back, nothing committed)"
+    lines = [head, "=" * len(head)]
+    trig = record.triggered_by or "-"
+    lines.append(
+        f"Run         {record.run_id} of {record.dag_id} "
+        f"({record.run_type or '-'}, triggered by {trig})"
+    )
+    if f:
+        if f.sha256:
+            detail = f"sha256 {f.sha256}, {size(f.bytes)}"
+            if f.created_at:
+                detail += f", created {f.created_at}"
+        else:
+            detail = f"unreadable: {f.error}"
+        lines.append(f"File        {f.name} ({detail})")
+        if f.signature:
+            lines.append(f"Signature   {f.signature.shown}")
+    source = record.source
+    if source and source.to_json_dict():
+        extra = []
+        if source.server_version:
+            extra.append(f"PostgreSQL {source.server_version}")
+        if source.app_version:
+            extra.append(f"app {source.app_version}")
+        lines.append(
+            f"Source      {endpoint(source)}{' (' + ', '.join(extra) + ')' if extra else ''}"
+        )
+    lines.append(f"Target      {endpoint(record.target)}")
+    secs = record.seconds
+    lines.append(
+        f"Started     {when(record.started_at)}; ended {when(record.ended_at)}"
+        + (f" ({secs:.1f} s)" if secs is not None else "")
+    )
+    backup = record.backup
+    if backup:
+        lines.append(
+            f"Backup      {backup.backup_id} ({backup.tables} tables, "
+            f"{backup.rows} rows, {size(backup.size)})"
+        )
+    else:
+        lines.append("Backup      none taken")
+    rollback = record.rollback
+    if rollback:
+        lines.append(
+            f"Rollback    {rollback.status}"
+            + (f" to {rollback.backup_id}" if rollback.backup_id else "")
+            + (f" ({rollback.reason})" if rollback.reason else "")
+        )
+    if record.params:
+        lines.append("Params      " + json.dumps(record.params, sort_keys=True))
+    return lines
+
+
+def _process(record: RunRecord) -> list[str]:
+    rows: list[tuple[str, ...]] = [
+        ("#", "step", "status", "try", "start", "end", "seconds", "outcome")
+    ]
+    for i, s in enumerate(record.steps, 1):
+        rows.append(
+            (
+                str(i),
+                s.name,
+                s.status,
+                str(s.attempt or "-"),
+                clock(s.start),
+                clock(s.end),
+                f"{s.seconds:.2f}" if s.seconds is not None else "-",
+                describe_outcome(s.task_id, s.outcome) or s.note or "",
+            )
+        )
+    lines = ["  " + line for line in text_table(rows, 4, left_last=True)]
+    lines += [f"  ! {s.name}: {s.error}" for s in record.steps if s.error]
+    return lines
+
+
+def format_log(record: RunRecord) -> str:
+    """``migration.log``: the record as text a person reads from top to bottom."""
+    lines = _head(record)
+    lines += ["", "Process", "-------", *_process(record)]
+
+    checks = check_lines(record.checks)
+    if checks:
+        lines += ["", "Checks", "------", *checks]
+
+    if record.differences:
+        lines += ["", "Differences found by the plan", "-----------------------------"]
+        for d in record.differences:
+            lines.append(f"  {d.table} ({d.rule}):")
+            lines += [f"    - {c}" for c in d.changes]
+
+    lines += ["", "Tables", "------"]
+    if record.tables:
+        summary = {
+            "tables": [t.model_dump() for t in record.tables],
+            "totals": record.totals.model_dump(),
+            "status": str(record.status),
+        }
+        lines += ["  " + line for line in format_summary(summary).splitlines()]
+    else:
+        lines.append("  no table was planned (the run stopped before the plan)")
+    samples = sample_key_lines(record.tables)
+    if samples:
+        lines += ["", "Sample keys (up to 20 per kind)", "-------------------------------"]
+        lines += ["  " + line for line in samples]
+    for unit in record.failed_units:
+        lines.append(f"  ! failed unit {unit.id}: {', '.join(unit.tables)} (rolled back)")
+    if record.warnings:
+        lines += ["", "Warnings", "--------", *(f"  - {w}" for w in record.warnings)]
+    if record.errors:
+        lines += ["", "Errors", "------", *(f"  - {e}" for e in record.errors)]
+    return redact("\n".join(lines)) + "\n"
