@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -48,11 +49,14 @@ from tests.pgtools import (  # noqa: E402
 )
 
 DAG = "migration_sync"
+RUN_TIMEOUT = 900.0  # seconds one run may take before the benchmark gives up
 CHANGE = "UPDATE \"systemSettings\" SET title = 'Bench ' || clock_timestamp()::text"
 
 
 @contextmanager
-def airflow_local(tmp: Path, parallelism: int | None, env: dict[str, str]) -> Iterator[Airflow]:
+def airflow_local(
+    tmp: Path, parallelism: int | None, env: dict[str, str], keep_logs: Path | None = None
+) -> Iterator[Airflow]:
     """bin/airflow-local with its own home, metadata database and port; stopped afterwards."""
     home, port = tmp / "airflow", free_port()
     db = create_database("mmbench_airflow")
@@ -77,6 +81,8 @@ def airflow_local(tmp: Path, parallelism: int | None, env: dict[str, str]) -> It
             capture_output=True,
         )
         drop_database(db)
+        if keep_logs is not None and (home / "logs").is_dir():
+            shutil.copytree(home / "logs", keep_logs, dirs_exist_ok=True)
 
 
 def log(msg: str) -> None:
@@ -114,10 +120,23 @@ def timed_run(airflow: Airflow, conf: dict[str, Any], label: str) -> dict[str, A
     run_id = f"bench__{label.replace(' ', '_')}__{int(time.time())}"
     started = time.monotonic()
     airflow.trigger(DAG, conf, run_id=run_id)
+    polled = 0.0
     while True:
         state = str(airflow.run(DAG, run_id)["state"])
         if state in ("success", "failed"):
             break
+        waited = time.monotonic() - started
+        if waited > RUN_TIMEOUT:
+            raise SystemExit(f"{label}: not finished after {RUN_TIMEOUT:.0f} s ({run_id})")
+        if waited > polled + 5:  # a question nobody answers here: stop instead of waiting
+            polled = waited
+            asking = [
+                ti["task_id"]
+                for ti in airflow.task_instances(DAG, run_id)
+                if ti["state"] == "awaiting_input"
+            ]
+            if asking:
+                raise SystemExit(f"{label}: {', '.join(asking)} waits for an answer ({run_id})")
         time.sleep(0.2)
     seconds = time.monotonic() - started
     run = airflow.run(DAG, run_id)
@@ -178,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "airflow.json")
     parser.add_argument("--timeline", action="store_true", help="print every run's task timeline")
     parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy Airflow's logs (tasks, scheduler) here"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -198,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         "target_conn_id": "bench_prod",
         "env_values": {"HELPDESK_URL": "https://helpdesk.invalid", "HELPDESK_KEY": "bench-key"},
         "on_missing_plugins": "continue",
+        # the first sync replaces most rows of some prod tables: a destructive plan, which by
+        # default waits for Approve under Required actions (nobody answers a benchmark)
+        "on_destructive": "continue",
     }
     results: list[dict[str, Any]] = []
     with (
@@ -208,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         base = min(baseline(dbs["staging"]) for _ in range(2))
         log(f"baseline {base:.2f} s; starting bin/airflow-local")
         t0 = time.monotonic()
-        with airflow_local(Path(tmp), args.parallelism, env) as airflow:
+        with airflow_local(Path(tmp), args.parallelism, env, args.keep_logs) as airflow:
             log(f"Airflow up in {time.monotonic() - t0:.0f} s")
             airflow.set_connection("bench_staging", dbs["staging"])
             airflow.set_connection(
