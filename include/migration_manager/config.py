@@ -1,6 +1,6 @@
 """Rules documents and application settings, validated up front with errors that name the key.
 
-The rules document is a pydantic model (:class:`RuleSet`): the one definition of its shape,
+The rules document is a pydantic model (:class:`MigrationRules`): the one definition of its shape,
 validated here and rendered as the JSON schema of the ``rules`` param of the trigger form.
 """
 
@@ -73,7 +73,7 @@ class UserRules(GroupRules):
     default: Rule = "schema-only"
 
 
-class RuleSet(_Document):
+class MigrationRules(_Document):
     """A default rule per group plus independent rules for chosen tables.
 
     Shape (JSON param or YAML file)::
@@ -102,7 +102,7 @@ class RuleSet(_Document):
         return _none_is_empty(doc)
 
     @classmethod
-    def parse(cls, doc: Any, *, source: str = "rules") -> RuleSet:
+    def parse(cls, doc: Any, *, source: str = "rules") -> MigrationRules:
         """The rules of a document (an object, JSON text, None); errors name ``source`` and the key."""
         try:
             return cls.model_validate(doc)
@@ -110,7 +110,7 @@ class RuleSet(_Document):
             raise ConfigError("\n".join(rule_problems(exc.errors(), source))) from None
 
     @classmethod
-    def load(cls, path: str | Path) -> RuleSet:
+    def load(cls, path: str | Path) -> MigrationRules:
         path = Path(path)
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -139,7 +139,7 @@ def _shape(loc: validation.Loc) -> str:
     """What the value at ``loc`` of a rules document looks like."""
     if loc and loc[-1] == "independent":
         return str(GroupRules.model_fields["independent"].description)
-    model = validation.model_at(RuleSet, loc)
+    model = validation.model_at(MigrationRules, loc)
     return model.shape if model is not None and issubclass(model, _Document) else "an object"
 
 
@@ -151,7 +151,7 @@ def rule_problems(
     unknown, others = validation.split(errors, under)
     problems = [
         f"{_rules_where(source, loc)}: unknown key(s) {', '.join(map(repr, sorted(keys)))}; "
-        f"allowed: {', '.join(map(repr, validation.keys_of(validation.model_at(RuleSet, loc))))}"
+        f"allowed: {', '.join(map(repr, validation.keys_of(validation.model_at(MigrationRules, loc))))}"
         for loc, keys in unknown.items()
     ]
     for err in others:

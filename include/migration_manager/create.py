@@ -22,7 +22,7 @@ from migration_manager.archive import (
     ArchiveWriter,
     data_member,
 )
-from migration_manager.config import RuleSet
+from migration_manager.config import MigrationRules
 from migration_manager.errors import ConfigError
 from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
 from migration_manager.plan import resolve, units
@@ -98,7 +98,7 @@ def create_migration(
     out: IO[bytes],
     *,
     profile: str | None = "nocobase",
-    rules: RuleSet | Mapping[str, Any] | str | None = None,
+    rules: MigrationRules | Mapping[str, Any] | str | None = None,
     app_env: Mapping[str, str] | None = None,
     migration_id: str | None = None,
     compression_level: int = 1,
@@ -113,7 +113,7 @@ def create_migration(
     """
     started = time.monotonic()
     prof = get_profile(profile)
-    ruleset = rules if isinstance(rules, RuleSet) else RuleSet.parse(rules)
+    ruleset = rules if isinstance(rules, MigrationRules) else MigrationRules.parse(rules)
     env = dict(app_env or {})
     scope = prof.scope(env)
     mid = migration_id or new_migration_id()

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_manager import pg, rules
+from migration_manager import pg, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.errors import ConfigError
@@ -178,12 +178,12 @@ def _exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
     return bool(row and row[0])
 
 
-def _target(entry: Mapping[str, Any]) -> rules.Target | None:
+def _target(entry: Mapping[str, Any]) -> row_writes.Target | None:
     structure = TableStructure.from_dict(entry["structure"])
     data = entry.get("data") or {}
     if not data:
         return None
-    return rules.Target(
+    return row_writes.Target(
         schema=structure.schema or "public",
         name=entry["name"],
         columns=tuple(data["columns"]),
@@ -204,12 +204,12 @@ def _prod_edit(
     try:
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
             with reader.data(entry["data"]["member"]) as stream:
-                stage = rules.stage(cur, rules.Counts(), t, stream, name)
+                stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
             differ = sql.SQL("{} IS DISTINCT FROM {}").format(
-                rules._row_text("d", t.columns), rules._row_text("s", t.columns)
+                row_writes.row_text("d", t.columns), row_writes.row_text("s", t.columns)
             )
             if t.key:
-                join = rules._key_match("s", "d", t.key)
+                join = row_writes.key_match("s", "d", t.key)
                 if rule == OVERWRITE:  # key gone from the source, or the row differs
                     template = sql.SQL(
                         "SELECT {k} AS mm_key FROM {t} AS d LEFT JOIN {s} AS s ON {j} "
@@ -220,7 +220,7 @@ def _prod_edit(
                         "SELECT {k} AS mm_key FROM {t} AS d JOIN {s} AS s ON {j} WHERE {differ}"
                     )
                 query = template.format(
-                    k=rules._key_of("d", t.key),
+                    k=row_writes.key_of("d", t.key),
                     t=t.ident,
                     s=stage,
                     j=join,
@@ -229,7 +229,7 @@ def _prod_edit(
                 )
                 row = cur.execute(
                     sql.SQL("WITH r AS ({}) SELECT count(*), {} FROM r").format(
-                        query, rules._sample("r")
+                        query, row_writes.sample_sql("r")
                     )
                 ).fetchone()
                 count, keys = (int(row[0]), tuple(row[1] or ())) if row else (0, ())
@@ -239,8 +239,8 @@ def _prod_edit(
                         "SELECT count(*) FROM (SELECT {b} FROM {t} AS d EXCEPT ALL "
                         "SELECT {a} FROM {s} AS s) AS x"
                     ).format(
-                        a=rules._row_text("s", t.columns),
-                        b=rules._row_text("d", t.columns),
+                        a=row_writes.row_text("s", t.columns),
+                        b=row_writes.row_text("d", t.columns),
                         s=stage,
                         t=t.ident,
                     )
@@ -267,14 +267,14 @@ def _loss(
     data = entry["data"]
     if not _exists(cur, t.schema, t.name):
         return None
-    target_rows = rules.count_rows(cur, t)
+    target_rows = row_writes.count_rows(cur, t)
     if target_rows == 0:
         return None
     name = f"mm_loss_{zlib.crc32(t.name.encode()):08x}"
     try:
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
             with reader.data(data["member"]) as stream:
-                stage = rules.stage(cur, rules.Counts(), t, stream, name)
+                stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
             if t.key:
                 row = cur.execute(
                     sql.SQL(
@@ -289,7 +289,7 @@ def _loss(
                 ).fetchone()
                 deleted = int(row[0]) if row else 0
             else:
-                deleted = 0 if rules.same_rows(cur, t, stage) else target_rows
+                deleted = 0 if row_writes.same_rows(cur, t, stage) else target_rows
             cur.execute(sql.SQL("DROP TABLE {}").format(stage))
         return TableLoss(t.name, target_rows, deleted)
     except psycopg.Error as exc:

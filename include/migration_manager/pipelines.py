@@ -54,13 +54,13 @@ from pydantic import (
 )
 
 from migration_manager import validation
-from migration_manager.config import RuleSet, rule_problems
+from migration_manager.config import MigrationRules, rule_problems
 from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import DEFAULT_EVENTS, check_events, check_recipients
 from migration_manager.profiles import PROFILES
 from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP, check_keep
-from migration_manager.rulesets import check_name
+from migration_manager.rule_sets import check_name
 
 DEFAULT_POOL = "migration_units"
 PRESETS = ("@once", "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
@@ -181,7 +181,7 @@ class PipelineEntry(BaseModel):
     target_conn_id: Required
     profile: Annotated[StrictStr, AfterValidator(_profile)] = "nocobase"
     schedule: Annotated[Required, AfterValidator(_schedule)]
-    rules: RuleSet = RuleSet()  # same shape as the rules param
+    rules: MigrationRules = MigrationRules()  # same shape as the rules param
     rule_set: Annotated[StrictStr | None, AfterValidator(_rule_set)] = None
     options: Annotated[PipelineOptions, BeforeValidator(lambda v: {} if v is None else v)] = (
         PipelineOptions()

@@ -20,7 +20,7 @@ from migration_manager.config import (
     SKIP,
     SYSTEM,
     USER,
-    RuleSet,
+    MigrationRules,
 )
 from migration_manager.errors import PlanError
 from migration_manager.profiles import TableClass, TableScope
@@ -166,7 +166,7 @@ def _not_allowed_note(table: str, why: str, rule: str, cls: TableClass) -> str:
 def resolve(
     structures: Mapping[str, TableStructure],
     classes: Mapping[str, TableClass],
-    rules: RuleSet,
+    rules: MigrationRules,
     scope: TableScope,
 ) -> tuple[list[TablePlan], list[str]]:
     """Each table's rule. Raises :class:`PlanError` listing every refused table."""
@@ -179,7 +179,7 @@ def resolve(
 def evaluate(
     structures: Mapping[str, TableStructure],
     classes: Mapping[str, TableClass],
-    rules: RuleSet,
+    rules: MigrationRules,
     scope: TableScope,
 ) -> tuple[list[TablePlan], list[str], list[Refusal]]:
     """Each table's rule, the plan's warnings, and every problem (refusals) without raising."""

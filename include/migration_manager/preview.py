@@ -19,14 +19,14 @@ import sqlalchemy as sa
 
 from migration_manager import pg
 from migration_manager.archive import open_archive
-from migration_manager.config import RuleSet
+from migration_manager.config import MigrationRules
 from migration_manager.create import create_migration
 from migration_manager.errors import ConfigError
 from migration_manager.execute import TableResult, apply_unit, prepare
 from migration_manager.plan import Refusal, evaluate, rule_choices
 from migration_manager.profiles import get_profile
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
-from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
+from migration_manager.target_lock import DagRunRef, TargetLockedError, hold_run_lock
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,12 @@ def inspect_source(
     source_dsn: str,
     *,
     profile: str | None = "nocobase",
-    rules: RuleSet | Mapping[str, Any] | str | None = None,
+    rules: MigrationRules | Mapping[str, Any] | str | None = None,
     app_env: Mapping[str, str] | None = None,
 ) -> SourceView:
     """The source's tables in their groups, each with its key kind, row estimate and rule."""
     prof = get_profile(profile)
-    ruleset = rules if isinstance(rules, RuleSet) else RuleSet.parse(rules)
+    ruleset = rules if isinstance(rules, MigrationRules) else MigrationRules.parse(rules)
     scope = prof.scope(dict(app_env or {}))
     with pg.sa_connection(source_dsn) as conn:
         if not conn.execute(
@@ -114,7 +114,7 @@ def preview(
     target_dsn: str,
     *,
     profile: str | None = "nocobase",
-    rules: RuleSet | Mapping[str, Any] | str | None = None,
+    rules: MigrationRules | Mapping[str, Any] | str | None = None,
     app_env: Mapping[str, str] | None = None,
     allow_drop: bool = False,
 ) -> list[TableResult]:
@@ -138,7 +138,7 @@ def _target_lock(target_dsn: str) -> Iterator[None]:
     """The target's run lock for the dry run, not waited for: a preview's rolled-back writes
     take the same row and table locks as a run's, so it never runs beside a migration run (and
     a run starting meanwhile waits for it, as for another run)."""
-    ref = RunRef("preview", uuid.uuid4().hex[:12])
+    ref = DagRunRef("preview", uuid.uuid4().hex[:12])
     try:
         with hold_run_lock(target_dsn, ref, timeout=0, poll=0):
             yield

@@ -60,7 +60,7 @@ class TargetLockedError(MigrationError):
 
 
 @dataclass(frozen=True)
-class RunRef:
+class DagRunRef:
     """The Airflow run on whose behalf a lock is taken."""
 
     dag_id: str
@@ -91,7 +91,7 @@ class LockOwner:
     run: str
     connected_since: datetime | None
 
-    def is_holder_of(self, ref: RunRef) -> bool:
+    def is_holder_of(self, ref: DagRunRef) -> bool:
         return self.role == HOLD and self.token == ref.token
 
     def describe(self) -> str:
@@ -107,7 +107,7 @@ class LockOwner:
 
 
 def _run(
-    conn: psycopg.Connection[Any], ref: RunRef, role: str, query: str, params: Any = None
+    conn: psycopg.Connection[Any], ref: DagRunRef, role: str, query: str, params: Any = None
 ) -> Any:
     row = conn.execute(ref.comment(role) + query, params).fetchone()
     return row[0] if row else None
@@ -165,7 +165,7 @@ def _timeout_error(
 
 
 def _set_lock_timeout(
-    conn: psycopg.Connection[Any], ref: RunRef, role: str, seconds: float | None
+    conn: psycopg.Connection[Any], ref: DagRunRef, role: str, seconds: float | None
 ) -> None:
     """Set lock_timeout (None: back to the default); commented like every statement of a lock session."""
     value = (
@@ -174,7 +174,7 @@ def _set_lock_timeout(
     conn.execute(sql.SQL(ref.comment(role)) + sql.SQL("SET lock_timeout = {}").format(value))
 
 
-def _drain(conn: psycopg.Connection[Any], ref: RunRef, role: str, deadline: float) -> None:
+def _drain(conn: psycopg.Connection[Any], ref: DagRunRef, role: str, deadline: float) -> None:
     """Wait until writers that started under a previous holder are done (GATE, exclusively)."""
     _set_lock_timeout(conn, ref, role, deadline - time.monotonic())
     try:
@@ -189,14 +189,14 @@ def _drain(conn: psycopg.Connection[Any], ref: RunRef, role: str, deadline: floa
         _set_lock_timeout(conn, ref, role, None)
 
 
-def _connect(dsn: str, ref: RunRef, role: str) -> psycopg.Connection[Any]:
+def _connect(dsn: str, ref: DagRunRef, role: str) -> psycopg.Connection[Any]:
     return pg.connect(dsn, autocommit=True, application_name=ref.application_name(role))
 
 
 @contextmanager
 def hold_run_lock(
     dsn: str,
-    ref: RunRef,
+    ref: DagRunRef,
     *,
     timeout: float,
     poll: float = 2.0,
@@ -226,7 +226,7 @@ def hold_run_lock(
         conn.close()
 
 
-def keepalive(conn: psycopg.Connection[Any], ref: RunRef) -> None:
+def keepalive(conn: psycopg.Connection[Any], ref: DagRunRef) -> None:
     """Check that the holding connection (and so the lock) is still there."""
     try:
         _run(conn, ref, HOLD, "SELECT 1")
@@ -240,7 +240,7 @@ def keepalive(conn: psycopg.Connection[Any], ref: RunRef) -> None:
 @contextmanager
 def write_lock(
     dsn: str,
-    ref: RunRef,
+    ref: DagRunRef,
     *,
     timeout: float,
     poll: float = 2.0,

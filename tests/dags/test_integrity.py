@@ -214,23 +214,23 @@ def test_destructive_check_and_notifications_shape() -> None:
 
 
 def test_rules_param_schema_is_generated_from_the_model() -> None:
-    """The trigger form's ``rules`` schema comes from ``config.RuleSet``: after the DAG is
+    """The trigger form's ``rules`` schema comes from ``config.MigrationRules``: after the DAG is
     serialized (as the UI and the API read it), a triggered conf is refused where the model
     refuses it."""
     from airflow.exceptions import ParamValidationError
     from airflow.serialization.serialized_objects import DagSerialization
 
-    from migration_manager.config import RULES, RuleSet
+    from migration_manager.config import RULES, MigrationRules
     from migration_manager.errors import ConfigError
 
     dag = DagSerialization.from_dict(DagSerialization.to_dict(get_dag("migration_sync")))
     schema = dag.params.get_param("rules").schema
     assert schema["title"] == "Migration rules" and "$ref" not in str(schema)
     assert schema["properties"]["user"]["properties"]["default"]["enum"] == list(RULES)
-    assert dag.params.validate()["rules"] == RuleSet().to_dict()
+    assert dag.params.validate()["rules"] == MigrationRules().to_dict()
     good = {"user": {"default": "upsert", "independent": {"orders": "skip"}}}
     assert dag.params.deep_merge({"rules": good}).validate()["rules"] == good
-    assert RuleSet.parse(good).user.independent == {"orders": "skip"}
+    assert MigrationRules.parse(good).user.independent == {"orders": "skip"}
     for bad in (
         {"user": {"default": "profile"}},
         {"users": {}},
@@ -240,4 +240,4 @@ def test_rules_param_schema_is_generated_from_the_model() -> None:
         with pytest.raises(ParamValidationError, match="Invalid input for param rules"):
             dag.params.deep_merge({"rules": bad}).validate()
         with pytest.raises(ConfigError):
-            RuleSet.parse(bad)
+            MigrationRules.parse(bad)

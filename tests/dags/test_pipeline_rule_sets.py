@@ -52,8 +52,8 @@ def test_the_pipeline_dag_runs_with_the_saved_rule_set(
 ) -> None:
     """The scheduled DAG's params default to the rule set; its run uses the saved rules."""
     from migration_manager.airflow.pipeline_dags import pipeline_dags
-    from migration_manager.airflow.rule_sets import save_rule_set
-    from migration_manager.rulesets import NamedRuleSet
+    from migration_manager.airflow.rule_set_store import save_rule_set
+    from migration_manager.rule_sets import NamedRuleSet
 
     sql(
         source,

@@ -186,8 +186,8 @@ def test_a_dry_run_takes_the_target_lock_only_for_each_unit_s_transaction(
     file = tmp_path / "dry.zip"
     make_file(source, file, rules={"user": {"default": "overwrite"}})
     before = table_text(target, "settings")
-    real = target_lock.RunRef("migration_execute", "manual__real")
-    dry_ref = target_lock.RunRef("migration_execute", "manual__dry")
+    real = target_lock.DagRunRef("migration_execute", "manual__real")
+    dry_ref = target_lock.DagRunRef("migration_execute", "manual__dry")
     context: Any = {
         "params": {"dry_run": True, "target_lock_timeout": 30},
         "dag": SimpleNamespace(dag_id=dry_ref.dag_id),

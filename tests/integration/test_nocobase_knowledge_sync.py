@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from migration_manager import pg
-from migration_manager.config import RuleSet
+from migration_manager.config import MigrationRules
 from migration_manager.plan import resolve
 from migration_manager.profiles import get_profile
 from migration_manager.schema import list_tables, reflect_tables
@@ -23,7 +23,10 @@ def _plan(dsn: str, rules: dict | None = None) -> dict[str, tuple[str, str, tupl
             tables = list_tables(conn, scope.schema)
             classes = prof.classify(conn, scope, tables)
             plans, _warnings = resolve(
-                reflect_tables(conn, scope.schema, tables), classes, RuleSet.parse(rules), scope
+                reflect_tables(conn, scope.schema, tables),
+                classes,
+                MigrationRules.parse(rules),
+                scope,
             )
     finally:
         engine.dispose()

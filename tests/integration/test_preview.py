@@ -97,11 +97,11 @@ def test_preview_equals_the_run(source: str, target: str, tmp_path: Path) -> Non
 
 
 def test_preview_refuses_while_a_run_holds_the_target(source: str, target: str) -> None:
-    from migration_manager.target_lock import RunRef, TargetLockedError, hold_run_lock
+    from migration_manager.target_lock import DagRunRef, TargetLockedError, hold_run_lock
 
     sql(source, "CREATE TABLE orders (id bigint PRIMARY KEY); INSERT INTO orders VALUES (1);")
     with (
-        hold_run_lock(target, RunRef("migration_sync", "nightly-1"), timeout=5),
+        hold_run_lock(target, DagRunRef("migration_sync", "nightly-1"), timeout=5),
         pytest.raises(
             TargetLockedError,
             match=r"locked by migration run migration_sync/nightly-1 .*preview again when that run has finished",

@@ -439,12 +439,12 @@ def test_a_backup_waits_for_a_migration_on_its_target(
     target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
     """migration_backup never catches a migration half done: it takes the target's lock."""
-    from migration_manager.target_lock import RunRef, hold_run_lock
+    from migration_manager.target_lock import DagRunRef, hold_run_lock
 
     sql(target, TARGET)
     conn_id = _conn_id(monkeypatch, target)
     conf = {"target_conn_id": conn_id, "profile": "generic", "target_lock_timeout": 2}
-    with hold_run_lock(target, RunRef("migration_sync", "nightly-7"), timeout=5):
+    with hold_run_lock(target, DagRunRef("migration_sync", "nightly-7"), timeout=5):
         refused = logs.run("migration_backup", conf)
     assert str(refused.state) == "failed"
     assert "locked by migration run migration_sync/nightly-7" in logs.text

@@ -13,7 +13,7 @@ import pytest
 from migration_manager.target_lock import (
     HOLD,
     WRITE,
-    RunRef,
+    DagRunRef,
     TargetLockedError,
     hold_run_lock,
     owner,
@@ -22,8 +22,8 @@ from migration_manager.target_lock import (
 
 pytestmark = pytest.mark.postgres
 
-RUN1 = RunRef("migration_sync", "manual__2026-11-26T10:00:00.123456+00:00")
-RUN2 = RunRef("sync_staging_to_prod", "scheduled__2026-11-26T02:00:00+00:00")
+RUN1 = DagRunRef("migration_sync", "manual__2026-11-26T10:00:00.123456+00:00")
+RUN2 = DagRunRef("sync_staging_to_prod", "scheduled__2026-11-26T02:00:00+00:00")
 
 
 def _owner(dsn: str):  # type: ignore[no-untyped-def]

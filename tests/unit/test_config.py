@@ -12,7 +12,7 @@ import pytest
 from migration_manager.config import (
     PROFILE_DEFAULT,
     RULES,
-    RuleSet,
+    MigrationRules,
     SystemRules,
     UserRules,
     app_env_from_extra,
@@ -20,19 +20,19 @@ from migration_manager.config import (
 )
 from migration_manager.errors import ConfigError, MigrationError
 
-# --------------------------------------------------------------------------- RuleSet.parse
+# --------------------------------------------------------------------------- MigrationRules.parse
 
 
 @pytest.mark.parametrize("doc", [None, "", {}, {"system": None, "user": None}])
 def test_empty_document_gives_the_defaults(doc: Any) -> None:
-    rules = RuleSet.parse(doc)
-    assert rules == RuleSet()
+    rules = MigrationRules.parse(doc)
+    assert rules == MigrationRules()
     assert rules.system == SystemRules(default=PROFILE_DEFAULT, independent={})
     assert rules.user == UserRules(default="schema-only", independent={})
 
 
 def test_full_document() -> None:
-    rules = RuleSet.parse(
+    rules = MigrationRules.parse(
         {
             "system": {"default": "overwrite", "independent": {"uiSchemas": "upsert"}},
             "user": {"default": "skip", "independent": {"orders": "overwrite", "logs": "skip"}},
@@ -47,12 +47,12 @@ def test_full_document() -> None:
 
 def test_json_text_is_accepted() -> None:
     text = json.dumps({"user": {"default": "upsert"}})
-    assert RuleSet.parse(text).user.default == "upsert"
+    assert MigrationRules.parse(text).user.default == "upsert"
 
 
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_name_is_accepted(rule: str) -> None:
-    rules = RuleSet.parse(
+    rules = MigrationRules.parse(
         {"system": {"default": rule}, "user": {"default": rule, "independent": {"t": rule}}}
     )
     assert (rules.system.default, rules.user.default, rules.user.independent["t"]) == (
@@ -63,13 +63,13 @@ def test_every_rule_name_is_accepted(rule: str) -> None:
 
 
 def test_profile_is_a_system_default_only() -> None:
-    assert RuleSet.parse({"system": {"default": "profile"}}).system.default == "profile"
+    assert MigrationRules.parse({"system": {"default": "profile"}}).system.default == "profile"
     with pytest.raises(ConfigError, match=re.escape("rules.user.default: unknown rule 'profile'")):
-        RuleSet.parse({"user": {"default": "profile"}})
+        MigrationRules.parse({"user": {"default": "profile"}})
     with pytest.raises(
         ConfigError, match=re.escape("rules.system.independent['roles']: unknown rule 'profile'")
     ):
-        RuleSet.parse({"system": {"independent": {"roles": "profile"}}})
+        MigrationRules.parse({"system": {"independent": {"roles": "profile"}}})
 
 
 @pytest.mark.parametrize(
@@ -112,17 +112,17 @@ def test_profile_is_a_system_default_only() -> None:
 )
 def test_bad_document_names_the_key(doc: Any, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
-        RuleSet.parse(doc)
+        MigrationRules.parse(doc)
 
 
 def test_source_names_the_document_in_errors() -> None:
     with pytest.raises(ConfigError, match=re.escape("params.rules.user.default: unknown rule")):
-        RuleSet.parse({"user": {"default": "nope"}}, source="params.rules")
+        MigrationRules.parse({"user": {"default": "nope"}}, source="params.rules")
 
 
 def test_config_error_is_terminal() -> None:
     with pytest.raises(ConfigError) as info:
-        RuleSet.parse({"user": {"default": "nope"}})
+        MigrationRules.parse({"user": {"default": "nope"}})
     assert isinstance(info.value, MigrationError) and info.value.terminal
 
 
@@ -131,17 +131,19 @@ def test_to_dict_round_trips() -> None:
         "system": {"default": "profile", "independent": {"uiSchemas": "upsert"}},
         "user": {"default": "overwrite", "independent": {}},
     }
-    rules = RuleSet.parse(doc)
+    rules = MigrationRules.parse(doc)
     assert rules.to_dict() == doc
-    assert RuleSet.parse(rules.to_dict()) == rules
-    assert RuleSet.parse(json.dumps(rules.to_dict())) == rules
+    assert MigrationRules.parse(rules.to_dict()) == rules
+    assert MigrationRules.parse(json.dumps(rules.to_dict())) == rules
 
 
 def test_table_names_become_strings() -> None:
-    assert RuleSet.parse({"user": {"independent": {1: "skip"}}}).user.independent == {"1": "skip"}
+    assert MigrationRules.parse({"user": {"independent": {1: "skip"}}}).user.independent == {
+        "1": "skip"
+    }
 
 
-# --------------------------------------------------------------------------- RuleSet.load
+# --------------------------------------------------------------------------- MigrationRules.load
 
 
 def test_load_yaml(tmp_path: Path) -> None:
@@ -151,7 +153,7 @@ def test_load_yaml(tmp_path: Path) -> None:
         "user:\n  default: overwrite\n",
         encoding="utf-8",
     )
-    rules = RuleSet.load(path)
+    rules = MigrationRules.load(path)
     assert rules.system == SystemRules(default="profile", independent={"uiSchemas": "upsert"})
     assert rules.user.default == "overwrite"
 
@@ -162,22 +164,22 @@ def test_load_names_the_file_in_errors(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match=re.escape(f"{path}.user.default: unknown rule 'overwrit'")
     ):
-        RuleSet.load(path)
+        MigrationRules.load(path)
 
 
 def test_load_missing_and_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="Rules file .*nope.yaml does not exist"):
-        RuleSet.load(tmp_path / "nope.yaml")
+        MigrationRules.load(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("user: [unclosed\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="Rules file .*bad.yaml is not valid YAML"):
-        RuleSet.load(bad)
+        MigrationRules.load(bad)
 
 
 def test_load_empty_file_gives_the_defaults(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("", encoding="utf-8")
-    assert RuleSet.load(path) == RuleSet()
+    assert MigrationRules.load(path) == MigrationRules()
 
 
 # --------------------------------------------------------------------------- .env files

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from migration_manager.config import RuleSet
+from migration_manager.config import MigrationRules
 from migration_manager.errors import PlanError
 from migration_manager.plan import TablePlan, Unit, refusal, resolve, units
 from migration_manager.profiles import TableClass, TableScope
@@ -86,7 +86,7 @@ def plan(
     doc: Any = None,
     scope: TableScope = SCOPE,
 ) -> tuple[dict[str, TablePlan], list[str]]:
-    plans, warnings = resolve(structures, classes, RuleSet.parse(doc), scope)
+    plans, warnings = resolve(structures, classes, MigrationRules.parse(doc), scope)
     assert [p.name for p in plans] == sorted(structures)
     return {p.name: p for p in plans}, warnings
 
@@ -98,7 +98,7 @@ def refused(
     scope: TableScope = SCOPE,
 ) -> list[str]:
     with pytest.raises(PlanError) as info:
-        resolve(structures, classes, RuleSet.parse(doc), scope)
+        resolve(structures, classes, MigrationRules.parse(doc), scope)
     assert str(len(info.value.problems)) + " problem(s)" in str(info.value)
     return info.value.problems
 
@@ -446,7 +446,12 @@ def test_plan_error_message() -> None:
             "The migration plan was refused (1 problem(s)); nothing was written:\n  - t: "
         ),
     ):
-        resolve(structures, {"t": user("t")}, RuleSet.parse({"user": {"default": "upsert"}}), SCOPE)
+        resolve(
+            structures,
+            {"t": user("t")},
+            MigrationRules.parse({"user": {"default": "upsert"}}),
+            SCOPE,
+        )
 
 
 # --------------------------------------------------------------------------- the plan as data
@@ -482,7 +487,9 @@ def test_key_kinds_in_the_plan() -> None:
 
 
 def _plans(structures: dict[str, TableStructure], doc: Any) -> list[TablePlan]:
-    plans, _ = resolve(structures, {n: user(n) for n in structures}, RuleSet.parse(doc), SCOPE)
+    plans, _ = resolve(
+        structures, {n: user(n) for n in structures}, MigrationRules.parse(doc), SCOPE
+    )
     return plans
 
 

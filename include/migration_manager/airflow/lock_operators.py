@@ -33,8 +33,8 @@ DEFAULT_TIMEOUT = 1800.0
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
-def run_ref(context: Context) -> target_lock.RunRef:
-    return target_lock.RunRef(dag_id=context["dag"].dag_id, run_id=str(context["run_id"]))
+def run_ref(context: Context) -> target_lock.DagRunRef:
+    return target_lock.DagRunRef(dag_id=context["dag"].dag_id, run_id=str(context["run_id"]))
 
 
 def lock_timeout(context: Context) -> float:

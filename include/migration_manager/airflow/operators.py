@@ -70,7 +70,7 @@ class CreateMigrationOperator(BaseOperator):
         self.target_conn_id = target_conn_id
 
     def execute(self, context: Context) -> str:
-        from migration_manager.airflow.rule_sets import load_rule_set
+        from migration_manager.airflow.rule_set_store import load_rule_set
         from migration_manager.airflow.signing import signing_conn_id, signing_key
         from migration_manager.airflow.store import new_migration_file
         from migration_manager.create import create_migration, new_migration_id

@@ -40,7 +40,7 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
-from migration_manager.config import RULES, RuleSet
+from migration_manager.config import RULES, MigrationRules
 from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
 from migration_manager.pipelines import DEFAULT_POOL, PipelineOptions
@@ -111,7 +111,7 @@ def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
     return {k: v for k, v in prop.items() if k not in ("default", "title")}
 
 
-DEFAULT_RULES = RuleSet().to_dict()
+DEFAULT_RULES = MigrationRules().to_dict()
 
 
 def create_params() -> dict[str, Param]:
@@ -144,7 +144,7 @@ def create_params() -> dict[str, Param]:
                 + ", ".join(RULES)
                 + '; system default may also be "profile" (each built-in table\'s own default).'
             ),
-            schema=param_schema(RuleSet, title="Migration rules"),
+            schema=param_schema(MigrationRules, title="Migration rules"),
         ),
     }
 

@@ -16,7 +16,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from migration_manager import pg, rules
+from migration_manager import pg, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import DATA_RULES, INSERT_IGNORE, OVERWRITE, UPSERT
 from migration_manager.errors import ApplyError, MigrationError, TransientError
@@ -101,7 +101,7 @@ def apply_unit(
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
     kinds: dict[str, list[str]] = {t: [] for t in unit.tables}
     warnings: dict[str, list[str]] = {t: [] for t in unit.tables}
-    counts = {t: rules.Counts() for t in unit.tables}
+    counts = {t: row_writes.Counts() for t in unit.tables}
     seconds = dict.fromkeys(unit.tables, 0.0)
     current = unit.tables[0]
     try:
@@ -167,7 +167,7 @@ def apply_unit(
             for name in data_tables:
                 e = entries[name]
                 s = structures[name]
-                targets[name] = rules.Target(
+                targets[name] = row_writes.Target(
                     schema=s.schema or "public",
                     name=name,
                     columns=tuple(e["data"]["columns"]),
@@ -187,11 +187,11 @@ def apply_unit(
                     raise ApplyError(
                         f"{name}: the unit loads rows but has no migration file", terminal=True
                     )
-                if rule_of[name] == OVERWRITE and rules.is_empty(cur, t):
+                if rule_of[name] == OVERWRITE and row_writes.is_empty(cur, t):
                     direct.add(name)
                 else:
                     with reader.data(entries[name]["data"]["member"]) as stream:
-                        staged[name] = rules.stage(
+                        staged[name] = row_writes.stage(
                             cur,
                             counts[name],
                             t,
@@ -206,12 +206,12 @@ def apply_unit(
                 t = targets[name]
                 if rule_of[name] == OVERWRITE and name in staged:
                     if t.key:
-                        rules.delete_missing(cur, counts[name], t, staged[name])
-                    elif rules.same_rows(cur, t, staged[name]):
+                        row_writes.delete_missing(cur, counts[name], t, staged[name])
+                    elif row_writes.same_rows(cur, t, staged[name]):
                         counts[name].unchanged = t.rows
                     else:
                         replace.add(name)
-                        counts[name].deleted += rules.delete_all(cur, counts[name], t)
+                        counts[name].deleted += row_writes.delete_all(cur, counts[name], t)
                 seconds[name] += time.monotonic() - t0
             for name in data_tables:
                 current = name
@@ -222,25 +222,25 @@ def apply_unit(
                 if name in direct:
                     assert reader is not None
                     with reader.data(entries[name]["data"]["member"]) as stream:
-                        c.inserted += rules.copy_in(cur, c, t.ident, t, stream, f"load {name}")
-                    rules.sample_table_keys(cur, c, t, "inserted")
+                        c.inserted += row_writes.copy_in(cur, c, t.ident, t, stream, f"load {name}")
+                    row_writes.sample_table_keys(cur, c, t, "inserted")
                 elif rule == OVERWRITE and not t.key:
                     if name in replace:
-                        c.inserted += rules.insert_all(cur, c, t, staged[name])
+                        c.inserted += row_writes.insert_all(cur, c, t, staged[name])
                 elif rule == OVERWRITE and len(unit.tables) == 1:
                     try:
                         with raw.transaction():  # a savepoint
-                            rules.upsert(cur, c, t, staged[name], update=True, total=t.rows)
+                            row_writes.upsert(cur, c, t, staged[name], update=True, total=t.rows)
                     except psycopg.errors.UniqueViolation:
                         # rows swapped values of a unique column: updating row by row trips the
                         # constraint midway; replacing the rows gives the same end state
                         log.info("%s: unique values moved between rows; replacing all rows", name)
-                        c.deleted += rules.delete_all(cur, c, t)
-                        c.inserted += rules.insert_all(cur, c, t, staged[name])
+                        c.deleted += row_writes.delete_all(cur, c, t)
+                        c.inserted += row_writes.insert_all(cur, c, t, staged[name])
                 elif rule in (OVERWRITE, UPSERT):
-                    rules.upsert(cur, c, t, staged[name], update=True, total=t.rows)
+                    row_writes.upsert(cur, c, t, staged[name], update=True, total=t.rows)
                 elif rule == INSERT_IGNORE:
-                    rules.upsert(cur, c, t, staged[name], update=False, total=t.rows)
+                    row_writes.upsert(cur, c, t, staged[name], update=False, total=t.rows)
                 seconds[name] += time.monotonic() - t0
 
             # 3. sequences past the largest id

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from migration_manager import pg, rules
+from migration_manager import pg, row_writes
 from migration_manager.config import DATA_RULES
 from migration_manager.schema import (
     SequenceStructure,
@@ -27,7 +27,7 @@ def sequence_work(conn: sa.Connection, structure: TableStructure, rule: str) -> 
     if not planned:
         raw = conn.connection.driver_connection
         assert raw is not None
-        counts = rules.Counts()
+        counts = row_writes.Counts()
         with raw.cursor() as cur:
             fix_sequences(cur, structure, rule, counts, execute=False)
         planned = list(counts.statements)
@@ -38,7 +38,7 @@ def fix_sequences(
     cur: psycopg.Cursor[Any],
     structure: TableStructure,
     rule: str,
-    counts: rules.Counts,
+    counts: row_writes.Counts,
     *,
     execute: bool = True,
 ) -> None:

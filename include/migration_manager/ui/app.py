@@ -10,7 +10,7 @@ Routes (relative to the mount point), by router:
 =======  ===========================================  =============================================
 *        ``/``, ``/runs/...``, ``/backups``           migrations, one run and its downloads, backups (``migrations.py``)
 *        ``/files...``, ``/previews/{run_id}``        migration files: upload, download, run, preview, delete (``files.py``)
-*        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules.py``)
+*        ``/rules/...``                               configure a migration, preview, rule sets, start (``rules_page.py``)
 GET      ``/static/{style.css,page.js}``              the stylesheet, the script for links to Airflow
 =======  ===========================================  =============================================
 """
@@ -22,7 +22,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from migration_manager.ui import catalog, files, migrations, rules
+from migration_manager.ui import catalog, files, migrations, rules_page
 from migration_manager.ui.deps import ApiClientFactory, requires
 from migration_manager.ui.guards import UploadLimit, same_origin_only
 from migration_manager.ui.lazy import PREFIX
@@ -70,6 +70,6 @@ def create_app(*, prefix: str = PREFIX, api_client: ApiClientFactory | None = No
     app.include_router(migrations.router)
     app.include_router(files.router)
     app.add_api_route("/static/{name}", _static, methods=["GET"], name="static")
-    app.include_router(rules.router, prefix="/rules")
+    app.include_router(rules_page.router, prefix="/rules")
     app.add_middleware(UploadLimit, limit=catalog.MAX_UPLOAD_BYTES)
     return app

@@ -95,35 +95,35 @@ def _children(folder: Any) -> list[Any]:
 
 
 @dataclass(frozen=True)
-class RunRef:
+class RunLogRef:
     """A run's log folder: ``logs/<migration>/<run>/`` (both names as the folders spell them)."""
 
     migration: str
     run: str
 
     @classmethod
-    def checked(cls, migration: str, run: str) -> RunRef:
+    def checked(cls, migration: str, run: str) -> RunLogRef:
         return cls(_part(migration), _part(run))
 
 
-def run_folder(root: Any, ref: RunRef) -> Any:
+def run_folder(root: Any, ref: RunLogRef) -> Any:
     folder = layout.run_log_dir(root, ref.migration, ref.run)
     if not (folder / run_files.RECORD).exists():
         raise NotFound(f"{ref.migration}/{ref.run}")
     return folder
 
 
-def find_run(root: Any, run_id: str) -> RunRef:
+def find_run(root: Any, run_id: str) -> RunLogRef:
     """The log folder of the DAG run ``run_id``, whichever migration it ran; NotFound until its
     ``collect_logs`` has written it."""
     run = _part(layout.safe_component(run_id))
     for folder in _children(root / layout.LOGS):
         if (folder / run / run_files.RECORD).exists():
-            return RunRef(folder.name, run)
+            return RunLogRef(folder.name, run)
     raise NotFound(run_id)
 
 
-def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
+def load_run(root: Any, ref: RunLogRef) -> dict[str, Any]:
     path = run_folder(root, ref) / run_files.RECORD
     try:
         return run_record.load_record(path.read_text())
@@ -131,7 +131,7 @@ def load_run(root: Any, ref: RunRef) -> dict[str, Any]:
         raise NotFound(f"{ref.migration}/{ref.run}: unreadable record ({exc})") from exc
 
 
-def log_file(root: Any, ref: RunRef, name: str) -> Any:
+def log_file(root: Any, ref: RunLogRef, name: str) -> Any:
     if name not in DOWNLOADS:
         raise NotFound(name)
     path = run_folder(root, ref) / name
@@ -140,7 +140,7 @@ def log_file(root: Any, ref: RunRef, name: str) -> Any:
     return path
 
 
-def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
+def _run_entry(ref: RunLogRef, record: dict[str, Any]) -> dict[str, Any]:
     target = record.get("target") or {}
     source = record.get("source") or {}
     mfile = record.get("migration_file") or {}
@@ -176,7 +176,7 @@ def _run_entry(ref: RunRef, record: dict[str, Any]) -> dict[str, Any]:
 _ENTRIES: dict[str, tuple[float, dict[str, Any]]] = {}  # record path -> (mtime, list entry)
 
 
-def _entry(ref: RunRef, path: Any) -> dict[str, Any]:
+def _entry(ref: RunLogRef, path: Any) -> dict[str, Any]:
     """A run's list entry, parsed again only when its record changed (records can be large)."""
     key, mtime = str(path), _mtime(path)
     cached = _ENTRIES.get(key)
@@ -195,7 +195,7 @@ def list_runs(
     for mfolder in _children(root / layout.LOGS):
         for rfolder in _children(mfolder):
             try:
-                ref = RunRef.checked(mfolder.name, rfolder.name)
+                ref = RunLogRef.checked(mfolder.name, rfolder.name)
                 entries.append(_entry(ref, rfolder / run_files.RECORD))
             except (NotFound, ValueError, OSError):
                 continue

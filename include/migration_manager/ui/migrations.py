@@ -54,7 +54,7 @@ def run_page(
     request: Request, root: Store, airflow_root: AirflowRoot, migration: str, run: str
 ) -> HTMLResponse:
     try:
-        ref = catalog.RunRef.checked(migration, run)
+        ref = catalog.RunLogRef.checked(migration, run)
         record = catalog.load_run(root, ref)
         log_text = catalog.log_file(root, ref, run_files.LOG).read_text()
     except catalog.NotFound:
@@ -97,7 +97,7 @@ def run_download(
     root: Store, migration: str, run: str, name: str, inline: bool = False
 ) -> Response:
     try:
-        ref = catalog.RunRef.checked(migration, run)
+        ref = catalog.RunLogRef.checked(migration, run)
         path = catalog.log_file(root, ref, name)
     except catalog.NotFound:
         raise HTTPException(404, f"No {name} for migration log {migration}/{run}") from None
@@ -113,7 +113,7 @@ def backups(request: Request, root: Store) -> HTMLResponse:
     for b in items:
         b["log"] = None
         if b.get("migration_id") and b.get("run_id"):
-            ref = catalog.RunRef(
+            ref = catalog.RunLogRef(
                 store_layout.safe_component(b["migration_id"]),
                 store_layout.safe_component(b["run_id"]),
             )

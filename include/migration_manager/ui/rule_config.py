@@ -10,11 +10,11 @@ from typing import Any, Literal
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
-from migration_manager.config import GROUPS, RuleSet
+from migration_manager.config import GROUPS, MigrationRules
 from migration_manager.errors import ConfigError, MigrationError, PlanError, TransientError
 from migration_manager.plan import AUTO_INCREMENT, NO_PRIMARY_KEY, NOT_ALLOWED, Refusal
 from migration_manager.profiles import get_profile
-from migration_manager.rulesets import NamedRuleSet, check_name, list_rule_sets
+from migration_manager.rule_sets import NamedRuleSet, check_name, list_rule_sets
 from migration_manager.ui import connections as conns
 from migration_manager.ui.deps import store
 
@@ -95,7 +95,7 @@ def answers() -> Iterator[None]:
 
 
 def _rule_set_folder() -> Any:
-    from migration_manager.airflow.rule_sets import FOLDER
+    from migration_manager.airflow.rule_set_store import FOLDER
 
     return store() / FOLDER
 
@@ -106,7 +106,7 @@ def saved_rule_sets() -> tuple[list[NamedRuleSet], list[str]]:
 
 
 def load_rule_set(name: str) -> NamedRuleSet:
-    from migration_manager.airflow.rule_sets import load_rule_set
+    from migration_manager.airflow.rule_set_store import load_rule_set
 
     check_name(name)
     if not (_rule_set_folder() / f"{name}.yaml").exists():
@@ -125,7 +125,7 @@ def rule_set_dict(rs: NamedRuleSet) -> dict[str, Any]:
     }
 
 
-def rules_of(config: Config) -> tuple[str, str, RuleSet, str | None]:
+def rules_of(config: Config) -> tuple[str, str, MigrationRules, str | None]:
     """(source conn id, profile, rules, rule set name) of a request, a saved rule set's when named."""
     name = (config.rule_set or "").strip() or None
     if name:
@@ -134,10 +134,12 @@ def rules_of(config: Config) -> tuple[str, str, RuleSet, str | None]:
         saved = load_rule_set(name)
         return (config.source_conn_id or saved.source_conn_id), saved.profile, saved.rules, name
     profile = get_profile(config.profile or "nocobase").name
-    return config.source_conn_id, profile, RuleSet.parse(config.rules), None
+    return config.source_conn_id, profile, MigrationRules.parse(config.rules), None
 
 
-def run_conf(source_id: str, profile: str, rules: RuleSet, name: str | None) -> dict[str, Any]:
+def run_conf(
+    source_id: str, profile: str, rules: MigrationRules, name: str | None
+) -> dict[str, Any]:
     """A started run's conf: the source and the rule set by name, or the page's rules."""
     conf: dict[str, Any] = {"source_conn_id": source_id}
     if name:
@@ -172,7 +174,7 @@ def table_dict(view: Any) -> dict[str, Any]:
     return d
 
 
-def inspect(source_conn_id: str, profile: str, rules: RuleSet) -> tuple[Any, Any]:
+def inspect(source_conn_id: str, profile: str, rules: MigrationRules) -> tuple[Any, Any]:
     """(environment, SourceView) of a source connection under these rules."""
     from migration_manager.preview import inspect_source
 
@@ -181,7 +183,7 @@ def inspect(source_conn_id: str, profile: str, rules: RuleSet) -> tuple[Any, Any
     return env, view
 
 
-def checked(source_conn_id: str, profile: str, rules: RuleSet) -> tuple[Any, Any]:
+def checked(source_conn_id: str, profile: str, rules: MigrationRules) -> tuple[Any, Any]:
     """Like :func:`inspect`, refusing (400, every problem listed) what planning would refuse."""
     env, view = inspect(source_conn_id, profile, rules)
     if view.problems:
@@ -201,7 +203,7 @@ def view_dict(source_conn_id: str, view: Any) -> dict[str, Any]:
 
 
 def independent_rows(
-    view: Any, rules: RuleSet, profile: str, app_env: dict[str, str]
+    view: Any, rules: MigrationRules, profile: str, app_env: dict[str, str]
 ) -> dict[str, str]:
     """Independent rules by the source's (physical) table names, as the page's rows show them."""
     scope = get_profile(profile).scope(dict(app_env))

@@ -1,5 +1,5 @@
 /* The rules pages: configure rules, preview, save rule sets, start runs, follow a started run.
- * Plain JS over the JSON routes of /rules/api (see include/migration_manager/ui/rules.py). */
+ * Plain JS over the JSON routes of /rules/api (see include/migration_manager/ui/rules_page.py). */
 (function () {
   "use strict";
 

@@ -117,7 +117,7 @@ def stage(
     return stage_ident
 
 
-def _row_text(alias: str, columns: tuple[str, ...]) -> sql.Composable:
+def row_text(alias: str, columns: tuple[str, ...]) -> sql.Composable:
     return sql.SQL("ROW({})::text").format(pg.ident_list(columns, alias))
 
 
@@ -138,12 +138,12 @@ def _rows_differ(a: str, b: str, columns: tuple[str, ...]) -> sql.Composable:
     ).format(
         pg.ident_list(columns, a),
         pg.ident_list(columns, b),
-        _row_text(a, columns),
-        _row_text(b, columns),
+        row_text(a, columns),
+        row_text(b, columns),
     )
 
 
-def _key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
+def key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
     return sql.SQL(" AND ").join(
         sql.SQL("{}.{} = {}.{}").format(
             sql.Identifier(a), sql.Identifier(k), sql.Identifier(b), sql.Identifier(k)
@@ -152,14 +152,14 @@ def _key_match(a: str, b: str, key: tuple[str, ...]) -> sql.Composable:
     )
 
 
-def _key_of(alias: str, key: tuple[str, ...]) -> sql.Composable:
+def key_of(alias: str, key: tuple[str, ...]) -> sql.Composable:
     """The row's key as one value: the column itself, or a ROW of the key columns (ordered
     column by column, printed ``(1,a)``)."""
     cols = pg.ident_list(key, alias)
     return cols if len(key) == 1 else sql.SQL("ROW({})").format(cols)
 
 
-def _sample(source: str, where: sql.Composable | None = None) -> sql.Composable:
+def sample_sql(source: str, where: sql.Composable | None = None) -> sql.Composable:
     """An array of the smallest ``SAMPLE_KEYS`` keys (``mm_key``) of the CTE ``source``, as text.
 
     A top-N sort over the rows the statement returned anyway: no second pass over the table.
@@ -179,7 +179,7 @@ def sample_table_keys(cur: psycopg.Cursor[Any], counts: Counts, t: Target, kind:
     if not t.key:
         return
     query = sql.SQL("SELECT ARRAY(SELECT {k}::text FROM {t} AS d ORDER BY {k} LIMIT {n})").format(
-        k=_key_of("d", t.key), t=t.ident, n=sql.Literal(SAMPLE_KEYS)
+        k=key_of("d", t.key), t=t.ident, n=sql.Literal(SAMPLE_KEYS)
     )
     row = cur.execute(query).fetchone()
     counts.add_keys(kind, row[0] if row else None)
@@ -192,7 +192,7 @@ def delete_missing(
     query = sql.SQL(
         "WITH r AS (DELETE FROM {} AS d WHERE NOT EXISTS (SELECT 1 FROM {} AS s WHERE {}) "
         "RETURNING {} AS mm_key) SELECT count(*), {} FROM r"
-    ).format(t.ident, stage_ident, _key_match("s", "d", t.key), _key_of("d", t.key), _sample("r"))
+    ).format(t.ident, stage_ident, key_match("s", "d", t.key), key_of("d", t.key), sample_sql("r"))
     row = _run(cur, counts, query).fetchone()
     assert row is not None
     counts.deleted += int(row[0])
@@ -232,9 +232,9 @@ def upsert(
         stage_ident,
         pg.ident_list(t.key),
         action,
-        _key_of("d", t.key),
-        _sample("r", sql.SQL("inserted")),
-        _sample("r", sql.SQL("NOT inserted")),
+        key_of("d", t.key),
+        sample_sql("r", sql.SQL("inserted")),
+        sample_sql("r", sql.SQL("NOT inserted")),
     )
     row = _run(cur, counts, query).fetchone()
     assert row is not None
@@ -251,7 +251,7 @@ def delete_all(cur: psycopg.Cursor[Any], counts: Counts, t: Target) -> int:
         return _run(cur, counts, sql.SQL("DELETE FROM {}").format(t.ident)).rowcount
     query = sql.SQL(
         "WITH r AS (DELETE FROM {} AS d RETURNING {} AS mm_key) SELECT count(*), {} FROM r"
-    ).format(t.ident, _key_of("d", t.key), _sample("r"))
+    ).format(t.ident, key_of("d", t.key), sample_sql("r"))
     row = _run(cur, counts, query).fetchone()
     assert row is not None
     counts.add_keys("deleted", row[1])
@@ -267,7 +267,7 @@ def insert_all(
     if not t.key:
         return _run(cur, counts, query).rowcount
     query = sql.SQL("WITH r AS ({} RETURNING {} AS mm_key) SELECT count(*), {} FROM r").format(
-        query, _key_of("d", t.key), _sample("r")
+        query, key_of("d", t.key), sample_sql("r")
     )
     row = _run(cur, counts, query).fetchone()
     assert row is not None
@@ -280,7 +280,7 @@ def same_rows(cur: psycopg.Cursor[Any], t: Target, stage_ident: sql.Identifier) 
     q = sql.SQL(
         "SELECT NOT EXISTS (SELECT {a} FROM {s} AS s EXCEPT ALL SELECT {b} FROM {t} AS d) "
         "AND NOT EXISTS (SELECT {b} FROM {t} AS d EXCEPT ALL SELECT {a} FROM {s} AS s)"
-    ).format(a=_row_text("s", t.columns), b=_row_text("d", t.columns), s=stage_ident, t=t.ident)
+    ).format(a=row_text("s", t.columns), b=row_text("d", t.columns), s=stage_ident, t=t.ident)
     row = cur.execute(q).fetchone()
     return bool(row and row[0])
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from migration_manager import validation
-from migration_manager.config import RuleSet, rule_problems
+from migration_manager.config import MigrationRules, rule_problems
 from migration_manager.errors import ConfigError
 from migration_manager.profiles import get_profile
 
@@ -57,7 +57,7 @@ class NamedRuleSet(BaseModel):
     source_conn_id: Annotated[str, BeforeValidator(lambda v: _text(v) or "migration_source")] = (
         "migration_source"
     )
-    rules: RuleSet = RuleSet()
+    rules: MigrationRules = MigrationRules()
 
     def to_yaml(self) -> str:
         doc = {

@@ -1,13 +1,13 @@
 """Rule sets in the migration store (``rule_sets/<name>.yaml``); reading them is the engine's
-(:mod:`migration_manager.rulesets`), this module gives it the store's folder."""
+(:mod:`migration_manager.rule_sets`), this module gives it the store's folder."""
 
 from __future__ import annotations
 
 from airflow.sdk import ObjectStoragePath
 
 from migration_manager.airflow.store import store_root
-from migration_manager.rulesets import FOLDER, NamedRuleSet, read_rule_set, rule_set_file
-from migration_manager.rulesets import list_rule_sets as _list
+from migration_manager.rule_sets import FOLDER, NamedRuleSet, read_rule_set, rule_set_file
+from migration_manager.rule_sets import list_rule_sets as _list
 
 __all__ = ["FOLDER", "delete_rule_set", "list_rule_sets", "load_rule_set", "save_rule_set"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from migration_manager.errors import ConfigError
-from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.rule_sets import NamedRuleSet, check_name
 
 
 @pytest.mark.parametrize(

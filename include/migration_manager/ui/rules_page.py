@@ -44,10 +44,10 @@ from urllib.parse import quote
 from fastapi import APIRouter, Body, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from migration_manager.config import PROFILE_DEFAULT, RULES, RuleSet
+from migration_manager.config import PROFILE_DEFAULT, RULES, MigrationRules
 from migration_manager.errors import ConfigError
 from migration_manager.profiles import PROFILES
-from migration_manager.rulesets import NamedRuleSet, check_name
+from migration_manager.rule_sets import NamedRuleSet, check_name
 from migration_manager.ui import catalog
 from migration_manager.ui import connections as conns
 from migration_manager.ui.deps import AirflowRoot, Api, Base, Store, write_access
@@ -106,7 +106,7 @@ def rules_page(
     error: str | None = None
     status = 200
     loaded: NamedRuleSet | None = None
-    rules = RuleSet()
+    rules = MigrationRules()
     if rule_set:
         try:
             loaded = load_rule_set(rule_set)
@@ -225,7 +225,7 @@ def api_tables(
     rule_set: str = "",
 ) -> dict[str, Any]:
     with answers():
-        doc = RuleSet.parse(rules, source="rules").to_dict() if rules.strip() else None
+        doc = MigrationRules.parse(rules, source="rules").to_dict() if rules.strip() else None
         source_id, prof, ruleset, _name = rules_of(
             Config(source_conn_id=source, profile=profile, rules=doc, rule_set=rule_set or None)
         )
@@ -297,7 +297,7 @@ def api_preview_result(
     found = run_page_of(root, run_id)
     if found is None:
         return out
-    record = catalog.load_run(root, catalog.RunRef(*found))
+    record = catalog.load_run(root, catalog.RunLogRef(*found))
     if not record.get("dry_run"):
         raise refuse(404, f"{SYNC_DAG} run {run_id} is not a dry run (a preview)")
     rows = preview_rows(record)
@@ -326,7 +326,7 @@ def api_rule_set(name: str) -> dict[str, Any]:
 
 @router.put("/api/rule-sets/{name}", name="rules_set_save", dependencies=WRITE)
 def api_rule_set_save(name: str, body: RuleSetBody) -> dict[str, Any]:
-    from migration_manager.airflow.rule_sets import save_rule_set
+    from migration_manager.airflow.rule_set_store import save_rule_set
 
     with answers():
         check_name(name)
@@ -348,7 +348,7 @@ def api_rule_set_save(name: str, body: RuleSetBody) -> dict[str, Any]:
 
 @router.delete("/api/rule-sets/{name}", name="rules_set_delete", dependencies=WRITE)
 def api_rule_set_delete(name: str) -> Response:
-    from migration_manager.airflow.rule_sets import delete_rule_set
+    from migration_manager.airflow.rule_set_store import delete_rule_set
 
     with answers():
         check_name(name)
