@@ -1,0 +1,131 @@
+"""The package's shape: engine without Airflow, no import cycles, no private names across
+modules, engine modules of one concern (about 500 lines at most).
+
+Read from the source with ``ast`` (imports inside functions count: a lazy import still
+couples two modules)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "include"
+PACKAGE = ROOT / "migration_manager"
+ENGINE_MAX_LINES = 520
+# the Airflow side: operators and hooks, and the pages the Airflow plugin serves
+ADAPTERS = ("migration_manager.airflow", "migration_manager.ui")
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        found[".".join(parts)] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> list[tuple[str, str | None]]:
+    """(module, imported name or None) for every import in ``path``, relative ones resolved."""
+    out: list[tuple[str, str | None]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.extend((alias.name, None) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                package = package[: len(package) - node.level + 1]
+                base = ".".join([*package, base] if base else package)
+            out.extend((base, alias.name) for alias in node.names)
+    return out
+
+
+def _edges() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {name: set() for name in MODULES}
+    for name, path in MODULES.items():
+        for base, imported in _imports(name, path):
+            target = f"{base}.{imported}" if f"{base}.{imported}" in MODULES else base
+            if target in MODULES and target != name and not name.startswith(target + "."):
+                edges[name].add(target)
+    return edges
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(edges[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
+def test_the_checker_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles(_edges()) == []
+
+
+def test_no_private_names_imported_across_modules() -> None:
+    crossing = [
+        f"{name} imports {base}.{imported}"
+        for name, path in MODULES.items()
+        for base, imported in _imports(name, path)
+        if base in MODULES
+        and base != name
+        and imported is not None
+        and imported.startswith("_")
+        and not imported.startswith("__")
+    ]
+    assert crossing == []
+
+
+ENGINE = {n: p for n, p in MODULES.items() if not n.startswith(ADAPTERS)}
+
+
+def test_the_engine_does_not_import_airflow() -> None:
+    engine = ENGINE
+    assert "migration_manager.plan" in engine and "migration_manager.airflow.wiring" not in engine
+    importing = sorted(
+        name
+        for name, path in engine.items()
+        for base, _ in _imports(name, path)
+        if base == "airflow" or base.startswith("airflow.")
+    )
+    assert importing == []
+
+
+def test_engine_modules_stay_small() -> None:
+    sizes = {n: len(p.read_text().splitlines()) for n, p in ENGINE.items()}
+    large = {n: lines for n, lines in sizes.items() if lines > ENGINE_MAX_LINES}
+    assert large == {}
