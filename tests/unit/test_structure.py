@@ -113,6 +113,37 @@ def test_no_private_names_imported_across_modules() -> None:
 ENGINE = {n: p for n, p in MODULES.items() if not n.startswith(ADAPTERS)}
 
 
+def _private_uses(name: str, path: Path) -> list[str]:
+    """``module._name`` where ``module`` is another of the package's modules, bound by an import."""
+    tree = ast.parse(path.read_text(), str(path))
+    bound: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            for base, imported in _imports(name, path):
+                if f"{base}.{imported}" in MODULES:
+                    for alias in node.names:
+                        if alias.name == imported:
+                            bound[alias.asname or imported] = f"{base}.{imported}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    bound[alias.asname] = alias.name
+    return [
+        f"{name} uses {bound[node.value.id]}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id in bound
+        and bound[node.value.id] != name
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+    ]
+
+
+def test_no_private_names_used_across_modules() -> None:
+    assert [use for name, path in MODULES.items() for use in _private_uses(name, path)] == []
+
+
 def test_the_engine_does_not_import_airflow() -> None:
     engine = ENGINE
     assert "migration_manager.plan" in engine and "migration_manager.airflow.wiring" not in engine
