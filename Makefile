@@ -10,8 +10,6 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 STAMP := $(VENV)/.installed
 
-# The engine is imported as `migration_manager` from include/, DAG files from dags/.
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 # uv's cache usually sits on another filesystem: copy instead of warning about hardlinks.
 export UV_LINK_MODE ?= copy
 
@@ -50,8 +48,11 @@ $(BIN)/python:
 $(UV): | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
 
-$(STAMP): requirements.txt | $(UV)
+# The engine (include/migration_manager) is installed in editable mode: importable in every
+# process of the venv, Airflow's included, without PYTHONPATH.
+$(STAMP): requirements.txt pyproject.toml | $(UV)
 	$(UV) pip install --python $(BIN)/python -r requirements.txt
+	$(UV) pip install --python $(BIN)/python --no-deps -e .
 	touch $@
 
 lint: venv

@@ -150,7 +150,7 @@ def build(kind: str, path: Path) -> None:
 
 def main() -> None:
     kinds = sys.argv[1:] or ["sum"]
-    env = {**os.environ, "PYTHONPATH": f"{Path(__file__).parent.parent / 'include'}"}
+    env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             path = Path(tmp) / f"{kind}.zip"

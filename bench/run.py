@@ -266,10 +266,6 @@ class Runner:
         self.logdir = Path(args.json).resolve().parent / "logs"
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPO / "include"), str(REPO)]
-            + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])
-        )
         self.env.setdefault("MM_PROGRESS_SECONDS", "3600")  # no progress lines mid-measurement
         self.idle_before = 1.0
 

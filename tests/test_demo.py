@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.airflow, pytest.mark.slow]
 def test_demo_migrates_then_changes_nothing(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     staging, prod = f"mmtest_demo_staging_{tag}", f"mmtest_demo_prod_{tag}"
-    env = {**os.environ, "MM_PG_URL": PG_URL, "PYTHONPATH": f"{REPO / 'include'}:{REPO}"}
+    env = {**os.environ, "MM_PG_URL": PG_URL}
     cmd = [sys.executable, "-m", "migration_manager.demo", "--home", str(tmp_path / "airflow"),
            "--staging-db", staging, "--prod-db", prod]  # fmt: skip
     try:

@@ -142,7 +142,6 @@ def test_dag_files_parse_without_database() -> None:
         "print(time.monotonic() - t)\n"
     )
     env = {
-        "PYTHONPATH": f"{REPO}/include:{REPO}",
         "AIRFLOW_CONN_MIGRATION_SOURCE": "postgresql://nobody@127.0.0.1:1/none",
         "AIRFLOW_CONN_MIGRATION_TARGET": "postgresql://nobody@127.0.0.1:1/none",
         "MIGRATION_STORE": "file:///nonexistent/store",

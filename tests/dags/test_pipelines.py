@@ -155,7 +155,6 @@ def test_parsing_touches_no_database(tmp_path: Path) -> None:
         "print(sorted(k for k in vars(mod) if k.startswith('sync_')))\n"
     )
     env = {
-        "PYTHONPATH": f"{REPO}/include:{REPO}",
         "MIGRATION_PIPELINES": str(_write(tmp_path, GOOD)),
         "AIRFLOW_CONN_STAGING": "postgresql://nobody@127.0.0.1:1/none",
         "AIRFLOW_CONN_PROD": "postgresql://nobody@127.0.0.1:1/none",

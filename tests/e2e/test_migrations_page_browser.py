@@ -86,7 +86,6 @@ def airflow(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> 
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",
         "AIRFLOW__API_AUTH__JWT_SECRET": "browser-test-" + "0123456789abcdef" * 4,
-        "PYTHONPATH": f"{REPO / 'include'}:{REPO}",
     }
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     log_path = ARTIFACTS / "api-server.log"
