@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": f"{REPO / 'include'}:{REPO}"}
+    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
