@@ -7,6 +7,7 @@ couples two modules)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "include"
@@ -160,3 +161,24 @@ def test_engine_modules_stay_small() -> None:
     sizes = {n: len(p.read_text().splitlines()) for n, p in ENGINE.items()}
     large = {n: lines for n, lines in sizes.items() if lines > ENGINE_MAX_LINES}
     assert large == {}
+
+
+def _concern_table() -> str:
+    readme = (ROOT.parent / "README.md").read_text()
+    start = readme.index("### Where each concern lives")
+    return readme[start : readme.index("\n## ", start)]
+
+
+def test_the_readme_names_every_module_where_it_lives() -> None:
+    """README's "Where each concern lives" table matches the tree, both ways."""
+    table = _concern_table()
+    unnamed = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "__init__.py" and f"`{path.name}`" not in table
+    )
+    assert unnamed == []
+    tree = {path.name for path in PACKAGE.rglob("*.py")}
+    package_rows = "\n".join(r for r in table.splitlines() if r.startswith("| &nbsp;"))
+    named = set(re.findall(r"`([a-z_]+\.py)`", package_rows))
+    assert sorted(named - tree) == []
