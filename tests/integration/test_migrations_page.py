@@ -137,6 +137,7 @@ def test_list_newest_first_with_filters(
         assert expected in html, expected
     failed = client.get(f"{P}/?status=failed", headers=admin).text
     assert "mig-20261126T090000Z-aaaaaa" in failed and "mig-20261126T100000Z-bbbbbb" not in failed
+    assert "at apply_table (uiSchemas)" in failed  # where the failed run stopped
     qa = client.get(f"{P}/?target=qa", headers=admin).text
     assert "mig-20261126T080000Z-cccccc" in qa and "mig-20261126T100000Z-bbbbbb" not in qa
     assert (

@@ -140,56 +140,78 @@ def log_file(root: Any, ref: RunLogRef, name: str) -> Any:
     return path
 
 
-def _run_entry(ref: RunLogRef, record: dict[str, Any]) -> dict[str, Any]:
-    target = record.get("target") or {}
-    source = record.get("source") or {}
-    mfile = record.get("migration_file") or {}
-    return {
-        "ref": ref,
-        "migration_id": record.get("migration_id"),
-        "run_id": record.get("run_id"),
-        "dag_id": record.get("dag_id"),
-        "status": record.get("status"),
-        "started_at": record.get("started_at"),
-        "seconds": record.get("seconds"),
-        "source": run_log_text.endpoint(source) if source else "-",
-        # the database named in the migration file: known whichever DAG ran the migration
-        "source_name": source.get("database") or source.get("conn_id") or "-",
-        "target": run_log_text.endpoint(target) if target else "-",
-        "target_name": target.get("conn_id") or target.get("database") or "-",
-        "file": mfile.get("name"),
-        "tables": len(record.get("tables") or []),
-        "changed_tables": sum(
-            1 for t in record.get("tables") or [] if t.get("status") not in ("unchanged", "skipped")
-        ),
-        "rows_changed": run_record.changed_rows(record),
-        "ddl": (record.get("totals") or {}).get("ddl", 0),
-        "triggered_by": record.get("triggered_by"),
-        "dry_run": bool(record.get("dry_run")),
-        "failed_step": next(
-            (s.get("name") for s in record.get("steps") or [] if s.get("status") == "failed"),
-            None,
-        ),
-    }
+@dataclass(frozen=True)
+class RunEntry:
+    """One line of the runs list, read from the run's :class:`~migration_manager.run_record.RunRecord`."""
+
+    ref: RunLogRef
+    migration_id: str | None
+    run_id: str | None
+    dag_id: str | None
+    status: str
+    started_at: str | None
+    seconds: float | None
+    source: str  # ``conn_id: user@host:port/database``, or "-"
+    source_name: str  # the database named in the migration file: known whichever DAG ran it
+    target: str
+    target_name: str
+    file: str | None
+    tables: int
+    changed_tables: int
+    rows_changed: int
+    ddl: int
+    triggered_by: str | None
+    dry_run: bool
+    failed_step: str | None  # the first failed step: its task id, and its label (a unit's tables)
+
+    @classmethod
+    def of(cls, ref: RunLogRef, record: run_record.RunRecord) -> RunEntry:
+        source, target = record.source, record.target
+        failed = next((s for s in record.steps if s.status == "failed"), None)
+        return cls(
+            ref=ref,
+            migration_id=record.migration_id,
+            run_id=record.run_id,
+            dag_id=record.dag_id,
+            status=str(record.status),
+            started_at=record.started_at,
+            seconds=record.seconds,
+            source=run_log_text.endpoint(source),
+            source_name=(source and (source.database or source.conn_id)) or "-",
+            target=run_log_text.endpoint(target),
+            target_name=(target and (target.conn_id or target.database)) or "-",
+            file=record.migration_file.name if record.migration_file else None,
+            tables=len(record.tables),
+            changed_tables=sum(
+                1 for t in record.tables if t.status not in ("unchanged", "skipped")
+            ),
+            rows_changed=record.totals.changed,
+            ddl=record.totals.ddl,
+            triggered_by=record.triggered_by,
+            dry_run=record.dry_run,
+            failed_step=_step_name(failed) if failed else None,
+        )
 
 
-_ENTRIES: dict[str, tuple[float, dict[str, Any]]] = {}  # record path -> (mtime, list entry)
+def _step_name(step: run_record.StepRecord) -> str:
+    return f"{step.task_id} ({step.label})" if step.label else step.task_id
 
 
-def _entry(ref: RunLogRef, path: Any) -> dict[str, Any]:
+_ENTRIES: dict[str, tuple[float, RunEntry]] = {}  # record path -> (mtime, list entry)
+
+
+def _entry(ref: RunLogRef, path: Any) -> RunEntry:
     """A run's list entry, parsed again only when its record changed (records can be large)."""
     key, mtime = str(path), _mtime(path)
     cached = _ENTRIES.get(key)
     if cached is not None and cached[0] == mtime and mtime:
         return cached[1]
-    entry = _run_entry(ref, run_record.load_record(path.read_text()))
+    entry = RunEntry.of(ref, run_record.read_record(path.read_text()))
     _ENTRIES[key] = (mtime, entry)
     return entry
 
 
-def list_runs(
-    root: Any, *, target: str | None = None, status: str | None = None
-) -> list[dict[str, Any]]:
+def list_runs(root: Any, *, target: str | None = None, status: str | None = None) -> list[RunEntry]:
     """Every run with a log, newest first; optionally only one target (connection id) or status."""
     entries = []
     for mfolder in _children(root / layout.LOGS):
@@ -200,15 +222,15 @@ def list_runs(
             except (NotFound, ValueError, OSError):
                 continue
     if target:
-        entries = [e for e in entries if target in (e["target_name"], e["target"])]
+        entries = [e for e in entries if target in (e.target_name, e.target)]
     if status:
-        entries = [e for e in entries if e["status"] == status]
-    entries.sort(key=lambda e: (e["started_at"] or "", e["run_id"] or ""), reverse=True)
+        entries = [e for e in entries if e.status == status]
+    entries.sort(key=lambda e: (e.started_at or "", e.run_id or ""), reverse=True)
     return entries
 
 
 def targets(root: Any) -> list[str]:
-    return sorted({e["target_name"] for e in list_runs(root) if e["target_name"] != "-"})
+    return sorted({e.target_name for e in list_runs(root) if e.target_name != "-"})
 
 
 # --- migration files -------------------------------------------------------------------------
