@@ -185,6 +185,18 @@ def timed_run(airflow: Airflow, conf: dict[str, Any], label: str) -> dict[str, A
     }
 
 
+def settings_env(settings: list[str], pool_slots: int | None) -> dict[str, str]:
+    """``--set section.key=value`` and ``--pool-slots`` as the environment of bin/airflow-local."""
+    env: dict[str, str] = {}
+    for item in settings:
+        key, _, value = item.partition("=")
+        section, _, option = key.partition(".")
+        env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = value
+    if pool_slots:
+        env["MM_POOL_SLOTS"] = str(pool_slots)
+    return env
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pool-slots", type=int, default=None, help="slots of migration_units")
@@ -207,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         help="an Airflow setting for this run, e.g. scheduler.scheduler_idle_sleep_time=0.2",
     )
     args = parser.parse_args(argv)
-    env: dict[str, str] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, option = key.partition(".")
-        env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = value
-    if args.pool_slots:
-        env["MM_POOL_SLOTS"] = str(args.pool_slots)
+    env = settings_env(args.set, args.pool_slots)
     prod_key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
     conf = {
         "source_conn_id": "bench_staging",

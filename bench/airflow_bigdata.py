@@ -191,13 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--runs takes {', '.join(RUNS)}; --scale > 0")
     if args.baseline_repeat < 1:
         parser.error("--baseline-repeat >= 1")
-    env: dict[str, str] = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, option = key.partition(".")
-        env[f"AIRFLOW__{section.upper()}__{option.upper()}"] = value
-    if args.pool_slots:
-        env["MM_POOL_SLOTS"] = str(args.pool_slots)
+    env = bench_airflow.settings_env(args.set, args.pool_slots)
 
     cluster = bench_run.Cluster(os.environ.get("MM_PG_URL") or bench_run.DEFAULT_URL)
     workdir = Path(tempfile.mkdtemp(prefix="mm-bench-bigdata-"))
