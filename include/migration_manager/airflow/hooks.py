@@ -56,7 +56,7 @@ class MigrationDatabaseHook(PostgresHook):
 
     @cached_property
     def dsn(self) -> str:
-        """The database as a libpq URL (password included: never log it; ``pg.redact`` does)."""
+        """The database as a libpq URL (password included: never log it; ``redaction.redact`` removes it from text)."""
         conn = self.connection
         _mask(conn.password)
         user = quote(conn.login or "", safe="")
