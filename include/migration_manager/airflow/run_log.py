@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from airflow.sdk import BaseHook, ObjectStoragePath
 
+from migration_manager.airflow import task_ids as ids
 from migration_manager.airflow.signing import task_trust
 from migration_manager.airflow.store import as_local, migration_file_path, store_root
 from migration_manager.errors import ConfigError
@@ -49,29 +50,29 @@ UNKNOWN_MIGRATION = "no-migration-file"
 _ERROR_CHARS = 4000
 # which task of the DAGs is which kind of step (whose return value the record summarises)
 STEP_KINDS: dict[str, StepKind] = {
-    "create_migration_file": StepKind.CREATE_FILE,
-    "env_check": StepKind.ENV_CHECK,
-    "plan": StepKind.PLAN,
-    "env_values": StepKind.ENV_VALUES,
-    "plugin_check": StepKind.PLUGIN_CHECK,
-    "destructive_check": StepKind.DESTRUCTIVE_CHECK,
-    "backup": StepKind.BACKUP,
-    "env_write": StepKind.ENV_WRITE,
-    "apply_table": StepKind.APPLY_UNIT,
-    "rollback": StepKind.ROLLBACK,
-    "restore": StepKind.RESTORE,
-    "app_restart": StepKind.APP_RESTART,
+    ids.CREATE: StepKind.CREATE_FILE,
+    ids.ENV_CHECK: StepKind.ENV_CHECK,
+    ids.PLAN: StepKind.PLAN,
+    ids.ENV_VALUES: StepKind.ENV_VALUES,
+    ids.PLUGIN_CHECK: StepKind.PLUGIN_CHECK,
+    ids.DESTRUCTIVE_CHECK: StepKind.DESTRUCTIVE_CHECK,
+    ids.BACKUP: StepKind.BACKUP,
+    ids.ENV_WRITE: StepKind.ENV_WRITE,
+    ids.APPLY_TABLE: StepKind.APPLY_UNIT,
+    ids.ROLLBACK: StepKind.ROLLBACK,
+    ids.RESTORE: StepKind.RESTORE,
+    ids.APP_RESTART: StepKind.APP_RESTART,
 }
 # the tasks that check before anything is written (their outcomes are the record's checks)
 CHECK_TASKS = (
-    "env_check",
-    "env_values",
-    "plugin_check",
-    "destructive_check",
-    "env_write",
-    "app_restart",
+    ids.ENV_CHECK,
+    ids.ENV_VALUES,
+    ids.PLUGIN_CHECK,
+    ids.DESTRUCTIVE_CHECK,
+    ids.ENV_WRITE,
+    ids.APP_RESTART,
 )
-APPLY_TASK = "apply_table"
+APPLY_TASK = ids.APPLY_TABLE
 # Airflow task states that mean "did not succeed" (a skipped step is not a failure)
 FAILED_STATES = frozenset({"failed", "upstream_failed"})
 
@@ -205,14 +206,14 @@ def gather_steps(
     for task_id in (task_ids & set(STEP_KINDS) & _succeeded(states)) - {APPLY_TASK}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
     if report:
-        outcomes[("plan", -1)] = report  # units and the differences found
+        outcomes[(ids.PLAN, -1)] = report  # units and the differences found
     rollback = (
-        ti.xcom_pull(task_ids="rollback", key="rollback")
-        if "rollback" in _succeeded(states)
+        ti.xcom_pull(task_ids=ids.ROLLBACK, key=ids.ROLLBACK_KEY)
+        if ids.ROLLBACK in _succeeded(states)
         else None
     )
     if rollback:
-        outcomes[("rollback", -1)] = rollback
+        outcomes[(ids.ROLLBACK, -1)] = rollback
 
     now = utc_iso(datetime.now(UTC))
     steps = []
@@ -278,8 +279,8 @@ def describe_connection(conn_id: str | None) -> Endpoint | None:
 def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
     ti = context["ti"]
     ref = (report or {}).get("migration_file")
-    if not ref and "create_migration_file" in context["dag"].task_ids:
-        ref = ti.xcom_pull(task_ids="create_migration_file")
+    if not ref and ids.CREATE in context["dag"].task_ids:
+        ref = ti.xcom_pull(task_ids=ids.CREATE)
     if not ref:
         ref = (context.get("params") or {}).get("migration_file")
     return str(ref) if ref else None
@@ -337,8 +338,8 @@ def write_run_log(
         context, report=report, results=results, final_status=final_status, states=states
     )
     backup = (summary or {}).get("backup")
-    if backup is None and "backup" in succeeded:
-        backup = ti.xcom_pull(task_ids="backup")
+    if backup is None and ids.BACKUP in succeeded:
+        backup = ti.xcom_pull(task_ids=ids.BACKUP)
     rollback = (summary or {}).get("rollback")
     run_type = getattr(dag_run, "run_type", None)
     record = build_record(
