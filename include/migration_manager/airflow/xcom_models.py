@@ -16,14 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from migration_manager.airflow.common import Json
 from migration_manager.destructive import DestructivePlan
 from migration_manager.execute import TableResult, UnitResult
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit
 from migration_manager.prod_edits import Changed
 
-# XCom's JSON-able form of a model
-Json = dict[str, Any]
 # a table's manifest entry, and a fingerprint, as XCom carries them
 Entry = Mapping[str, Any]
 FingerprintJson = Mapping[str, Any]
