@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -150,14 +149,12 @@ def build(kind: str, path: Path) -> None:
 
 def main() -> None:
     kinds = sys.argv[1:] or ["sum"]
-    env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in kinds:
             path = Path(tmp) / f"{kind}.zip"
             build(kind, path)
             done = subprocess.run(
                 [sys.executable, "-c", CHILD, str(path)],
-                env=env,
                 capture_output=True,
                 text=True,
                 check=False,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,10 +11,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,
