@@ -134,17 +134,21 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     )
 
 
-def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
+def test_a_dry_run_of_the_nocobase_sync_asks_nothing_commits_nothing_and_counts_the_real_run(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Prod lacks two env variables and a plugin, and the plan is destructive: a real manual run
-    would ask three questions; a dry run reports them and goes through, prod untouched."""
+    would ask three questions; a dry run reports them and goes through, prod untouched. The
+    real sync that follows (questions answered up front) does exactly what the dry run said."""
     from tests.airflowtools import xcom
-    from tests.pgtools import rows
+    from tests.pgtools import FIXTURES, rows
 
     staging, prod = nocobase_pair
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
-    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod))
+    prod_key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod, {"APP_AES_SECRET_KEY": prod_key})
+    )
     tables = [
         r[0] for r in rows(prod, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     ]
@@ -162,6 +166,21 @@ def test_a_dry_run_of_the_nocobase_sync_asks_nothing_and_commits_nothing(
     assert record["dry_run"] is True
     ui = next(t for t in record["tables"] if t["table"] == "uiSchemas")
     assert ui["deleted"] == 63 and ui["inserted"] > 0  # what the real run would do
+
+    answers = {
+        "env_values": {"HELPDESK_URL": "https://helpdesk.prod.invalid", "HELPDESK_KEY": "k"},
+        "on_missing_plugins": "continue",
+        "on_destructive": "continue",
+    }
+    real = run_dag("migration_sync", answers)
+
+    assert str(real.state) == "success", task_states(real)
+    real_record, _ = _log(real)
+    assert real_record["dry_run"] is False
+    dry_tables, real_tables = _tables(record), _tables(real_record)
+    assert len(real_tables) > 30  # the fixture's first sync has work in dozens of tables
+    assert dry_tables == real_tables
+    assert table_text(prod, "uiSchemas") == table_text(staging, "uiSchemas")
 
 
 def test_a_dry_run_takes_the_target_lock_only_for_each_unit_s_transaction(
