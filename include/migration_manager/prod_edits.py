@@ -17,7 +17,7 @@ source's columns does not make every table look edited in prod.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from psycopg import sql
 
 from migration_manager import pg
 from migration_manager.config import OVERWRITE, UPSERT
-from migration_manager.fingerprint import RowFingerprint, max_bytes, row_fingerprint
+from migration_manager.fingerprint import METHOD, RowFingerprint, max_bytes, row_fingerprint
 from migration_manager.store_layout import safe_key
 
 FORMAT = 1
@@ -149,6 +149,63 @@ def fingerprints_of(
         except TooLarge:
             continue
     return out
+
+
+# the table as a binary COPY into it left it, column by column: name, type, whether each value
+# prints as the same text on any server (under pg.stable_text_output) as on the source: not
+# money (lc_monetary), the reg* types (names looked up in this database), composites, ranges
+_COPIED_TABLE = """
+SELECT c.relkind = 'r' AND NOT c.relrowsecurity AND NOT c.relhassubclass
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger g WHERE g.tgrelid = c.oid AND NOT g.tgisinternal)
+       AND pg_relation_size(c.oid) <= %(limit)s,
+       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'),
+       coalesce((SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum)
+                 FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), '{}'),
+       coalesce((SELECT bool_and(e.typtype IN ('b', 'e') AND NOT (
+                     e.typnamespace = 'pg_catalog'::regnamespace
+                     AND (e.typname = 'money' OR e.typname LIKE 'reg%%')))
+                 FROM pg_attribute a
+                 JOIN pg_type t ON t.oid = a.atttypid
+                 JOIN pg_type b ON b.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                 JOIN pg_type e ON e.oid = CASE WHEN b.typcategory = 'A' THEN b.typelem ELSE b.oid END
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped), false)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = %(table)s
+"""
+
+
+def copied_fingerprint(
+    cur: psycopg.Cursor[Any],
+    schema: str,
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    source: Mapping[str, Any] | None,
+    loaded: int,
+) -> RowFingerprint | None:
+    """The fingerprint :func:`current_fingerprint` would take, without scanning: the source's.
+
+    For a table that a binary COPY of the migration file's data (``columns``: each data
+    column's name and the source's type text) filled while it was empty, and that no other
+    session could write meanwhile (the caller knows). Its rows are then the source's rows, as
+    the same bytes: when its columns are exactly the file's (names, order, types), each value
+    prints as on the source, no trigger changed a row and ``loaded`` is the source's count, the
+    source's fingerprint (``source``, taken by ``create`` over those columns in the file's
+    snapshot) is what a scan would compute. None when any of this is not shown: scan then.
+    A table larger than ``MM_FINGERPRINT_MAX_BYTES`` gets none either way (omitted, as
+    :func:`fingerprints_of` omits it).
+    """
+    if not source or source.get("method") != METHOD or int(source.get("rows", -1)) != loaded:
+        return None
+    row = cur.execute(
+        _COPIED_TABLE, {"schema": schema, "table": table, "limit": max_bytes()}
+    ).fetchone()
+    if row is None or not row[0] or not row[3]:
+        return None
+    if list(zip(row[1], row[2], strict=True)) != [tuple(c) for c in columns]:
+        return None
+    return RowFingerprint(rows=loaded, sum0=str(source["sum0"]), sum1=str(source["sum1"]))
 
 
 def lock_for_check(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:

@@ -108,8 +108,9 @@ class PlannedUnit:
 
     unit: Unit
     migration_file: str | None = None  # absent in units planned before it was passed along
-    # the unit's tables' manifest entries (rule, structure, data member, columns); None: absent
-    # in units planned before they were passed along (read from the file then)
+    # the unit's tables' manifest entries (rule, structure, data member, columns, the source's
+    # fingerprint without its row hashes); None: absent in units planned before they were
+    # passed along (read from the file then)
     entries: Mapping[str, Entry] | None = None
     checked: frozenset[str] = frozenset()  # tables the plan found structurally equal
     # the drift guard: the unit's tables' fingerprints as the plan saw them (None: absent)

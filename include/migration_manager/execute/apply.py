@@ -26,6 +26,7 @@ from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit
 from migration_manager.prod_edits import (
     TooLarge,
+    copied_fingerprint,
     current_fingerprint,
     fingerprints_of,
     lock_for_check,
@@ -34,10 +35,12 @@ from migration_manager.schema import (
     StatementRecorder,
     TableStructure,
     apply_diff,
+    defer_keys,
     diff_table,
     ensure_sequences,
     ensure_types,
     own_sequences,
+    run_ops,
 )
 
 log = logging.getLogger(__name__)
@@ -53,16 +56,23 @@ def _lock_timeout() -> str:
 
 
 def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]:
-    """What ``apply_unit`` needs of the manifest for ``unit``: its tables' entries (no fingerprint).
+    """What ``apply_unit`` needs of the manifest for ``unit``: its tables' entries.
 
-    Small enough for XCom: a mapped task then needs no manifest of its own.
+    Small enough for XCom: a mapped task then needs no manifest of its own. A fingerprint keeps
+    its count and sums (what :func:`copied_fingerprint` records), not its list of row hashes.
     """
     entries = manifest_entries(reader)
-    return {
-        t: {k: v for k, v in entries[t].items() if k != "fingerprint"}
-        for t in unit.tables
-        if t in entries
-    }
+    out: dict[str, dict[str, Any]] = {}
+    for t in unit.tables:
+        if t not in entries:
+            continue
+        entry = {k: v for k, v in entries[t].items() if k != "fingerprint"}
+        if entries[t].get("fingerprint"):
+            entry["fingerprint"] = {
+                k: v for k, v in entries[t]["fingerprint"].items() if k != "listed"
+            }
+        out[t] = entry
+    return out
 
 
 def apply_unit(
@@ -104,6 +114,10 @@ def apply_unit(
     counts = {t: row_writes.Counts() for t in unit.tables}
     seconds = dict.fromkeys(unit.tables, 0.0)
     current = unit.tables[0]
+    # a new table loaded by COPY gets its keys and indexes after its rows (then its foreign keys)
+    keys_later: dict[str, list[Any]] = {}
+    foreign_later: dict[str, list[Any]] = {}
+    created: set[str] = set()
     try:
         with pg.sa_connection(target_dsn) as conn:
             raw = conn.connection.driver_connection
@@ -118,6 +132,10 @@ def apply_unit(
                         current = name
                         if name in expected:
                             _check_drift(guard, unit, structures[name], expected[name])
+            with raw.cursor() as probe:
+                deferred = _keys_after_load(
+                    unit, structures, rule_of, _new_tables(probe, structures)
+                )
             # 1. structure, referenced tables first
             for name in unit.tables:
                 current = name
@@ -147,6 +165,10 @@ def apply_unit(
                 ensure_types(conn, structure, execute)
                 ensure_sequences(conn, structure, execute)
                 diff = diff_table(conn, structure, allow_drop=allow_drop)
+                if diff.creates_table:
+                    created.add(name)
+                    if name in deferred:
+                        keys_later[name], foreign_later[name] = defer_keys(diff)
                 with StatementRecorder(conn) as recorder:
                     apply_diff(conn, diff)
                 ddl[name].extend(recorder.statements)
@@ -223,7 +245,6 @@ def apply_unit(
                     assert reader is not None
                     with reader.data(entries[name]["data"]["member"]) as stream:
                         c.inserted += row_writes.copy_in(cur, c, t.ident, t, stream, f"load {name}")
-                    row_writes.sample_table_keys(cur, c, t, "inserted")
                 elif rule == OVERWRITE and not t.key:
                     if name in replace:
                         c.inserted += row_writes.insert_all(cur, c, t, staged[name])
@@ -243,6 +264,19 @@ def apply_unit(
                     row_writes.upsert(cur, c, t, staged[name], update=False, total=t.rows)
                 seconds[name] += time.monotonic() - t0
 
+            # the new tables' keys, unique constraints and indexes, then their foreign keys
+            for later in (keys_later, foreign_later):
+                for name in unit.tables:
+                    if later.get(name):
+                        current = name
+                        t0 = time.monotonic()
+                        with StatementRecorder(conn) as recorder:
+                            run_ops(conn, later[name])
+                        ddl[name].extend(recorder.statements)
+                        seconds[name] += time.monotonic() - t0
+            for name in direct:  # rows copied into an empty table are all new
+                row_writes.sample_table_keys(cur, counts[name], targets[name], "inserted")
+
             # 3. sequences past the largest id
             for name in unit.tables:
                 current = name
@@ -253,8 +287,14 @@ def apply_unit(
                 raw.rollback()  # a preview: the same work as a run, then undone
             else:
                 # the fingerprints as this unit leaves its tables (recorded after the run)
-                left = fingerprints_of(
-                    cur, [(structures[t].schema or "public", t) for t in data_tables]
+                left = _fingerprints_left(
+                    cur,
+                    data_tables,
+                    structures,
+                    entries,
+                    counts,
+                    direct,
+                    created | set(expected or ()),
                 )
                 raw.commit()
     except MigrationError as exc:
@@ -315,6 +355,90 @@ def apply_unit(
             r.seconds,
         )
     return result
+
+
+def _new_tables(cur: psycopg.Cursor[Any], structures: Mapping[str, TableStructure]) -> set[str]:
+    """The unit's tables the target lacks (they will be created in the unit)."""
+    names = list(structures)
+    found = cur.execute(
+        "SELECT t.name FROM unnest(%s::text[], %s::text[]) AS t(schema, name) "
+        "WHERE to_regclass(format('%%I.%%I', t.schema, t.name)) IS NULL",
+        (
+            [structures[n].schema or "public" for n in names],
+            [structures[n].name for n in names],
+        ),
+    ).fetchall()
+    return {str(r[0]) for r in found}
+
+
+def _keys_after_load(
+    unit: Unit,
+    structures: Mapping[str, TableStructure],
+    rule_of: Mapping[str, str],
+    new: set[str],
+) -> set[str]:
+    """New tables whose keys, indexes and foreign keys can be built after their COPY load.
+
+    Tables created and loaded whole (``overwrite``, so into the empty new table by COPY): their
+    rows need no index while they load. Not a table another table of the unit refers to and
+    that keeps building its keys first (its foreign key needs the referred key), nor one
+    whose foreign key refers to a table later in the unit (a cycle: ``schema.sql`` lists each
+    table's statements together, so it must still run table by table).
+    """
+    order = {t: i for i, t in enumerate(unit.tables)}
+    chosen = {t for t in unit.tables if t in new and rule_of[t] == OVERWRITE}
+    changed = True
+    while changed:
+        changed = False
+        for t in unit.tables:
+            for fk in structures[t].foreign_keys:
+                ref = fk["referred_table"]
+                if ref == t or ref not in order:
+                    continue
+                if t in chosen and order[ref] > order[t]:
+                    chosen.discard(t)
+                    changed = True
+                if t not in chosen and ref in chosen:
+                    chosen.discard(ref)
+                    changed = True
+    return chosen
+
+
+def _fingerprints_left(
+    cur: psycopg.Cursor[Any],
+    data_tables: list[str],
+    structures: Mapping[str, TableStructure],
+    entries: Mapping[str, Mapping[str, Any]],
+    counts: Mapping[str, row_writes.Counts],
+    direct: Collection[str],
+    alone: Collection[str],
+) -> dict[str, RowFingerprint | None]:
+    """The fingerprints of the unit's tables as it leaves them, in its transaction.
+
+    A table loaded by COPY into its empty self, which no other session could write meanwhile
+    (created in the unit, or locked by the drift guard: ``alone``), holds the file's rows: it
+    gets the source's fingerprint from the file when :func:`copied_fingerprint` can show the
+    scan would give the same; every other table is scanned.
+    """
+    left: dict[str, RowFingerprint | None] = {}
+    for name in data_tables:
+        schema = structures[name].schema or "public"
+        known = None
+        if name in direct and name in alone:
+            columns = entries[name]["data"]["columns"]
+            known = copied_fingerprint(
+                cur,
+                schema,
+                name,
+                [(c, structures[name].column(c).type) for c in columns],
+                entries[name].get("fingerprint"),
+                counts[name].inserted,
+            )
+        if known is not None:
+            left[name] = known
+        else:
+            left.update(fingerprints_of(cur, [(schema, name)]))
+    return left
 
 
 def _check_drift(

@@ -24,7 +24,7 @@ from migration_manager.schema.catalog import (
     reflect_tables,
 )
 from migration_manager.schema.comparators import setup_alembic
-from migration_manager.schema.compare import SchemaChange, SchemaDiff, diff_table
+from migration_manager.schema.compare import SchemaChange, SchemaDiff, defer_keys, diff_table
 from migration_manager.schema.ddl import (
     StatementRecorder,
     apply_diff,
@@ -32,6 +32,7 @@ from migration_manager.schema.ddl import (
     ensure_sequences,
     ensure_types,
     own_sequences,
+    run_ops,
 )
 from migration_manager.schema.sqltext import RawType, type_from_text, type_text
 from migration_manager.schema.structure import (
@@ -52,6 +53,7 @@ __all__ = [
     "TypeStructure",
     "apply_diff",
     "create_sequence_sql",
+    "defer_keys",
     "diff_table",
     "ensure_sequences",
     "ensure_types",
@@ -60,6 +62,7 @@ __all__ = [
     "list_tables",
     "own_sequences",
     "reflect_tables",
+    "run_ops",
     "setup_alembic",
     "type_from_text",
     "type_text",

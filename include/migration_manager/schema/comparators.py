@@ -146,6 +146,11 @@ def _add_foreign_key_op_class() -> Callable[
     return AddForeignKeyOp
 
 
+def add_foreign_key_op(constraint: sa.ForeignKeyConstraint) -> alembic_ops.CreateForeignKeyOp:
+    """Alembic's op adding exactly ``constraint`` (names with dots stay names)."""
+    return _add_foreign_key_op_class()(constraint)
+
+
 def _fk_options(options: Any) -> tuple[Any, ...]:
     return tuple(
         (options.get(k) or None) for k in ("onupdate", "ondelete", "deferrable", "initially")

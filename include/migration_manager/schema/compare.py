@@ -17,6 +17,7 @@ from psycopg import sql
 from migration_manager.schema.catalog import column_facts
 from migration_manager.schema.comparators import (
     PLUGIN,
+    add_foreign_key_op,
     compare_default,
     compare_type,
     setup_alembic,
@@ -223,3 +224,64 @@ def diff_table(
         diff.ops.append(op)
         diff.changes.append(change)
     return diff
+
+
+def defer_keys(
+    diff: SchemaDiff,
+) -> tuple[list[alembic_ops.MigrateOperation], list[alembic_ops.MigrateOperation]]:
+    """Split a new table's creation as ``pg_restore`` orders it, for a load in between.
+
+    ``diff.ops`` keeps the table without its primary key, unique constraints and foreign keys
+    (columns, NOT NULL, defaults, CHECK constraints and comments stay); returned are the
+    operations to run after the rows are loaded: the keys, unique constraints and indexes
+    (Alembic's own ``CreateIndexOp``\\ s), then the foreign keys. Still Alembic's operations:
+    its ``CreateTableOp`` without those constraints and an ``AddConstraintOp`` for each.
+    """
+    from alembic.operations import ops as alembic_ops
+
+    keys: list[alembic_ops.MigrateOperation] = []
+    foreign: list[alembic_ops.MigrateOperation] = []
+    now: list[alembic_ops.MigrateOperation] = []
+    for op in diff.ops:
+        if isinstance(op, alembic_ops.CreateIndexOp):
+            keys.append(op)
+            continue
+        if not isinstance(op, alembic_ops.CreateTableOp):
+            now.append(op)
+            continue
+        kept: list[Any] = []
+        # a table's constraints are a set: in a stable order (the key, then by name)
+        for item in sorted(op.columns, key=_constraint_order):
+            if isinstance(item, (sa.PrimaryKeyConstraint, sa.UniqueConstraint)) and item.columns:
+                keys.append(alembic_ops.AddConstraintOp.from_constraint(item))
+            elif isinstance(item, sa.ForeignKeyConstraint):
+                foreign.append(add_foreign_key_op(item))
+            elif isinstance(item, sa.Column):
+                column = item._copy()
+                column.primary_key = False  # else the table is created with its key again
+                kept.append(column)
+            else:
+                kept.append(item)
+        now.append(
+            alembic_ops.CreateTableOp(
+                op.table_name,
+                kept,
+                schema=op.schema,
+                _namespace_metadata=op._namespace_metadata,
+                _constraints_included=op._constraints_included,
+                comment=op.comment,
+                info=op.info,
+                prefixes=op.prefixes,
+                **op.kw,
+            )
+        )
+    diff.ops = now
+    return keys, foreign
+
+
+def _constraint_order(item: Any) -> tuple[int, str]:
+    if isinstance(item, sa.Column):
+        return (0, "")  # columns keep their order (the sort is stable)
+    if isinstance(item, sa.PrimaryKeyConstraint):
+        return (1, "")
+    return (2, str(item.name or ""))

@@ -7,8 +7,8 @@ needs first are written here with ``psycopg.sql``, names quoted as SQLAlchemy qu
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import sqlalchemy as sa
@@ -21,6 +21,9 @@ from migration_manager.schema.comparators import setup_alembic
 from migration_manager.schema.compare import SchemaDiff
 from migration_manager.schema.sqltext import DIALECT, ddl_name
 from migration_manager.schema.structure import SequenceStructure, TableStructure
+
+if TYPE_CHECKING:
+    from alembic.operations.ops import MigrateOperation
 
 log = logging.getLogger(__name__)
 
@@ -52,14 +55,19 @@ class StatementRecorder:
 
 
 def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:
-    """Run Alembic's operations; each statement alone (:func:`pg.single_statements`)."""
+    """Run the diff's Alembic operations; each statement alone (:func:`pg.single_statements`)."""
+    run_ops(conn, diff.ops)
+
+
+def run_ops(conn: sa.Connection, ops: Iterable[MigrateOperation]) -> None:
+    """Run Alembic operations in order; each statement alone (:func:`pg.single_statements`)."""
     from alembic.operations import Operations
     from alembic.runtime.migration import MigrationContext
 
     setup_alembic()
     operations = Operations(MigrationContext.configure(connection=conn))
     with pg.single_statements(conn):
-        for op in diff.ops:
+        for op in ops:
             operations.invoke(op)
 
 
