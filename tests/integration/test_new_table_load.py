@@ -29,7 +29,7 @@ from migration_manager.fingerprint import RowFingerprint
 from migration_manager.prod_edits import current_fingerprint
 from migration_manager.schema import StatementRecorder
 from tests.pgtools import make_file, migrate, sql
-from tests.schematools import assert_same
+from tests.schematools import assert_same, schema_dump
 
 pytestmark = pytest.mark.postgres
 
@@ -90,7 +90,11 @@ def _kind(stmt: str) -> str:
 
 
 def test_new_tables_get_keys_after_the_load_and_the_sources_structure(
-    source: str, target: str, tmp_path: Path, events: list[tuple[str, str]]
+    source: str,
+    target: str,
+    new_db: Callable[[], str],
+    tmp_path: Path,
+    events: list[tuple[str, str]],
 ) -> None:
     sql(source, LINKED)
     results = migrate(source, target, tmp_path / "m.zip", create=OVERWRITE_ALL)
@@ -130,6 +134,14 @@ def test_new_tables_get_keys_after_the_load_and_the_sources_structure(
     for r in (parent, child):
         mine = [s for s in ran if s in r.ddl]
         assert mine == [s for s in r.ddl if s in ran]
+
+    # the statements as schema.sql lists them (by table, referenced first) run on an empty
+    # database and give the same structure
+    replay = new_db()
+    with psycopg.connect(replay, autocommit=True) as conn:
+        for stmt in parent.ddl + child.ddl:
+            conn.execute(stmt.encode())
+    assert schema_dump(replay) == schema_dump(source)
 
     # the foreign keys hold: a child row whose parent is missing is refused
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
