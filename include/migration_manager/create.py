@@ -148,6 +148,7 @@ def create_migration(
             references = _References(prof.env_reference)
             database = conn.exec_driver_sql("SELECT current_database()").scalar()
             version = conn.exec_driver_sql("SHOW server_version").scalar()
+            encoding = conn.exec_driver_sql("SHOW server_encoding").scalar()
             driver = conn.connection.driver_connection
             assert driver is not None
             # the server's own identity: lets the executing side refuse its own source database
@@ -221,6 +222,7 @@ def create_migration(
         "source": {
             "database": database,
             "server_version": version,
+            "server_encoding": encoding,  # the bytes the row fingerprints were taken over
             "app_version": app_version,
             "app_settings": prof.settings(env),
             "schema": scope.schema,

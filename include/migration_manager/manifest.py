@@ -78,6 +78,7 @@ class SourceIdentity(_Model):
 class Source(_Model):
     database: str | None
     server_version: str | None
+    server_encoding: str | None = None  # files of versions before it have none
     app_version: str | None
     app_settings: dict[str, str]
     schema_: Identifier = Field(alias="schema")

@@ -192,11 +192,18 @@ def copied_fingerprint(
     the same bytes: when its columns are exactly the file's (names, order, types), each value
     prints as on the source, no trigger changed a row and ``loaded`` is the source's count, the
     source's fingerprint (``source``, taken by ``create`` over those columns in the file's
-    snapshot) is what a scan would compute. None when any of this is not shown: scan then.
+    snapshot, in the server encoding ``source["encoding"]``, which must be the target's: the sums
+    hash the row text's bytes) is what a scan would compute. None when any of this is not shown:
+    scan then.
     A table larger than ``MM_FINGERPRINT_MAX_BYTES`` gets none either way (omitted, as
     :func:`fingerprints_of` omits it).
     """
     if not source or source.get("method") != METHOD or int(source.get("rows", -1)) != loaded:
+        return None
+    # the sums hash the row text's bytes: the same only in the same server encoding (a file
+    # that does not say which, from before it recorded it, is scanned)
+    encoding = cur.execute("SHOW server_encoding").fetchone()
+    if not source.get("encoding") or encoding is None or source["encoding"] != encoding[0]:
         return None
     row = cur.execute(
         _COPIED_TABLE, {"schema": schema, "table": table, "limit": max_bytes()}

@@ -12,6 +12,7 @@ Real PostgreSQL, the engine's own create and apply paths.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,36 @@ def test_other_loads_still_scan(
         with open_archive(path) as reader:
             entry = next(e for e in reader.manifest["tables"] if e["name"] == "items")
         assert left["items"] != RowFingerprint.from_dict(entry["fingerprint"])
+
+
+@pytest.mark.parametrize("encoding", ["MULE_INTERNAL", None])
+def test_a_fingerprint_taken_in_another_or_an_unknown_encoding_is_not_reused(
+    source: str,
+    target: str,
+    tmp_path: Path,
+    scanned: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    encoding: str | None,
+) -> None:
+    """The sums hash the row text's bytes: a source in another server encoding (or a file from
+    before it recorded its encoding) gets its table scanned, never the file's fingerprint."""
+    sql(source, ITEMS)
+    path = tmp_path / "m.zip"
+    make_file(source, path, **OVERWRITE_ALL)
+    with open_archive(path) as reader:
+        recorded = reader.manifest["source"]["server_encoding"]
+    with psycopg.connect(source) as conn:
+        assert recorded == conn.execute("SHOW server_encoding").fetchone()[0]  # type: ignore[index]
+    real = apply_module.unit_entries
+
+    def other_encoding(reader: Any, unit: Any) -> Any:
+        entries = real(reader, unit)
+        for entry in entries.values():
+            if entry.get("fingerprint"):
+                entry["fingerprint"]["encoding"] = encoding
+        return entries
+
+    monkeypatch.setattr(sys.modules[__name__], "unit_entries", other_encoding)
+    left, fresh = _apply_all(path, target, scanned)
+    assert left["items"] == fresh["items"]
+    assert "items" in scanned

@@ -62,6 +62,8 @@ def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]
     its count and sums (what :func:`copied_fingerprint` records), not its list of row hashes.
     """
     entries = manifest_entries(reader)
+    # the server encoding the source's fingerprints were taken in (hashes of the row text's bytes)
+    encoding = (reader.manifest.get("source") or {}).get("server_encoding")
     out: dict[str, dict[str, Any]] = {}
     for t in unit.tables:
         if t not in entries:
@@ -70,7 +72,7 @@ def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]
         if entries[t].get("fingerprint"):
             entry["fingerprint"] = {
                 k: v for k, v in entries[t]["fingerprint"].items() if k != "listed"
-            }
+            } | {"encoding": encoding}
         out[t] = entry
     return out
 
