@@ -175,10 +175,16 @@ def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.Monk
     assert steps["apply_table[good (overwrite)]"]["status"] == "success"
     assert steps["create_migration_file"]["status"] == "success"
     assert steps["collect_logs"]["status"] == "failed"
+    # skipped by the scheduler on plugin_check's word (no task process): the log says why
+    assert steps["backup"]["status"] == "skipped" and steps["backup"]["start"] is None
+    assert steps["backup"]["note"].startswith("skip_backup is set: no backup is taken")
+    assert steps["env_write"]["status"] == "skipped"
+    assert steps["env_write"]["note"] == "No environment variables to write"
     assert record["source"]["conn_id"] == "migration_source"
     assert any('column "extra"' in e for e in record["errors"])
     text = (_log_folder(dag_run) / "migration.log").read_text()
     assert "! apply_table[bad (overwrite)]: " in text and "FAILED" in text.splitlines()[0]
+    assert "skip_backup is set: no backup is taken" in text
 
 
 def test_run_stopped_by_the_checks_is_logged(
