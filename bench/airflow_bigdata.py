@@ -1,7 +1,7 @@
 """Large data under the real scheduler: a full sync of the ``make bench`` data vs the psql pipe.
 
     make bench-airflow-bigdata   # BENCH_AIRFLOW_BIGDATA_ARGS="--scale 0.05" for a quick run
-    python bench/airflow_bigdata.py [--scale 1.0] [--runs no-backup,backup] [--baseline-repeat 2]
+    python bench/airflow_bigdata.py [--scale 1.0] [--runs no-backup,backup,floor] [--baseline-repeat 2]
         [--pool-slots N] [--parallelism N] [--set S.K=V] [--timeline] [--json PATH]
 
 Generates the data of ``make bench`` (``bench/datagen.py``: 2.2 M rows in 5 tables, 540 MB at
@@ -18,7 +18,12 @@ measures, in one run:
   ``generic``, every table ``overwrite``), triggered through the REST API (``POST /dagRuns``)
   and timed to the run's end as the API reports it (polled every 0.2 s). ``no-backup`` sets
   ``skip_backup`` (the pipe takes none either: the fair comparison); ``backup`` takes the
-  backup as a default run does (of an empty target, so it is cheap here).
+  backup as a default run does (of an empty target, so it is cheap here);
+* ``floor`` (in ``--runs`` by default): Airflow's own part, a DAG of ``migration_sync``'s task
+  shape (``bench/floor_dag.py`` in a DAG bundle of its own: the same tasks, dependencies,
+  trigger rules and pool, read from the sync's DAG) whose tasks do nothing, run as the
+  no-backup sync runs: ``plugin_check`` has the scheduler skip ``backup`` and ``env_write``,
+  ``rollback`` skips itself, 5 units through the 2-slot pool. What no engine change removes.
 
 Every sync's target is checked afterwards (row counts equal to the source's). Prints seconds,
 the ratio to the baseline, the mapped units, each unit's task duration and its own work
@@ -120,9 +125,15 @@ def warmup(airflow: Any, cluster: Any, conf_base: dict[str, Any]) -> None:
 
 def sync_shape() -> dict[str, Any]:
     """``migration_sync``'s task shape (ids, upstream tasks, trigger rules, pools) for the floor DAG."""
-    from migration_manager.airflow import task_ids
+    # bench/ (on sys.path for datagen and run) holds airflow.py: out while Airflow is imported
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    try:
+        from migration_manager.airflow import task_ids
 
-    dag = _load("mm_sync_dag", REPO / "dags" / "migration_sync.py").migration_sync()
+        dag = _load("mm_sync_dag", REPO / "dags" / "migration_sync.py").migration_sync()
+    finally:
+        sys.path[:] = saved
     tasks = [
         {
             "task_id": t.task_id,
@@ -153,7 +164,7 @@ def floor_bundle(workdir: Path) -> dict[str, str]:
 def floor_run(airflow: Any) -> dict[str, Any]:
     """The floor DAG as the no-backup sync runs: plugin_check has the scheduler skip backup and
     env_write, rollback skips itself in its task process, FLOOR_UNITS units through the pool."""
-    from migration_manager.airflow import task_ids
+    from migration_manager.airflow import task_ids  # imported by sync_shape already
 
     airflow.wait_for_dag(FLOOR_DAG)
     airflow.unpause(FLOOR_DAG)

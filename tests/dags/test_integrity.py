@@ -93,6 +93,8 @@ def test_backup_and_rollback_shape() -> None:
     assert {"backup", "env_write", "rollback"} <= set(check.skip_when_idle)
     for task_id in ("env_write", "apply_table"):
         assert dag.get_task(task_id).trigger_rule == "none_failed_min_one_success", task_id
+        # ... and wait for the target's lock themselves, not only through the skipped backup
+        assert "target_locked" in dag.get_task(task_id).upstream_task_ids, task_id
     assert set(dag.params) >= {"skip_backup", "rollback_on_failure", "backups_to_keep"}
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
     assert dag.params["backups_to_keep"] == 10

@@ -586,6 +586,8 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     )
     plan >> destructive >> env_values
     hold, locked = guard_target_writes(plugin_check, target_conn_id=target)
+    # the units wait for the lock themselves: backup and env_write, before them, may be skipped
+    locked >> applied
     # tasks that would only skip themselves are skipped by plugin_check through the scheduler
     # (no task process): the backup when skip_backup is set, env_write with nothing to write,
     # and with nothing to apply and no env value to write, these (collect_logs runs)
