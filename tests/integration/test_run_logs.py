@@ -93,10 +93,13 @@ def test_successful_run_is_logged_step_by_step(
     for task_id in states:
         names = [n for n in steps if n == task_id or n.startswith(f"{task_id}[")]
         assert names, f"no step recorded for {task_id}"
-    for name in ("env_check", "plan", "env_values", "plugin_check", "env_write", "collect_logs"):
+    for name in ("env_check", "plan", "env_values", "plugin_check", "collect_logs"):
         step = steps[name]
         assert step["status"] == "success", (name, step)
         assert step["attempt"] == 1 and step["start"] <= step["end"], (name, step)
+    # no environment value to write: plugin_check had the scheduler skip env_write
+    assert steps["env_write"]["status"] == "skipped" and steps["env_write"]["start"] is None
+    assert steps["env_write"]["note"] == "No environment variables to write"
     applied = {n: s for n, s in steps.items() if n.startswith("apply_table[")}
     assert set(applied) == {"apply_table[orders (upsert)]", "apply_table[uiSchemas (overwrite)]"}
     orders = applied["apply_table[orders (upsert)]"]["outcome"]["tables"][0]
@@ -105,7 +108,7 @@ def test_successful_run_is_logged_step_by_step(
     differences = {d["table"]: d["changes"] for d in steps["plan"]["outcome"]["differences"]}
     assert any("tags" in c for c in differences["orders"]), differences
     assert record["differences"] == steps["plan"]["outcome"]["differences"]
-    chain = [steps[n]["start"] for n in ("env_check", "plan", "env_write", "collect_logs")]
+    chain = [steps[n]["start"] for n in ("env_check", "plan", "plugin_check", "collect_logs")]
     assert chain == sorted(chain), "each step started after the one before it"
     assert [s["task_id"] for s in record["steps"]][:2] == ["env_check", "plan"]  # the DAG's order
 

@@ -337,6 +337,10 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         ti = context["ti"]
         ti.xcom_push(key=task_ids.SKIP_NOTES_KEY, value=skips)  # for the run's log
         ti.xcom_push(key="return_value", value=result)  # skipping ends execute without a return
+        # ... and without the post_execute hook: the step's end for the run's log is pushed here
+        from migration_manager.airflow.run_log import step_succeeded
+
+        step_succeeded(context, result)
         self.skip(ti, [self.dag.get_task(t) for t in skips])
         return result
 
