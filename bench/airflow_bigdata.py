@@ -1,7 +1,7 @@
 """Large data under the real scheduler: a full sync of the ``make bench`` data vs the psql pipe.
 
     make bench-airflow-bigdata   # BENCH_AIRFLOW_BIGDATA_ARGS="--scale 0.05" for a quick run
-    python bench/airflow_bigdata.py [--scale 1.0] [--runs no-backup,backup] [--baseline-repeat 2]
+    python bench/airflow_bigdata.py [--scale 1.0] [--runs no-backup,backup,floor] [--baseline-repeat 2]
         [--pool-slots N] [--parallelism N] [--set S.K=V] [--timeline] [--json PATH]
 
 Generates the data of ``make bench`` (``bench/datagen.py``: 2.2 M rows in 5 tables, 540 MB at
@@ -18,7 +18,12 @@ measures, in one run:
   ``generic``, every table ``overwrite``), triggered through the REST API (``POST /dagRuns``)
   and timed to the run's end as the API reports it (polled every 0.2 s). ``no-backup`` sets
   ``skip_backup`` (the pipe takes none either: the fair comparison); ``backup`` takes the
-  backup as a default run does (of an empty target, so it is cheap here).
+  backup as a default run does (of an empty target, so it is cheap here);
+* ``floor`` (in ``--runs`` by default): Airflow's own part, a DAG of ``migration_sync``'s task
+  shape (``bench/floor_dag.py`` in a DAG bundle of its own: the same tasks, dependencies,
+  trigger rules and pool, read from the sync's DAG) whose tasks do nothing, run as the
+  no-backup sync runs: ``plugin_check`` has the scheduler skip ``backup`` and ``env_write``,
+  ``rollback`` skips itself, 5 units through the 2-slot pool. What no engine change removes.
 
 Every sync's target is checked afterwards (row counts equal to the source's). Prints seconds,
 the ratio to the baseline, the mapped units, each unit's task duration and its own work
@@ -63,7 +68,9 @@ def _load(name: str, path: Path) -> ModuleType:
 
 bench_airflow = _load("bench_airflow", BENCH / "airflow.py")
 DAG = bench_airflow.DAG
-RUNS = ("no-backup", "backup")
+FLOOR_DAG = "migration_floor"  # bench/floor_dag.py
+RUNS = ("no-backup", "backup", "floor")
+FLOOR_UNITS = 5  # the make bench data's tables: one unit each
 RULES = {
     "system": {"default": "profile", "independent": {}},
     "user": {"default": "overwrite", "independent": {}},
@@ -116,9 +123,67 @@ def warmup(airflow: Any, cluster: Any, conf_base: dict[str, Any]) -> None:
     cluster.drop(target)
 
 
-def run_span(airflow: Any, run_id: str) -> float | None:
+def sync_shape() -> dict[str, Any]:
+    """``migration_sync``'s task shape (ids, upstream tasks, trigger rules, pools) for the floor DAG."""
+    # bench/ (on sys.path for datagen and run) holds airflow.py: out while Airflow is imported
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+    try:
+        from migration_manager.airflow import task_ids
+
+        dag = _load("mm_sync_dag", REPO / "dags" / "migration_sync.py").migration_sync()
+    finally:
+        sys.path[:] = saved
+    tasks = [
+        {
+            "task_id": t.task_id,
+            "upstream": sorted(t.upstream_task_ids),
+            "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
+            "pool": t.pool if t.pool != "default_pool" else None,
+        }
+        for t in dag.topological_sort()
+    ]
+    return {"tasks": tasks, "mapped": task_ids.APPLY_TABLE, "map_source": task_ids.PLAN}
+
+
+def floor_bundle(workdir: Path) -> dict[str, str]:
+    """A DAG bundle beside the project's holding bench/floor_dag.py and the sync's shape: the
+    environment of bin/airflow-local that adds it."""
+    folder = workdir / "floor_bundle"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BENCH / "floor_dag.py", folder / "floor_dag.py")
+    (folder / "floor_shape.json").write_text(json.dumps(sync_shape(), indent=1))
+    local = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    bundles = [
+        {"name": "dags-folder", "classpath": local, "kwargs": {}},
+        {"name": "bench-floor", "classpath": local, "kwargs": {"path": str(folder)}},
+    ]
+    return {"AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles)}
+
+
+def floor_run(airflow: Any) -> dict[str, Any]:
+    """The floor DAG as the no-backup sync runs: plugin_check has the scheduler skip backup and
+    env_write, rollback skips itself in its task process, FLOOR_UNITS units through the pool."""
+    from migration_manager.airflow import task_ids  # imported by sync_shape already
+
+    airflow.wait_for_dag(FLOOR_DAG)
+    airflow.unpause(FLOOR_DAG)
+    conf = {
+        "units": FLOOR_UNITS,
+        "skipper": task_ids.PLUGIN_CHECK,
+        "skip": [task_ids.BACKUP, task_ids.ENV_WRITE],
+        "skip_self": [task_ids.ROLLBACK],
+    }
+    res = bench_airflow.timed_run(airflow, conf, "floor", dag_id=FLOOR_DAG)
+    res["run_span_seconds"] = run_span(airflow, res["run_id"], FLOOR_DAG)
+    res["skip_backup"] = True
+    res["unit_details"] = []
+    return res
+
+
+def run_span(airflow: Any, run_id: str, dag_id: str = DAG) -> float | None:
     """The run's own duration by the API's timestamps: queued (or started) to its end."""
-    run = airflow.run(DAG, run_id)
+    run = airflow.run(dag_id, run_id)
     start = bench_airflow._ts(run.get("queued_at")) or bench_airflow._ts(run.get("start_date"))
     end = bench_airflow._ts(run.get("end_date"))
     return round(end - start, 2) if start and end else None
@@ -166,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--runs",
         default=",".join(RUNS),
-        help="comma-separated syncs to time, each into a new empty target: no-backup, backup",
+        help=(
+            "comma-separated runs to time: syncs into a new empty target (no-backup, backup) and "
+            "floor: a DAG of the no-backup sync's task shape whose tasks do nothing"
+        ),
     )
     parser.add_argument("--baseline-repeat", type=int, default=2,
                         help="pipe measurements before the syncs and as many after (best counts)")  # fmt: skip
@@ -235,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         results: list[dict[str, Any]] = []
         t0 = time.monotonic()
+        if "floor" in runs:
+            env = {**floor_bundle(workdir), **env}
         with bench_airflow.airflow_local(workdir, args.parallelism, env) as airflow:
             log(f"Airflow up in {time.monotonic() - t0:.0f} s")
             patient(airflow)
@@ -243,6 +313,15 @@ def main(argv: list[str] | None = None) -> int:
             if args.warmup:
                 warmup(airflow, cluster, conf_base)
             for i, label in enumerate(runs):
+                if label == "floor":
+                    runner.ready()
+                    log("floor (the sync's task shape, tasks doing nothing) ...")
+                    res = floor_run(airflow)
+                    res["load_after"] = round(os.getloadavg()[0], 2)
+                    res["cpu_idle_before"] = round(runner.idle_before, 2)
+                    results.append(res)
+                    log(f"floor: {res['state']} in {res['seconds']:.1f} s")
+                    continue
                 target = cluster.create(f"target{i}")
                 conn_id = f"bench_target_{i}"
                 airflow.set_connection(conn_id, cluster.dsn(target))
@@ -323,11 +402,24 @@ def report(
     for r in results:
         ratio = r["seconds"] / base
         met = "met" if ratio <= TARGET and r["state"] == "success" else "NOT met"
+        if r["run"] == "floor":
+            met = "(Airflow's own part: no engine work)"
+        else:
+            met = f"<= {TARGET:.1f}x: {met}"
         print(
             f"{r['run']:<22} {r['state']:<8} {r['seconds']:>8.1f} {ratio:>6.2f}x {r['units']:>6}  "
-            f"{'skipped' if r['skip_backup'] else r['backup'] or '-':<8} <= {TARGET:.1f}x: {met}  ({r['run_span_seconds']} s)"
+            f"{'skipped' if r['skip_backup'] else r['backup'] or '-':<8} {met}  ({r['run_span_seconds']} s)"
+        )
+    floor = next((r for r in results if r["run"] == "floor"), None)
+    if floor:
+        print(
+            f"floor: the sync's task shape with tasks that do nothing ({FLOOR_UNITS} units through the "
+            f"pool) takes {floor['seconds']:.1f} s = {floor['seconds'] / base:.2f}x the pipe, "
+            f"{floor['seconds'] / (TARGET * base):.0%} of the {TARGET:.1f}x budget ({TARGET * base:.1f} s)"
         )
     for r in results:
+        if r["run"] == "floor" and not args.timeline:
+            continue
         print(f"\n{r['run']}: units (task seconds / the unit's own work seconds: tables)")
         for u in r["unit_details"]:
             tables = ", ".join(f"{t} {v['seconds']:.1f}" for t, v in u["tables"].items())

@@ -86,6 +86,15 @@ def test_backup_and_rollback_shape() -> None:
     # (the backup's outcome is an argument)
     assert dag.get_task("rollback").upstream_task_ids == {"apply_table", "backup"}
     assert dag.get_task("rollback").trigger_rule == "all_done"
+    # plugin_check has the scheduler skip the backup (skip_backup) and env_write (nothing to
+    # write): the writers after them still run unless something upstream failed
+    check = dag.get_task("plugin_check")
+    assert (check.backup_task, check.env_write_task) == ("backup", "env_write")
+    assert {"backup", "env_write", "rollback"} <= set(check.skip_when_idle)
+    for task_id in ("env_write", "apply_table"):
+        assert dag.get_task(task_id).trigger_rule == "none_failed_min_one_success", task_id
+        # ... and wait for the target's lock themselves, not only through the skipped backup
+        assert "target_locked" in dag.get_task(task_id).upstream_task_ids, task_id
     assert set(dag.params) >= {"skip_backup", "rollback_on_failure", "backups_to_keep"}
     assert dag.params["rollback_on_failure"] is True and dag.params["skip_backup"] is False
     assert dag.params["backups_to_keep"] == 10

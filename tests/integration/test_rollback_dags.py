@@ -181,9 +181,16 @@ def test_skip_backup(source: str, target: str, monkeypatch: pytest.MonkeyPatch, 
     sql(target, TARGET)
     dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs, skip_backup=True)
     states = task_states(dag_run)
-    assert states["backup"] == ["success"] and states["rollback"] == ["success"]
+    # plugin_check had the scheduler skip the backup (and env_write: no value to write); the
+    # units ran all the same, and rollback still reports that there is nothing to restore
+    assert states["backup"] == ["skipped"] and states["env_write"] == ["skipped"]
+    assert sorted(states["apply_table"]) == ["failed", "success", "success"]
+    assert states["rollback"] == ["success"]
     assert _backup_ids(conn_id) == []
-    assert "skip_backup is set: no backup is taken" in logs.task("BackupOperator]")
+    said = logs.task("PluginCheckOperator]")
+    assert "Skipping backup: skip_backup is set: no backup is taken" in said
+    assert "Skipping env_write: No environment variables to write" in said
+    assert "BackupOperator]" not in logs.text and "EnvWriteOperator]" not in logs.text
     outcome = _summary(dag_run)["rollback"]
     assert outcome["status"] == "not rolled back" and outcome["backup_id"] is None
     assert "skip_backup" in outcome["reason"]

@@ -93,10 +93,13 @@ def test_successful_run_is_logged_step_by_step(
     for task_id in states:
         names = [n for n in steps if n == task_id or n.startswith(f"{task_id}[")]
         assert names, f"no step recorded for {task_id}"
-    for name in ("env_check", "plan", "env_values", "plugin_check", "env_write", "collect_logs"):
+    for name in ("env_check", "plan", "env_values", "plugin_check", "collect_logs"):
         step = steps[name]
         assert step["status"] == "success", (name, step)
         assert step["attempt"] == 1 and step["start"] <= step["end"], (name, step)
+    # no environment value to write: plugin_check had the scheduler skip env_write
+    assert steps["env_write"]["status"] == "skipped" and steps["env_write"]["start"] is None
+    assert steps["env_write"]["note"] == "No environment variables to write"
     applied = {n: s for n, s in steps.items() if n.startswith("apply_table[")}
     assert set(applied) == {"apply_table[orders (upsert)]", "apply_table[uiSchemas (overwrite)]"}
     orders = applied["apply_table[orders (upsert)]"]["outcome"]["tables"][0]
@@ -105,7 +108,7 @@ def test_successful_run_is_logged_step_by_step(
     differences = {d["table"]: d["changes"] for d in steps["plan"]["outcome"]["differences"]}
     assert any("tags" in c for c in differences["orders"]), differences
     assert record["differences"] == steps["plan"]["outcome"]["differences"]
-    chain = [steps[n]["start"] for n in ("env_check", "plan", "env_write", "collect_logs")]
+    chain = [steps[n]["start"] for n in ("env_check", "plan", "plugin_check", "collect_logs")]
     assert chain == sorted(chain), "each step started after the one before it"
     assert [s["task_id"] for s in record["steps"]][:2] == ["env_check", "plan"]  # the DAG's order
 
@@ -175,10 +178,16 @@ def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.Monk
     assert steps["apply_table[good (overwrite)]"]["status"] == "success"
     assert steps["create_migration_file"]["status"] == "success"
     assert steps["collect_logs"]["status"] == "failed"
+    # skipped by the scheduler on plugin_check's word (no task process): the log says why
+    assert steps["backup"]["status"] == "skipped" and steps["backup"]["start"] is None
+    assert steps["backup"]["note"].startswith("skip_backup is set: no backup is taken")
+    assert steps["env_write"]["status"] == "skipped"
+    assert steps["env_write"]["note"] == "No environment variables to write"
     assert record["source"]["conn_id"] == "migration_source"
     assert any('column "extra"' in e for e in record["errors"])
     text = (_log_folder(dag_run) / "migration.log").read_text()
     assert "! apply_table[bad (overwrite)]: " in text and "FAILED" in text.splitlines()[0]
+    assert "skip_backup is set: no backup is taken" in text
 
 
 def test_run_stopped_by_the_checks_is_logged(

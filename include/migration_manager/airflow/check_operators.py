@@ -17,8 +17,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 
 from migration_manager import checks
+from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
     Json,
+    as_bool,
     engine_errors,
     is_dry_run,
     migration_manifest,
@@ -33,6 +35,14 @@ from migration_manager.pg import identity_of
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+NOTHING_TO_APPLY = (
+    "Nothing to apply: every table already matches the source for its rule and no "
+    "environment value is to be written"
+)
+NO_BACKUP = (
+    "skip_backup is set: no backup is taken, and automatic rollback is unavailable for this run"
+)
+NOTHING_TO_WRITE = "No environment variables to write"
 PROVIDE = "Continue with these values"
 CONTINUE = "Continue anyway"
 STOP = "Stop the migration"
@@ -268,9 +278,14 @@ class EnvValuesOperator(HITLOperator):
 class PluginCheckOperator(HITLOperator, SkipMixin):
     """Compare enabled plugins; for missing ones warn, stop, or ask (``params.on_missing_plugins``).
 
-    The last check before anything writes: when the plan has no unit and no environment value
-    is to be written, it skips ``skip_when_idle`` (the lock, backup and writing tasks), so a run
-    with nothing to apply ends right after the checks, with its log.
+    The last check before anything writes, so it also decides which of the following tasks would
+    only skip themselves, and has the scheduler skip them (no task process): when the plan has
+    no unit and no environment value is to be written, ``skip_when_idle`` (the lock, backup and
+    writing tasks), so a run with nothing to apply ends right after the checks, with its log;
+    otherwise ``backup_task`` when the run's ``skip_backup`` is set, and ``env_write_task`` when
+    no environment value is to be written (not in a dry run: its env_write reports what it
+    did not write). Why each was skipped goes to XCom (key ``task_ids.SKIP_NOTES_KEY``) for the
+    run's log.
     """
 
     template_fields: Sequence[str] = ("migration_file", "target_conn_id", "report", "env_values")
@@ -281,6 +296,8 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         migration_file: str,
         target_conn_id: str,
         skip_when_idle: Sequence[str] = (),
+        backup_task: str | None = None,
+        env_write_task: str | None = None,
         report: Any = None,
         env_values: Any = None,
         **kwargs: Any,
@@ -291,24 +308,40 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
         self.skip_when_idle = list(skip_when_idle)
+        self.backup_task = backup_task
+        self.env_write_task = env_write_task
         self.report = report  # plan's report (XCom form of xcom_models.PlanReport)
         self.env_values = env_values  # env_values' outcome: the rows to write
 
-    def _done(self, context: Context, result: Json) -> Json:
+    def _skips(self, context: Context) -> dict[str, str]:
+        """The following tasks that would only skip themselves: task id -> why."""
         from migration_manager.airflow.xcom_models import PlanReport
 
-        ti = context["ti"]
         report = PlanReport.from_optional(self.report)
-        supplied = self.env_values or {}
-        if not self.skip_when_idle or not report or report.units or supplied.get("rows"):
+        rows = (self.env_values or {}).get("rows")
+        if self.skip_when_idle and report and not report.units and not rows:
+            return dict.fromkeys(self.skip_when_idle, NOTHING_TO_APPLY)
+        skips: dict[str, str] = {}
+        if self.backup_task and as_bool(context["params"].get("skip_backup")):
+            skips[self.backup_task] = NO_BACKUP
+        if self.env_write_task and not rows and not is_dry_run(context):
+            skips[self.env_write_task] = NOTHING_TO_WRITE
+        return skips
+
+    def _done(self, context: Context, result: Json) -> Json:
+        skips = self._skips(context)
+        if not skips:
             return result
-        self.log.info(
-            "Nothing to apply: every table already matches the source for its rule and no "
-            "environment value is to be written; skipping %s",
-            ", ".join(self.skip_when_idle),
-        )
+        for task_id, why in skips.items():
+            self.log.info("Skipping %s: %s", task_id, why)
+        ti = context["ti"]
+        ti.xcom_push(key=task_ids.SKIP_NOTES_KEY, value=skips)  # for the run's log
         ti.xcom_push(key="return_value", value=result)  # skipping ends execute without a return
-        self.skip(ti, [self.dag.get_task(t) for t in self.skip_when_idle])
+        # ... and without the post_execute hook: the step's end for the run's log is pushed here
+        from migration_manager.airflow.run_log import step_succeeded
+
+        step_succeeded(context, result)
+        self.skip(ti, [self.dag.get_task(t) for t in skips])
         return result
 
     def _missing(self) -> list[checks.PluginInfo]:

@@ -215,6 +215,12 @@ def gather_steps(
     if rollback:
         outcomes[(ids.ROLLBACK, -1)] = rollback
 
+    # tasks plugin_check had the scheduler skip pushed no record: its note says why
+    notes = (
+        ti.xcom_pull(task_ids=ids.PLUGIN_CHECK, key=ids.SKIP_NOTES_KEY)
+        if states.get((ids.PLUGIN_CHECK, -1)) == "success"
+        else None
+    ) or {}
     now = utc_iso(datetime.now(UTC))
     steps = []
     for key in sorted(set(records) | set(states)):
@@ -229,6 +235,8 @@ def gather_steps(
             state = rec["status"]
         if state == "success" and rec.get("status") == "failed":
             rec["error"] = None  # an earlier failure whose retry succeeded
+        if state == "skipped" and not rec.get("note") and notes.get(task_id):
+            rec["note"] = str(notes[task_id])
         steps.append(
             _step(
                 rec,

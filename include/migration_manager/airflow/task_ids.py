@@ -27,3 +27,4 @@ WRITERS = (ENV_WRITE, APPLY_TABLE)
 REPORT_KEY = "report"  # plan: the plan report (xcom_models.PlanReport)
 ROLLBACK_KEY = "rollback"  # rollback: its outcome, also when restoring failed
 DESTRUCTIVE_KEY = "destructive"  # destructive_check: its outcome, also when it refused
+SKIP_NOTES_KEY = "skip_notes"  # plugin_check: the tasks it had the scheduler skip, and why

@@ -518,6 +518,9 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         allow_drop="{{ params.allow_drop }}",
         map_index_template="{{ task.unit['label'] }}",
         pool=pool,
+        # plugin_check may have the scheduler skip backup and env_write when they have nothing
+        # to do: the units still run; an upstream failure still stops them
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     ).expand(unit=plan.output)  # one xcom_models.PlannedUnit each
     env_values = EnvValuesOperator(
         task_id=task_ids.ENV_VALUES,
@@ -543,6 +546,8 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         migration_file=migration_file,
         target_conn_id=target,
         env_values=env_values.output,
+        # plugin_check may have the scheduler skip the backup (skip_backup): still write
+        trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
     )
     env_check >> plan >> env_values >> plugin_check >> env_write >> applied
     # backup after the checks and before the first write; rollback after every unit, before collect_logs
@@ -581,7 +586,13 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
     )
     plan >> destructive >> env_values
     hold, locked = guard_target_writes(plugin_check, target_conn_id=target)
-    # nothing to apply and no env value to write: plugin_check skips these; collect_logs runs
+    # the units wait for the lock themselves: backup and env_write, before them, may be skipped
+    locked >> applied
+    # tasks that would only skip themselves are skipped by plugin_check through the scheduler
+    # (no task process): the backup when skip_backup is set, env_write with nothing to write,
+    # and with nothing to apply and no env value to write, these (collect_logs runs)
+    plugin_check.backup_task = backup.task_id
+    plugin_check.env_write_task = env_write.task_id
     plugin_check.skip_when_idle = [
         hold.task_id,
         locked.task_id,
