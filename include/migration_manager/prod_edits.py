@@ -201,9 +201,10 @@ def copied_fingerprint(
     if not source or source.get("method") != METHOD or int(source.get("rows", -1)) != loaded:
         return None
     # the sums hash the row text's bytes: the same only in the same server encoding (a file
-    # that does not say which, from before it recorded it, is scanned)
-    encoding = cur.execute("SHOW server_encoding").fetchone()
-    if not source.get("encoding") or encoding is None or source["encoding"] != encoding[0]:
+    # that does not say which, from before it recorded it, is scanned). The server reports its
+    # encoding when the connection starts: no query per table
+    encoding = cur.connection.info.parameter_status("server_encoding")
+    if not source.get("encoding") or encoding is None or source["encoding"] != encoding:
         return None
     row = cur.execute(
         _COPIED_TABLE, {"schema": schema, "table": table, "limit": max_bytes()}
