@@ -12,6 +12,13 @@ from typing import Any
 from tests.pgtools import REPO
 
 
+def airflow_env() -> dict[str, str]:
+    """The project's Airflow settings (``airflow.env``), as bin/airflow-local reads them."""
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(REPO / "airflow.env").items() if v is not None}
+
+
 @cache
 def metadata_db() -> None:
     """Create the (SQLite, per test session) metadata database once."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from migration_manager.signing import private_pem
+from tests.airflowtools import airflow_env
 from tests.pgtools import (
     FIXTURES,
     REPO,
@@ -31,10 +32,10 @@ _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="mm-airflow-test-"))
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
-os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
-# as bin/airflow, bin/airflow-local and docker-compose.yaml: more apply_table map indexes than 1024
-os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] = "16384"
+# the project's Airflow settings, as bin/airflow, bin/airflow-local and docker-compose.yaml
+for _key, _value in airflow_env().items():
+    os.environ.setdefault(_key, _value)
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
 os.environ["MIGRATION_STORE"] = (_AIRFLOW_HOME / "migrations").as_uri()
 os.environ["MM_PROGRESS_SECONDS"] = "1"

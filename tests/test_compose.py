@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from tests.airflowtools import airflow_env
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yaml"
 
@@ -303,3 +305,38 @@ def test_ensure_key_pair_on_a_fresh_installation(monkeypatch: pytest.MonkeyPatch
         with create_session() as session:
             session.query(Connection).filter(Connection.conn_id == conn_id).delete()
         Variable.delete(variable)
+
+
+def test_the_airflow_services_read_the_projects_airflow_settings(services: dict[str, Any]) -> None:
+    """airflow.env is the one place of the project's Airflow settings: every Airflow service
+    of compose reads it, and none sets one of its keys to another value."""
+    shared = airflow_env()
+    assert shared["AIRFLOW__CORE__MAX_MAP_LENGTH"] == "16384"
+    airflow_services = [
+        n for n, s in services.items() if s.get("image", "").startswith("migration")
+    ]
+    assert len(airflow_services) >= 5
+    for name in airflow_services:
+        env_file = services[name].get("env_file")
+        assert env_file in (["airflow.env"], "airflow.env"), name
+        overridden = {k: v for k, v in _env(services[name]).items() if k in shared}
+        assert overridden == {}, name
+
+
+def test_bin_airflow_and_the_tests_read_the_same_settings() -> None:
+    """bin/airflow exports airflow.env's settings (each unless set); so does tests/conftest.py."""
+    import os
+    import subprocess
+
+    shared = airflow_env()
+    env = {k: v for k, v in os.environ.items() if k not in shared}
+    out = subprocess.run(
+        ["bash", "-c", f'source <(sed -n "/^while IFS/,/^done/p" {REPO}/bin/airflow); env'],
+        env={**env, "REPO": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    exported = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    assert {k: exported.get(k) for k in shared} == shared
+    assert {k: os.environ.get(k) for k in shared} == shared  # tests/conftest.py
