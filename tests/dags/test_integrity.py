@@ -136,7 +136,7 @@ def test_params_render_with_enums() -> None:
     assert params.get_param("on_missing_env").schema["enum"] == ["ask", "fail"]
     assert params.get_param("on_missing_plugins").schema["enum"] == ["ask", "continue", "fail"]
     assert params.get_param("on_destructive").schema["enum"] == list(ON_DESTRUCTIVE)
-    assert all(params.get_param(p).schema["type"] == "string" for p in ON_PARAMS)
+    assert all(params.get_param(p).schema["type"] == ["null", "string"] for p in ON_PARAMS)
     assert all(params.get_param(p).description for p in params)
 
 

@@ -114,7 +114,7 @@ def test_pipeline_dags(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert dag.get_task("apply_table").pool == "prod_units"
     # allow_unsigned: off unless the pipeline says so; the param stays a boolean for the form
     assert dag.params["allow_unsigned"] is False
-    assert dag.params.get_param("allow_unsigned").schema["type"] == "boolean"
+    assert dag.params.get_param("allow_unsigned").schema["type"] == ["null", "boolean"]
     assert bag.dags["sync_qa_refresh"].params["allow_unsigned"] is True
     assert {"hold_target_lock", "target_locked", "create_migration_file"} <= set(dag.task_ids)
     assert bag.dags["sync_qa_refresh"].get_task("apply_table").pool == "migration_units"

@@ -30,6 +30,7 @@ def _params(pipeline: Pipeline) -> dict[str, Param]:
     for key, value in pipeline.conf().items():
         if key in params:
             schema = {k: v for k, v in params[key].schema.items() if k != "description"}
+            value = None if value == "" else value  # optional and unset (see wiring.form_params)
             params[key] = Param(value, description=params[key].description, **schema)
     return params
 

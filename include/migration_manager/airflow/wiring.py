@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import Param, TriggerRule, XComArg, task
+from airflow.sdk.definitions._internal.types import NOTSET
 from airflow.sdk.exceptions import AirflowFailException
 from pydantic import BaseModel
 
@@ -113,40 +114,75 @@ def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
 
 DEFAULT_RULES = MigrationRules().to_dict()
 
+REQUIRED_PARAMS = ("migration_file", "source_conn_id", "target_conn_id", "profile", "mode")
+"""The params a run cannot do without: the trigger form marks them required (their type has no
+``"null"``) and their description says so. Every other param is optional: ``"null"`` is one of
+its types, so Airflow's form never counts its empty value as a missing required one."""
+
+
+def form_params(params: dict[str, Param]) -> dict[str, Param]:
+    """``params`` as the trigger form should render them (see ``REQUIRED_PARAMS``).
+
+    Airflow 3.3's form counts a param as required when its schema has a ``type`` without
+    ``"null"``, and as missing when its value is None or ``""``: one such param greys out the
+    Trigger button. Optional params get ``"null"`` in their type and None for an empty default.
+    """
+    out: dict[str, Param] = {}
+    for name, param in params.items():
+        schema = dict(param.schema)
+        if name in REQUIRED_PARAMS:
+            if not (param.description or "").startswith("Required."):
+                param = Param(
+                    param.value,
+                    description=f"Required. {param.description or ''}".strip(),
+                    schema=schema,
+                )
+            out[name] = param
+            continue
+        kinds = schema.get("type")
+        if kinds is not None:
+            kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+            schema["type"] = ["null", *(k for k in kinds if k != "null")]
+        value = None if param.value is NOTSET or param.value == "" else param.value
+        out[name] = Param(value, description=param.description, schema=schema)
+    return out
+
 
 def create_params() -> dict[str, Param]:
-    return {
-        "source_conn_id": Param(
-            "migration_source",
-            type="string",
-            title="Source connection",
-            description="Airflow connection (postgres) of the environment to copy from, e.g. staging.",
-        ),
-        "profile": Param(
-            "nocobase",
-            type="string",
-            enum=sorted(PROFILES),
-            title="Application profile",
-            description="nocobase: NocoBase's built-in tables and default rules; generic: every table is user-defined.",
-        ),
-        "rule_set": Param(
-            "",
-            type="string",
-            title="Rule set",
-            description="Name of a saved rule set (Migrations page: Rules); when given, its profile and rules replace the two params above.",
-        ),
-        "rules": Param(
-            DEFAULT_RULES,
-            type="object",
-            title="Migration rules",
-            description=(
-                "Default rule per group and independent rules per table. Rules: "
-                + ", ".join(RULES)
-                + '; system default may also be "profile" (each built-in table\'s own default).'
+    return form_params(
+        {
+            "source_conn_id": Param(
+                "migration_source",
+                type="string",
+                title="Source connection",
+                description="Airflow connection (postgres) of the environment to copy from, e.g. staging.",
             ),
-            schema=param_schema(MigrationRules, title="Migration rules"),
-        ),
-    }
+            "profile": Param(
+                "nocobase",
+                type="string",
+                enum=sorted(PROFILES),
+                title="Application profile",
+                description="nocobase: NocoBase's built-in tables and default rules; generic: every table is user-defined.",
+            ),
+            "rule_set": Param(
+                "",
+                type="string",
+                title="Rule set",
+                description="Name of a saved rule set (Migrations page: Rules); when given, its profile and rules replace the two params above.",
+            ),
+            "rules": Param(
+                DEFAULT_RULES,
+                type="object",
+                title="Migration rules",
+                description=(
+                    "Default rule per group and independent rules per table. Rules: "
+                    + ", ".join(RULES)
+                    + '; system default may also be "profile" (each built-in table\'s own default).'
+                ),
+                schema=param_schema(MigrationRules, title="Migration rules"),
+            ),
+        }
+    )
 
 
 def execute_params(*, with_file: bool = True) -> dict[str, Param]:
@@ -247,7 +283,7 @@ def execute_params(*, with_file: bool = True) -> dict[str, Param]:
     )
     params.update(notify_params())
     params.update(retention_params())
-    return params
+    return form_params(params)
 
 
 def destructive_params() -> dict[str, Param]:
@@ -607,72 +643,76 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
 
 
 def rollback_params() -> dict[str, Param]:
-    return {
-        "target_conn_id": Param(
-            "migration_target",
-            type="string",
-            title="Target connection",
-            description="Airflow connection (postgres) of the database whose backup to restore, e.g. prod.",
-        ),
-        "backup_id": Param(
-            "",
-            type=["null", "string"],
-            title="Backup id",
-            description=(
-                "The backup to restore, like bk-20260101T120000Z-1a2b3c. Ids are in the log of the "
-                "backup task of each migration_execute/migration_sync run, in its collect_logs record, and "
-                "in MIGRATION_STORE/backups/<target_conn_id>/<id>.json. Leave empty to list this "
-                "target's backups in the run log (the run then fails)."
+    return form_params(
+        {
+            "target_conn_id": Param(
+                "migration_target",
+                type="string",
+                title="Target connection",
+                description="Airflow connection (postgres) of the database whose backup to restore, e.g. prod.",
             ),
-        ),
-        "mode": Param(
-            "in_place",
-            type="string",
-            enum=["in_place", "new_database"],
-            title="Mode",
-            description=(
-                "in_place (scenario A): restore into the target database itself, in one transaction. "
-                "new_database (scenario B, blue-green): create new_database_name on the same server and "
-                "restore into it, leaving the current database untouched, then switch traffic."
+            "backup_id": Param(
+                "",
+                type=["null", "string"],
+                title="Backup id",
+                description=(
+                    "The backup to restore, like bk-20260101T120000Z-1a2b3c. Ids are in the log of the "
+                    "backup task of each migration_execute/migration_sync run, in its collect_logs record, and "
+                    "in MIGRATION_STORE/backups/<target_conn_id>/<id>.json. Leave empty to list this "
+                    "target's backups in the run log (the run then fails)."
+                ),
             ),
-        ),
-        "new_database_name": Param(
-            "",
-            type=["null", "string"],
-            title="New database name",
-            description="mode new_database only: the database to create (must not exist).",
-        ),
-        "force": Param(
-            False,
-            type="boolean",
-            title="Force",
-            description=(
-                "Restore despite: other clients connected to the target (in_place), an application "
-                "version different from the backup's, a different PostgreSQL major version. A damaged "
-                "backup is refused regardless."
+            "mode": Param(
+                "in_place",
+                type="string",
+                enum=["in_place", "new_database"],
+                title="Mode",
+                description=(
+                    "in_place (scenario A): restore into the target database itself, in one transaction. "
+                    "new_database (scenario B, blue-green): create new_database_name on the same server and "
+                    "restore into it, leaving the current database untouched, then switch traffic."
+                ),
             ),
-        ),
-    }
+            "new_database_name": Param(
+                "",
+                type=["null", "string"],
+                title="New database name",
+                description="mode new_database only: the database to create (must not exist).",
+            ),
+            "force": Param(
+                False,
+                type="boolean",
+                title="Force",
+                description=(
+                    "Restore despite: other clients connected to the target (in_place), an application "
+                    "version different from the backup's, a different PostgreSQL major version. A damaged "
+                    "backup is refused regardless."
+                ),
+            ),
+        }
+    )
 
 
 def standalone_backup_params() -> dict[str, Param]:
-    return {
-        "target_conn_id": Param(
-            "migration_target",
-            type="string",
-            title="Connection",
-            description="Airflow connection (postgres) of the database to back up, e.g. prod.",
-        ),
-        "profile": Param(
-            "nocobase",
-            type="string",
-            enum=sorted(PROFILES),
-            title="Application profile",
-            description="Says where the application's version and settings are, to record them with the backup.",
-        ),
-        "backups_to_keep": backup_params()["backups_to_keep"],
-        **lock_params(),
-    }
+    return form_params(
+        {
+            "target_conn_id": Param(
+                "migration_target",
+                type="string",
+                title="Connection",
+                description="Airflow connection (postgres) of the database to back up, e.g. prod.",
+            ),
+            "profile": Param(
+                "nocobase",
+                type="string",
+                enum=sorted(PROFILES),
+                title="Application profile",
+                description="Says where the application's version and settings are, to record them with the backup.",
+            ),
+            "backups_to_keep": backup_params()["backups_to_keep"],
+            **lock_params(),
+        }
+    )
 
 
 def standalone_backup_task() -> BackupOperator:
