@@ -224,7 +224,10 @@ def single_statements(conn: sa.Connection) -> Iterator[None]:
     engine = conn.engine
 
     def with_params(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
-        cursor.execute(statement, parameters or None, binary=True)
+        # SQLAlchemy rendered the statement for a "pyformat" driver: a "%" of a name or of text
+        # from the file is doubled ("%%"), which psycopg turns back into one "%" only when
+        # parameters are passed, even none ({}). Passing None would create a column "%%s".
+        cursor.execute(statement, parameters, binary=True)
         return True
 
     def without_params(cursor: Any, statement: str, context: Any) -> bool:

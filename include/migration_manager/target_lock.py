@@ -73,9 +73,16 @@ class DagRunRef:
     def application_name(self, role: str) -> str:
         return f"mm-{role} {self.token} {self.dag_id}/{self.run_id}"[:63]
 
-    def comment(self, role: str) -> str:
+    def comment(self, role: str) -> sql.Composed:
+        """The comment every statement of a lock session starts with (read back by _COMMENT).
+
+        JSON escapes keep the parsed value and make the text inert: ``*/`` cannot end the
+        comment, and a ``%`` of a run id (``manual__50%s``) cannot be read as a placeholder
+        of the statement's parameters.
+        """
         doc = json.dumps({"role": role, "dag_id": self.dag_id, "run_id": self.run_id})
-        return "/* migration-manager lock " + doc.replace("*/", "*\\/") + " */ "
+        inert = doc.replace("*/", "*\\/").replace("%", "\\u0025")
+        return sql.SQL("/* migration-manager lock {} */ ").format(sql.SQL(inert))
 
     def __str__(self) -> str:
         return f"{self.dag_id}/{self.run_id}"
@@ -109,7 +116,7 @@ class LockOwner:
 def _run(
     conn: psycopg.Connection[Any], ref: DagRunRef, role: str, query: str, params: Any = None
 ) -> Any:
-    row = conn.execute(ref.comment(role) + query, params).fetchone()
+    row = conn.execute(ref.comment(role) + sql.SQL(query), params).fetchone()
     return row[0] if row else None
 
 
@@ -171,7 +178,7 @@ def _set_lock_timeout(
     value = (
         sql.SQL("DEFAULT") if seconds is None else sql.Literal(f"{max(1, int(seconds * 1000))}ms")
     )
-    conn.execute(sql.SQL(ref.comment(role)) + sql.SQL("SET lock_timeout = {}").format(value))
+    conn.execute(ref.comment(role) + sql.SQL("SET lock_timeout = {}").format(value))
 
 
 def _drain(conn: psycopg.Connection[Any], ref: DagRunRef, role: str, deadline: float) -> None:

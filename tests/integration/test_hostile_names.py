@@ -432,3 +432,58 @@ def test_a_sync_of_a_hostile_app_through_the_dags(
     assert_same(source, target, rows_differ=(env_table,))
     stored = q.SQL("SELECT type, value FROM {}").format(_i(*env_table))
     assert pg_rows(target, stored) == [("default", "x")]
+
+
+# --------------------------------------------------------------------------- placeholder-like names
+
+# Names a driver could read as bind parameters or format fields (issue 22's regression: a column
+# named "%s" failed its unit with 'column "%s" of relation "inj" does not exist').
+PLACEHOLDERS = ["%s", "%(x)s", "%%", "a%b", "{}", "{0}", "$1", ":name", "?", "50%"]
+
+
+def test_placeholder_like_names_sync_exactly_through_every_apply_path(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    """A new table (created, loaded by COPY, keys after the load), the same table merged into
+    (rows changed), a second sync (fingerprints: no change), and schema.sql's DDL as run."""
+    cols = q.SQL(", ").join(q.SQL("{} text").format(q.Identifier(c)) for c in PLACEHOLDERS)
+    _run(
+        source,
+        q.SQL("CREATE TABLE {} (id int PRIMARY KEY, {})").format(q.Identifier("%s"), cols),
+        q.SQL("CREATE UNIQUE INDEX {} ON {} ({})").format(
+            q.Identifier("ix%(x)s"), q.Identifier("%s"), q.Identifier("%s")
+        ),
+        q.SQL("CREATE TABLE {} (id serial PRIMARY KEY, {} text)").format(
+            q.Identifier("?%(y)s"), q.Identifier(":name")
+        ),
+        q.SQL("INSERT INTO {} ({}) SELECT 'x' || g FROM generate_series(1, 5) g").format(
+            q.Identifier("?%(y)s"), q.Identifier(":name")
+        ),
+        q.SQL("INSERT INTO {} SELECT g, {} FROM generate_series(1, 30) g").format(
+            q.Identifier("%s"),
+            q.SQL(", ").join(q.SQL("{} || g").format(q.Literal(c)) for c in PLACEHOLDERS),
+        ),
+    )
+    rules = {"rules": OVERWRITE_ALL}
+    first = migrate(source, target, tmp_path / "first.zip", create=rules)
+    assert first["%s"].status == "applied", first["%s"]
+    created = "\n".join(first["%s"].ddl)
+    assert '"%s"' in created and '"%%s"' not in created and '"ix%(x)s"' in created
+    assert_same(source, target)
+
+    # the merge path: rows changed, one deleted, one new
+    _run(
+        source,
+        q.SQL("UPDATE {} SET {} = 'changed' WHERE id <= 3").format(
+            q.Identifier("%s"), q.Identifier("%(x)s")
+        ),
+        q.SQL("DELETE FROM {} WHERE id = 30").format(q.Identifier("%s")),
+        q.SQL("INSERT INTO {} (id, {}) VALUES (31, 'new')").format(
+            q.Identifier("%s"), q.Identifier("$1")
+        ),
+    )
+    merged = migrate(source, target, tmp_path / "merge.zip", create=rules)["%s"]
+    assert (merged.status, merged.inserted, merged.updated, merged.deleted) == ("applied", 1, 3, 1)
+    assert_same(source, target)
+
+    _nothing_changed(migrate(source, target, tmp_path / "again.zip", create=rules))

@@ -187,3 +187,18 @@ def test_writers_of_one_run_without_holder_wait_for_each_other_past_the_timeout(
     thread.join(10)
     assert got and got[0] >= 1.5
     assert _owner(dsn) is None
+
+
+def test_run_ids_with_placeholders_and_comment_ends_hold_and_are_named(dsn: str) -> None:
+    """A run id is the user's (``dag_run_id`` of the REST API): "%s" in it is not a placeholder
+    of the lock statements' parameters, "*/" does not end their comment (issue 22)."""
+    odd = DagRunRef("migration_sync", "manual__50%s */ SELECT 1; %(x)s")
+    with hold_run_lock(dsn, odd, timeout=1):
+        who = _owner(dsn)
+        assert who is not None and who.is_holder_of(odd) and who.run == str(odd)
+        with write_lock(dsn, odd, timeout=1):
+            pass
+        named = r"manual__50%s \*/ SELECT 1; %\(x\)s"
+        with pytest.raises(TargetLockedError, match=named), hold_run_lock(dsn, RUN2, timeout=1):
+            pass
+    assert _owner(dsn) is None

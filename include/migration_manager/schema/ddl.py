@@ -51,7 +51,10 @@ class StatementRecorder:
         context: Any,
         executemany: bool,
     ) -> None:
-        self.statements.append(statement.strip())
+        # what the server runs: with parameters passed (even none), psycopg turns the "%%" that
+        # SQLAlchemy rendered for a "%" back into "%" (see pg.single_statements)
+        final = statement if parameters is None else statement.replace("%%", "%")
+        self.statements.append(final.strip())
 
 
 def apply_diff(conn: sa.Connection, diff: SchemaDiff) -> None:

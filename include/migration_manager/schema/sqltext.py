@@ -14,7 +14,10 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.types import UserDefinedType
 
-DIALECT = postgresql.dialect()
+# Renders names and types as text that is run as it is (psycopg.sql, no parameters) or compared
+# with catalog text: "named" keeps a "%" in a name one "%" (the default "pyformat" doubles it
+# for a driver that would read it as a placeholder: a sequence "%s_seq" became "%%s_seq").
+DIALECT = postgresql.dialect(paramstyle="named")
 _ARGS = re.compile(r"\(([^)]*)\)")
 # the sequence's name is a SQL literal inside: quotes in it are doubled (nextval('"it''s_seq"'...))
 NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'::regclass\)")
