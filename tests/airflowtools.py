@@ -100,7 +100,7 @@ def summaries(migration_id: str | None = None) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in found]
 
 
-def xcom(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
+def xcom(dag_run: Any, task_id: str, map_index: int = -1, key: str = "return_value") -> Any:
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -112,7 +112,7 @@ def xcom(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
                 run_id=dag_run.run_id,
                 task_id=task_id,
                 map_index=map_index,
-                key="return_value",
+                key=key,
             )
             .scalar()
         )

@@ -10,6 +10,7 @@ the second sync changed nothing.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,8 @@ _KINDS: list[Callable[[random.Random], str]] = [
     lambda r: r.choice(["select", "user", "order", "table", "group", "from", "where"]),
     lambda r: r.choice(["MixedCase", "camelCase", "UPPER", "lower_Upper"]),
     lambda r: r.choice(['x"; DROP TABLE t; --', "y'); DROP TABLE t; --", "z$$ $q$"]),
+    # read as placeholders or format fields by drivers and formatters (issue 22)
+    lambda r: r.choice(["%s", "%(x)s", "50%", "%%", "{}", "{0}", "$1", ":name", "?", "b\\s"]),
 ]
 
 
@@ -173,3 +176,92 @@ def test_random_hostile_schemas_sync_exactly_and_then_change_nothing(
         assert changed == {}, f"case {case}: the second sync changed something"
         assert_same(source, target)
     assert tables >= 2 * CASES
+
+
+# --------------------------------------------------------------------------- every path of a run
+
+PATH_SEED = 20261204
+PATH_CASES = 3
+
+
+def _backups(conn_id: str) -> list[Path]:
+    store = Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
+    return sorted((store / "backups" / conn_id).glob("*.json"), key=lambda p: p.stat().st_mtime)
+
+
+def _edit_first_row(dsn: str, create: dict[str, Any], mark: str) -> str:
+    """Change one text value of the first table that has a row; returns the table's name."""
+    schema = create.get("app_env", {}).get("DB_SCHEMA", "public")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        found = conn.execute(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c"
+            " WHERE c.table_schema = %s AND c.data_type = 'text' ORDER BY 1, 2",
+            (schema,),
+        ).fetchall()
+        for table, column in found:
+            changed = conn.execute(
+                q.SQL(
+                    "UPDATE {t} SET {c} = coalesce({c}, '') || {m} WHERE ctid ="
+                    " (SELECT min(ctid) FROM {t})"
+                ).format(t=_i(schema, table), c=q.Identifier(column), m=q.Literal(mark))
+            ).rowcount
+            if changed:
+                return str(table)
+    raise AssertionError("no table with a row to edit")
+
+
+@pytest.mark.airflow
+def test_random_hostile_schemas_through_every_path_of_a_run(
+    new_db: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``dag.test()``: a first sync (create, plan, destructive check, backup, keys after the
+    load, the prod-edit record), a prod edit listed by a dry run that writes nothing, the real sync
+    (its backup first), a second sync that maps nothing, and the restore of that backup; source
+    and target (or the backup's state) equal after each."""
+    from tests.airflowtools import connection_uri, run_dag, task_states, xcom
+    from tests.schematools import contents
+
+    rng = random.Random(PATH_SEED)
+    for case in range(PATH_CASES):
+        source, target = new_db(), new_db()
+        create = build_case(source, rng)
+        src_id, tgt_id = f"mm_hp_src_{case}_{PATH_SEED}", f"mm_hp_tgt_{case}_{PATH_SEED}"
+        env = create.get("app_env")
+        monkeypatch.setenv(f"AIRFLOW_CONN_{src_id.upper()}", connection_uri(source, env))
+        monkeypatch.setenv(f"AIRFLOW_CONN_{tgt_id.upper()}", connection_uri(target, env))
+        conf = {
+            "source_conn_id": src_id,
+            "target_conn_id": tgt_id,
+            "profile": create["profile"],
+            "rules": create["rules"],
+            "on_destructive": "continue",
+            "on_missing_plugins": "continue",
+        }
+        first = run_dag("migration_sync", conf)
+        assert str(first.state) == "success", (case, task_states(first))
+        assert_same(source, target)
+
+        edited = _edit_first_row(
+            target, create, "%s edited in prod"
+        )  # a prod edit, then a change in staging
+        _edit_first_row(source, create, ":x changed in staging")
+        before = contents(target)
+        dry = run_dag("migration_sync", {**conf, "dry_run": True})
+        assert str(dry.state) == "success", (case, task_states(dry))
+        report = xcom(dry, "plan", key="report")
+        assert edited in [c["table"] for c in report["changed_in_prod"]], (case, report)
+        assert contents(target) == before, f"case {case}: the dry run wrote"
+
+        real = run_dag("migration_sync", conf)
+        assert str(real.state) == "success", (case, task_states(real))
+        assert_same(source, target)
+        backup = _backups(tgt_id)[-1]
+
+        again = run_dag("migration_sync", conf)
+        assert str(again.state) == "success", (case, task_states(again))
+        assert xcom(again, "plan", key="report")["units"] == [], f"case {case}: changed again"
+
+        restore = {"target_conn_id": tgt_id, "backup_id": backup.stem, "force": True}
+        restored = run_dag("migration_rollback", restore)
+        assert str(restored.state) == "success", (case, task_states(restored))
+        assert contents(target) == before, f"case {case}: the restore is not the backup's state"

@@ -79,11 +79,16 @@ def type_from_text(text: str) -> sa.types.TypeEngine[Any]:
     return result
 
 
+def sql_text(text: str) -> sa.TextClause:
+    """SQL text from a catalog or a migration file (a default, an index expression, a check) as
+    SQLAlchemy's ``text()``, kept exactly: every colon escaped, so neither ``{"a":1}`` nor a
+    column named ``:name`` is read as a bind parameter (SQLAlchemy turns ``\\:`` back into ``:``)."""
+    return sa.text(text.replace(":", "\\:"))
+
+
 def default_clause(text: str | None) -> sa.TextClause | None:
-    """A server default as SQL text; colons escaped so ``{"a":1}`` is not read as a bind parameter."""
-    if text is None:
-        return None
-    return sa.text(re.sub(r"(?<!\\):", r"\\:", text))
+    """A server default as SQL text (:func:`sql_text`)."""
+    return None if text is None else sql_text(text)
 
 
 def type_text(type_: sa.types.TypeEngine[Any]) -> str:

@@ -16,7 +16,13 @@ import psycopg
 import sqlalchemy as sa
 from psycopg import sql
 
-from migration_manager.schema.sqltext import DIALECT, ddl_name, default_clause, type_from_text
+from migration_manager.schema.sqltext import (
+    DIALECT,
+    ddl_name,
+    default_clause,
+    sql_text,
+    type_from_text,
+)
 
 
 @dataclass(frozen=True)
@@ -249,7 +255,7 @@ class TableStructure:
             if c.identity is not None:
                 args.append(sa.Identity(**c.identity))
             if c.computed is not None:
-                args.append(sa.Computed(sa.text(c.computed), persisted=True))
+                args.append(sa.Computed(sql_text(c.computed), persisted=True))
             columns.append(
                 sa.Column(
                     c.name,
@@ -271,7 +277,7 @@ class TableStructure:
         for u in self.unique_constraints:
             constraints.append(sa.UniqueConstraint(*u["columns"], name=u["name"]))
         for ck in self.check_constraints:
-            constraints.append(sa.CheckConstraint(sa.text(ck["sqltext"]), name=ck["name"]))
+            constraints.append(sa.CheckConstraint(sql_text(ck["sqltext"]), name=ck["name"]))
         table = sa.Table(
             self.name, metadata, *columns, *constraints, schema=self.schema, comment=self.comment
         )
@@ -299,7 +305,7 @@ class TableStructure:
                 if col is not None:
                     element = table.c[col]
                 elif i < len(exprs):
-                    element = sa.text(exprs[i])
+                    element = sql_text(exprs[i])
                 else:
                     continue
                 key = col if col is not None else exprs[i]
@@ -313,7 +319,7 @@ class TableStructure:
                 if v not in (None, [], "btree")
             }
             if "postgresql_where" in kwargs:
-                kwargs["postgresql_where"] = sa.text(kwargs["postgresql_where"])
+                kwargs["postgresql_where"] = sql_text(kwargs["postgresql_where"])
             index = sa.Index(ix["name"], *elements, unique=ix.get("unique", False), **kwargs)
             if index.table is None:
                 # only expressions (lower(email)): no column ties the index to its table
