@@ -142,10 +142,10 @@ def test_run_log_into_a_read_only_store(small_store: Path) -> None:
 
 
 class FaultyS3:
-    """moto's S3 server behind a WSGI middleware failing PUTs whose path matches a rule."""
+    """moto's S3 server (the app ``ThreadedMotoServer`` of test_celery_s3 runs) behind a WSGI
+    middleware failing PUTs and POSTs whose path matches a rule."""
 
     def __init__(self) -> None:
-        from moto.moto_server.threaded_moto_server import ThreadedMotoServer
         from moto.server import DomainDispatcherApplication, create_backend_app
         from werkzeug.serving import make_server
 
@@ -174,7 +174,6 @@ class FaultyS3:
         self.server = make_server("127.0.0.1", self.port, app, threaded=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        _ = ThreadedMotoServer  # the server test_celery_s3 uses; this is the same app
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.client = boto3.client(
             "s3",
@@ -185,7 +184,7 @@ class FaultyS3:
         )
         self.client.create_bucket(Bucket=BUCKET)
 
-    def keys(self) -> list[str]:
+    def objects(self) -> list[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
@@ -242,7 +241,7 @@ def test_create_into_a_failing_s3_store(s3_store: FaultyS3, source: str, kind: s
     assert "check MIGRATION_STORE and its connection" in message, message
     assert not caught.value.terminal  # the task is retried: the store may answer next time
     assert s3_store.failed, "no write reached the injected fault"
-    assert not [k for k in s3_store.keys() if "/files/" in k]
+    assert not [k for k in s3_store.objects() if "/files/" in k]
     assert s3_store.uploads() == []
 
 
@@ -259,7 +258,7 @@ def test_backup_record_into_a_failing_s3_store(s3_store: FaultyS3, target: str) 
     with pytest.raises(StoreError) as caught:
         _backup(target)
     assert "the record of backup" in str(caught.value), caught.value
-    assert not [k for k in s3_store.keys() if "/backups/" in k]  # the recordless dump removed
+    assert not [k for k in s3_store.objects() if "/backups/" in k]  # the recordless dump removed
     assert backup_records("prod") == []
     assert table_text(target, "items") == before
 
@@ -269,4 +268,4 @@ def test_run_log_into_a_failing_s3_store(s3_store: FaultyS3) -> None:
     with pytest.raises(StoreError) as caught:
         _run_log("manual__s3")
     assert "the log of run migration_sync/manual__s3" in str(caught.value), caught.value
-    assert not [k for k in s3_store.keys() if k.endswith("migration.json")]
+    assert not [k for k in s3_store.objects() if k.endswith("migration.json")]
