@@ -265,8 +265,15 @@ def guard_target_writes(gate_after: Any, *, target_conn_id: str) -> tuple[Any, A
     until every task downstream of ``target_locked`` has finished.
     """
     following = list(gate_after.downstream_list)
+    # retried when its worker dies (or its session with the target does and the lock cannot
+    # be taken back): the retry takes the lock again, waiting for the writers still running
+    # (GATE); a TargetLockedError (another run kept it) is terminal and never retried
     hold = HoldTargetLockOperator(
-        task_id=task_ids.HOLD_TARGET_LOCK, target_conn_id=target_conn_id, writers=[], retries=0
+        task_id=task_ids.HOLD_TARGET_LOCK,
+        target_conn_id=target_conn_id,
+        writers=[],
+        retries=2,
+        retry_delay=timedelta(seconds=5),
     )
     locked = TargetLockedSensor(
         task_id=task_ids.TARGET_LOCKED, target_conn_id=target_conn_id, retries=0
