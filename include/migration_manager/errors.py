@@ -53,6 +53,17 @@ class BackupError(MigrationError):
     """A backup cannot be taken or restored: missing or too old tools, a damaged file, a refusal."""
 
 
+class StoreError(MigrationError):
+    """The migration store did not take a write: full, read-only, unreachable or failing.
+
+    Terminal when a person must act (no space, no permission), else retried.
+    """
+
+    def __init__(self, message: str, *, terminal: bool = False):
+        super().__init__(message)
+        self.terminal = terminal
+
+
 class TransientError(MigrationError):
     """A connection dropped or a lock timed out: retrying may succeed."""
 

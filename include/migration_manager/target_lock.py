@@ -233,6 +233,54 @@ def hold_run_lock(
         conn.close()
 
 
+def hold_until(
+    dsn: str,
+    ref: DagRunRef,
+    *,
+    done: Callable[[], bool],
+    timeout: float,
+    interval: float = 1.0,
+    poll: float = 2.0,
+    on_wait: Callable[[LockOwner], None] | None = None,
+    on_held: Callable[[], None] | None = None,
+    on_lost: Callable[[TransientError], None] | None = None,
+) -> None:
+    """Hold the ``RUN`` lock for ``ref`` until ``done()`` (asked every ``interval`` s).
+
+    A restart of the target or a terminated session ends the holding connection, and the lock
+    with it (the run's writing tasks lose their sessions too, fail as transient and are
+    retried): the lock is taken again at once, waiting up to ``timeout`` s for the server to
+    come back, for a writer of this run that took it for itself meanwhile, and for writers
+    that started under the lost hold (``GATE``). Fails (``TransientError``) only when the first
+    take fails for a connection, or the lock cannot be taken back within ``timeout``.
+    """
+    held = False
+    lost_at: float | None = None
+    while True:
+        try:
+            with hold_run_lock(dsn, ref, timeout=timeout, poll=poll, on_wait=on_wait) as conn:
+                if not held and on_held:
+                    on_held()
+                held, lost_at = True, None
+                while not done():
+                    keepalive(conn, ref)
+                    time.sleep(interval)
+                return
+        except (TransientError, psycopg.OperationalError) as exc:
+            error = exc if isinstance(exc, TransientError) else TransientError(str(exc))
+            if not held:
+                raise error from exc
+            lost_at = lost_at if lost_at is not None else time.monotonic()
+            if time.monotonic() - lost_at > timeout:
+                raise TransientError(
+                    f"Lost the target lock of {ref} and could not take it back within "
+                    f"{timeout:.0f} s (target_lock_timeout): {error}"
+                ) from exc
+            if on_lost:
+                on_lost(error)
+            time.sleep(min(interval, 1.0))
+
+
 def keepalive(conn: psycopg.Connection[Any], ref: DagRunRef) -> None:
     """Check that the holding connection (and so the lock) is still there."""
     try:

@@ -6,14 +6,19 @@ migration store on an S3-compatible server (moto's server mode on loopback) thro
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
+import psutil
+import psycopg
 import pytest
 
-from tests.e2e.airflowapi import Airflow, free_port, running_airflow
+from migration_manager.target_lock import owner
+from tests.e2e.airflowapi import Airflow, free_port, running_airflow, wait_for
 from tests.pgtools import sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
@@ -63,6 +68,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, s3: tuple[str, Any]) -> It
         # a queue of our own, so no other worker on this Redis takes our tasks
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"mm-e2e-{uuid.uuid4().hex[:8]}",
         "MM_AIRFLOW_BROKER": REDIS,
+        # a task whose worker vanished is failed (and retried) after 30 s without heartbeats
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
     }
     with running_airflow(tmp, executor="CeleryExecutor", env=env) as instance:
         yield instance
@@ -130,3 +137,106 @@ def test_migration_through_celery_with_the_store_on_s3(
         f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/create_migration_file/xcomEntries/return_value",
     )["value"]
     assert str(create).startswith(f"s3://aws_default@{BUCKET}/migrations/files/")
+
+
+def _second_worker(airflow: Airflow) -> psutil.Process:
+    """Start another Celery worker like bin/airflow-local's (its command, environment and
+    folder, another Celery hostname); recorded in the instance's state so that
+    ``bin/airflow-local stop`` stops it too."""
+    state_path = airflow.home / "airflow-local.json"
+    state = json.loads(state_path.read_text())
+    first = psutil.Process(int(state["processes"]["celery-worker"]["pid"]))
+    cmd = [*first.cmdline(), "--celery-hostname", f"second-{uuid.uuid4().hex[:6]}@%h"]
+    with (airflow.home / "logs" / "celery-worker-2.log").open("ab") as log:
+        proc = subprocess.Popen(
+            cmd,
+            env=first.environ(),
+            cwd=first.cwd(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    second = psutil.Process(proc.pid)
+    state["processes"]["celery-worker-2"] = {"pid": proc.pid, "started": second.create_time()}
+    state_path.write_text(json.dumps(state, indent=1))
+    return second
+
+
+def _copying_client(target: str) -> psutil.Process:
+    """The local process whose session COPYs rows into the target (20 000 at least)."""
+    db = psycopg.conninfo.conninfo_to_dict(target)["dbname"]
+
+    def port() -> int | None:
+        with psycopg.connect(target, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT a.client_port FROM pg_stat_progress_copy p "
+                "JOIN pg_stat_activity a ON a.pid = p.pid "
+                "WHERE p.datname = %s AND p.command = 'COPY FROM' AND p.tuples_processed > 20000",
+                (db,),
+            ).fetchone()
+        return int(row[0]) if row else None
+
+    client_port = wait_for("a unit's COPY into the target", port, 300, interval=0.05)
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == client_port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"no local process owns the connection from port {client_port}")
+
+
+def test_a_worker_killed_mid_unit_the_unit_is_retried_on_another_worker(
+    airflow: Airflow, new_db: Callable[[], str]
+) -> None:
+    """SIGKILL of the whole Celery worker running a ~1 M row apply_table mid-COPY: Airflow
+    notices the missing heartbeats, retries the unit on the other worker; the unit is applied
+    once in effect (exact rows), the target lock is released, the run ends green."""
+    source, target = new_db(), new_db()
+    sql(
+        source,
+        "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);"
+        "INSERT INTO big SELECT g, md5(g::text) || g FROM generate_series(1, 1000000) g",
+    )
+    sql(target, "CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL)")
+    second = _second_worker(airflow)
+    airflow.set_connection("e2e_kill_source", source)
+    airflow.set_connection("e2e_kill_target", target)
+    airflow.unpause("migration_sync")
+    run_id = airflow.trigger(
+        "migration_sync",
+        {
+            "source_conn_id": "e2e_kill_source",
+            "target_conn_id": "e2e_kill_target",
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "skip_backup": True,
+            "on_missing_plugins": "continue",
+            "on_destructive": "continue",
+        },
+    )
+    task = _copying_client(target)
+    workers = {
+        int(json.loads((airflow.home / "airflow-local.json").read_text())["processes"][k]["pid"])
+        for k in ("celery-worker", "celery-worker-2")
+    }
+    worker = next(p for p in task.parents() if p.pid in workers)
+    survivor_log = (
+        airflow.home
+        / "logs"
+        / ("celery-worker-2.log" if worker.pid != second.pid else "celery-worker.log")
+    )
+    seen = survivor_log.stat().st_size
+    victims = [worker, *worker.children(recursive=True)]
+    for proc in victims:
+        proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
+    assert airflow.wait_for_run("migration_sync", run_id, timeout=600) == "success", (
+        airflow.explain("migration_sync", run_id)
+    )
+    unit = airflow.task_instance("migration_sync", run_id, "apply_table", 0)
+    assert unit["try_number"] >= 2, unit  # the killed try, then its retry
+    with survivor_log.open("rb") as fh:  # after the kill, only the other worker ran tasks
+        fh.seek(seen)
+        assert b"execute_workload" in fh.read()
+    assert table_text(target, "big") == table_text(source, "big")
+    with psycopg.connect(target, autocommit=True) as conn:
+        assert owner(conn) is None

@@ -128,27 +128,47 @@ class HoldTargetLockOperator(BaseOperator):
             )
 
         started = time.monotonic()
+        waited = 0.0
+        in_process = _in_process_run()
+
+        def held() -> None:
+            nonlocal waited
+            waited = time.monotonic() - started
+            self.log.info(
+                "Holding the lock of target %s for run %s (waited %.1f s)",
+                redact(env.dsn),
+                ref,
+                waited,
+            )
+            if in_process:
+                self.log.info(
+                    "In-process run (dags test): each writing task takes the lock for its own writes"
+                )
+
+        def lost(exc: Exception) -> None:
+            self.log.warning(
+                "Lost the target lock (%s); taking it back (the writing tasks that lost their "
+                "sessions too are retried)",
+                exc,
+            )
+
         with engine_errors():
             env = environment(self.target_conn_id)
-            with target_lock.hold_run_lock(env.dsn, ref, timeout=timeout, on_wait=waiting) as conn:
-                waited = time.monotonic() - started
-                self.log.info(
-                    "Holding the lock of target %s for run %s (waited %.1f s)",
-                    redact(env.dsn),
-                    ref,
-                    waited,
-                )
-                if _in_process_run():
-                    self.log.info(
-                        "In-process run (dags test): each writing task takes the lock for its own writes"
-                    )
-                    return {"waited_seconds": round(waited, 1), "held_seconds": 0.0}
-                while not self._writers_done(context):
-                    target_lock.keepalive(conn, ref)
-                    time.sleep(self.check_interval)
-        held = time.monotonic() - started - waited
-        self.log.info("Writing tasks finished: released the target lock after %.1f s", held)
-        return {"waited_seconds": round(waited, 1), "held_seconds": round(held, 1)}
+            target_lock.hold_until(
+                env.dsn,
+                ref,
+                done=lambda: in_process or self._writers_done(context),
+                timeout=timeout,
+                interval=self.check_interval,
+                on_wait=waiting,
+                on_held=held,
+                on_lost=lost,
+            )
+        if in_process:
+            return {"waited_seconds": round(waited, 1), "held_seconds": 0.0}
+        seconds = time.monotonic() - started - waited
+        self.log.info("Writing tasks finished: released the target lock after %.1f s", seconds)
+        return {"waited_seconds": round(waited, 1), "held_seconds": round(seconds, 1)}
 
 
 class TargetLockedSensor(BaseSensorOperator):
@@ -245,8 +265,15 @@ def guard_target_writes(gate_after: Any, *, target_conn_id: str) -> tuple[Any, A
     until every task downstream of ``target_locked`` has finished.
     """
     following = list(gate_after.downstream_list)
+    # retried when its worker dies (or its session with the target does and the lock cannot
+    # be taken back): the retry takes the lock again, waiting for the writers still running
+    # (GATE); a TargetLockedError (another run kept it) is terminal and never retried
     hold = HoldTargetLockOperator(
-        task_id=task_ids.HOLD_TARGET_LOCK, target_conn_id=target_conn_id, writers=[], retries=0
+        task_id=task_ids.HOLD_TARGET_LOCK,
+        target_conn_id=target_conn_id,
+        writers=[],
+        retries=2,
+        retry_delay=timedelta(seconds=5),
     )
     locked = TargetLockedSensor(
         task_id=task_ids.TARGET_LOCKED, target_conn_id=target_conn_id, retries=0

@@ -24,10 +24,14 @@ from airflow.sdk import BaseHook, ObjectStoragePath
 
 from migration_manager.airflow import task_ids as ids
 from migration_manager.airflow.signing import task_trust
-from migration_manager.airflow.store import as_local, migration_file_path, store_root
+from migration_manager.airflow.store import (
+    as_local,
+    migration_file_path,
+    save_run_log,
+    store_root,
+)
 from migration_manager.errors import ConfigError
 from migration_manager.redaction import redact
-from migration_manager.run_files import write_files
 from migration_manager.run_record import Endpoint, MigrationFileInfo
 from migration_manager.run_record_build import (
     RunInfo,
@@ -375,7 +379,7 @@ def write_run_log(
         dry_run=str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"),
     )
     folder = log_folder(record.migration_id, dag_run.run_id)
-    write_files(as_local(folder), record)
+    save_run_log(folder, record, final_status=final_status)
     return record.to_json_dict(), folder
 
 

@@ -9,6 +9,8 @@ Which folder holds what is :mod:`migration_manager.store_layout`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -31,8 +33,10 @@ from migration_manager.backup.record import (
     read_record,
     read_records,
 )
-from migration_manager.errors import BackupError, ConfigError
+from migration_manager.errors import BackupError, ConfigError, MigrationError, StoreError
 from migration_manager.prod_edits import TargetRecord
+from migration_manager.run_files import RECORD, write_files
+from migration_manager.run_record import RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +82,59 @@ def migration_file_path(ref: str) -> ObjectStoragePath:
 
 @contextmanager
 def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
-    """A local temporary file to write; on success it is moved into the store."""
+    """A local temporary file to write; on success it is moved into the store.
+
+    The store shows the file only once it is whole (:func:`_put`); a store that does not take
+    it fails with a :class:`StoreError` naming the store and what to do.
+    """
     dest = layout.migration_file(store_root(), f"{migration_id}.zip")
     with tempfile.NamedTemporaryFile(prefix="mm-", suffix=".zip", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
         with tmp_path.open("w+b") as fh:
             yield fh, dest
-        _put(tmp_path, dest)
+        with store_writes(f"the migration file {dest.name}"):
+            _put(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+_PERSON_MUST_ACT = {
+    errno.ENOSPC: "the store is full: free space there (fewer backups: backups_to_keep; old "
+    "run logs and files: retention) or point MIGRATION_STORE at a larger place",
+    errno.EDQUOT: "the store's quota is used up: free space there or point MIGRATION_STORE "
+    "at a larger place",
+    errno.EROFS: "the store is read-only: make it writable for the Airflow workers or point "
+    "MIGRATION_STORE at a writable place",
+    errno.EACCES: "the Airflow workers may not write there: fix its permissions or point "
+    "MIGRATION_STORE at a writable place",
+    errno.EPERM: "the Airflow workers may not write there: fix its permissions or point "
+    "MIGRATION_STORE at a writable place",
+}
+
+
+@contextmanager
+def store_writes(what: str, after: str = "") -> Iterator[None]:
+    """Writes of ``what`` into the store: a failure becomes a :class:`StoreError` that names
+    the store, the reason and what to do (``after``: what the failure means for the run)."""
+    try:
+        yield
+    except MigrationError:
+        raise
+    except Exception as exc:  # OSError, or the object store's client errors (botocore, ...)
+        code = getattr(exc, "errno", None)
+        advice = _PERSON_MUST_ACT.get(code) if isinstance(code, int) else None
+        reason = (os.strerror(code) if isinstance(code, int) else "") or str(exc) or repr(exc)
+        raise StoreError(
+            f"Cannot write {what} to the migration store {store_root()} ({reason}): "
+            + (
+                advice
+                or "the store did not take it (unreachable or failing): check "
+                "MIGRATION_STORE and its connection"
+            )
+            + f", then run again. {after or 'Nothing was written to the target.'}".rstrip(),
+            terminal=advice is not None,
+        ) from exc
 
 
 # --- backups: backups/<target key>/<backup id>.dump + <backup id>.json ---------------------
@@ -99,31 +146,82 @@ def backup_dir(key: str) -> ObjectStoragePath:
 
 
 def _put(local: Path, dest: ObjectStoragePath) -> None:
-    """Move a finished local file into the store (a rename on a local store, else a streamed copy)."""
+    """Move a finished local file into the store; ``dest`` appears whole or not at all.
+
+    A local store gets a hidden ``.<name>.<pid>.part`` beside ``dest``, renamed over it once
+    written (removed when the write fails: a full disk leaves nothing a listing shows). An
+    object store gets one upload, aborted (never committed) when a part of it fails.
+    """
     if dest.protocol in ("file", "local", ""):
-        Path(dest.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(local), dest.path)
+        final = Path(dest.path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(f".{final.name}.{os.getpid()}.part")
+        try:
+            shutil.copyfile(local, part)
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with local.open("rb") as src, dest.open("wb") as out:
-        shutil.copyfileobj(src, out, 1 << 20)
+    out = dest.open("wb")
+    try:
+        with local.open("rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
+    except BaseException:
+        # fsspec's close() would commit what was uploaded so far: throw the upload away
+        discard = getattr(out, "discard", None)
+        if callable(discard):
+            discard()
+        with contextlib.suppress(AttributeError):
+            out.closed = True  # nothing left for close() (or the garbage collector) to commit
+        raise
+    out.close()
+
+
+def write_text(path: ObjectStoragePath, text: str) -> None:
+    """Write a small file of the store whole or not at all (a local store: a ``.part`` renamed
+    over it; an object store: one PUT)."""
+    if path.protocol in ("file", "local", ""):
+        final = Path(path.path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        part = final.with_name(f".{final.name}.{os.getpid()}.part")
+        try:
+            part.write_text(text)
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def save_backup(
     dsn: str, key: str, *, keep: int, **meta: Any
 ) -> tuple[BackupRecord, ObjectStoragePath]:
-    """Take a backup into the store (dump first, its record last), then remove the oldest beyond ``keep``."""
+    """Take a backup into the store (dump first, its record last), then remove the oldest beyond ``keep``.
+
+    A store that does not take the dump or the record fails with a :class:`StoreError`; a dump
+    whose record could not be written is removed (it would never be listed nor restored).
+    """
     expired([], keep)  # validate before the dump
+    after = "The migration did not start: nothing was written to the target."
     with tempfile.NamedTemporaryFile(prefix="mm-backup-", suffix=".dump", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
         record = take_backup(dsn, tmp_path, **meta)
         folder = backup_dir(key)
         dest = folder / record.dump_file
-        _put(tmp_path, dest)
+        with store_writes(f"backup {record.backup_id} of target {key}", after):
+            _put(tmp_path, dest)
     finally:
         tmp_path.unlink(missing_ok=True)
-    as_local(layout.backup_record(store_root(), key, record.backup_id)).write_text(record.to_json())
+    try:
+        with store_writes(f"the record of backup {record.backup_id} of target {key}", after):
+            write_text(layout.backup_record(store_root(), key, record.backup_id), record.to_json())
+    except StoreError:
+        with contextlib.suppress(Exception):
+            dest.unlink()
+        raise
     prune_backups(key, keep)
     return record, dest
 
@@ -190,9 +288,13 @@ def _run_file(dag_id: str, run_id: str) -> ObjectStoragePath:
 
 def record_run_rollback(dag_id: str, run_id: str, outcome: dict[str, Any]) -> None:
     """Remember that this run's target was rolled back (outlives clearing the rollback task)."""
-    path = _run_file(dag_id, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"dag_id": dag_id, "run_id": run_id, **outcome}, default=str))
+    with store_writes(
+        f"the rollback record of run {dag_id}/{run_id}", "The target was rolled back."
+    ):
+        write_text(
+            _run_file(dag_id, run_id),
+            json.dumps({"dag_id": dag_id, "run_id": run_id, **outcome}, default=str),
+        )
 
 
 def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
@@ -229,12 +331,27 @@ def load_target_record(target_key: str) -> TargetRecord | None:
 
 def save_target_record(record: TargetRecord) -> ObjectStoragePath:
     path = _target_record_path(record.target_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / (path.name + ".tmp")
-    tmp.write_text(json.dumps(record.to_dict(), indent=1, sort_keys=True))
-    if path.protocol in ("file", "local", ""):
-        Path(tmp.path).replace(path.path)
-    else:
-        path.write_text(tmp.read_text())
-        tmp.unlink()
+    with store_writes(
+        f"the fingerprints of target {record.target_key}",
+        "The migration itself is applied; the next run cannot tell prod edits this time.",
+    ):
+        write_text(path, json.dumps(record.to_dict(), indent=1, sort_keys=True))
     return path
+
+
+# --- run logs: logs/<migration>/<run>/ (migration_manager.run_files) -------------------------
+
+
+def save_run_log(folder: ObjectStoragePath, record: RunRecord, *, final_status: str) -> None:
+    """Write a run's log folder; a store that does not take it fails with a :class:`StoreError`
+    (and no half-written ``migration.json`` is left to be read as the run's record)."""
+    try:
+        with store_writes(
+            f"the log of run {record.dag_id}/{record.run_id}",
+            f"The migration itself ended {final_status}; its task logs in Airflow still tell it.",
+        ):
+            write_files(as_local(folder), record)
+    except StoreError:
+        with contextlib.suppress(Exception):
+            (as_local(folder) / RECORD).unlink()
+        raise

@@ -1,0 +1,289 @@
+"""Faults under a real Airflow (``bin/airflow-local``, LocalExecutor), issue 22.
+
+One Airflow for the module. Each test breaks something while a migration runs — two starts
+into one target within a second, the scheduler killed mid-run, the task process of a large
+``apply_table`` killed mid-COPY — and asserts the exact end state: the target's rows (count
+and md5) equal the source's, the target lock is free, a new run can start.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+
+from migration_manager.target_lock import owner
+from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
+from tests.pgtools import rows, sql
+
+pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
+
+PIPELINES = """\
+pipelines:
+  - name: e2e_faults
+    source_conn_id: e2e_faults_pipe_source
+    target_conn_id: e2e_faults_target
+    profile: generic
+    schedule: "0 3 * * *"
+    rules: {user: {default: overwrite}}
+    options: {backup: false, rollback: false, on_missing_plugins: continue, on_destructive: continue}
+"""
+SYNC = "migration_sync"
+PIPE = "sync_e2e_faults"
+WRITERS = ("backup", "env_write", "apply_table")
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    tmp = tmp_path_factory.mktemp("e2e-faults")
+    pipelines = tmp / "pipelines.yaml"
+    pipelines.write_text(PIPELINES)
+    env = {
+        "MIGRATION_PIPELINES": str(pipelines),
+        "MM_LOCK_TIMEOUT": "180s",
+        # a task whose process vanished without a word is failed (and retried) after 30 s
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+    }
+    with running_airflow(tmp, env=env) as instance:
+        yield instance
+
+
+def _tables(dsn: str, n: int, rows_each: int, tag: str) -> None:
+    sql(
+        dsn,
+        "".join(
+            f"CREATE TABLE t{i} (id int PRIMARY KEY, payload text NOT NULL);"
+            f"INSERT INTO t{i} SELECT g, md5('{tag}' || g) || g FROM generate_series(1, {rows_each}) g;"
+            for i in range(1, n + 1)
+        ),
+    )
+
+
+def _content(dsn: str, n: int) -> list[Any]:
+    return [
+        rows(dsn, f"SELECT count(*), md5(string_agg(t::text, ',' ORDER BY id)) FROM t{i} AS t")[0]
+        for i in range(1, n + 1)
+    ]
+
+
+def _lock_free(dsn: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return owner(conn) is None
+
+
+def _sync_conf(source: str, target: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source_conn_id": source,
+        "target_conn_id": target,
+        "profile": "generic",
+        "rules": {"user": {"default": "overwrite"}},
+        "on_missing_plugins": "continue",
+        "on_destructive": "continue",
+        **extra,
+    }
+
+
+def _time(value: str | None) -> float:
+    assert value, "a writer task without start or end date"
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _writer_spans(airflow: Airflow, dag_id: str, run_id: str) -> list[tuple[float, float, str]]:
+    """(start, end, task) of every writing task of the run that ran."""
+    return [
+        (_time(ti["start_date"]), _time(ti["end_date"]), f"{ti['task_id']}[{ti['map_index']}]")
+        for ti in airflow.task_instances(dag_id, run_id)
+        if ti["task_id"] in WRITERS and ti["state"] == "success"
+    ]
+
+
+def test_sync_now_and_a_pipeline_run_within_a_second_never_interleave(
+    airflow: Airflow, new_db: Callable[[], str]
+) -> None:
+    """The rules page's Sync now (source A) and a run of the pipeline's DAG (source B) into
+    one target, started within a second: one holds the lock, the other waits for it; no
+    writing task of one overlaps one of the other; the target ends as the later run left it."""
+    source_a, source_b, target = new_db(), new_db(), new_db()
+    _tables(source_a, 3, 100_000, "a")
+    _tables(source_b, 3, 100_000, "b")
+    airflow.set_connection("e2e_faults_now_source", source_a)
+    airflow.set_connection("e2e_faults_pipe_source", source_b)
+    airflow.set_connection("e2e_faults_target", target)
+    airflow.unpause(SYNC)
+    airflow.wait_for_dag(PIPE)
+
+    # Airflow 3's cron timetable creates no run when the DAG is unpaused, and a schedule that
+    # fires every minute would keep starting runs during the test: the pipeline DAG's run is
+    # triggered through the REST API the moment Sync now has queued its run (the same DAG and
+    # tasks as its scheduled runs; the run type never reaches the lock)
+    airflow.set_paused(PIPE, False)
+    started: dict[str, Any] = {}
+    started[SYNC] = airflow.client.post(  # the rules page's "Sync now", as its script posts it
+        "/migrations/rules/api/start",
+        json={
+            "action": "sync",
+            "source_conn_id": "e2e_faults_now_source",
+            "profile": "generic",
+            "rules": {"user": {"default": "overwrite"}},
+            "target_conn_id": "e2e_faults_target",
+            "on_missing_plugins": "continue",
+        },
+    )
+    started[PIPE] = airflow.trigger(PIPE, {})
+    assert started[SYNC].status_code == 200, started[SYNC].text
+    runs = {PIPE: started[PIPE], SYNC: started[SYNC].json()["run_id"]}
+    queued = [_time(airflow.run(dag, run)["queued_at"]) for dag, run in runs.items()]
+    assert abs(queued[0] - queued[1]) < 1, queued  # within a second
+    ended = {dag: airflow.wait_for_run(dag, run, timeout=600) for dag, run in runs.items()}
+    assert ended == {PIPE: "success", SYNC: "success"}, {
+        dag: airflow.explain(dag, run) for dag, run in runs.items()
+    }
+    spans = {dag: _writer_spans(airflow, dag, run) for dag, run in runs.items()}
+    assert all(spans.values()), spans
+    first, second = sorted(spans, key=lambda d: min(s for s, _, _ in spans[d]))
+    assert max(e for _, e, _ in spans[first]) <= min(s for s, _, _ in spans[second]), spans
+    waited = airflow.log(second, runs[second], "hold_target_lock", 1)
+    assert f"locked by migration run {first}/{runs[first]}" in waited, waited[-2000:]
+    last_source = source_b if second == PIPE else source_a
+    assert _content(target, 3) == _content(last_source, 3)
+    assert _lock_free(target)
+
+
+def _running_unit(airflow: Airflow, run_id: str) -> dict[str, Any]:
+    return dict(
+        wait_for(
+            "an apply_table unit to run",
+            lambda: next(
+                (
+                    ti
+                    for ti in airflow.task_instances(SYNC, run_id)
+                    if ti["task_id"] == "apply_table" and ti["state"] == "running"
+                ),
+                None,
+            ),
+            300,
+            interval=0.3,
+        )
+    )
+
+
+def _copying_backend(target: str) -> tuple[int, int]:
+    """(backend pid, client port) of a session COPYing rows into the target (20 000 at least)."""
+    db = psycopg.conninfo.conninfo_to_dict(target)["dbname"]
+
+    def copying() -> tuple[int, int] | None:
+        with psycopg.connect(target, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT p.pid, a.client_port FROM pg_stat_progress_copy p "
+                "JOIN pg_stat_activity a ON a.pid = p.pid "
+                "WHERE p.datname = %s AND p.command = 'COPY FROM' AND p.tuples_processed > 20000",
+                (db,),
+            ).fetchone()
+        return (int(row[0]), int(row[1])) if row else None
+
+    return tuple(wait_for("a unit's COPY into the target", copying, 300, interval=0.05))  # type: ignore[return-value]
+
+
+def _process_with_port(port: int) -> psutil.Process:
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.pid:
+            return psutil.Process(conn.pid)
+    raise AssertionError(f"no local process owns the connection from port {port}")
+
+
+def _restart_scheduler(airflow: Airflow) -> tuple[int, int]:
+    """SIGKILL ``bin/airflow-local``'s scheduler, then start it again as it was started (same
+    command, environment, folder and log); the state file then names the new one, so
+    ``bin/airflow-local stop`` stops it. Returns (old pid, new pid)."""
+    import json
+    import subprocess
+
+    state_path = airflow.home / "airflow-local.json"
+    state = json.loads(state_path.read_text())
+    old = psutil.Process(int(state["processes"]["scheduler"]["pid"]))
+    cmd, env, cwd = old.cmdline(), old.environ(), old.cwd()
+    old.send_signal(signal.SIGKILL)
+    wait_for(
+        "the scheduler to die",
+        lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE,
+        30,
+        interval=0.1,
+    )
+    time.sleep(3)  # the run goes on without a scheduler for a moment
+    with (airflow.home / "logs" / "scheduler.log").open("ab") as log:
+        new = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    state["processes"]["scheduler"] = {
+        "pid": new.pid,
+        "started": psutil.Process(new.pid).create_time(),
+    }
+    state_path.write_text(json.dumps(state, indent=1))
+    return old.pid, new.pid
+
+
+def test_the_scheduler_killed_mid_run_and_started_again(
+    airflow: Airflow, new_db: Callable[[], str]
+) -> None:
+    """``kill -9`` of the scheduler while units run, then a new scheduler: the run finishes
+    green, every table exact (no unit half applied), the lock free, a new run starts and ends."""
+    source, target = new_db(), new_db()
+    _tables(source, 3, 300_000, "s")
+    airflow.set_connection("e2e_faults_sched_source", source)
+    airflow.set_connection("e2e_faults_sched_target", target)
+    airflow.unpause(SYNC)
+    conf = _sync_conf("e2e_faults_sched_source", "e2e_faults_sched_target", skip_backup=True)
+    run_id = airflow.trigger(SYNC, conf)
+    _running_unit(airflow, run_id)
+    _copying_backend(target)
+    _restart_scheduler(airflow)
+    assert airflow.wait_for_run(SYNC, run_id, timeout=600) == "success", airflow.explain(
+        SYNC, run_id
+    )
+    assert _content(target, 3) == _content(source, 3)
+    assert _lock_free(target)
+    again = airflow.trigger(SYNC, conf)  # a new run starts, finds nothing to do, ends green
+    assert airflow.wait_for_run(SYNC, again) == "success", airflow.explain(SYNC, again)
+    assert _content(target, 3) == _content(source, 3)
+    assert _lock_free(target)
+
+
+def test_the_task_process_of_a_large_unit_killed_mid_copy_is_retried_exactly(
+    airflow: Airflow, new_db: Callable[[], str]
+) -> None:
+    """``kill -9`` of the process running a ~1 M row ``apply_table`` while it COPYs: Airflow
+    fails that try and retries it; the unit is applied once in effect (exact rows), the lock is
+    released, the run ends green."""
+    source, target = new_db(), new_db()
+    _tables(source, 1, 1_000_000, "big")
+    sql(target, "CREATE TABLE t1 (id int PRIMARY KEY, payload text NOT NULL)")
+    sql(target, "INSERT INTO t1 SELECT g, 'old' FROM generate_series(1, 1000) g")
+    airflow.set_connection("e2e_faults_kill_source", source)
+    airflow.set_connection("e2e_faults_kill_target", target)
+    airflow.unpause(SYNC)
+    conf = _sync_conf("e2e_faults_kill_source", "e2e_faults_kill_target", skip_backup=True)
+    run_id = airflow.trigger(SYNC, conf)
+    unit = _running_unit(airflow, run_id)
+    _pid, port = _copying_backend(target)
+    task = _process_with_port(port)
+    assert "airflow" in " ".join(task.cmdline()) or task.ppid() != 1, task
+    task.send_signal(signal.SIGKILL)
+    assert airflow.wait_for_run(SYNC, run_id, timeout=600) == "success", airflow.explain(
+        SYNC, run_id
+    )
+    after = airflow.task_instance(SYNC, run_id, "apply_table", unit["map_index"])
+    assert after["try_number"] == unit["try_number"] + 1, after  # the killed try, then its retry
+    assert _content(target, 1) == _content(source, 1)
+    assert _lock_free(target)
