@@ -30,6 +30,7 @@ from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
 from migration_manager.nocobase_knowledge import choose as choose_knowledge
+from migration_manager.nocobase_names import column_name, table_name
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,10 @@ class TableScope:
     underscored: bool = False
 
     def physical(self, logical: str) -> str:
-        return self.prefix + (snake_case(logical) if self.underscored else logical)
+        return table_name(logical, self.prefix, self.underscored)
 
     def column(self, logical: str) -> str:
-        return snake_case(logical) if self.underscored else logical
+        return column_name(logical, self.underscored)
 
     def contains(self, physical: str) -> bool:
         return physical.startswith(self.prefix)
@@ -78,13 +79,6 @@ class TableClass:
     allowed_rules: tuple[str, ...] | None = None  # None: every rule the key allows
     companion_of: tuple[str, ...] = ()  # tables whose rules this one follows
     note: str | None = None  # a warning for the plan
-
-
-def snake_case(name: str) -> str:
-    """NocoBase's snake_case of a camelCase identifier (``uiSchemaTreePath`` -> ``ui_schema_tree_path``)."""
-    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    return name.lower()
 
 
 class Profile:
