@@ -130,6 +130,7 @@ def create_migration(
                     f"The source database has no schema {scope.schema!r} (DB_SCHEMA); "
                     "check the source connection's app_env"
                 )
+            prof.require_app(conn, scope, "source")
             tables = [t for t in list_tables(conn, scope.schema) if scope.contains(t)]
             structures = reflect_tables(conn, scope.schema, tables)
             knowledge = prof.knowledge(conn, scope)

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from psycopg import sql
 
+from migration_manager.app_location import MARKERS, require_app_tables
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
@@ -85,6 +86,7 @@ class Profile:
     name = "generic"
     description = "Any PostgreSQL database: every table is user-defined, no settings are checked."
     checked_settings: tuple[Setting, ...] = ()
+    versioned = False  # whether the application records its version (checked on both sides)
 
     def scope(self, env: Mapping[str, str]) -> TableScope:
         return TableScope()
@@ -100,6 +102,9 @@ class Profile:
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         return None
+
+    def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
+        """Raise ConfigError when ``scope`` holds none of the application's tables."""
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice | None:
         """Which version of the profile's table knowledge the source gets (None: no such thing)."""
@@ -168,6 +173,7 @@ class NocoBaseProfile(Profile):
         "NocoBase 1.x/2.x: built-in tables with the default rules NocoBase's own collection "
         "definitions declare (per version), the documented list as fallback."
     )
+    versioned = True
     checked_settings = (
         Setting("DB_UNDERSCORED", "false", boolean=True),
         Setting("USE_DB_SCHEMA_IN_SUBAPP", "false", boolean=True),
@@ -209,6 +215,9 @@ class NocoBaseProfile(Profile):
             sql.Identifier(physical),
         )
         return list(conn.exec_driver_sql(query.as_string(_raw(conn))).fetchall())
+
+    def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
+        require_app_tables(conn, scope.schema, {m: scope.physical(m) for m in MARKERS}, side)
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice:
         """The code-derived table knowledge for the source's ``applicationVersion``."""
