@@ -136,6 +136,7 @@ def create_migration(
             knowledge = prof.knowledge(conn, scope)
             classes = prof.classify(conn, scope, tables)
             plans, warnings = resolve(structures, classes, ruleset, scope)
+            refs, natural = prof.references(conn, scope, structures)
             if knowledge is not None and knowledge.warning:
                 warnings.insert(0, knowledge.warning)
             storage = prof.storage_note(conn, scope)
@@ -174,6 +175,8 @@ def create_migration(
                     "estimated_rows": estimates.get(p.name, 0),
                     "data": None,
                 }
+                if p.name in natural:
+                    entry["natural_key"] = list(natural[p.name])
                 if p.moves_data:
                     member = data_member(index)
                     columns = list(structure.data_columns)
@@ -241,6 +244,7 @@ def create_migration(
         "plugins": plugins,
         "tables": table_entries,
         "units": [u.to_dict() for u in unit_list],
+        "references": [r.to_dict() for r in refs],
         "warnings": warnings,
         "members": writer.members,
     }

@@ -28,10 +28,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_manager import pg, row_writes
+from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.errors import ConfigError
+from migration_manager.references import DanglingReference, TableReference, match_natural_keys
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,8 @@ class DestructivePlan:
     prod_edits: tuple[ProdEdit, ...] = ()  # edits made in the target that would be lost
     # tables another session held locked past MM_PLAN_LOCK_TIMEOUT: not counted (as in plan)
     unchecked: tuple[str, ...] = ()
+    # target rows left pointing at rows the migration removes, one per relation
+    dangling: tuple[DanglingReference, ...] = ()
 
     @property
     def over_ratio(self) -> tuple[TableLoss, ...]:
@@ -131,6 +134,7 @@ class DestructivePlan:
         """The destructive parts, one line each (what the approval shows and a refusal says)."""
         return (
             [e.describe() for e in self.prod_edits]
+            + [d.describe() for d in self.dangling]
             + [t.describe() for t in self.over_ratio]
             + list(self.drops)
         )
@@ -146,6 +150,7 @@ class DestructivePlan:
             "drops": list(self.drops),
             "prod_edits": [e.to_dict() for e in self.prod_edits],
             "unchecked": list(self.unchecked),
+            "dangling": [d.to_dict() for d in self.dangling],
             "parts": self.parts,
             "destructive": self.destructive,
         }
@@ -158,6 +163,7 @@ class DestructivePlan:
             drops=tuple(d.get("drops") or ()),
             prod_edits=tuple(ProdEdit.from_dict(e) for e in d.get("prod_edits") or ()),
             unchecked=tuple(d.get("unchecked") or ()),
+            dangling=tuple(DanglingReference.from_dict(x) for x in d.get("dangling") or ()),
         )
 
 
@@ -275,6 +281,8 @@ def _loss(
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
             with reader.data(data["member"]) as stream:
                 stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
+            if entry.get("natural_key") and len(t.key) == 1:
+                match_natural_keys(cur, t, stage, entry["natural_key"])
             if t.key:
                 row = cur.execute(
                     sql.SQL(
@@ -321,6 +329,8 @@ def assess(
     losses: list[TableLoss] = []
     edits: list[ProdEdit] = []
     unchecked: list[str] = []
+    dangling: list[DanglingReference] = []
+    schema = str(reader.manifest["source"].get("schema") or "public")
     with pg.connect(target_dsn, application_name="migration-manager destructive check") as conn:
         cur = conn.cursor()
         # a table another session holds locked is not waited for (plan does the same): its
@@ -346,6 +356,24 @@ def assess(
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
+        refs = [TableReference.from_dict(r) for r in reader.manifest.get("references") or ()]
+        # references from tables whose target rows stay (not replaced by the source's)
+        kept = [
+            r
+            for r in refs
+            if rule_of.get(r.table, OVERWRITE) != OVERWRITE
+            and _exists(cur, str(entries.get(r.table, {}).get("schema") or schema), r.table)
+        ]
+        for item in pending:
+            entry, t = entries.get(item["table"]), None
+            if entry is not None and item.get("rule") == OVERWRITE:
+                t = _target(entry)
+            if t is None or not _exists(cur, t.schema, t.name) or not row_writes.count_rows(cur, t):
+                continue
+            found = counted(
+                t.name, lambda e=entry, t=t: references.dangling(cur, reader, e, t, kept)
+            )
+            dangling.extend(found or ())
         for name in sorted(set(changed)):
             entry, rule = entries.get(name), rule_of.get(name)
             if entry is None or rule not in (OVERWRITE, UPSERT) or name in unchecked:
@@ -357,5 +385,10 @@ def assess(
                 edits.append(edit)
         conn.rollback()
     return DestructivePlan(
-        ratio, tuple(losses), tuple(plan_drops(pending)), tuple(edits), tuple(unchecked)
+        ratio,
+        tuple(losses),
+        tuple(plan_drops(pending)),
+        tuple(edits),
+        tuple(unchecked),
+        tuple(dangling),
     )

@@ -26,12 +26,14 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from psycopg import sql
 
+from migration_manager import references as table_refs
 from migration_manager.app_location import MARKERS, require_app_tables
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
 from migration_manager.nocobase_knowledge import choose as choose_knowledge
 from migration_manager.nocobase_names import column_name, table_name
+from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +107,12 @@ class Profile:
 
     def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
         """Raise ConfigError when ``scope`` holds none of the application's tables."""
+
+    def references(
+        self, conn: sa.Connection, scope: TableScope, structures: Mapping[str, TableStructure]
+    ) -> tuple[list[table_refs.TableReference], dict[str, tuple[str, ...]]]:
+        """References between the tables, and the natural keys that keep them valid."""
+        return table_refs.foreign_key_references(structures), {}
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice | None:
         """Which version of the profile's table knowledge the source gets (None: no such thing)."""
@@ -218,6 +226,21 @@ class NocoBaseProfile(Profile):
 
     def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
         require_app_tables(conn, scope.schema, {m: scope.physical(m) for m in MARKERS}, side)
+
+    def references(
+        self, conn: sa.Connection, scope: TableScope, structures: Mapping[str, TableStructure]
+    ) -> tuple[list[table_refs.TableReference], dict[str, tuple[str, ...]]]:
+        present = set(structures)
+        known = self.knowledge(conn, scope).knowledge
+        columns = ["collectionName", "name", "type", "options"]
+        fields = [
+            (*r[:3], _json(r[3])) for r in self._rows(conn, scope, "fields", columns, present)
+        ]
+        refs = table_refs.foreign_key_references(structures)
+        refs += table_refs.nocobase_references(
+            known, fields, scope.physical, scope.column, structures
+        )
+        return refs, table_refs.natural_keys(known, scope.physical, scope.column, structures, refs)
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice:
         """The code-derived table knowledge for the source's ``applicationVersion``."""
