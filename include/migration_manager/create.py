@@ -28,6 +28,7 @@ from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_
 from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
+from migration_manager.references import compared_columns
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
 from migration_manager.signing import SigningKey
 
@@ -199,14 +200,12 @@ def create_migration(
                     }
                     if sizes.get(p.name, 0) <= fingerprint_limit:
                         # in the file's snapshot: plan compares it with the target's
+                        compared, key = compared_columns(
+                            columns, structure.primary_key, natural.get(p.name)
+                        )
                         with raw.cursor() as cur:
                             entry["fingerprint"] = row_fingerprint(
-                                cur,
-                                scope.schema,
-                                p.name,
-                                columns,
-                                rule=p.rule,
-                                key=structure.primary_key,
+                                cur, scope.schema, p.name, compared, rule=p.rule, key=key
                             ).to_dict()
                 table_entries.append(entry)
             conn.rollback()

@@ -140,6 +140,16 @@ def natural_keys(
     return out
 
 
+def compared_columns(
+    columns: Iterable[str], key: tuple[str, ...], natural: Iterable[str] | None
+) -> tuple[list[str], tuple[str, ...]]:
+    """The columns and key rows are compared by (fingerprints): without the key, by the natural
+    key, for a table matched by natural key (its ids differ between source and target)."""
+    if not natural:
+        return list(columns), key
+    return [c for c in columns if c not in key], tuple(natural)
+
+
 # -- on the target
 
 
