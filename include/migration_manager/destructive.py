@@ -357,11 +357,12 @@ def assess(
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
         refs = [TableReference.from_dict(r) for r in reader.manifest.get("references") or ()]
-        # references from tables whose target rows stay (not replaced by the source's)
+        # references from tables whose target rows stay (not replaced by the source's), whether
+        # or not the plan has work for them (an unchanged schema-only table is not pending)
         kept = [
             r
             for r in refs
-            if rule_of.get(r.table, OVERWRITE) != OVERWRITE
+            if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE
             and _exists(cur, str(entries.get(r.table, {}).get("schema") or schema), r.table)
         ]
         for item in pending:
