@@ -32,7 +32,12 @@ from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.errors import ConfigError
-from migration_manager.references import DanglingReference, TableReference, match_natural_keys
+from migration_manager.references import (
+    DanglingReference,
+    TableReference,
+    match_natural_keys,
+    table_exists,
+)
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
@@ -177,13 +182,6 @@ def plan_drops(pending: Iterable[Mapping[str, Any]]) -> list[str]:
     ]
 
 
-def _exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
-    row = cur.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table)
-    ).fetchone()
-    return bool(row and row[0])
-
-
 def _target(entry: Mapping[str, Any]) -> row_writes.Target | None:
     structure = TableStructure.from_dict(entry["structure"])
     data = entry.get("data") or {}
@@ -204,7 +202,7 @@ def _prod_edit(
 ) -> ProdEdit | None:
     """The target rows ``rule`` would overwrite that are not identical to a source row."""
     t = _target(entry)
-    if t is None or not _exists(cur, t.schema, t.name):
+    if t is None or not table_exists(cur, t.schema, t.name):
         return None
     name = f"mm_edit_{zlib.crc32(t.name.encode()):08x}"
     try:
@@ -271,7 +269,7 @@ def _loss(
     if t is None:
         return None
     data = entry["data"]
-    if not _exists(cur, t.schema, t.name):
+    if not table_exists(cur, t.schema, t.name):
         return None
     target_rows = row_writes.count_rows(cur, t)
     if target_rows == 0:
@@ -330,7 +328,6 @@ def assess(
     edits: list[ProdEdit] = []
     unchecked: list[str] = []
     dangling: list[DanglingReference] = []
-    schema = str(reader.manifest["source"].get("schema") or "public")
     with pg.connect(target_dsn, application_name="migration-manager destructive check") as conn:
         cur = conn.cursor()
         # a table another session holds locked is not waited for (plan does the same): its
@@ -359,20 +356,16 @@ def assess(
         refs = [TableReference.from_dict(r) for r in reader.manifest.get("references") or ()]
         # references from tables whose target rows stay (not replaced by the source's), whether
         # or not the plan has work for them (an unchanged schema-only table is not pending)
-        kept = [
-            r
-            for r in refs
-            if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE
-            and _exists(cur, str(entries.get(r.table, {}).get("schema") or schema), r.table)
-        ]
+        kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]
+        referred = {r.target for r in kept}
         for item in pending:
-            entry, t = entries.get(item["table"]), None
-            if entry is not None and item.get("rule") == OVERWRITE:
-                t = _target(entry)
-            if t is None or not _exists(cur, t.schema, t.name) or not row_writes.count_rows(cur, t):
+            entry = entries.get(item["table"])
+            if item["table"] not in referred or item.get("rule") != OVERWRITE or entry is None:
+                continue
+            if item["table"] in unchecked:
                 continue
             found = counted(
-                t.name, lambda e=entry, t=t: references.dangling(cur, reader, e, t, kept)
+                item["table"], lambda e=entry: references.dangling(cur, reader, e, kept)
             )
             dangling.extend(found or ())
         for name in sorted(set(changed)):

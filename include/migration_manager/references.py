@@ -195,18 +195,34 @@ class DanglingReference:
         return cls(TableReference.from_dict(d["reference"]), int(d["rows"]))
 
 
+def table_exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
+    """Whether ``schema.table`` exists (one catalog lookup, no lock taken)."""
+    row = cur.execute(
+        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table)
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def dangling(
     cur: psycopg.Cursor[Any],
     reader: ArchiveReader,
     entry: Mapping[str, Any],
-    target: row_writes.Target,
     references: Iterable[TableReference],
 ) -> list[DanglingReference]:
-    """For one overwritten table: per reference into it, the target rows that keep pointing at
-    target rows the source lacks (after natural-key matching). Leaves nothing behind."""
-    refs = [r for r in references if r.target == target.name]
-    if not refs:
+    """For one overwritten table: per reference into it from a table the target has, the target
+    rows that keep pointing at target rows the source lacks (after natural-key matching).
+    Leaves nothing behind."""
+    structure = TableStructure.from_dict(entry["structure"])
+    data = entry.get("data") or {}
+    schema = structure.schema or "public"
+    refs = [
+        r for r in references if r.target == entry["name"] and table_exists(cur, schema, r.table)
+    ]
+    if not data or not refs or not table_exists(cur, schema, entry["name"]):
         return []
+    target = row_writes.Target(
+        schema, entry["name"], tuple(data["columns"]), structure.primary_key, int(data["rows"])
+    )
     out = []
     name = f"mm_refs_{zlib.crc32(target.name.encode()):08x}"
     with reader.data(entry["data"]["member"]) as stream:
