@@ -99,3 +99,29 @@ def test_references_the_tool_cannot_keep_are_destructive_per_relation(
     )
     assert dangling.describe() in plan.parts
     assert json.loads(json.dumps(plan.to_dict()))["dangling"][0]["rows"] == 17
+
+
+def test_a_real_foreign_key_into_an_overwritten_table_is_counted(
+    source: str, target: str, tmp_path: Path
+) -> None:
+    schema = (
+        "CREATE TABLE parent (id int PRIMARY KEY, name text);"
+        "CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));"
+    )
+    sql(source, schema + "INSERT INTO parent VALUES (1, 'kept');")
+    sql(target, schema)
+    sql(target, "INSERT INTO parent VALUES (1, 'kept'), (2, 'gone'), (3, 'unused');")
+    sql(target, "INSERT INTO child SELECT g, 1 + g % 2 FROM generate_series(1, 6) g")
+    path = tmp_path / "m.zip"
+    rules = {"user": {"default": "schema-only", "independent": {"parent": "overwrite"}}}
+    manifest = make_file(source, path, rules=rules)
+    [ref] = manifest["references"]
+    assert ref["declared_by"].startswith("foreign key ")
+    with open_archive(path) as reader:
+        plan = assess(reader, target, [{"table": "parent", "rule": "overwrite"}])
+    [dangling] = plan.dangling
+    assert dangling.rows == 3  # the child rows of parent 2; none point at 3
+    assert dangling.describe().startswith(
+        "3 prod rows of child refer to parent rows this migration removes "
+        "(child.parent_id -> parent.id; foreign key "
+    )
