@@ -89,17 +89,21 @@ def health(url: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
-@contextmanager
-def running_app(
-    app_dir: Path, database: str, aes_key: bytes, port: int, work: Path, pg_host: str = "127.0.0.1"
-) -> Iterator[RunningApp]:
-    """NocoBase serving ``database`` (which it must already hold) on ``port``, with ``aes_key``."""
+def _app_env(
+    app_dir: Path,
+    database: str,
+    aes_key: bytes,
+    port: int,
+    work: Path,
+    pg_host: str,
+    settings: dict[str, str] | None,
+) -> dict[str, str]:
+    """The environment NocoBase runs with on ``database`` (its storage folder under ``work``)."""
     storage = work / f"storage-{database}"
     (storage / "apps" / "main").mkdir(parents=True, exist_ok=True)
     (storage / "apps" / "main" / "aes_key.dat").write_bytes(aes_key)
-    log = work / f"nocobase-{database}.log"
     tools = app_dir.parent / "tools" / "node_modules" / ".bin"
-    env = {
+    return {
         **os.environ,
         "PATH": f"{tools}:{os.environ.get('PATH', '')}",
         "APP_ENV_PATH": str(app_dir / ".env"),
@@ -115,7 +119,55 @@ def running_app(
         "DB_USER": "postgres",
         "DB_PASSWORD": "x",
         "TZ": "UTC",
+        **(settings or {}),  # DB_SCHEMA, DB_TABLE_PREFIX, DB_UNDERSCORED
     }
+
+
+def install_database(
+    app_dir: Path,
+    database: str,
+    aes_key: bytes,
+    work: Path,
+    settings: dict[str, str] | None = None,
+    pg_host: str = "127.0.0.1",
+) -> float:
+    """``yarn nocobase install`` into the (existing, empty) ``database``; returns the seconds."""
+    env = _app_env(app_dir, database, aes_key, 0, work, pg_host, settings)
+    started = time.monotonic()
+    log = work / f"install-{database}.log"
+    with log.open("wb") as out:
+        done = subprocess.run(
+            ["yarn", "nocobase", "install", "-f"],
+            cwd=app_dir,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            timeout=600,
+            check=False,
+        )
+    if done.returncode != 0:
+        pytest.fail(
+            f"yarn nocobase install into {database} exited {done.returncode}:\n"
+            + log.read_text(errors="replace")[-3000:]
+        )
+    return round(time.monotonic() - started, 1)
+
+
+@contextmanager
+def running_app(
+    app_dir: Path,
+    database: str,
+    aes_key: bytes,
+    port: int,
+    work: Path,
+    pg_host: str = "127.0.0.1",
+    settings: dict[str, str] | None = None,
+) -> Iterator[RunningApp]:
+    """NocoBase serving ``database`` (which it must already hold) on ``port``, with ``aes_key``
+    and the app ``settings`` it was installed with."""
+    env = _app_env(app_dir, database, aes_key, port, work, pg_host, settings)
+    log = work / f"nocobase-{database}.log"
     started = time.monotonic()
     with log.open("wb") as out:
         proc = subprocess.Popen(

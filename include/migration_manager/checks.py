@@ -254,9 +254,17 @@ def version_differences(
     scope = profile.scope(target_env)
     source_version = manifest.get("source", {}).get("app_version")
     with pg.sa_connection(target_dsn) as conn:
+        profile.require_app(conn, scope, "target")
         target_version = profile.app_version(conn, scope)
         target_plugins = {p["name"]: p for p in profile.enabled_plugins(conn, scope)}
         conn.rollback()
+    if profile.versioned and not source_version and not target_version:
+        raise ConfigError(
+            f"Neither the source nor the target has a readable {profile.name} application version "
+            f"(table {scope.physical('applicationVersion')!r} in schema {scope.schema!r}): the "
+            "connections' app_env (DB_SCHEMA, DB_TABLE_PREFIX, DB_UNDERSCORED) may not select the "
+            "application's tables. Fix them and create the migration file again. Nothing was written."
+        )
     out: list[VersionDifference] = []
     if (source_version or None) != (target_version or None):
         out.append(VersionDifference("application", source_version or "", target_version or ""))

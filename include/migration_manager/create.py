@@ -28,6 +28,7 @@ from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_
 from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
+from migration_manager.references import compared_columns
 from migration_manager.schema import estimated_rows, list_tables, reflect_tables
 from migration_manager.signing import SigningKey
 
@@ -130,11 +131,13 @@ def create_migration(
                     f"The source database has no schema {scope.schema!r} (DB_SCHEMA); "
                     "check the source connection's app_env"
                 )
+            prof.require_app(conn, scope, "source")
             tables = [t for t in list_tables(conn, scope.schema) if scope.contains(t)]
             structures = reflect_tables(conn, scope.schema, tables)
             knowledge = prof.knowledge(conn, scope)
             classes = prof.classify(conn, scope, tables)
             plans, warnings = resolve(structures, classes, ruleset, scope)
+            refs, natural = prof.references(conn, scope, structures)
             if knowledge is not None and knowledge.warning:
                 warnings.insert(0, knowledge.warning)
             storage = prof.storage_note(conn, scope)
@@ -173,6 +176,8 @@ def create_migration(
                     "estimated_rows": estimates.get(p.name, 0),
                     "data": None,
                 }
+                if p.name in natural:
+                    entry["natural_key"] = list(natural[p.name])
                 if p.moves_data:
                     member = data_member(index)
                     columns = list(structure.data_columns)
@@ -195,14 +200,12 @@ def create_migration(
                     }
                     if sizes.get(p.name, 0) <= fingerprint_limit:
                         # in the file's snapshot: plan compares it with the target's
+                        compared, key = compared_columns(
+                            columns, structure.primary_key, natural.get(p.name)
+                        )
                         with raw.cursor() as cur:
                             entry["fingerprint"] = row_fingerprint(
-                                cur,
-                                scope.schema,
-                                p.name,
-                                columns,
-                                rule=p.rule,
-                                key=structure.primary_key,
+                                cur, scope.schema, p.name, compared, rule=p.rule, key=key
                             ).to_dict()
                 table_entries.append(entry)
             conn.rollback()
@@ -240,6 +243,7 @@ def create_migration(
         "plugins": plugins,
         "tables": table_entries,
         "units": [u.to_dict() for u in unit_list],
+        "references": [r.to_dict() for r in refs],
         "warnings": warnings,
         "members": writer.members,
     }

@@ -28,10 +28,16 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from migration_manager import pg, row_writes
+from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.errors import ConfigError
+from migration_manager.references import (
+    DanglingReference,
+    TableReference,
+    match_natural_keys,
+    table_exists,
+)
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
@@ -121,6 +127,8 @@ class DestructivePlan:
     prod_edits: tuple[ProdEdit, ...] = ()  # edits made in the target that would be lost
     # tables another session held locked past MM_PLAN_LOCK_TIMEOUT: not counted (as in plan)
     unchecked: tuple[str, ...] = ()
+    # target rows left pointing at rows the migration removes, one per relation
+    dangling: tuple[DanglingReference, ...] = ()
 
     @property
     def over_ratio(self) -> tuple[TableLoss, ...]:
@@ -131,6 +139,7 @@ class DestructivePlan:
         """The destructive parts, one line each (what the approval shows and a refusal says)."""
         return (
             [e.describe() for e in self.prod_edits]
+            + [d.describe() for d in self.dangling]
             + [t.describe() for t in self.over_ratio]
             + list(self.drops)
         )
@@ -146,6 +155,7 @@ class DestructivePlan:
             "drops": list(self.drops),
             "prod_edits": [e.to_dict() for e in self.prod_edits],
             "unchecked": list(self.unchecked),
+            "dangling": [d.to_dict() for d in self.dangling],
             "parts": self.parts,
             "destructive": self.destructive,
         }
@@ -158,6 +168,7 @@ class DestructivePlan:
             drops=tuple(d.get("drops") or ()),
             prod_edits=tuple(ProdEdit.from_dict(e) for e in d.get("prod_edits") or ()),
             unchecked=tuple(d.get("unchecked") or ()),
+            dangling=tuple(DanglingReference.from_dict(x) for x in d.get("dangling") or ()),
         )
 
 
@@ -169,13 +180,6 @@ def plan_drops(pending: Iterable[Mapping[str, Any]]) -> list[str]:
         for change in p.get("changes") or []
         if str(change).startswith("drop ")
     ]
-
-
-def _exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
-    row = cur.execute(
-        "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text)) IS NOT NULL", (schema, table)
-    ).fetchone()
-    return bool(row and row[0])
 
 
 def _target(entry: Mapping[str, Any]) -> row_writes.Target | None:
@@ -198,7 +202,7 @@ def _prod_edit(
 ) -> ProdEdit | None:
     """The target rows ``rule`` would overwrite that are not identical to a source row."""
     t = _target(entry)
-    if t is None or not _exists(cur, t.schema, t.name):
+    if t is None or not table_exists(cur, t.schema, t.name):
         return None
     name = f"mm_edit_{zlib.crc32(t.name.encode()):08x}"
     try:
@@ -265,7 +269,7 @@ def _loss(
     if t is None:
         return None
     data = entry["data"]
-    if not _exists(cur, t.schema, t.name):
+    if not table_exists(cur, t.schema, t.name):
         return None
     target_rows = row_writes.count_rows(cur, t)
     if target_rows == 0:
@@ -275,6 +279,8 @@ def _loss(
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
             with reader.data(data["member"]) as stream:
                 stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
+            if entry.get("natural_key") and len(t.key) == 1:
+                match_natural_keys(cur, t, stage, entry["natural_key"])
             if t.key:
                 row = cur.execute(
                     sql.SQL(
@@ -321,6 +327,7 @@ def assess(
     losses: list[TableLoss] = []
     edits: list[ProdEdit] = []
     unchecked: list[str] = []
+    dangling: list[DanglingReference] = []
     with pg.connect(target_dsn, application_name="migration-manager destructive check") as conn:
         cur = conn.cursor()
         # a table another session holds locked is not waited for (plan does the same): its
@@ -346,6 +353,21 @@ def assess(
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
+        refs = [TableReference.from_dict(r) for r in reader.manifest.get("references") or ()]
+        # references from tables whose target rows stay (not replaced by the source's), whether
+        # or not the plan has work for them (an unchanged schema-only table is not pending)
+        kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]
+        referred = {r.target for r in kept}
+        for item in pending:
+            entry = entries.get(item["table"])
+            if item["table"] not in referred or item.get("rule") != OVERWRITE or entry is None:
+                continue
+            if item["table"] in unchecked:
+                continue
+            found = counted(
+                item["table"], lambda e=entry: references.dangling(cur, reader, e, kept)
+            )
+            dangling.extend(found or ())
         for name in sorted(set(changed)):
             entry, rule = entries.get(name), rule_of.get(name)
             if entry is None or rule not in (OVERWRITE, UPSERT) or name in unchecked:
@@ -357,5 +379,10 @@ def assess(
                 edits.append(edit)
         conn.rollback()
     return DestructivePlan(
-        ratio, tuple(losses), tuple(plan_drops(pending)), tuple(edits), tuple(unchecked)
+        ratio,
+        tuple(losses),
+        tuple(plan_drops(pending)),
+        tuple(edits),
+        tuple(unchecked),
+        tuple(dangling),
     )

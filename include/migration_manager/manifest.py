@@ -215,11 +215,23 @@ class Table(_Model):
     rule_source: str
     key_kind: str
     companion_of: list[str] = []
+    # rows matched to the target's by these columns, keeping the target's keys (storages.name)
+    natural_key: list[Identifier] = []
     structure: Structure
     structure_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     fingerprint: Fingerprint | None = None
     estimated_rows: int
     data: Data | None
+
+
+class Reference(_Model):
+    """``table.column`` holds values of ``target.target_column`` (a relation or foreign key)."""
+
+    table: Identifier
+    column: Identifier
+    target: Identifier
+    target_column: Identifier
+    declared_by: str
 
 
 class Unit(_Model):
@@ -257,6 +269,7 @@ class Manifest(_Model):
     plugins: list[Plugin]
     tables: list[Table]
     units: list[Unit]
+    references: list[Reference] = []
     warnings: list[str]
     members: dict[Member, MemberInfo]
 

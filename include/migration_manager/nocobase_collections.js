@@ -89,6 +89,10 @@ function describe(kind, options) {
     relations.push(rel);
   }
   out.relations = relations;
+  // fields the app identifies rows by besides the key (storages.name): unique, not the key
+  out.unique = (Array.isArray(options.fields) ? options.fields : [])
+    .filter((f) => f && f.unique === true && !f.primaryKey && typeof f.name === "string")
+    .map((f) => f.name);
   return out;
 }
 

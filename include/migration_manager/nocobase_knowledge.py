@@ -56,10 +56,12 @@ class CodeCollection:
     migration_rules: tuple[str, ...] = ()  # first = default
     dump_rules: str | dict[str, Any] | None = None
     tree: str | None = None
+    unique: tuple[str, ...] = ()  # fields besides the key that identify a row (storages.name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "table": self.table,
+            "unique": list(self.unique),
             "defined_by": self.defined_by,
             "extended_by": list(self.extended_by),
             "migrationRules": list(self.migration_rules),
@@ -77,7 +79,44 @@ class CodeCollection:
             migration_rules=tuple(d.get("migrationRules") or ()),
             dump_rules=d.get("dumpRules"),
             tree=d.get("tree"),
+            unique=tuple(d.get("unique") or ()),
         )
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A column whose values are another collection's keys (a belongsTo/hasOne/hasMany in code)."""
+
+    collection: str  # holds the column
+    column: str  # the foreign key, as a field name
+    target: str  # the collection referred to
+    target_key: str  # its field the values are ("": its primary key, Sequelize's default)
+    declared_by: str  # "package: collection.field"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "column": self.column,
+            "target": self.target,
+            "target_key": self.target_key,
+            "declared_by": self.declared_by,
+        }
+
+
+def references_of(rec: dict[str, Any]) -> list[Reference]:
+    """The foreign keys one collection file's relations declare (those NocoBase names plainly)."""
+    out = []
+    for rel in rec.get("relations") or []:
+        kind, name = rel.get("type"), rel.get("name") or ""
+        target = rel.get("target") or name
+        by = f"{rec['package']}: {rec['name']}.{name}"
+        if kind == "belongsTo":
+            fk = rel.get("foreignKey") or f"{name}Id"
+            out.append(Reference(rec["name"], fk, target, rel.get("targetKey") or "", by))
+        elif kind in ("hasMany", "hasOne") and rel.get("foreignKey"):
+            key = rel.get("sourceKey") or ""
+            out.append(Reference(target, rel["foreignKey"], rec["name"], key, by))
+    return out
 
 
 @dataclass(frozen=True)
@@ -117,6 +156,7 @@ class Knowledge:
     collections: dict[str, CodeCollection]
     through: dict[str, ThroughTable]
     skipped: tuple[str, ...] = field(default=())  # files that did not evaluate to a definition
+    references: tuple[Reference, ...] = ()
 
     @property
     def minor(self) -> str:
@@ -133,6 +173,7 @@ class Knowledge:
             "packages": dict(sorted(self.packages.items())),
             "collections": {k: self.collections[k].to_dict() for k in sorted(self.collections)},
             "through_tables": {k: self.through[k].to_dict() for k in sorted(self.through)},
+            "references": [r.to_dict() for r in self.references],
             "skipped_files": list(self.skipped),
         }
 
@@ -150,6 +191,7 @@ class Knowledge:
                 k: ThroughTable.from_dict(k, v) for k, v in (d.get("through_tables") or {}).items()
             },
             skipped=tuple(d.get("skipped_files") or ()),
+            references=tuple(Reference(**r) for r in d.get("references") or ()),
         )
 
 
@@ -222,6 +264,7 @@ def build(raw: dict[str, Any], version: str, source: str) -> Knowledge:
             migration_rules=rules,
             dump_rules=next((r["dumpRules"] for r in records if "dumpRules" in r), None),
             tree=next((str(r["tree"]) for r in records if r.get("tree")), None),
+            unique=tuple(dict.fromkeys(u for r in records for u in r.get("unique") or ())),
         )
 
     through: dict[str, dict[str, Any]] = {}
@@ -253,6 +296,12 @@ def build(raw: dict[str, Any], version: str, source: str) -> Knowledge:
             for name, e in through.items()
         },
         skipped=tuple(f"{e['package']} {e['file']}: {e['error']}" for e in raw.get("errors") or []),
+        references=tuple(
+            sorted(
+                {r for rec in raw.get("files") or [] for r in references_of(rec)},
+                key=lambda r: (r.collection, r.column, r.target),
+            )
+        ),
     )
 
 
@@ -448,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{path}: NocoBase {knowledge.version}, {len(knowledge.packages)} packages, "
         f"{len(knowledge.collections)} collections, {len(knowledge.through)} through tables, "
+        f"{len(knowledge.references)} references, "
         f"{len(knowledge.skipped)} skipped files"
     )
     return 0

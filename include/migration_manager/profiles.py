@@ -26,10 +26,14 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from psycopg import sql
 
+from migration_manager import references as table_refs
+from migration_manager.app_location import MARKERS, require_app_tables
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
 from migration_manager.nocobase_knowledge import choose as choose_knowledge
+from migration_manager.nocobase_names import column_name, table_name
+from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +63,10 @@ class TableScope:
     underscored: bool = False
 
     def physical(self, logical: str) -> str:
-        return self.prefix + (snake_case(logical) if self.underscored else logical)
+        return table_name(logical, self.prefix, self.underscored)
 
     def column(self, logical: str) -> str:
-        return snake_case(logical) if self.underscored else logical
+        return column_name(logical, self.underscored)
 
     def contains(self, physical: str) -> bool:
         return physical.startswith(self.prefix)
@@ -80,17 +84,11 @@ class TableClass:
     note: str | None = None  # a warning for the plan
 
 
-def snake_case(name: str) -> str:
-    """NocoBase's snake_case of a camelCase identifier (``uiSchemaTreePath`` -> ``ui_schema_tree_path``)."""
-    name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
-    return name.lower()
-
-
 class Profile:
     name = "generic"
     description = "Any PostgreSQL database: every table is user-defined, no settings are checked."
     checked_settings: tuple[Setting, ...] = ()
+    versioned = False  # whether the application records its version (checked on both sides)
 
     def scope(self, env: Mapping[str, str]) -> TableScope:
         return TableScope()
@@ -106,6 +104,15 @@ class Profile:
 
     def app_version(self, conn: sa.Connection, scope: TableScope) -> str | None:
         return None
+
+    def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
+        """Raise ConfigError when ``scope`` holds none of the application's tables."""
+
+    def references(
+        self, conn: sa.Connection, scope: TableScope, structures: Mapping[str, TableStructure]
+    ) -> tuple[list[table_refs.TableReference], dict[str, tuple[str, ...]]]:
+        """References between the tables, and the natural keys that keep them valid."""
+        return table_refs.foreign_key_references(structures), {}
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice | None:
         """Which version of the profile's table knowledge the source gets (None: no such thing)."""
@@ -174,6 +181,7 @@ class NocoBaseProfile(Profile):
         "NocoBase 1.x/2.x: built-in tables with the default rules NocoBase's own collection "
         "definitions declare (per version), the documented list as fallback."
     )
+    versioned = True
     checked_settings = (
         Setting("DB_UNDERSCORED", "false", boolean=True),
         Setting("USE_DB_SCHEMA_IN_SUBAPP", "false", boolean=True),
@@ -215,6 +223,24 @@ class NocoBaseProfile(Profile):
             sql.Identifier(physical),
         )
         return list(conn.exec_driver_sql(query.as_string(_raw(conn))).fetchall())
+
+    def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
+        require_app_tables(conn, scope.schema, {m: scope.physical(m) for m in MARKERS}, side)
+
+    def references(
+        self, conn: sa.Connection, scope: TableScope, structures: Mapping[str, TableStructure]
+    ) -> tuple[list[table_refs.TableReference], dict[str, tuple[str, ...]]]:
+        present = set(structures)
+        known = self.knowledge(conn, scope).knowledge
+        columns = ["collectionName", "name", "type", "options"]
+        fields = [
+            (*r[:3], _json(r[3])) for r in self._rows(conn, scope, "fields", columns, present)
+        ]
+        refs = table_refs.foreign_key_references(structures)
+        refs += table_refs.nocobase_references(
+            known, fields, scope.physical, scope.column, structures
+        )
+        return refs, table_refs.natural_keys(known, scope.physical, scope.column, structures, refs)
 
     def knowledge(self, conn: sa.Connection, scope: TableScope) -> KnowledgeChoice:
         """The code-derived table knowledge for the source's ``applicationVersion``."""

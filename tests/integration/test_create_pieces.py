@@ -23,6 +23,9 @@ def test_rows_and_env_references_survive_the_pieces(
         source,
         f"""
         CREATE TABLE pages (id integer PRIMARY KEY, body text);
+        CREATE TABLE "applicationPlugins" (  -- what makes it a NocoBase database to the profile
+            id serial PRIMARY KEY, name text, "packageName" text, version text, enabled boolean
+        );
         INSERT INTO pages SELECT g, repeat(md5(g::text), 32) || CASE g
             WHEN 1 THEN '{{{{$env.FIRST_ROW}}}}'
             WHEN {ROWS // 2} THEN '{{{{ $env.DEEP_INSIDE }}}}'

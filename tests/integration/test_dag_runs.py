@@ -55,8 +55,16 @@ def test_sync_promotes_nocobase_staging_into_prod(
         "systemSettings",
         "graphPositions",
     } <= set(overwritten)
-    for table in overwritten:
+    prod_storage = scalar(prod, "SELECT id FROM storages")  # read after the run: see below
+    for table in set(overwritten) - {"storages"}:
         assert table_text(prod, table) == table_text(staging, table), table
+    # storages is matched by its unique name: staging's values under prod's own id, which
+    # prod's attachments (its logo) refer to
+    assert rows(prod, "SELECT name, type, options FROM storages") == rows(
+        staging, "SELECT name, type, options FROM storages"
+    )
+    assert prod_storage != scalar(staging, "SELECT id FROM storages")
+    assert scalar(prod, 'SELECT "storageId" FROM attachments') == prod_storage
     assert scalar(prod, "SELECT options->>'title' FROM \"systemSettings\"") == scalar(
         staging, "SELECT options->>'title' FROM \"systemSettings\""
     )

@@ -193,7 +193,13 @@ def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.Monk
 def test_run_stopped_by_the_checks_is_logged(
     source: str, target: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sql(source, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);")
+    sql(
+        source,
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);"
+        # what makes it a NocoBase database to the nocobase profile
+        'CREATE TABLE "applicationPlugins" (id serial PRIMARY KEY, name text, "packageName" text,'
+        " version text, enabled boolean);",
+    )
     set_connections(monkeypatch, migration_source=source, migration_target=target)
     created = run_dag("migration_create", {"profile": "nocobase"})  # generic checks no setting
     uri = xcom(created, "create_migration_file")

@@ -110,6 +110,19 @@ def test_committed_knowledge_for_2_2() -> None:
     assert k.skipped == ()
 
 
+def test_committed_knowledge_records_relations_and_unique_names() -> None:
+    k = load("2.2")
+    refs = {(r.collection, r.column): r for r in k.references}
+    storage = refs[("attachments", "storageId")]
+    assert (storage.target, storage.target_key) == ("storages", "")  # "": storages' key
+    assert storage.declared_by == "@nocobase/plugin-file-manager: attachments.storage"
+    assert refs[("systemSettings", "logoId")].target == "attachments"  # the system logo
+    # a hasMany declares the key on its target's side
+    assert refs[("userDataSyncTasks", "sourceId")].target == "userDataSyncSources"
+    assert "name" in k.collections["storages"].unique
+    assert len(k.references) >= 80
+
+
 def test_choose_takes_the_nearest_lower_minor() -> None:
     exact = choose("2.2.15")
     assert exact.knowledge is not None and exact.knowledge.minor == "2.2" and exact.warning is None

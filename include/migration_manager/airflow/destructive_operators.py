@@ -88,6 +88,8 @@ class DestructiveCheckOperator(ApprovalOperator):
             self.log.info("%s", loss.describe())
         for edit in found.prod_edits:
             self.log.warning("%s", edit.describe())
+        for ref in found.dangling:
+            self.log.warning("%s", ref.describe())
         if found.unchecked:
             self.log.warning(
                 "Not counted, locked by another session past MM_PLAN_LOCK_TIMEOUT (their units "
@@ -98,7 +100,8 @@ class DestructiveCheckOperator(ApprovalOperator):
         if not found.destructive:
             self.log.info(
                 "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped, "
-                "no edit made in the target since the last migration would be replaced",
+                "no edit made in the target since the last migration would be replaced, no "
+                "target row is left pointing at a removed row",
                 found.max_delete_ratio * 100,
             )
             return replace(result, decision="not destructive").to_xcom()

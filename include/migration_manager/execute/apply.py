@@ -31,6 +31,7 @@ from migration_manager.prod_edits import (
     fingerprints_of,
     lock_for_check,
 )
+from migration_manager.references import match_natural_keys
 from migration_manager.schema import (
     StatementRecorder,
     TableStructure,
@@ -222,6 +223,10 @@ def apply_unit(
                             stream,
                             f"mm_stage_{zlib.crc32(name.encode()):08x}",
                         )
+                    natural = entries[name].get("natural_key")
+                    if natural and rule_of[name] in (OVERWRITE, UPSERT) and len(t.key) == 1:
+                        # prod's rows keep their keys, and what refers to them stays valid
+                        match_natural_keys(cur, t, staged[name], natural)
                 seconds[name] += time.monotonic() - t0
             replace: set[str] = set()
             for name in reversed(data_tables):

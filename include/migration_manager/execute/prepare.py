@@ -31,6 +31,7 @@ from migration_manager.execute.target import (
 )
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.plan import Unit
+from migration_manager.references import compared_columns
 from migration_manager.schema import SchemaDiff, TableStructure, TypeStructure, diff_table
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ def prepare(
                         isinstance(fp, RowFingerprint)
                         and found is not None
                         and data_columns == [c.name for c in found.columns]
+                        and not e.get("natural_key")  # compared without the key: see _unchanged
                     ):
                         known = fp  # the same columns in the same order: the same fingerprint
                 compare = partial(
@@ -198,13 +200,16 @@ def _unchanged(
         return None  # a file without fingerprints (or a table too large for one): apply
     raw = conn.connection.driver_connection
     assert raw is not None
+    columns, key = compared_columns(
+        data["columns"], structure.primary_key, entry.get("natural_key")
+    )
     with raw.cursor() as cur:
         why = rows_unchanged(
             cur,
             structure.schema or "public",
             structure.name,
-            data["columns"],
-            structure.primary_key,
+            columns,
+            key,
             rule,
             RowFingerprint.from_dict(recorded),
             target=known,
