@@ -86,6 +86,10 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     statements: list[q.Composable] = []
     if hostile_schema:
         statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
+        # NocoBase's migrations table: what makes the schema a NocoBase app to the profile
+        statements.append(
+            q.SQL("CREATE TABLE {} (name text PRIMARY KEY)").format(_i(schema, "migrations"))
+        )
     tables: list[tuple[str, str, list[str]]] = []  # name, key column, text columns
     for _ in range(rng.randint(2, 4)):
         table, key = names(), names()
