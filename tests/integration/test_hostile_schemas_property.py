@@ -77,6 +77,18 @@ def _i(*names: str) -> q.Composable:
     return q.SQL(".").join(q.Identifier(n) for n in names)
 
 
+def app_marker(schema: str) -> list[q.Composable]:
+    """NocoBase's migrations table (what makes a schema a NocoBase app to the profile) and its
+    application version (what env_check compares)."""
+    return [
+        q.SQL("CREATE TABLE {} (name text PRIMARY KEY)").format(_i(schema, "migrations")),
+        q.SQL("CREATE TABLE {} (id int PRIMARY KEY, value text)").format(
+            _i(schema, "applicationVersion")
+        ),
+        q.SQL("INSERT INTO {} VALUES (1, '2.2.15')").format(_i(schema, "applicationVersion")),
+    ]
+
+
 def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     """Create 2-4 random tables in ``dsn``; returns the create kwargs (profile, schema)."""
     names = Names(rng)
@@ -86,10 +98,7 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     statements: list[q.Composable] = []
     if hostile_schema:
         statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
-        # NocoBase's migrations table: what makes the schema a NocoBase app to the profile
-        statements.append(
-            q.SQL("CREATE TABLE {} (name text PRIMARY KEY)").format(_i(schema, "migrations"))
-        )
+        statements += app_marker(schema)
     tables: list[tuple[str, str, list[str]]] = []  # name, key column, text columns
     for _ in range(rng.randint(2, 4)):
         table, key = names(), names()
@@ -199,7 +208,8 @@ def _edit_first_row(dsn: str, create: dict[str, Any], mark: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         found = conn.execute(
             "SELECT c.table_name, c.column_name FROM information_schema.columns c"
-            " WHERE c.table_schema = %s AND c.data_type = 'text' ORDER BY 1, 2",
+            " WHERE c.table_schema = %s AND c.data_type = 'text'"
+            " AND c.table_name NOT IN ('applicationVersion', 'migrations') ORDER BY 1, 2",
             (schema,),
         ).fetchall()
         for table, column in found:
@@ -229,6 +239,13 @@ def test_random_hostile_schemas_through_every_path_of_a_run(
     for case in range(PATH_CASES):
         source, target = new_db(), new_db()
         create = build_case(source, rng)
+        if create["profile"] == "nocobase":  # the target is an installed app of the same version
+            schema = create["app_env"]["DB_SCHEMA"]
+            with psycopg.connect(target, autocommit=True) as conn:
+                for statement in [q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema))]:
+                    conn.execute(statement)
+                for statement in app_marker(schema):
+                    conn.execute(statement)
         src_id, tgt_id = f"mm_hp_src_{case}_{PATH_SEED}", f"mm_hp_tgt_{case}_{PATH_SEED}"
         env = create.get("app_env")
         monkeypatch.setenv(f"AIRFLOW_CONN_{src_id.upper()}", connection_uri(source, env))
