@@ -9,6 +9,7 @@ Every path below is relative to the store's root, any ``pathlib``-like object
     backups/<target key>/<backup id>.dump        a target's backups ...
     backups/<target key>/<backup id>.json        ... and their records (migration_manager.backup.record)
     rollbacks/<dag key>/<run id>-<hash>.json     runs whose target was rolled back
+    restores/<target key>/<run id>-<hash>.json   backups restored by migration_rollback runs
     targets/<target key>/fingerprints.json       what the last migrations left (migration_manager.prod_edits)
 
 Ids become folder names through :func:`safe_component` (run and migration ids, as in
@@ -29,6 +30,7 @@ LOGS = "logs"
 IN_USE = "in_use"
 BACKUPS = "backups"
 ROLLBACKS = "rollbacks"
+RESTORES = "restores"
 TARGETS = "targets"
 TARGET_RECORD = "fingerprints.json"
 # a migration file's name in files/ (one path component, no "..")
@@ -92,11 +94,25 @@ def dump_name(backup_id: str) -> str:
     return f"{backup_id}.dump"
 
 
-def rollback_record(root: Any, dag_id: str, run_id: str) -> Any:
-    """The record of a run's rollback; run ids hold ':' and '+', so the name is made safe."""
+def _run_file_name(dag_id: str, run_id: str) -> str:
+    """A run's file name: run ids hold ':' and '+', so it is made safe (and kept unique)."""
     digest = hashlib.sha1(f"{dag_id}\n{run_id}".encode()).hexdigest()[:10]
-    safe = _UNSAFE.sub("_", run_id)[:150]
-    return root / ROLLBACKS / backup_key(dag_id) / f"{safe}-{digest}.json"
+    return f"{_UNSAFE.sub('_', run_id)[:150]}-{digest}.json"
+
+
+def rollback_record(root: Any, dag_id: str, run_id: str) -> Any:
+    """The record of a run's rollback."""
+    return root / ROLLBACKS / backup_key(dag_id) / _run_file_name(dag_id, run_id)
+
+
+def restores_dir(root: Any, key: str) -> Any:
+    """``restores/<key>/``: the restores of one target's backups (``key`` from :func:`backup_key`)."""
+    return root / RESTORES / key
+
+
+def restore_record(root: Any, key: str, dag_id: str, run_id: str) -> Any:
+    """The record of the restore that the run ``run_id`` made of one of the target's backups."""
+    return restores_dir(root, key) / _run_file_name(dag_id, run_id)
 
 
 def target_record(root: Any, target_key: str) -> Any:

@@ -26,6 +26,7 @@ from migration_manager import store_layout as layout
 from migration_manager.backup.dump import take_backup
 from migration_manager.backup.record import (
     BackupRecord,
+    RestoreRecord,
     check_backup_id,
     expired,
     read_record,
@@ -206,6 +207,17 @@ def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
         # unreadable, but it exists: the run was rolled back
         return {"dag_id": dag_id, "run_id": run_id, "backup_id": "(record unreadable)"}
     return record if isinstance(record, dict) else {"backup_id": None}
+
+
+# --- restored backups: restores/<target key>/<run key>.json ------------------------------------
+
+
+def save_restore_record(key: str, record: RestoreRecord) -> ObjectStoragePath:
+    """Remember that a migration_rollback run restored one of the target's backups."""
+    path = layout.restore_record(store_root(), key, record.dag_id, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    as_local(path).write_text(record.model_dump_json(indent=1))
+    return path
 
 
 # --- per target: targets/<target key>/fingerprints.json --------------------------------------
