@@ -799,3 +799,71 @@ def test_delete_a_migration_file(
     assert (root / "files" / f"{m}.zip").exists()
     assert f"/files/{m}.zip/delete" not in client.get(f"{P}/files", headers=admin).text
     assert client.post(f"{P}/files/nope.zip/delete", headers=admin).status_code == 404
+
+
+def test_restore_from_the_backups_and_run_pages_then_the_history_shows_it(
+    client: Any, admin: dict[str, str], viewer: dict[str, str], store: dict[str, Any]
+) -> None:
+    """Restore… (Backups page, run page) triggers migration_rollback as the user; once the
+    restore is recorded, the run it undid is marked "rolled back" with a link to the restore
+    run, the history lists the restore, the Backups page says when and by which run."""
+    from urllib.parse import quote, unquote
+
+    from migration_manager.airflow.store import save_restore_record
+    from migration_manager.backup.record import RestoreRecord
+
+    m, r = store["success"]
+    backup_id = store["success_backup"]
+    form = f'action="{P}/backups/restore"'
+    assert form in client.get(f"{P}/backups", headers=admin).text
+    run_page = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert form in run_page and f'name="backup_id" value="{backup_id}"' in run_page
+    data = {"target_conn_id": "prod", "backup_id": backup_id}
+    assert client.post(f"{P}/backups/restore", headers=viewer, data=data).status_code == 403
+    unknown = client.post(
+        f"{P}/backups/restore", headers=admin, data={**data, "target_conn_id": "qa"}
+    )
+    assert unknown.status_code == 404 and f"No backup {backup_id} of qa" in unknown.text
+    resp = client.post(f"{P}/backups/restore", headers=admin, data=data, follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    location = resp.headers["location"]
+    assert location.startswith(f"{P}/rules/runs/migration_rollback/manual__")
+    run_id = unquote(location.rsplit("/", 1)[1])
+    run = client.get(f"/api/v2/dags/migration_rollback/dagRuns/{run_id}", headers=admin).json()
+    assert run["conf"] == {**data, "mode": "in_place"}
+    assert run["triggering_user_name"] == "admin"
+    follow = client.get(location, headers=admin).text
+    assert "Restoring a backup" in follow and "the Migrations page" in follow
+
+    # the restore task records the restore once it is verified
+    undone_run = client.get(f"{P}/runs/{m}/{r}", headers=admin)
+    seeded_run_id = undone_run.text.split('<dd class="mono small">', 1)[1].split("<", 1)[0]
+    save_restore_record(
+        "prod",
+        RestoreRecord(
+            backup_id=backup_id,
+            target_conn_id="prod",
+            mode="in_place",
+            database="prod",
+            dag_id="migration_rollback",
+            run_id=run_id,
+            restored_at="2026-11-26T11:00:00+00:00",
+            triggered_by="admin",
+            tables=2,
+            rows=56,
+            undid_migration_id=m,
+            undid_run_id=seeded_run_id,
+        ),
+    )
+    link = f'href="{P}/rules/runs/migration_rollback/{quote(run_id, safe="")}"'
+    history = client.get(f"{P}/", headers=admin).text
+    marked = history.split(f'data-run-id="{seeded_run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "rolled back" in marked and link in marked
+    restore_row = history.split(f'data-run-id="{run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert f"Restore of {backup_id}" in restore_row and f"undid {m}" in restore_row
+    page = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert 'id="rolled-back"' in page and link in page
+    assert form not in page  # restored already: no second Restore on the run page
+    backups = client.get(f"{P}/backups", headers=admin).text
+    row = backups.split(f'<tr id="{backup_id}">', 1)[1].split("</tr>", 1)[0]
+    assert link in row and "(admin)" in row

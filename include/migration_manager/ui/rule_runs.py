@@ -26,18 +26,29 @@ FINISHED = ("success", "failed")
 _DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
+ROLLBACK_DAG = "migration_rollback"
+
+
 def trigger(
-    api: AirflowApi, dag_id: str, conf: dict[str, Any], rule_set: str | None
+    api: AirflowApi,
+    dag_id: str,
+    conf: dict[str, Any],
+    rule_set: str | None = None,
+    *,
+    note: str | None = None,
 ) -> tuple[str, bool]:
     """Trigger a run through Airflow's REST API as the caller; unpause the DAG when it is paused.
 
-    ``migration_create`` and ``migration_sync`` have no schedule: unpausing only lets the run
-    the user asked for start. Returns (run id, whether the DAG was unpaused).
+    The pages' DAGs (``migration_create``, ``migration_sync``, ``migration_rollback``) have no
+    schedule: unpausing only lets the run the user asked for start. ``note`` is the run's note
+    (default: started from the rules page, with ``rule_set``). Returns (run id, whether the DAG
+    was unpaused).
     """
     how = f"rule set {rule_set}" if rule_set else "rules configured on the page"
+    note = note or f"Started from the rules page ({how})"
     try:
         try:
-            run = api.trigger_run(dag_id, conf, note=f"Started from the rules page ({how})")
+            run = api.trigger_run(dag_id, conf, note=note)
         except ApiError as exc:
             raise refuse(
                 exc.status if exc.status in (400, 403, 404, 409) else 502,
@@ -54,7 +65,7 @@ def trigger(
                 log.warning("Could not unpause %s: %s", dag_id, exc.detail_text)
     except httpx.HTTPError as exc:
         raise refuse(502, f"Airflow's API did not answer: {exc}") from None
-    log.info("Triggered %s run %s (%s)", dag_id, run_id, how)
+    log.info("Triggered %s run %s: %s", dag_id, run_id, note)
     return run_id, unpaused
 
 

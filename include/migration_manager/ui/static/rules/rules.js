@@ -456,7 +456,9 @@
       render(state);
       if (state.finished) {
         finishedAt = finishedAt || Date.now();
-        if (state.dag_id !== "migration_create" && Date.now() - finishedAt < 30000) setTimeout(poll, 2000);
+        // create and rollback runs write no migration log: nothing more to wait for
+        const logged = !["migration_create", "migration_rollback"].includes(state.dag_id);
+        if (logged && Date.now() - finishedAt < 30000) setTimeout(poll, 2000);
         return;
       }
       setTimeout(poll, 2000);
@@ -478,6 +480,14 @@
         msg.className = "alert ok";
         msg.textContent = "";
         msg.append("Migration file created: ", el("a", { href: `${box.dataset.base}/files`, text: state.migration_file }), ". Run it from Migration files, or upload it to another Airflow.");
+      } else if (state.dag_id === "migration_rollback" && state.state === "success") {
+        msg.className = "alert ok";
+        msg.textContent = "";
+        msg.append("The backup is restored and verified (every table's rows and checksum). ", el("a", { href: `${box.dataset.base}/`, text: "The Migrations history" }), " marks the run it undid as rolled back; ", el("a", { href: `${box.dataset.base}/backups`, text: "Backups" }), " shows the restore.");
+      } else if (state.dag_id === "migration_rollback" && state.state === "failed") {
+        msg.className = "alert error";
+        msg.textContent = "";
+        msg.append("The restore failed; a restore runs in one transaction, so the target is as it was. ", el("a", { href: state.airflow_run, target: "_top", text: "The Airflow run's restore log" }), " says why (e.g. other clients connected: stop the application first).");
       } else if (state.state === "failed") {
         msg.className = "alert error";
         msg.textContent = "The run failed. Its migration log opens here once written; the Airflow run has every task's log.";
