@@ -19,6 +19,7 @@ This package's public API is re-exported here.
 
 from migration_manager.schema.catalog import (
     estimated_rows,
+    row_counts,
     find_type,
     list_tables,
     reflect_tables,
@@ -58,6 +59,7 @@ __all__ = [
     "ensure_sequences",
     "ensure_types",
     "estimated_rows",
+    "row_counts",
     "find_type",
     "list_tables",
     "own_sequences",
