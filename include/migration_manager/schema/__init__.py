@@ -19,10 +19,10 @@ This package's public API is re-exported here.
 
 from migration_manager.schema.catalog import (
     estimated_rows,
-    row_counts,
     find_type,
     list_tables,
     reflect_tables,
+    row_counts,
 )
 from migration_manager.schema.comparators import setup_alembic
 from migration_manager.schema.compare import SchemaChange, SchemaDiff, defer_keys, diff_table

@@ -208,7 +208,9 @@ def row_counts(conn: sa.Connection, schema: str) -> dict[str, int | None]:
         elif r.relkind == "r" and r.bytes <= min(SMALL_TABLE_BYTES, budget):
             budget -= r.bytes
             table = preparer.format_table(sa.table(r.relname, schema=schema))
-            out[r.relname] = int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+            out[r.relname] = int(
+                conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+            )
         else:
             out[r.relname] = None
     return out
