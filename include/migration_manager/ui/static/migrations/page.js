@@ -38,6 +38,34 @@
   });
 })();
 
+// Popovers (<details class="run">): one open at a time; Escape or a click elsewhere closes them.
+(function () {
+  "use strict";
+  function closeAll(except) {
+    document.querySelectorAll("details.run[open]").forEach(function (d) {
+      if (d !== except) d.open = false;
+    });
+  }
+  document.addEventListener(
+    "toggle",
+    function (event) {
+      var d = event.target;
+      if (d.matches && d.matches("details.run") && d.open) closeAll(d);
+    },
+    true
+  );
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape") return;
+    var open = document.querySelector("details.run[open]");
+    if (!open) return;
+    closeAll(null);
+    open.querySelector("summary").focus();
+  });
+  document.addEventListener("click", function (event) {
+    if (!event.target.closest || !event.target.closest("details.run")) closeAll(null);
+  });
+})();
+
 // Links to Airflow's own pages (target="_top": a run, a DAG's trigger form) from this page while
 // it is shown inside the Airflow UI. The UI embeds plugin pages in a sandboxed iframe that may
 // not navigate the whole window, so the link asks the UI's router to go there instead.

@@ -105,16 +105,15 @@
         for (const row of rows) {
           if (row.dataset.group !== g) continue;
           const select = $(".table-rule", row);
-          const pick = $(".pick", row);
-          select.disabled = !on;
-          pick.disabled = !on;
-          if (!on) pick.checked = false;
+          // never locked: choosing a rule turns the group's independent rules on (turnOn);
+          // with them off, a rule left in the list is shown as not applied
+          row.classList.toggle("group-off", !on);
+          select.title = on ? "" : "Not applied while independent rules are off for this group; choosing a rule turns them on";
           const independent = on && select.value !== "";
           row.classList.toggle("independent", independent);
           if (independent) n += 1;
         }
         $(`.independent-count[data-group="${g}"]`).textContent = n;
-        $(`.select-all[data-group="${g}"]`).disabled = !on;
       }
       const picked = rows.filter((r) => $(".pick", r).checked);
       rows.forEach((r) => r.classList.toggle("picked", $(".pick", r).checked));
@@ -232,7 +231,20 @@
     // group defaults, independent toggles, per-table rules
     $$(".group-default").forEach((s) => s.addEventListener("change", changed));
     $$(".group-independent").forEach((s) => s.addEventListener("change", changed));
-    rows.forEach((row) => $(".table-rule", row).addEventListener("change", changed));
+    /** Turn on independent rules of the groups of ``chosen`` rows (a rule was chosen for them). */
+    function turnOn(chosen) {
+      const groups = [...new Set(chosen.map((row) => row.dataset.group))].filter((g) => !groupOn(g));
+      for (const g of groups) $(`.group-independent[data-group="${g}"]`).checked = true;
+      const names = { user: "user-defined tables", system: "system tables" };
+      return groups.length ? `Independent rules turned on for ${groups.map((g) => names[g]).join(" and ")}.` : "";
+    }
+    rows.forEach((row) => $(".table-rule", row).addEventListener("change", () => {
+      if ($(".table-rule", row).value) {
+        const note = turnOn([row]);
+        if (note) showNotice(`${note} ${row.dataset.table} gets ${$(".table-rule", row).value}.`);
+      }
+      changed();
+    }));
     $("#target").addEventListener("change", markStale);
     $("#allow-drop").addEventListener("change", markStale);
     $("#rs-name").addEventListener("input", markSaved);
@@ -246,9 +258,9 @@
         if (!$(".pick", row).checked) continue;
         const option = $(`option[value="${rule}"]`, $(".table-rule", row));
         if (option.disabled) skipped.push(option.title);
-        else { $(".table-rule", row).value = rule; done.push(row.dataset.table); }
+        else { $(".table-rule", row).value = rule; done.push(row); }
       }
-      let text = done.length ? `${rule} assigned to ${done.join(", ")}.` : "";
+      let text = done.length ? `${rule} assigned to ${done.map((r) => r.dataset.table).join(", ")}. ${turnOn(done)}`.trim() : "";
       if (skipped.length) text += `${text ? "\n" : ""}Not assigned (planning would refuse it):\n${skipped.join("\n")}`;
       showNotice(text, skipped.length > 0);
       changed();
