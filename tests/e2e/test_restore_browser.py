@@ -14,6 +14,7 @@ was restored -> **Restore…** again from the Backups page, confirmed, finishes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -87,6 +88,14 @@ def _confirm(frame: Any, expect: Any) -> None:
     dialog.get_by_role("button", name="Restore", exact=True).click()
 
 
+def _fits(frame: Any, table: str) -> None:
+    """The table is not wider than its card (no column cut off at this width)."""
+    overflow = frame.locator(table).evaluate(
+        "t => t.getBoundingClientRect().right - t.closest('.card').getBoundingClientRect().right"
+    )
+    assert overflow <= 1, f"{table} overflows its card by {overflow} px"
+
+
 def _restore_runs(airflow: Airflow) -> list[dict[str, Any]]:
     body = airflow.call("GET", "/dags/migration_rollback/dagRuns", params={"limit": 50})
     return list(body["dag_runs"])
@@ -148,8 +157,11 @@ def test_restore_from_the_run_page_and_the_backups_page(airflow: Airflow, synced
             step = "backups page"
             frame.locator("nav.tabs a", has_text="Backups").click()
             row = frame.locator("table.grid tbody tr").first
-            expect(row.locator("td.restored")).to_contain_text(first["dag_run_id"])
-            expect(row.locator("td.restored")).to_contain_text("(admin)")
+            by = row.locator("td.restored a")
+            expect(by).to_have_text("restore run")
+            assert str(by.get_attribute("title")).endswith(first["dag_run_id"])
+            expect(row.locator("td.restored")).to_contain_text("· admin")
+            _fits(frame, "table.grid.backups")
             page.screenshot(path=str(ARTIFACTS / "03-backups.png"))
             row.get_by_role("button", name="Restore…").click()
             _confirm(frame, expect)
@@ -162,6 +174,64 @@ def test_restore_from_the_run_page_and_the_backups_page(airflow: Airflow, synced
             restored = frame.locator("table.grid tbody tr").first.locator("td.restored div")
             expect(restored).to_have_count(2)
             assert not errors, errors
+        except BaseException:
+            page.screenshot(path=str(ARTIFACTS / f"failure-{step.replace(' ', '-')}.png"))
+            raise
+        finally:
+            browser.close()
+
+
+def test_migration_files_fit_at_1440_and_rule_choices_are_never_locked(
+    airflow: Airflow, synced: str
+) -> None:
+    """At 1440 px the Migration files table fits its card, one popover opens at a time and
+    Escape closes it; on the rules page a per-table rule can be chosen with independent rules
+    off, which turns them on and says so."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+        step = "login"
+        try:
+            frame = open_migrations_page(page, airflow.base)
+            step = "migration files"
+            frame.locator("nav.tabs a", has_text="Migration files").click()
+            expect(frame.locator("table.grid.files tbody tr")).not_to_have_count(0)
+            _fits(frame, "table.grid.files")
+            row = frame.locator("table.grid.files tbody tr").first
+            run, preview = row.locator("details.run").nth(0), row.locator("details.run").nth(1)
+            run.locator("summary").click()
+            expect(run.locator("form.popover")).to_be_visible()
+            preview.locator("summary").click()
+            expect(preview.locator("form.popover")).to_be_visible()
+            expect(run.locator("form.popover")).to_be_hidden()  # one at a time
+            page.screenshot(path=str(ARTIFACTS / "10-files-popover.png"))
+            page.keyboard.press("Escape")
+            expect(preview.locator("form.popover")).to_be_hidden()
+            run.locator("summary").click()
+            frame.locator("h1").click()  # a click elsewhere closes it too
+            expect(run.locator("form.popover")).to_be_hidden()
+
+            step = "rules page"
+            frame.locator("nav.tabs a", has_text="New migration").click()
+            frame.locator("#source").select_option("nocobase_staging")
+            frame.locator("#profile").select_option("nocobase")
+            frame.locator("#load").click()
+            tickets = frame.locator("tr[data-table=tickets]")
+            expect(tickets).to_be_visible(timeout=60_000)
+            switch = frame.locator(".group-independent[data-group=user]")
+            expect(switch).not_to_be_checked()
+            choice = tickets.locator("select.table-rule")
+            expect(choice).to_be_enabled()
+            choice.select_option("overwrite")
+            expect(switch).to_be_checked()
+            expect(frame.locator("#notice")).to_contain_text(
+                "Independent rules turned on for user-defined tables. tickets gets overwrite."
+            )
+            expect(tickets).to_have_class(re.compile(r"\bindependent\b"))
+            page.screenshot(path=str(ARTIFACTS / "11-rules-choice.png"))
         except BaseException:
             page.screenshot(path=str(ARTIFACTS / f"failure-{step.replace(' ', '-')}.png"))
             raise

@@ -866,4 +866,4 @@ def test_restore_from_the_backups_and_run_pages_then_the_history_shows_it(
     assert form not in page  # restored already: no second Restore on the run page
     backups = client.get(f"{P}/backups", headers=admin).text
     row = backups.split(f'<tr id="{backup_id}">', 1)[1].split("</tr>", 1)[0]
-    assert link in row and "(admin)" in row
+    assert link in row and "by <a" in row and "· admin" in row
