@@ -834,6 +834,11 @@ def test_restore_from_the_backups_and_run_pages_then_the_history_shows_it(
     assert run["triggering_user_name"] == "admin"
     follow = client.get(location, headers=admin).text
     assert "Restoring a backup" in follow and "the Migrations page" in follow
+    # the follow view lists the tasks in run order (not by name: app_restart runs last)
+    state = client.get(
+        f"{P}/rules/api/runs/migration_rollback/{quote(run_id, safe='')}", headers=admin
+    ).json()
+    assert [t["task_id"] for t in state["tasks"]] == ["restore", "app_restart"]
 
     # the restore task records the restore once it is verified
     undone_run = client.get(f"{P}/runs/{m}/{r}", headers=admin)
@@ -867,3 +872,32 @@ def test_restore_from_the_backups_and_run_pages_then_the_history_shows_it(
     backups = client.get(f"{P}/backups", headers=admin).text
     row = backups.split(f'<tr id="{backup_id}">', 1)[1].split("</tr>", 1)[0]
     assert link in row and "by <a" in row and "· admin" in row
+
+
+def test_the_follow_view_lists_tasks_in_run_order(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    from urllib.parse import quote
+
+    m, _ = store["other"]
+    resp = client.post(
+        f"{P}/files/{m}.zip/run",
+        headers=admin,
+        data={"target_conn_id": "qa"},
+        follow_redirects=False,
+    )
+    from urllib.parse import parse_qs, urlsplit
+
+    run_id = parse_qs(urlsplit(resp.headers["location"]).query)["triggered"][0]
+    state = client.get(
+        f"{P}/rules/api/runs/migration_execute/{quote(run_id, safe='')}", headers=admin
+    ).json()
+    order = [t["task_id"] for t in state["tasks"]]
+    assert order != sorted(order)
+    assert order[0] == "env_check" and order[-1] == "collect_logs"
+    for before, after in (
+        ("plan", "backup"),
+        ("backup", "apply_table"),
+        ("apply_table", "collect_logs"),
+    ):
+        assert order.index(before) < order.index(after), order

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -69,6 +70,23 @@ def trigger(
     return run_id, unpaused
 
 
+def run_order(tasks: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Each task's place in the run: the DAG's order (a task after those it depends on; tasks
+    that can run side by side by their id)."""
+    upstream: dict[str, set[str]] = {str(t["task_id"]): set() for t in tasks}
+    for t in tasks:
+        for name in t.get("downstream_task_ids") or []:
+            upstream.setdefault(str(name), set()).add(str(t["task_id"]))
+    sorter = TopologicalSorter(upstream)
+    sorter.prepare()
+    order: dict[str, int] = {}
+    while sorter.is_active():
+        for name in sorted(sorter.get_ready()):
+            order[name] = len(order)
+            sorter.done(name)
+    return order
+
+
 def run_page_of(root: Any, run_id: str) -> tuple[str, str] | None:
     """The Migrations page's folder of a run's log, once ``collect_logs`` has written it."""
     folder_of_logs = root / store_layout.LOGS
@@ -105,6 +123,10 @@ def run_state(
             tasks = api.task_instances(dag_id, run_id)
         except ApiError:
             tasks = []
+        try:
+            order = run_order(api.tasks(dag_id))
+        except ApiError:
+            order = {}
         state = str(run.get("state") or "queued")
         created = None
         if dag_id == CREATE_DAG and state == "success":
@@ -123,7 +145,11 @@ def run_state(
             }
             for t in tasks
         ),
-        key=lambda t: (t["start"] or "9", t["task_id"] or "", t["map_index"]),
+        key=lambda t: (
+            order.get(t["task_id"] or "", len(order)),
+            t["task_id"] or "",
+            t["map_index"],
+        ),
     )
     found = run_page_of(root, run_id)
     counts: dict[str, int] = {}
