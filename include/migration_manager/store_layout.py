@@ -4,6 +4,7 @@ Every path below is relative to the store's root, any ``pathlib``-like object
 (``ObjectStoragePath`` in Airflow, ``Path`` in tests and the Migrations page)::
 
     files/<migration id>.zip                     migration files
+    files/<migration id>.preview.zip             ... made by a preview (a dry-run sync), pruned
     logs/<migration id>/<run id>/                a run's log (see migration_manager.run_files)
     in_use/<dag id>__<run id>.json               leases of running runs on their file
     backups/<target key>/<backup id>.dump        a target's backups ...
@@ -36,6 +37,17 @@ TARGET_RECORD = "fingerprints.json"
 # a migration file's name in files/ (one path component, no "..")
 MIGRATION_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# a preview's migration file (a dry run of migration_sync): only the newest few are kept
+PREVIEW_SUFFIX = ".preview.zip"
+
+
+def migration_file_name(migration_id: str, *, preview: bool = False) -> str:
+    """A migration file's name in ``files/`` (a preview's says so)."""
+    return f"{migration_id}{PREVIEW_SUFFIX if preview else '.zip'}"
+
+
+def is_preview(name: str) -> bool:
+    return name.endswith(PREVIEW_SUFFIX)
 
 
 def safe_component(value: str) -> str:

@@ -78,9 +78,14 @@ def migration_file_path(ref: str) -> ObjectStoragePath:
 
 
 @contextmanager
-def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
-    """A local temporary file to write; on success it is moved into the store."""
-    dest = layout.migration_file(store_root(), f"{migration_id}.zip")
+def new_migration_file(
+    migration_id: str, *, preview: bool = False
+) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
+    """A local temporary file to write; on success it is moved into the store (a preview's as
+    ``<id>.preview.zip``: the Migration files page marks it, retention keeps only the newest)."""
+    dest = layout.migration_file(
+        store_root(), layout.migration_file_name(migration_id, preview=preview)
+    )
     with tempfile.NamedTemporaryFile(prefix="mm-", suffix=".zip", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:

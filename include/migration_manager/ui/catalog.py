@@ -291,6 +291,7 @@ def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
         found.append(
             {
                 "name": path.name,
+                "preview": layout.is_preview(path.name),
                 "bytes": _size(path),
                 "modified": _mtime(path),
                 **file_summary(path, trust),
