@@ -901,3 +901,56 @@ def test_the_follow_view_lists_tasks_in_run_order(
         ("apply_table", "collect_logs"),
     ):
         assert order.index(before) < order.index(after), order
+
+
+def test_a_run_whose_file_does_not_exist_says_so(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    """Titled by the file it was given (not "Run without a migration file"), with why it could
+    not be read; the Checks card says the checks did not run, and where the run stopped."""
+    from migration_manager import run_files, store_layout
+    from migration_manager.run_record_build import RunInfo, Step, build_record, unreadable_file
+    from migration_manager.step_outcomes import StepKind
+
+    run_id = "manual__2026-11-27T09:00:00+00:00"
+    t0 = "2026-11-27T09:00"
+    record = build_record(
+        run=RunInfo(
+            dag_id="migration_execute",
+            run_id=run_id,
+            run_type="manual",
+            triggered_by="admin",
+            start_date=f"{t0}:00+00:00",
+        ),
+        steps=[
+            Step(
+                "env_check",
+                "failed",
+                start=f"{t0}:00+00:00",
+                end=f"{t0}:01+00:00",
+                attempt=1,
+                error="No migration file nope.zip in the store",
+                failed=True,
+            ),
+            Step("plan", "upstream_failed", failed=True),
+            Step("collect_logs", "failed", start=f"{t0}:02+00:00", end=f"{t0}:03+00:00"),
+        ],
+        report=None,
+        summary=None,
+        migration_file=unreadable_file("nope.zip", "No migration file nope.zip in the store"),
+        target=None,
+        params={"migration_file": "nope.zip"},
+        checks={StepKind.APP_RESTART: {"status": "not needed"}},
+        ended_at=f"{t0}:03+00:00",
+    )
+    folder = store["root"] / "logs" / "unknown" / store_layout.safe_component(run_id)
+    run_files.write_files(folder, record)
+    page = client.get(f"{P}/runs/unknown/{store_layout.safe_component(run_id)}", headers=admin).text
+    assert "Run without a migration file" not in page
+    assert "<h1>nope.zip" in page
+    assert 'id="file-unread"' in page and "No migration file nope.zip in the store" in page
+    checks = page.split("<h2>Checks</h2>", 1)[1].split("</section>", 1)[0]
+    assert 'id="checks-not-run"' in checks and "The checks did not run" in checks
+    assert "stopped at <strong>env_check</strong> before them" in checks
+    assert "(the migration file could not be read)" in checks
+    assert "The checks stopped the migration" not in checks
