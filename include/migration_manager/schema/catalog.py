@@ -199,7 +199,6 @@ def row_counts(conn: sa.Connection, schema: str) -> dict[str, int | None]:
         ),
         {"schema": schema},
     ).all()
-    preparer = conn.dialect.identifier_preparer
     out: dict[str, int | None] = {}
     budget = COUNT_BUDGET_BYTES
     for r in found:
@@ -207,10 +206,8 @@ def row_counts(conn: sa.Connection, schema: str) -> dict[str, int | None]:
             out[r.relname] = int(r.estimate)
         elif r.relkind == "r" and r.bytes <= min(SMALL_TABLE_BYTES, budget):
             budget -= r.bytes
-            table = preparer.format_table(sa.table(r.relname, schema=schema))
-            out[r.relname] = int(
-                conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
-            )
+            counted = sa.select(sa.func.count()).select_from(sa.table(r.relname, schema=schema))
+            out[r.relname] = int(conn.execute(counted).scalar_one())
         else:
             out[r.relname] = None
     return out
