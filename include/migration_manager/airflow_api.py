@@ -149,6 +149,10 @@ class AirflowApi:
         )
         return list(body["task_instances"])
 
+    def tasks(self, dag_id: str) -> list[dict[str, Any]]:
+        """The DAG's tasks (``task_id``, ``downstream_task_ids``, ...)."""
+        return list(self.call("GET", f"/dags/{q(dag_id)}/tasks")["tasks"])
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """An XCom entry's ``value``, or None when there is none (yet)."""
         path = f"/dags/{q(dag_id)}/dagRuns/{q(run_id)}/taskInstances/{q(task_id)}"

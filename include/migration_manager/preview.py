@@ -25,7 +25,7 @@ from migration_manager.errors import ConfigError
 from migration_manager.execute import TableResult, apply_unit, prepare
 from migration_manager.plan import Refusal, evaluate, rule_choices
 from migration_manager.profiles import get_profile
-from migration_manager.schema import estimated_rows, list_tables, reflect_tables
+from migration_manager.schema import list_tables, reflect_tables, row_counts
 from migration_manager.target_lock import DagRunRef, TargetLockedError, hold_run_lock
 
 
@@ -34,7 +34,7 @@ class TableView:
     name: str
     group: str
     key_kind: str
-    estimated_rows: int
+    estimated_rows: int | None  # None: unknown (never analysed, too large to count)
     rule: str
     rule_source: str
     choices: dict[str, Refusal | None]  # rule -> why it is refused (None: allowed)
@@ -86,7 +86,7 @@ def inspect_source(
         tables = [t for t in list_tables(conn, scope.schema) if scope.contains(t)]
         structures = reflect_tables(conn, scope.schema, tables)
         classes = prof.classify(conn, scope, tables)
-        estimates = estimated_rows(conn, scope.schema)
+        estimates = row_counts(conn, scope.schema)
         conn.rollback()
     plans, warnings, problems = evaluate(structures, classes, ruleset, scope)
     views = []
@@ -97,7 +97,7 @@ def inspect_source(
                 name=p.name,
                 group=p.group,
                 key_kind=p.key_kind,
-                estimated_rows=estimates.get(p.name, 0),
+                estimated_rows=estimates.get(p.name),
                 rule=p.rule,
                 rule_source=p.rule_source,
                 choices=rule_choices(p.name, structures[p.name], classes[p.name]),

@@ -10,6 +10,10 @@ since; :func:`changed_since` names those whose rule would overwrite or update ro
 The plan's target fingerprints also bind the plan (and an approval) to the target state it saw:
 each unit checks, before it writes, that its tables still have them (``execute.apply_unit``).
 
+A restore of a backup in place (``migration_rollback``) leaves the target as the backup was:
+:func:`after_restore` records each recorded table's fingerprint as the restore left it, so the
+rows the restore put back are not taken for edits made in prod.
+
 A target fingerprint covers the target table's own columns (in column order), so a change of the
 source's columns does not make every table look edited in prod.
 """
@@ -90,6 +94,19 @@ class TargetRecord:
                 tables[name] = fp
                 runs[name] = run
         return TargetRecord(self.target_key, tables, runs)
+
+
+def after_restore(
+    cur: psycopg.Cursor[Any], record: TargetRecord, schema: str, run: str
+) -> TargetRecord:
+    """``record`` once a backup was restored into its target: each recorded table's fingerprint
+    as the restore left it, by ``run`` (a table now absent or too large to scan is forgotten).
+
+    What the restore put back is what the target holds now; edits made in prod after the
+    restore are found against it, as after a migration.
+    """
+    found = fingerprints_of(cur, [(schema, name) for name in record.tables])
+    return record.updated({name: found.get(name) for name in record.tables}, run)
 
 
 def table_columns(cur: psycopg.Cursor[Any], schema: str, table: str) -> list[str] | None:

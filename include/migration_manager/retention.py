@@ -7,6 +7,9 @@ After a run has written its log, the store keeps per target (the target's connec
   were run against that target **only** (a file also run against another target, and a file
   never run, is left alone; delete it on the Migration files page).
 
+A preview (a dry run of ``migration_sync``) makes a migration file too, ``<id>.preview.zip``:
+only the :data:`PREVIEWS_TO_KEEP` newest are kept (:func:`prune_previews`, after each preview).
+
 Never removed: a file or log a **kept backup** refers to (its record names the migration and
 the run it was taken for), a file a **running run** uses (runs hold a lease on their file in
 ``in_use/`` from their first task to ``collect_logs``; a lease older than
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FILES_TO_KEEP = 20
 DEFAULT_LOGS_TO_KEEP = 100
 STALE_LEASE_HOURS = 48
+PREVIEWS_TO_KEEP = 3
 
 
 def check_keep(value: Any, name: str) -> int:
@@ -249,3 +253,30 @@ def prune(
                 files_keep,
             )
     return pruned
+
+
+def prune_previews(
+    root: Any, *, keep: int = PREVIEWS_TO_KEEP, current_file: str | None = None
+) -> list[str]:
+    """Remove previews' migration files beyond the ``keep`` newest (not one in use); returns
+    the removed names."""
+    found = [p for p in _children(root / layout.FILES) if layout.is_preview(p.name)]
+    found.sort(key=lambda p: (_mtime(p), p.name), reverse=True)
+    leased = leases(root)
+    removed = []
+    for path in found[keep:]:
+        if path.name == current_file or path.name in leased:
+            continue
+        path.unlink()
+        removed.append(path.name)
+        log.info("Removed preview file %s (keeping the %d newest previews)", path.name, keep)
+    return removed
+
+
+def _mtime(path: Any) -> float:
+    try:
+        return float(path.stat().st_mtime)
+    except AttributeError:  # an ObjectStoragePath's stat() is a mapping
+        return float(path.stat().get("mtime") or 0)
+    except OSError:
+        return 0.0

@@ -4,11 +4,13 @@ Every path below is relative to the store's root, any ``pathlib``-like object
 (``ObjectStoragePath`` in Airflow, ``Path`` in tests and the Migrations page)::
 
     files/<migration id>.zip                     migration files
+    files/<migration id>.preview.zip             ... made by a preview (a dry-run sync), pruned
     logs/<migration id>/<run id>/                a run's log (see migration_manager.run_files)
     in_use/<dag id>__<run id>.json               leases of running runs on their file
     backups/<target key>/<backup id>.dump        a target's backups ...
     backups/<target key>/<backup id>.json        ... and their records (migration_manager.backup.record)
     rollbacks/<dag key>/<run id>-<hash>.json     runs whose target was rolled back
+    restores/<target key>/<run id>-<hash>.json   backups restored by migration_rollback runs
     targets/<target key>/fingerprints.json       what the last migrations left (migration_manager.prod_edits)
 
 Ids become folder names through :func:`safe_component` (run and migration ids, as in
@@ -29,11 +31,23 @@ LOGS = "logs"
 IN_USE = "in_use"
 BACKUPS = "backups"
 ROLLBACKS = "rollbacks"
+RESTORES = "restores"
 TARGETS = "targets"
 TARGET_RECORD = "fingerprints.json"
 # a migration file's name in files/ (one path component, no "..")
 MIGRATION_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.zip$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# a preview's migration file (a dry run of migration_sync): only the newest few are kept
+PREVIEW_SUFFIX = ".preview.zip"
+
+
+def migration_file_name(migration_id: str, *, preview: bool = False) -> str:
+    """A migration file's name in ``files/`` (a preview's says so)."""
+    return f"{migration_id}{PREVIEW_SUFFIX if preview else '.zip'}"
+
+
+def is_preview(name: str) -> bool:
+    return name.endswith(PREVIEW_SUFFIX)
 
 
 def safe_component(value: str) -> str:
@@ -92,11 +106,25 @@ def dump_name(backup_id: str) -> str:
     return f"{backup_id}.dump"
 
 
-def rollback_record(root: Any, dag_id: str, run_id: str) -> Any:
-    """The record of a run's rollback; run ids hold ':' and '+', so the name is made safe."""
+def _run_file_name(dag_id: str, run_id: str) -> str:
+    """A run's file name: run ids hold ':' and '+', so it is made safe (and kept unique)."""
     digest = hashlib.sha1(f"{dag_id}\n{run_id}".encode()).hexdigest()[:10]
-    safe = _UNSAFE.sub("_", run_id)[:150]
-    return root / ROLLBACKS / backup_key(dag_id) / f"{safe}-{digest}.json"
+    return f"{_UNSAFE.sub('_', run_id)[:150]}-{digest}.json"
+
+
+def rollback_record(root: Any, dag_id: str, run_id: str) -> Any:
+    """The record of a run's rollback."""
+    return root / ROLLBACKS / backup_key(dag_id) / _run_file_name(dag_id, run_id)
+
+
+def restores_dir(root: Any, key: str) -> Any:
+    """``restores/<key>/``: the restores of one target's backups (``key`` from :func:`backup_key`)."""
+    return root / RESTORES / key
+
+
+def restore_record(root: Any, key: str, dag_id: str, run_id: str) -> Any:
+    """The record of the restore that the run ``run_id`` made of one of the target's backups."""
+    return restores_dir(root, key) / _run_file_name(dag_id, run_id)
 
 
 def target_record(root: Any, target_key: str) -> Any:

@@ -96,3 +96,27 @@ def test_airflow_local_runs_the_preloading_executor() -> None:
         """
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_the_printed_stop_command_stops_that_instance(tmp_path: Path) -> None:
+    """`make airflow AIRFLOW_ARGS="--home X"` says how to stop X, not the default home; the
+    command it prints, run as printed, finds that instance (nothing to stop here)."""
+    home = tmp_path / "my home"
+    done = _run(
+        f"""
+        import runpy
+        from pathlib import Path
+        local = runpy.run_path("bin/airflow-local", run_name="airflow_local")
+        print(local["stop_command"](local["default_home"]()))
+        print(local["stop_command"](Path({str(home)!r})))
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    default, other = done.stdout.strip().splitlines()[-2:]
+    assert default == "make airflow-stop"
+    assert other.startswith("make airflow-stop AIRFLOW_ARGS=")
+    stopped = subprocess.run(
+        other, shell=True, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"nothing to stop ({home / 'airflow-local.json'}" in stopped.stdout + stopped.stderr

@@ -164,6 +164,9 @@ def test_a_dry_run_of_the_nocobase_sync_asks_nothing_commits_nothing_and_counts_
     assert xcom(dag_run, "env_write") == {"written": []}
     record, _ = _log(dag_run)
     assert record["dry_run"] is True
+    # the preview's migration file is marked as one (pruned to the newest few)
+    assert str(xcom(dag_run, "create_migration_file")).endswith(".preview.zip")
+    assert record["migration_file"]["name"].endswith(".preview.zip")
     ui = next(t for t in record["tables"] if t["table"] == "uiSchemas")
     assert ui["deleted"] == 63 and ui["inserted"] > 0  # what the real run would do
 

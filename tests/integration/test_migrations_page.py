@@ -799,3 +799,159 @@ def test_delete_a_migration_file(
     assert (root / "files" / f"{m}.zip").exists()
     assert f"/files/{m}.zip/delete" not in client.get(f"{P}/files", headers=admin).text
     assert client.post(f"{P}/files/nope.zip/delete", headers=admin).status_code == 404
+
+
+def test_restore_from_the_backups_and_run_pages_then_the_history_shows_it(
+    client: Any, admin: dict[str, str], viewer: dict[str, str], store: dict[str, Any]
+) -> None:
+    """Restore… (Backups page, run page) triggers migration_rollback as the user; once the
+    restore is recorded, the run it undid is marked "rolled back" with a link to the restore
+    run, the history lists the restore, the Backups page says when and by which run."""
+    from urllib.parse import quote, unquote
+
+    from migration_manager.airflow.store import save_restore_record
+    from migration_manager.backup.record import RestoreRecord
+
+    m, r = store["success"]
+    backup_id = store["success_backup"]
+    form = f'action="{P}/backups/restore"'
+    assert form in client.get(f"{P}/backups", headers=admin).text
+    run_page = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert form in run_page and f'name="backup_id" value="{backup_id}"' in run_page
+    data = {"target_conn_id": "prod", "backup_id": backup_id}
+    assert client.post(f"{P}/backups/restore", headers=viewer, data=data).status_code == 403
+    unknown = client.post(
+        f"{P}/backups/restore", headers=admin, data={**data, "target_conn_id": "qa"}
+    )
+    assert unknown.status_code == 404 and f"No backup {backup_id} of qa" in unknown.text
+    resp = client.post(f"{P}/backups/restore", headers=admin, data=data, follow_redirects=False)
+    assert resp.status_code == 303, resp.text
+    location = resp.headers["location"]
+    assert location.startswith(f"{P}/rules/runs/migration_rollback/manual__")
+    run_id = unquote(location.rsplit("/", 1)[1])
+    run = client.get(f"/api/v2/dags/migration_rollback/dagRuns/{run_id}", headers=admin).json()
+    assert run["conf"] == {**data, "mode": "in_place"}
+    assert run["triggering_user_name"] == "admin"
+    follow = client.get(location, headers=admin).text
+    assert "Restoring a backup" in follow and "the Migrations page" in follow
+    # the follow view lists the tasks in run order (not by name: app_restart runs last)
+    state = client.get(
+        f"{P}/rules/api/runs/migration_rollback/{quote(run_id, safe='')}", headers=admin
+    ).json()
+    assert [t["task_id"] for t in state["tasks"]] == ["restore", "app_restart"]
+
+    # the restore task records the restore once it is verified
+    undone_run = client.get(f"{P}/runs/{m}/{r}", headers=admin)
+    seeded_run_id = undone_run.text.split('<dd class="mono small">', 1)[1].split("<", 1)[0]
+    save_restore_record(
+        "prod",
+        RestoreRecord(
+            backup_id=backup_id,
+            target_conn_id="prod",
+            mode="in_place",
+            database="prod",
+            dag_id="migration_rollback",
+            run_id=run_id,
+            restored_at="2026-11-26T11:00:00+00:00",
+            triggered_by="admin",
+            tables=2,
+            rows=56,
+            undid_migration_id=m,
+            undid_run_id=seeded_run_id,
+        ),
+    )
+    link = f'href="{P}/rules/runs/migration_rollback/{quote(run_id, safe="")}"'
+    history = client.get(f"{P}/", headers=admin).text
+    marked = history.split(f'data-run-id="{seeded_run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "rolled back" in marked and link in marked
+    restore_row = history.split(f'data-run-id="{run_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Restore of a backup" in restore_row
+    assert f"{backup_id}, taken before {m}" in restore_row
+    page = client.get(f"{P}/runs/{m}/{r}", headers=admin).text
+    assert 'id="rolled-back"' in page and link in page
+    assert form not in page  # restored already: no second Restore on the run page
+    backups = client.get(f"{P}/backups", headers=admin).text
+    row = backups.split(f'<tr id="{backup_id}">', 1)[1].split("</tr>", 1)[0]
+    assert link in row and "by <a" in row and "· admin" in row
+
+
+def test_the_follow_view_lists_tasks_in_run_order(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    from urllib.parse import quote
+
+    m, _ = store["other"]
+    resp = client.post(
+        f"{P}/files/{m}.zip/run",
+        headers=admin,
+        data={"target_conn_id": "qa"},
+        follow_redirects=False,
+    )
+    from urllib.parse import parse_qs, urlsplit
+
+    run_id = parse_qs(urlsplit(resp.headers["location"]).query)["triggered"][0]
+    state = client.get(
+        f"{P}/rules/api/runs/migration_execute/{quote(run_id, safe='')}", headers=admin
+    ).json()
+    order = [t["task_id"] for t in state["tasks"]]
+    assert order != sorted(order)
+    assert order[0] == "env_check" and order[-1] == "collect_logs"
+    for before, after in (
+        ("plan", "backup"),
+        ("backup", "apply_table"),
+        ("apply_table", "collect_logs"),
+    ):
+        assert order.index(before) < order.index(after), order
+
+
+def test_a_run_whose_file_does_not_exist_says_so(
+    client: Any, admin: dict[str, str], store: dict[str, Any]
+) -> None:
+    """Titled by the file it was given (not "Run without a migration file"), with why it could
+    not be read; the Checks card says the checks did not run, and where the run stopped."""
+    from migration_manager import run_files, store_layout
+    from migration_manager.run_record_build import RunInfo, Step, build_record, unreadable_file
+    from migration_manager.step_outcomes import StepKind
+
+    run_id = "manual__2026-11-27T09:00:00+00:00"
+    t0 = "2026-11-27T09:00"
+    record = build_record(
+        run=RunInfo(
+            dag_id="migration_execute",
+            run_id=run_id,
+            run_type="manual",
+            triggered_by="admin",
+            start_date=f"{t0}:00+00:00",
+        ),
+        steps=[
+            Step(
+                "env_check",
+                "failed",
+                start=f"{t0}:00+00:00",
+                end=f"{t0}:01+00:00",
+                attempt=1,
+                error="No migration file nope.zip in the store",
+                failed=True,
+            ),
+            Step("plan", "upstream_failed", failed=True),
+            Step("collect_logs", "failed", start=f"{t0}:02+00:00", end=f"{t0}:03+00:00"),
+        ],
+        report=None,
+        summary=None,
+        migration_file=unreadable_file("nope.zip", "No migration file nope.zip in the store"),
+        target=None,
+        params={"migration_file": "nope.zip"},
+        checks={StepKind.APP_RESTART: {"status": "not needed"}},
+        ended_at=f"{t0}:03+00:00",
+    )
+    folder = store["root"] / "logs" / "unknown" / store_layout.safe_component(run_id)
+    run_files.write_files(folder, record)
+    page = client.get(f"{P}/runs/unknown/{store_layout.safe_component(run_id)}", headers=admin).text
+    assert "Run without a migration file" not in page
+    assert "<h1>nope.zip" in page
+    assert 'id="file-unread"' in page and "No migration file nope.zip in the store" in page
+    checks = page.split("<h2>Checks</h2>", 1)[1].split("</section>", 1)[0]
+    assert 'id="checks-not-run"' in checks and "The checks did not run" in checks
+    assert "stopped at <strong>env_check</strong> before them" in checks
+    assert "(the migration file could not be read)" in checks
+    assert "The checks stopped the migration" not in checks

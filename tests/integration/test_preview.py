@@ -33,7 +33,33 @@ def test_inspect_nocobase_fixture(nocobase_pair: tuple[str, str]) -> None:
     ].companion_of == ("tags", "tickets")
     # users allows only schema-only, overwrite, skip (collections.options.migrationRules)
     assert tables["users"].choices["upsert"] is not None
-    assert tables["users"].estimated_rows >= 0
+    assert tables["users"].estimated_rows is not None and tables["users"].estimated_rows >= 0
+
+
+def test_row_counts_of_a_source_never_analysed(
+    source: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """reltuples is -1 until a table is analysed: a small table is counted, a large one is
+    "unknown" (None), never 0; an analysed one keeps the planner's estimate."""
+    from migration_manager.schema import catalog
+
+    sql(
+        source,
+        """
+        CREATE TABLE small (id int PRIMARY KEY) WITH (autovacuum_enabled = false);
+        INSERT INTO small SELECT generate_series(1, 37);
+        CREATE TABLE large (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+        INSERT INTO large SELECT g, repeat('x', 200) FROM generate_series(1, 2000) g;
+        CREATE TABLE analysed (id int PRIMARY KEY) WITH (autovacuum_enabled = false);
+        INSERT INTO analysed SELECT generate_series(1, 12);
+        ANALYZE analysed;
+        """,
+    )
+    assert rows(source, "SELECT reltuples FROM pg_class WHERE relname = 'large'") == [(-1,)]
+    monkeypatch.setattr(catalog, "SMALL_TABLE_BYTES", 64 << 10)  # large has ~450 kB
+    view = inspect_source(source, profile="generic")
+    counts = {t.name: t.estimated_rows for t in view.tables}
+    assert counts == {"small": 37, "large": None, "analysed": 12}
 
 
 def test_inspect_reports_problems_without_raising(nocobase_pair: tuple[str, str]) -> None:

@@ -264,3 +264,59 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     assert "Nothing of unit uiSchemas (overwrite) was written" in text
     assert "Run the migration again" in text
     assert UI_PART in text  # the approved plan (63 of 66 rows) is in the log, not applied
+
+
+@pytest.mark.airflow
+def test_a_restore_is_not_taken_for_prod_edits_at_the_next_sync(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sync, restore the backup the sync took, sync again: nothing is "changed in prod since
+    the last migration" (before, the rows the restore put back were: 12 applicationPlugins,
+    1 systemSettings, 1 uiSchemas); a prod edit after the restore still is."""
+    from migration_manager.backup.fingerprints import table_fingerprints
+    from migration_manager.backup.record import read_restores
+
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = table_fingerprints(prod)
+    plugins = table_text(prod, "applicationPlugins")
+    # the default rules (the package's own), as a user's first sync
+    conf = {k: ANSWERS[k] for k in ("env_values", "on_missing_plugins")}
+    conf["on_destructive"] = "continue"
+    first = run_dag("migration_sync", conf)
+    assert str(first.state) == "success", task_states(first)
+    assert table_text(prod, "applicationPlugins") != plugins
+    backup_id = xcom(first, "backup")["backup_id"]
+
+    restore = run_dag(
+        "migration_rollback", {"target_conn_id": "migration_target", "backup_id": backup_id}
+    )
+    assert str(restore.state) == "success", task_states(restore)
+    assert table_fingerprints(prod) == before  # prod is as before the sync
+    key = target_key("migration_target", identity_of(prod))
+    tables = json.loads((_store() / "targets" / key / "fingerprints.json").read_text())["tables"]
+    assert restore.run_id in tables["applicationPlugins"]["run"]
+    assert tables["applicationPlugins"]["rows"] == len(plugins)
+    # the restore is in the store: which backup, by which run, what it undid
+    (found,) = [
+        r
+        for r in read_restores(_store() / "restores" / "migration_target")
+        if r.run_id == restore.run_id
+    ]
+    assert (found.backup_id, found.mode, found.undid_run_id) == (
+        backup_id,
+        "in_place",
+        first.run_id,
+    )
+
+    again = run_dag("migration_sync", {**conf, "dry_run": True})
+    assert str(again.state) == "success", task_states(again)
+    assert _xcom_key(again, "plan", "report")["changed_in_prod"] == []
+    assert not any("changed in prod" in p for p in xcom(again, "destructive_check")["parts"])
+
+    # a prod edit made after the restore is found as before
+    _edit_ui_schemas(prod, EDITED, "edited after the restore")
+    edited = run_dag("migration_sync", {**conf, "dry_run": True})
+    assert [c["table"] for c in _xcom_key(edited, "plan", "report")["changed_in_prod"]] == [
+        "uiSchemas"
+    ]

@@ -254,3 +254,37 @@ def test_secret_values_never_reach_the_log(
     supplied = record["checks"]["env_values"]["supplied"]
     assert {"name": "HELPDESK_KEY", "type": "secret"} in supplied
     assert record["checks"]["plugin_check"]["missing"][0]["name"] == "graph-collection-manager"
+
+
+def test_a_finished_run_never_shows_hold_target_lock_running() -> None:
+    """collect_logs writes the record while hold_target_lock still holds the lock (it lets go
+    once every writer, collect_logs too, has finished): the record shows it ended, not running."""
+    from types import SimpleNamespace
+
+    from migration_manager.airflow.run_log import STEP_KEY, gather_steps
+
+    pushed = [
+        {"task_id": "hold_target_lock", "map_index": -1, "status": "running", "start": None},
+        {"task_id": "backup", "map_index": -1, "status": "success"},
+    ]
+
+    def xcom_pull(task_ids: Any = None, key: str = "return_value", **_: Any) -> Any:
+        return pushed if key == STEP_KEY else None
+
+    ti = SimpleNamespace(task_id="collect_logs", map_index=-1, xcom_pull=xcom_pull)
+    dag = SimpleNamespace(task_ids=["hold_target_lock", "backup", "collect_logs", "apply_table"])
+    states = {
+        ("hold_target_lock", -1): "running",
+        ("backup", -1): "running",  # a task still running that is not the lock's holder
+        ("collect_logs", -1): "running",
+    }
+    steps = {
+        s.task_id: s
+        for s in gather_steps(
+            {"ti": ti, "dag": dag}, report=None, results=[], final_status="success", states=states
+        )
+    }
+    assert steps["hold_target_lock"].status == "success" and steps["hold_target_lock"].end
+    assert "released as the run ends" in str(steps["hold_target_lock"].note)
+    assert steps["collect_logs"].status == "success"
+    assert steps["backup"].status == "running"  # only the holder is known to end with the run

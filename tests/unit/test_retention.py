@@ -113,3 +113,29 @@ def test_leases_and_in_use(store: Path) -> None:
 def test_bad_keep_values(store: Path, value: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         retention.prune(store, "prod", target_key="prod", files_to_keep=value, logs_to_keep=1)
+
+
+def test_previews_files_beyond_the_newest_are_pruned(tmp_path: Path) -> None:
+    """A preview (a dry-run sync) leaves <id>.preview.zip: only the newest few are kept, never
+    one in use or the current run's; other migration files are not touched."""
+    import os
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "real.zip").write_bytes(b"zip")
+    for i in range(6):
+        path = files / f"p{i}.preview.zip"
+        path.write_bytes(b"zip")
+        os.utime(path, (1_000_000 + i, 1_000_000 + i))  # p5 newest
+    retention.take_lease(tmp_path, "p0.preview.zip", dag_id="migration_sync", run_id="now")
+    removed = retention.prune_previews(tmp_path, keep=3, current_file="p1.preview.zip")
+    assert sorted(removed) == ["p2.preview.zip"]
+    assert _files(tmp_path) == {
+        "real.zip",
+        "p0.preview.zip",
+        "p1.preview.zip",
+        "p3.preview.zip",
+        "p4.preview.zip",
+        "p5.preview.zip",
+    }
+    assert retention.prune_previews(tmp_path, keep=3) == ["p1.preview.zip"]

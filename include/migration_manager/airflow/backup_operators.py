@@ -28,6 +28,7 @@ from migration_manager.airflow.store import (
     local_backup_file,
     record_run_rollback,
     save_backup,
+    save_restore_record,
 )
 from migration_manager.backup.restore import (
     IN_PLACE,
@@ -42,6 +43,9 @@ from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from migration_manager.backup.record import BackupRecord
+    from migration_manager.backup.restore import RestoreResult
 
 ROLLED_BACK = "rolled back"
 NOT_ROLLED_BACK = "not rolled back"
@@ -346,6 +350,15 @@ class RestoreBackupOperator(BaseOperator):
                 else:
                     result, _new_dsn = restore_new_database(env.dsn, path, record, new_name)
                     out = result.to_dict()
+        try:
+            self._remember(context, key, record, result)
+        except Exception:  # the restore is done and verified: say what is missing, do not fail
+            self.log.warning(
+                "The restore could not be recorded in the migration store: the Migrations page "
+                "does not show it, and the next sync may report the rows it put back as changed "
+                "in prod",
+                exc_info=True,
+            )
         if mode == NEW_DATABASE:
             self.log.info(
                 "Database %s now holds backup %s, verified; %s is untouched. Point an application "
@@ -358,6 +371,45 @@ class RestoreBackupOperator(BaseOperator):
         else:
             self.log.info("Database %s is back at backup %s, verified", result.database, backup_id)
         return {**out, "forced": problems if problems else []}
+
+    def _remember(
+        self, context: Context, key: str, record: BackupRecord, result: RestoreResult
+    ) -> None:
+        """The restore in the store (the Migrations and Backups pages show it); after a restore
+        in place, the target's fingerprint record as the restore left it (no prod-edit alarm at
+        the next sync for the rows the restore put back)."""
+        from datetime import UTC, datetime
+
+        from migration_manager.airflow.target_record import record_restore
+        from migration_manager.backup.record import RestoreRecord
+        from migration_manager.profiles import get_profile
+
+        ti = context["ti"]
+        in_place = result.mode == IN_PLACE
+        restore = RestoreRecord(
+            backup_id=record.backup_id,
+            target_conn_id=self.target_conn_id,
+            mode=result.mode,
+            database=result.database,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            restored_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            triggered_by=getattr(context.get("dag_run"), "triggering_user_name", None),
+            tables=result.tables,
+            rows=result.rows,
+            undid_migration_id=record.migration_id if in_place else None,
+            undid_run_id=record.run_id if in_place else None,
+        )
+        self.log.info("Restore recorded: %s", save_restore_record(key, restore))
+        if in_place:
+            env = environment(self.target_conn_id)
+            schema = get_profile(record.profile).scope(dict(record.app_settings)).schema
+            record_restore(
+                self.target_conn_id,
+                env.dsn,
+                schema,
+                f"{ti.dag_id}/{ti.run_id} (restore of backup {record.backup_id})",
+            )
 
     def _list_and_fail(self, key: str) -> None:
         records = backup_records(key)

@@ -41,6 +41,8 @@ class CreateMigrationOperator(BaseOperator):
     :param rule_set: name of a saved rule set; when given, its profile and rules are used (templated)
     :param target_conn_id: in a sync, the target's connection: refused before anything is read
         when it leads to the source's database (templated)
+    :param preview: the file is a preview's (a dry-run sync): stored as ``<id>.preview.zip``
+        (templated)
     :return: the migration file's URI
     """
 
@@ -50,6 +52,7 @@ class CreateMigrationOperator(BaseOperator):
         "rules",
         "rule_set",
         "target_conn_id",
+        "preview",
     )
 
     def __init__(
@@ -60,6 +63,7 @@ class CreateMigrationOperator(BaseOperator):
         rules: Any = None,
         rule_set: str | None = None,
         target_conn_id: str | None = None,
+        preview: Any = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -68,6 +72,7 @@ class CreateMigrationOperator(BaseOperator):
         self.rules = rules
         self.rule_set = rule_set
         self.target_conn_id = target_conn_id
+        self.preview = preview
 
     def execute(self, context: Context) -> str:
         from migration_manager.airflow.rule_set_store import load_rule_set
@@ -93,7 +98,7 @@ class CreateMigrationOperator(BaseOperator):
             else:
                 self.log.info("Signing the migration file as %s (key %s)", key.signer, key.key_id)
             migration_id = new_migration_id()
-            with new_migration_file(migration_id) as (fh, dest):
+            with new_migration_file(migration_id, preview=as_bool(self.preview)) as (fh, dest):
                 result, _manifest = create_migration(
                     env.dsn,
                     fh,

@@ -11,7 +11,7 @@ from typing import Any
 from migration_manager import retention
 from migration_manager.airflow.run_log import UNKNOWN_MIGRATION, step_started
 from migration_manager.airflow.store import store_root
-from migration_manager.store_layout import backup_key, run_log_names
+from migration_manager.store_layout import PREVIEW_SUFFIX, backup_key, run_log_names
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +41,14 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
     try:
         retention.release_lease(root, dag_id=ti.dag_id, run_id=ti.run_id)
         target = str(params.get("target_conn_id") or "")
-        if not target or str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"):
-            return None  # a dry run leaves the store's history as it is
+        if str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"):
+            # a dry run leaves the store's history as it is; a preview's file is pruned
+            retention.prune_previews(
+                root, current_file=f"{migration_id}{PREVIEW_SUFFIX}" if migration_id else None
+            )
+            return None
+        if not target:
+            return None
         pruned = retention.prune(
             root,
             target,

@@ -235,6 +235,11 @@ def gather_steps(
             ti.map_index if ti.map_index is not None else -1
         ):
             state, rec["end"] = final_status, now  # this task: how it is about to end
+        elif task_id == ids.HOLD_TARGET_LOCK and state == "running":
+            # it holds the lock until every writer, this task among them, has finished: it
+            # ends as this record is written (a finished run never shows it running)
+            state, rec["end"] = "success", now
+            rec["note"] = "held the target's lock for the run's writes, released as the run ends"
         elif state in ("running", "queued", "scheduled", "none") and rec.get("status") == "running":
             state = rec["status"]
         if state == "success" and rec.get("status") == "failed":

@@ -28,6 +28,7 @@ from migration_manager import store_layout as layout
 from migration_manager.backup.dump import take_backup
 from migration_manager.backup.record import (
     BackupRecord,
+    RestoreRecord,
     check_backup_id,
     expired,
     read_record,
@@ -81,13 +82,18 @@ def migration_file_path(ref: str) -> ObjectStoragePath:
 
 
 @contextmanager
-def new_migration_file(migration_id: str) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
-    """A local temporary file to write; on success it is moved into the store.
+def new_migration_file(
+    migration_id: str, *, preview: bool = False
+) -> Iterator[tuple[IO[bytes], ObjectStoragePath]]:
+    """A local temporary file to write; on success it is moved into the store (a preview's as
+    ``<id>.preview.zip``: the Migration files page marks it, retention keeps only the newest).
 
     The store shows the file only once it is whole (:func:`_put`); a store that does not take
     it fails with a :class:`StoreError` naming the store and what to do.
     """
-    dest = layout.migration_file(store_root(), f"{migration_id}.zip")
+    dest = layout.migration_file(
+        store_root(), layout.migration_file_name(migration_id, preview=preview)
+    )
     with tempfile.NamedTemporaryFile(prefix="mm-", suffix=".zip", delete=False) as tmp:
         tmp_path = Path(tmp.name)
     try:
@@ -308,6 +314,17 @@ def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
         # unreadable, but it exists: the run was rolled back
         return {"dag_id": dag_id, "run_id": run_id, "backup_id": "(record unreadable)"}
     return record if isinstance(record, dict) else {"backup_id": None}
+
+
+# --- restored backups: restores/<target key>/<run key>.json ------------------------------------
+
+
+def save_restore_record(key: str, record: RestoreRecord) -> ObjectStoragePath:
+    """Remember that a migration_rollback run restored one of the target's backups."""
+    path = layout.restore_record(store_root(), key, record.dag_id, record.run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    as_local(path).write_text(record.model_dump_json(indent=1))
+    return path
 
 
 # --- per target: targets/<target key>/fingerprints.json --------------------------------------

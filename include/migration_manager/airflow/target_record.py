@@ -6,6 +6,9 @@ its commit, and for data tables that needed no unit, the fingerprint the plan sa
 them as they were). Not recorded: a dry run, a run rolled back to its backup, a failed unit's
 tables (the next plan still compares them with the record before this run). The next plan
 compares the target with this record (``PlanMigrationOperator``: ``changed_in_prod``).
+
+``migration_rollback``'s restore calls :func:`record_restore`: the target is the backup again,
+and the record says so (``prod_edits.after_restore``).
 """
 
 from __future__ import annotations
@@ -63,4 +66,31 @@ def record_fingerprints(
     run = f"{ti.dag_id}/{ti.run_id} (migration {report.migration_id})"
     path = save_target_record(record.updated(left, run))
     log.info("Recorded the fingerprints of %d table(s) as this run left them: %s", len(left), path)
+    return str(path)
+
+
+def record_restore(conn_id: str, dsn: str, schema: str, run: str) -> str | None:
+    """After a restore in place: each recorded table's fingerprint as the restore left it.
+
+    Returns the record's path; None when the target has no record (no migration recorded one).
+    """
+    from migration_manager import pg
+    from migration_manager.airflow.store import load_target_record, save_target_record
+    from migration_manager.prod_edits import after_restore, target_key
+
+    with pg.connect(dsn) as conn:
+        key = target_key(conn_id, pg.database_identity(conn))
+        record = load_target_record(key)
+        if record is None:
+            return None
+        with conn.cursor() as cur:
+            updated = after_restore(cur, record, schema, run)
+        conn.rollback()
+    path = save_target_record(updated)
+    log.info(
+        "Recorded the fingerprints of %d table(s) as the restore left them: %s (the next "
+        "migration finds prod edits against them)",
+        len(updated.tables),
+        path,
+    )
     return str(path)

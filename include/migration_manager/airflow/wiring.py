@@ -401,6 +401,7 @@ def create_task(*, sync: bool = False) -> CreateMigrationOperator:
         rules="{{ params.rules | tojson }}",
         rule_set="{{ params.rule_set }}",
         target_conn_id="{{ params.target_conn_id }}" if sync else None,
+        preview="{{ params.dry_run }}" if sync else False,
     )
 
 

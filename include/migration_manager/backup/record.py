@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from migration_manager.backup.fingerprints import Fingerprint
 from migration_manager.errors import BackupError, ConfigError
 from migration_manager.store_layout import dump_name
@@ -156,3 +158,45 @@ def expired(records: Iterable[BackupRecord], keep: int) -> list[str]:
         raise ConfigError(f"backups_to_keep must be at least 1, got {keep}")
     keyed = sorted(((r.created_at or "", r.backup_id) for r in records), reverse=True)
     return [bid for _, bid in keyed[keep:]]
+
+
+class RestoreRecord(BaseModel):
+    """A backup restored by a ``migration_rollback`` run: which, by which run, what it undid.
+
+    Stored in the migration store (``restores/<target key>/``) by the restore task once the
+    restore is verified; the Migrations page marks the run that took the backup "rolled back"
+    and the Backups page says when (and by which run) a backup was restored.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    backup_id: str
+    target_conn_id: str
+    mode: str
+    database: str
+    dag_id: str
+    run_id: str
+    restored_at: str
+    triggered_by: str | None = None
+    tables: int = 0
+    rows: int = 0
+    # the run that took the backup (before its writes): the restore undid it, and what came after
+    undid_migration_id: str | None = None
+    undid_run_id: str | None = None
+
+
+def read_restores(folder: Any) -> list[RestoreRecord]:
+    """The restore records in one target's folder, newest first (unreadable ones logged and left out)."""
+    try:
+        paths = list(folder.iterdir()) if folder.exists() else []
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    found = []
+    for path in paths:
+        if not path.name.endswith(".json"):
+            continue
+        try:
+            found.append(RestoreRecord.model_validate_json(path.read_text()))
+        except (OSError, ValueError) as exc:
+            log.warning("Skipping unreadable restore record %s: %s", path, exc)
+    return sorted(found, key=lambda r: (r.restored_at, r.run_id), reverse=True)

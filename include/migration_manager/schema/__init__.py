@@ -22,6 +22,7 @@ from migration_manager.schema.catalog import (
     find_type,
     list_tables,
     reflect_tables,
+    row_counts,
 )
 from migration_manager.schema.comparators import setup_alembic
 from migration_manager.schema.compare import SchemaChange, SchemaDiff, defer_keys, diff_table
@@ -58,6 +59,7 @@ __all__ = [
     "ensure_sequences",
     "ensure_types",
     "estimated_rows",
+    "row_counts",
     "find_type",
     "list_tables",
     "own_sequences",

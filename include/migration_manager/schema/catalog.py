@@ -179,6 +179,40 @@ def estimated_rows(conn: sa.Connection, schema: str) -> dict[str, int]:
     return {r.relname: int(r.estimate) for r in rows}
 
 
+# a table never analysed (reltuples -1, e.g. in a freshly loaded database) is counted exactly
+# when it is this small; at most COUNT_BUDGET_BYTES are counted in all
+SMALL_TABLE_BYTES = 8 << 20
+COUNT_BUDGET_BYTES = 64 << 20
+
+
+def row_counts(conn: sa.Connection, schema: str) -> dict[str, int | None]:
+    """Each table's rows for a person to read: the planner's estimate of an analysed table; for
+    one never analysed (``reltuples`` -1) an exact ``count(*)`` when it is small
+    (``pg_relation_size`` up to :data:`SMALL_TABLE_BYTES`, :data:`COUNT_BUDGET_BYTES` in all),
+    else None: unknown (not 0)."""
+    found = conn.execute(
+        sa.text(
+            "SELECT c.relname, c.relkind, c.reltuples::bigint AS estimate, "
+            "pg_relation_size(c.oid) AS bytes FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relkind IN ('r', 'p') ORDER BY bytes, 1"
+        ),
+        {"schema": schema},
+    ).all()
+    out: dict[str, int | None] = {}
+    budget = COUNT_BUDGET_BYTES
+    for r in found:
+        if r.estimate >= 0:
+            out[r.relname] = int(r.estimate)
+        elif r.relkind == "r" and r.bytes <= min(SMALL_TABLE_BYTES, budget):
+            budget -= r.bytes
+            counted = sa.select(sa.func.count()).select_from(sa.table(r.relname, schema=schema))
+            out[r.relname] = int(conn.execute(counted).scalar_one())
+        else:
+            out[r.relname] = None
+    return out
+
+
 def reflect_tables(
     conn: sa.Connection, schema: str, names: Iterable[str]
 ) -> dict[str, TableStructure]:

@@ -22,7 +22,7 @@ from typing import IO, Any
 from migration_manager import digest, run_files, run_log_text, run_record
 from migration_manager import store_layout as layout
 from migration_manager.archive import ArchiveReader
-from migration_manager.backup.record import read_records
+from migration_manager.backup.record import RestoreRecord, read_records, read_restores
 from migration_manager.errors import ArchiveError, ArchiveLimitError
 from migration_manager.signing import Trust
 
@@ -291,6 +291,7 @@ def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
         found.append(
             {
                 "name": path.name,
+                "preview": layout.is_preview(path.name),
                 "bytes": _size(path),
                 "modified": _mtime(path),
                 **file_summary(path, trust),
@@ -398,8 +399,26 @@ def list_backups(root: Any) -> list[dict[str, Any]]:
                     "rows": rec.rows,
                     "migration_id": rec.migration_id,
                     "run_id": rec.run_id,
+                    "target_conn_id": rec.target_conn_id or folder.name,
                     "dump_present": (folder / rec.dump_file).exists(),
                 }
             )
     found.sort(key=lambda b: (b["created_at"] or "", b["backup_id"]), reverse=True)
     return found
+
+
+def list_restores(root: Any) -> list[RestoreRecord]:
+    """Backups restored by ``migration_rollback`` runs (``restores/<target>/``), newest first."""
+    found = [r for folder in _children(root / layout.RESTORES) for r in read_restores(folder)]
+    return sorted(found, key=lambda r: (r.restored_at, r.run_id), reverse=True)
+
+
+def find_backup(root: Any, target_conn_id: str, backup_id: str) -> dict[str, Any]:
+    """A stored backup of a target (as :func:`list_backups` lists it) whose dump is there, to
+    restore; NotFound for anything else."""
+    for b in list_backups(root):
+        if b["backup_id"] == backup_id and b["target_conn_id"] == target_conn_id:
+            if not b["dump_present"]:
+                raise NotFound(f"Backup {backup_id}: its dump is missing; it cannot be restored")
+            return b
+    raise NotFound(f"No backup {backup_id} of {target_conn_id} in the store")

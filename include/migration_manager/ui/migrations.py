@@ -4,23 +4,29 @@
 GET      ``/``                                        migrations, newest first (``target``, ``status``)
 GET      ``/runs/{migration}/{run}``                  one run: process timeline, tables, checks, log
 GET      ``/runs/{migration}/{run}/download/{name}``  ``migration.log``, ``migration.json``, ``schema.sql``, ``data.sql``, ``summary.json``
-GET      ``/backups``                                 backups of every target, with their metadata
+GET      ``/backups``                                 backups of every target, with their metadata and restores
+POST     ``/backups/restore``                         Restore: trigger ``migration_rollback`` of a backup (REST API, as the user)
 =======  ===========================================  =============================================
 """
 
 from __future__ import annotations
 
 import contextlib
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
+from pydantic import BaseModel
 
 from migration_manager import run_files, run_log_text, run_record, store_layout
+from migration_manager.backup.record import RestoreRecord
 from migration_manager.ui import catalog, charts
-from migration_manager.ui.deps import AirflowRoot, Store
+from migration_manager.ui.deps import AirflowRoot, Api, Base, Store, write_access
 from migration_manager.ui.render import not_found, page, send
+from migration_manager.ui.rule_config import message_of
+from migration_manager.ui.rule_runs import ROLLBACK_DAG, trigger
 
 QUIET = ("unchanged", "skipped")  # tables a run did not change
 MEDIA = {
@@ -32,18 +38,44 @@ MEDIA = {
 }
 
 router = APIRouter()
+WRITE = write_access()
+
+
+def restore_run_url(base: str, run_id: str) -> str:
+    """Where a restore run is followed (the pages' run view, Airflow's REST API)."""
+    return f"{base}/rules/runs/{ROLLBACK_DAG}/{quote(run_id, safe='')}"
+
+
+def _undone(restores: list[RestoreRecord]) -> dict[str, RestoreRecord]:
+    """By run id: the newest restore that undid the run (restored the backup it took)."""
+    out: dict[str, RestoreRecord] = {}
+    for r in restores:  # newest first
+        if r.undid_run_id:
+            out.setdefault(r.undid_run_id, r)
+    return out
 
 
 @router.get("/", response_class=HTMLResponse, name="index")
 def index(request: Request, root: Store, target: str = "", status: str = "") -> HTMLResponse:
     runs = catalog.list_runs(root, target=target or None, status=status or None)
+    restores = catalog.list_restores(root)
+    # the history: migration runs and restores, newest first (a restore is always a success)
+    history: list[tuple[str, str, Any]] = [("run", e.started_at or "", e) for e in runs]
+    history += [
+        ("restore", r.restored_at, r)
+        for r in restores
+        if (not target or target == r.target_conn_id) and status in ("", "success")
+    ]
+    history.sort(key=lambda h: h[1], reverse=True)
     return page(
         request,
         "index.html",
         active="runs",
         title="Migrations",
-        runs=runs,
-        targets=catalog.targets(root),
+        history=[(kind, item) for kind, _when, item in history],
+        undone=_undone(restores),
+        restore_url=restore_run_url,
+        targets=sorted({*catalog.targets(root), *(r.target_conn_id for r in restores)}),
         target=target,
         status=status,
     )
@@ -66,6 +98,12 @@ def run_page(
     except catalog.NotFound:
         file_in_store = False
     steps = record.get("steps") or []
+    backup = record.get("backup") or {}
+    target_conn_id = (record.get("target") or {}).get("conn_id") or ""
+    restorable = None
+    if backup.get("backup_id") and target_conn_id and not record.get("dry_run"):
+        with contextlib.suppress(catalog.NotFound):
+            restorable = catalog.find_backup(root, target_conn_id, backup["backup_id"])
     run_link = (
         f"{airflow_root}/dags/{quote(str(record.get('dag_id')), safe='')}"
         f"/runs/{quote(str(record.get('run_id')), safe='')}"
@@ -87,6 +125,9 @@ def run_page(
         file_in_store=file_in_store,
         file_name=file_name,
         run_link=run_link,
+        restorable=restorable,
+        restored_by=_undone(catalog.list_restores(root)).get(str(record.get("run_id"))),
+        restore_url=restore_run_url,
         changed=run_record.changed_rows(record),
         endpoint=run_log_text.endpoint,
     )
@@ -110,7 +151,13 @@ def run_download(
 @router.get("/backups", response_class=HTMLResponse, name="backups")
 def backups(request: Request, root: Store) -> HTMLResponse:
     items = catalog.list_backups(root)
+    restores = catalog.list_restores(root)
     for b in items:
+        b["restores"] = [
+            r
+            for r in restores
+            if r.backup_id == b["backup_id"] and r.target_conn_id == b["target_conn_id"]
+        ]
         b["log"] = None
         if b.get("migration_id") and b.get("run_id"):
             ref = catalog.RunLogRef(
@@ -120,4 +167,46 @@ def backups(request: Request, root: Store) -> HTMLResponse:
             with contextlib.suppress(catalog.NotFound):
                 catalog.run_folder(root, ref)
                 b["log"] = f"{ref.migration}/{ref.run}"
-    return page(request, "backups.html", active="backups", title="Backups", backups=items)
+    return page(
+        request,
+        "backups.html",
+        active="backups",
+        title="Backups",
+        backups=items,
+        restore_url=restore_run_url,
+    )
+
+
+class RestoreForm(BaseModel):
+    """The Restore action: a stored backup, into the target it was taken of (in place)."""
+
+    target_conn_id: str
+    backup_id: str
+
+
+@router.post("/backups/restore", name="backup_restore", dependencies=WRITE)
+def backup_restore(
+    request: Request,
+    api: Api,
+    root: Store,
+    base: Base,
+    form: Annotated[RestoreForm, Form()],
+) -> Response:
+    """Trigger ``migration_rollback`` (in place) as the signed-in user, then follow its run."""
+    try:
+        catalog.find_backup(root, form.target_conn_id, form.backup_id)
+    except catalog.NotFound as exc:
+        return not_found(request, str(exc))
+    conf = {"target_conn_id": form.target_conn_id, "backup_id": form.backup_id, "mode": "in_place"}
+    note = f"Restore of backup {form.backup_id} into {form.target_conn_id} from the Migrations page"
+    try:
+        run_id, _unpaused = trigger(api, ROLLBACK_DAG, conf, note=note)
+    except HTTPException as exc:
+        return page(
+            request,
+            "error.html",
+            exc.status_code,
+            title=f"{ROLLBACK_DAG} was not triggered",
+            message=message_of(exc),
+        )
+    return RedirectResponse(restore_run_url(base, run_id), 303)

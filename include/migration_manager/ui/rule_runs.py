@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,18 +27,29 @@ FINISHED = ("success", "failed")
 _DAG_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
+ROLLBACK_DAG = "migration_rollback"
+
+
 def trigger(
-    api: AirflowApi, dag_id: str, conf: dict[str, Any], rule_set: str | None
+    api: AirflowApi,
+    dag_id: str,
+    conf: dict[str, Any],
+    rule_set: str | None = None,
+    *,
+    note: str | None = None,
 ) -> tuple[str, bool]:
     """Trigger a run through Airflow's REST API as the caller; unpause the DAG when it is paused.
 
-    ``migration_create`` and ``migration_sync`` have no schedule: unpausing only lets the run
-    the user asked for start. Returns (run id, whether the DAG was unpaused).
+    The pages' DAGs (``migration_create``, ``migration_sync``, ``migration_rollback``) have no
+    schedule: unpausing only lets the run the user asked for start. ``note`` is the run's note
+    (default: started from the rules page, with ``rule_set``). Returns (run id, whether the DAG
+    was unpaused).
     """
     how = f"rule set {rule_set}" if rule_set else "rules configured on the page"
+    note = note or f"Started from the rules page ({how})"
     try:
         try:
-            run = api.trigger_run(dag_id, conf, note=f"Started from the rules page ({how})")
+            run = api.trigger_run(dag_id, conf, note=note)
         except ApiError as exc:
             raise refuse(
                 exc.status if exc.status in (400, 403, 404, 409) else 502,
@@ -54,8 +66,25 @@ def trigger(
                 log.warning("Could not unpause %s: %s", dag_id, exc.detail_text)
     except httpx.HTTPError as exc:
         raise refuse(502, f"Airflow's API did not answer: {exc}") from None
-    log.info("Triggered %s run %s (%s)", dag_id, run_id, how)
+    log.info("Triggered %s run %s: %s", dag_id, run_id, note)
     return run_id, unpaused
+
+
+def run_order(tasks: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Each task's place in the run: the DAG's order (a task after those it depends on; tasks
+    that can run side by side by their id)."""
+    upstream: dict[str, set[str]] = {str(t["task_id"]): set() for t in tasks}
+    for t in tasks:
+        for name in t.get("downstream_task_ids") or []:
+            upstream.setdefault(str(name), set()).add(str(t["task_id"]))
+    sorter = TopologicalSorter(upstream)
+    sorter.prepare()
+    order: dict[str, int] = {}
+    while sorter.is_active():
+        for name in sorted(sorter.get_ready()):
+            order[name] = len(order)
+            sorter.done(name)
+    return order
 
 
 def run_page_of(root: Any, run_id: str) -> tuple[str, str] | None:
@@ -94,6 +123,10 @@ def run_state(
             tasks = api.task_instances(dag_id, run_id)
         except ApiError:
             tasks = []
+        try:
+            order = run_order(api.tasks(dag_id))
+        except ApiError:
+            order = {}
         state = str(run.get("state") or "queued")
         created = None
         if dag_id == CREATE_DAG and state == "success":
@@ -112,7 +145,11 @@ def run_state(
             }
             for t in tasks
         ),
-        key=lambda t: (t["start"] or "9", t["task_id"] or "", t["map_index"]),
+        key=lambda t: (
+            order.get(t["task_id"] or "", len(order)),
+            t["task_id"] or "",
+            t["map_index"],
+        ),
     )
     found = run_page_of(root, run_id)
     counts: dict[str, int] = {}

@@ -72,6 +72,7 @@ from migration_manager.ui.rule_config import (
     view_dict,
 )
 from migration_manager.ui.rule_runs import (
+    ROLLBACK_DAG,
     STARTABLE,
     SYNC_DAG,
     preview_rows,
@@ -199,7 +200,7 @@ def started_run(
     return page(
         request,
         "rules_run.html",
-        active="rules",
+        active="backups" if dag_id == ROLLBACK_DAG else "rules",
         title=f"{dag_id} run",
         dag_id=dag_id,
         run_id=run_id,

@@ -105,16 +105,15 @@
         for (const row of rows) {
           if (row.dataset.group !== g) continue;
           const select = $(".table-rule", row);
-          const pick = $(".pick", row);
-          select.disabled = !on;
-          pick.disabled = !on;
-          if (!on) pick.checked = false;
+          // never locked: choosing a rule turns the group's independent rules on (turnOn);
+          // with them off, a rule left in the list is shown as not applied
+          row.classList.toggle("group-off", !on);
+          select.title = on ? "" : "Not applied while independent rules are off for this group; choosing a rule turns them on";
           const independent = on && select.value !== "";
           row.classList.toggle("independent", independent);
           if (independent) n += 1;
         }
         $(`.independent-count[data-group="${g}"]`).textContent = n;
-        $(`.select-all[data-group="${g}"]`).disabled = !on;
       }
       const picked = rows.filter((r) => $(".pick", r).checked);
       rows.forEach((r) => r.classList.toggle("picked", $(".pick", r).checked));
@@ -232,7 +231,20 @@
     // group defaults, independent toggles, per-table rules
     $$(".group-default").forEach((s) => s.addEventListener("change", changed));
     $$(".group-independent").forEach((s) => s.addEventListener("change", changed));
-    rows.forEach((row) => $(".table-rule", row).addEventListener("change", changed));
+    /** Turn on independent rules of the groups of ``chosen`` rows (a rule was chosen for them). */
+    function turnOn(chosen) {
+      const groups = [...new Set(chosen.map((row) => row.dataset.group))].filter((g) => !groupOn(g));
+      for (const g of groups) $(`.group-independent[data-group="${g}"]`).checked = true;
+      const names = { user: "user-defined tables", system: "system tables" };
+      return groups.length ? `Independent rules turned on for ${groups.map((g) => names[g]).join(" and ")}.` : "";
+    }
+    rows.forEach((row) => $(".table-rule", row).addEventListener("change", () => {
+      if ($(".table-rule", row).value) {
+        const note = turnOn([row]);
+        if (note) showNotice(`${note} ${row.dataset.table} gets ${$(".table-rule", row).value}.`);
+      }
+      changed();
+    }));
     $("#target").addEventListener("change", markStale);
     $("#allow-drop").addEventListener("change", markStale);
     $("#rs-name").addEventListener("input", markSaved);
@@ -246,9 +258,9 @@
         if (!$(".pick", row).checked) continue;
         const option = $(`option[value="${rule}"]`, $(".table-rule", row));
         if (option.disabled) skipped.push(option.title);
-        else { $(".table-rule", row).value = rule; done.push(row.dataset.table); }
+        else { $(".table-rule", row).value = rule; done.push(row); }
       }
-      let text = done.length ? `${rule} assigned to ${done.join(", ")}.` : "";
+      let text = done.length ? `${rule} assigned to ${done.map((r) => r.dataset.table).join(", ")}. ${turnOn(done)}`.trim() : "";
       if (skipped.length) text += `${text ? "\n" : ""}Not assigned (planning would refuse it):\n${skipped.join("\n")}`;
       showNotice(text, skipped.length > 0);
       changed();
@@ -456,7 +468,9 @@
       render(state);
       if (state.finished) {
         finishedAt = finishedAt || Date.now();
-        if (state.dag_id !== "migration_create" && Date.now() - finishedAt < 30000) setTimeout(poll, 2000);
+        // create and rollback runs write no migration log: nothing more to wait for
+        const logged = !["migration_create", "migration_rollback"].includes(state.dag_id);
+        if (logged && Date.now() - finishedAt < 30000) setTimeout(poll, 2000);
         return;
       }
       setTimeout(poll, 2000);
@@ -478,6 +492,14 @@
         msg.className = "alert ok";
         msg.textContent = "";
         msg.append("Migration file created: ", el("a", { href: `${box.dataset.base}/files`, text: state.migration_file }), ". Run it from Migration files, or upload it to another Airflow.");
+      } else if (state.dag_id === "migration_rollback" && state.state === "success") {
+        msg.className = "alert ok";
+        msg.textContent = "";
+        msg.append("The backup is restored and verified (every table's rows and checksum). ", el("a", { href: `${box.dataset.base}/`, text: "The Migrations history" }), " marks the run it undid as rolled back; ", el("a", { href: `${box.dataset.base}/backups`, text: "Backups" }), " shows the restore.");
+      } else if (state.dag_id === "migration_rollback" && state.state === "failed") {
+        msg.className = "alert error";
+        msg.textContent = "";
+        msg.append("The restore failed; a restore runs in one transaction, so the target is as it was. ", el("a", { href: state.airflow_run, target: "_top", text: "The Airflow run's restore log" }), " says why (e.g. other clients connected: stop the application first).");
       } else if (state.state === "failed") {
         msg.className = "alert error";
         msg.textContent = "The run failed. Its migration log opens here once written; the Airflow run has every task's log.";
