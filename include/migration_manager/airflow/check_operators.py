@@ -20,7 +20,6 @@ from migration_manager import checks
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
     Json,
-    as_bool,
     engine_errors,
     is_dry_run,
     migration_manifest,
@@ -31,6 +30,7 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.errors import EnvironmentMismatchError
 from migration_manager.pg import identity_of
+from migration_manager.run_options import RunOptions
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -71,7 +71,7 @@ def _lookup(ref: checks.ValueRef) -> str | None:
 
 def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> Json:
     """The env_values param, checked; warns about secrets given as literal values."""
-    supplied = dict(params.get("env_values") or {})
+    supplied = dict(RunOptions.of_params(params).env_values)
     with engine_errors():
         parsed = checks.parse_supplied(supplied)
     for var in missing:
@@ -122,7 +122,7 @@ class EnvCheckOperator(BaseOperator):
                     manifest,
                     env.dsn,
                     env.app_env,
-                    allow_mismatch=bool(context["params"].get("allow_version_mismatch")),
+                    allow_mismatch=RunOptions.of_params(context["params"]).allow_version_mismatch,
                 )
             except EnvironmentMismatchError as exc:
                 self.log.error("Version check: %s", exc)
@@ -220,7 +220,7 @@ class EnvValuesOperator(HITLOperator):
             return self._finish(context, values, "env_values param (dry run)", None) | {
                 "not_asked": [v.name for v in still]
             }
-        if params.get("on_missing_env", "ask") == "fail":
+        if RunOptions.of_params(params).on_missing_env == "fail":
             raise AirflowFailException(
                 f"The target lacks environment variable(s) {names}; give their values in the env_values "
                 "param (an object NAME -> value), or set on_missing_env to 'ask' to be prompted"
@@ -322,7 +322,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         if self.skip_when_idle and report and not report.units and not rows:
             return dict.fromkeys(self.skip_when_idle, NOTHING_TO_APPLY)
         skips: dict[str, str] = {}
-        if self.backup_task and as_bool(context["params"].get("skip_backup")):
+        if self.backup_task and RunOptions.of_params(context["params"]).skip_backup:
             skips[self.backup_task] = NO_BACKUP
         if self.env_write_task and not rows and not is_dry_run(context):
             skips[self.env_write_task] = NOTHING_TO_WRITE
@@ -359,7 +359,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
                 context, {"missing": [], "decision": "none needed", "decided_by": None}
             )
         names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
-        mode = context["params"].get("on_missing_plugins", "ask")
+        mode: str = RunOptions.of_params(context["params"]).on_missing_plugins
         if is_dry_run(context) and mode == "ask":
             mode = "continue"  # nothing is written: report, do not ask
         self.log.warning("Plugins enabled in the source but not in the target: %s", names)
