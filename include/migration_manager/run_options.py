@@ -30,7 +30,7 @@ from migration_manager import validation
 
 if TYPE_CHECKING:
     from pydantic.json_schema import JsonDict
-from migration_manager.config import RULES, MigrationRules
+from migration_manager.config import RULES, MigrationRules, Rule, SystemDefault
 from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, check_events, check_recipients
@@ -46,7 +46,16 @@ UNATTENDED: dict[str, str] = {
     "on_missing_env": "fail",
     "on_destructive": "fail",
 }
-INPUTS = ("source_conn_id", "target_conn_id", "profile", "rules", "rule_set", "migration_file")
+INPUTS = (
+    "source_conn_id",
+    "target_conn_id",
+    "profile",
+    "rules",
+    "rule_set",
+    "system_default",
+    "user_default",
+    "migration_file",
+)
 """What a run migrates (a pipeline gives these at its top level); the rest are its options."""
 
 
@@ -130,13 +139,38 @@ class RunOptions(BaseModel):
             "replace the profile and the rules params."
         ),
     )
+    system_default: SystemDefault | None = Field(
+        default=None,
+        title="System tables: default rule",
+        description=(
+            "The default rule of the application's built-in tables for this run (profile: each "
+            "table's own default). Empty: the one of the rules param (or of the rule set). When "
+            "set, it replaces that default; independent rules stay."
+        ),
+        json_schema_extra={"enum": [None, *RULES, "profile"]},
+    )
+    user_default: Rule | None = Field(
+        default=None,
+        title="User-defined tables: default rule",
+        description=(
+            "The default rule of the user-defined tables for this run. Empty: the one of the "
+            "rules param (or of the rule set). When set, it replaces that default; independent "
+            "rules stay."
+        ),
+        json_schema_extra={"enum": [None, *RULES]},
+    )
     rules: MigrationRules = Field(
         default=MigrationRules(),
-        title="Migration rules",
+        title="Migration rules (JSON)",
         description=(
-            "Default rule per group and independent rules per table. Rules: "
+            "The easiest way to choose rules is the Migrations page: New migration (per table, "
+            "with a preview), then Sync now or save a rule set. Here: default rule per group and "
+            "independent rules per table, as JSON (paste a whole document; the editor reformats "
+            "while you type). Rules: "
             + ", ".join(RULES)
-            + '; system default may also be "profile" (each built-in table\'s own default).'
+            + '; system default may also be "profile" (each built-in table\'s own default). '
+            "How the rule params combine: rule_set, when given, replaces this document and the "
+            "profile; then each default dropdown that is set replaces its group's default."
         ),
     )
     migration_file: StrictStr | None = Field(
@@ -346,6 +380,20 @@ class RunOptions(BaseModel):
                 for e in exc.errors()
             ]
             raise ConfigError("Invalid run params: " + "; ".join(problems)) from None
+
+    def chosen_rules(self, base: MigrationRules | None = None) -> MigrationRules:
+        """The run's rules: ``base`` (a rule set's rules) or the rules param, with the default
+        dropdowns that are set replacing their group's default."""
+        rules = base if base is not None else self.rules
+        if self.system_default is not None:
+            rules = rules.model_copy(
+                update={"system": rules.system.model_copy(update={"default": self.system_default})}
+            )
+        if self.user_default is not None:
+            rules = rules.model_copy(
+                update={"user": rules.user.model_copy(update={"default": self.user_default})}
+            )
+        return rules
 
     def as_params(self) -> dict[str, Any]:
         """The run's conf (the params' values), JSON types."""

@@ -143,3 +143,33 @@ def test_run_options_read_params() -> None:
         RunOptions.of_params({"on_destructive": "maybe"})
     with pytest.raises(ConfigError, match="param dry_run"):
         RunOptions.of_params({"dry_run": "yes"})
+
+
+def test_default_dropdowns_replace_the_group_defaults() -> None:
+    """rules (or a rule set's) first; each default dropdown that is set replaces its group's
+    default; independent rules stay."""
+    from migration_manager.config import MigrationRules
+    from migration_manager.run_options import RunOptions
+
+    rules = {"user": {"default": "schema-only", "independent": {"orders": "skip"}}}
+    plain = RunOptions.of_params({"rules": rules})
+    assert plain.chosen_rules() == MigrationRules.parse(rules)
+    chosen = RunOptions.of_params(
+        {"rules": rules, "user_default": "overwrite", "system_default": None}
+    ).chosen_rules()
+    assert chosen.user.default == "overwrite" and chosen.user.independent == {"orders": "skip"}
+    assert chosen.system.default == "profile"
+    saved = MigrationRules.parse({"system": {"default": "skip"}})
+    over_set = RunOptions.of_params({"system_default": "upsert"}).chosen_rules(saved)
+    assert over_set.system.default == "upsert"
+    with pytest.raises(Exception, match="user_default"):
+        RunOptions.of_params({"user_default": "profile"})  # profile is for system tables only
+
+
+def test_default_dropdowns_render_as_optional_dropdowns(serialized_dags: dict[str, Any]) -> None:
+    params = _params(serialized_dags["migration_sync"])
+    for name in ("system_default", "user_default"):
+        schema, default, _ = params[name]
+        assert default is None and None in schema["enum"] and "upsert" in schema["enum"]
+        assert not ui_required(schema)
+    assert "New migration" in params["rules"][2]

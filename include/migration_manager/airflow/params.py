@@ -19,7 +19,7 @@ from migration_manager.run_options import RunOptions
 REQUIRED = ("migration_file", "source_conn_id", "target_conn_id", "profile", "mode")
 """The params a run cannot do without (the form marks them; each description starts "Required.")."""
 
-CREATE = ("source_conn_id", "profile", "rule_set", "rules")
+CREATE = ("source_conn_id", "profile", "rule_set", "system_default", "user_default", "rules")
 EXECUTE = (
     "target_conn_id",
     "allow_drop",
@@ -82,9 +82,9 @@ def option_param(name: str, value: Any = None, *, description: str | None = None
     its value ``value`` (else the model's default); nullable unless it is in ``REQUIRED``."""
     field = RunOptions.model_fields[name]
     schema = {k: v for k, v in _OPTIONS[name].items() if k not in ("default", "description")}
-    if "anyOf" in schema:  # X | None
+    if "anyOf" in schema:  # X | None: X's schema, then the field's own keys (its enum...)
         (variant,) = [v for v in schema.pop("anyOf") if v.get("type") != "null"]
-        schema.update(variant)
+        schema = {**variant, **schema}
     required = name in REQUIRED
     if not required:
         schema["type"] = ["null", schema["type"]]
