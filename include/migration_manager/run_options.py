@@ -88,6 +88,7 @@ def _seconds(value: Any) -> int:
     return int(value)
 
 
+_AS_IN_RULES: JsonDict = {"null": "(as in the rules / rule set)"}  # the form's empty choice
 OnMissingEnv = Literal["ask", "fail"]
 OnMissingPlugins = Literal["ask", "continue", "fail"]
 OnDestructive = Literal["ask", "fail", "continue"]
@@ -147,7 +148,7 @@ class RunOptions(BaseModel):
             "table's own default). Empty: the one of the rules param (or of the rule set). When "
             "set, it replaces that default; independent rules stay."
         ),
-        json_schema_extra={"enum": [None, *RULES, "profile"]},
+        json_schema_extra={"enum": [None, *RULES, "profile"], "values_display": _AS_IN_RULES},
     )
     user_default: Rule | None = Field(
         default=None,
@@ -157,7 +158,7 @@ class RunOptions(BaseModel):
             "rules param (or of the rule set). When set, it replaces that default; independent "
             "rules stay."
         ),
-        json_schema_extra={"enum": [None, *RULES]},
+        json_schema_extra={"enum": [None, *RULES], "values_display": _AS_IN_RULES},
     )
     rules: MigrationRules = Field(
         default=MigrationRules(),
