@@ -199,6 +199,29 @@ def test_values_answered_through_the_prompt(
     _assert_secret_nowhere(secret)
 
 
+def test_stop_in_the_question_for_values_and_plugins(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one question for the missing values and plugins also offers to stop: nothing written,
+    plugin_check never asks."""
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = _snapshot(prod)
+    answer = answer_when_asked(
+        "migration_sync",
+        "env_values",
+        ["Stop the migration"],
+        {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        user="olga",
+    )
+    dag_run = run_dag("migration_sync")
+    assert answer.error is None and answer.answered
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["env_values"] == ["failed"] and states["plugin_check"] == ["upstream_failed"]
+    assert _snapshot(prod) == before
+
+
 def test_on_missing_env_fail(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
