@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 PG_ENV = MM_PG_URL="$$(bin/pg-url)"; MM_PG_BINDIR="$$(bin/pg-url --bindir)"; \
 	export MM_PG_URL MM_PG_BINDIR; echo "MM_PG_URL=$$MM_PG_URL MM_PG_BINDIR=$$MM_PG_BINDIR"
 
-.PHONY: help venv lint fmt test demo bench bench-airflow bench-airflow-bigdata lock pg-stop clean distclean airflow airflow-stop airflow-status
+.PHONY: help venv lint fmt test demo demo-reset bench bench-airflow bench-airflow-bigdata lock pg-stop clean distclean airflow airflow-stop airflow-status
 
 help:
 	@echo "make venv       create .venv and install requirements.txt (only when it changed)"
@@ -30,6 +30,7 @@ help:
 	@echo "make fmt        ruff check --fix, ruff format"
 	@echo "make test       lint, then pytest with MM_PG_URL from bin/pg-url (PYTEST_ARGS=...)"
 	@echo "make demo       python -m migration_manager.demo (DEMO_ARGS=...)"
+	@echo "make demo-reset the demo databases back to their initial state (make airflow does it too)"
 	@echo "make bench      python bench/run.py (BENCH_ARGS=...)"
 	@echo "make bench-airflow  NocoBase syncs under the real scheduler vs pg_dump|pg_restore"
 	@echo "make bench-airflow-bigdata  full sync of the make bench data under the scheduler vs the psql pipe"
@@ -70,6 +71,10 @@ test: lint
 
 demo: venv
 	$(PG_ENV); $(BIN)/python -m migration_manager.demo $(DEMO_ARGS)
+
+# The demo pair back to its initial state (prod lacks what staging has), nothing run.
+demo-reset: venv
+	$(PG_ENV); $(BIN)/python -m migration_manager.demo --reset
 
 bench: venv
 	$(PG_ENV); $(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
+from migration_manager.airflow.params import standalone_backup_params
 from migration_manager.airflow.wiring import (
     DEFAULT_ARGS,
     TAGS,
-    standalone_backup_params,
     standalone_backup_task,
 )
 

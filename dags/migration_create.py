@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_params, create_task
+from migration_manager.airflow.params import create_params
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_task
 
 
 @dag(

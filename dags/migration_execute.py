@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, execute_chain, execute_params
+from migration_manager.airflow.params import execute_params
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, execute_chain
 
 
 @dag(

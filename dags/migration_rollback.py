@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
+from migration_manager.airflow.params import rollback_params
 from migration_manager.airflow.wiring import (
     DEFAULT_ARGS,
     TAGS,
     app_restart_task,
     restore_task,
-    rollback_params,
 )
 
 

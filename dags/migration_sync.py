@@ -9,14 +9,8 @@ from __future__ import annotations
 
 from airflow.sdk import dag
 
-from migration_manager.airflow.wiring import (
-    DEFAULT_ARGS,
-    TAGS,
-    create_params,
-    create_task,
-    execute_chain,
-    execute_params,
-)
+from migration_manager.airflow.params import sync_params
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_task, execute_chain
 
 
 @dag(
@@ -26,7 +20,7 @@ from migration_manager.airflow.wiring import (
     max_active_runs=1,
     tags=TAGS,
     default_args=DEFAULT_ARGS,
-    params={**create_params(), **execute_params(with_file=False)},
+    params=sync_params(),
     doc_md=__doc__,
 )
 def migration_sync() -> None:

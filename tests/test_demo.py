@@ -31,6 +31,7 @@ def test_demo_migrates_then_changes_nothing(tmp_path: Path) -> None:
         out = proc.stdout + proc.stderr
         assert proc.returncode == 0, out[-4000:]
         assert "second run: success, 0 table(s) changed, +0 ~0 -0 rows, 0 DDL statements" in out
+        assert "Next: try it in the Airflow UI." in out and "make airflow" in out
         # the first run's per-table summary: the upserted user table and a profile-rule table
         assert "orders" in out and "upsert" in out and "uiSchemas" in out
         # the checks' answers arrived: the variable in prod, as a plain value

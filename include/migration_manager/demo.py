@@ -81,6 +81,14 @@ DEMO_CHECKS: dict[str, Any] = {
 }
 
 
+NEXT = """
+Next: try it in the Airflow UI.
+  make airflow       # Airflow on http://127.0.0.1:8080 (user admin, password admin); it resets
+                     # the demo pair, so staging -> prod has a difference to migrate again
+  Then: Migrations -> New migration -> Preview -> Sync now, answer Required actions
+  (README.md: A tour of the UI). make airflow-stop stops it; make demo-reset resets the pair."""
+
+
 def signing_env() -> dict[str, str]:
     """A fresh signing key pair for the demo: the connection that signs, the Variable that trusts."""
     key = SigningKey("demo", generate().private_key)
@@ -146,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--staging-db", default="mm_demo_staging", help="demo source database")
     parser.add_argument("--prod-db", default="mm_demo_prod", help="demo target database")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="only recreate the demo databases (prod lacks what staging has), run nothing",
+    )
     args = parser.parse_args(argv)
     args.home.mkdir(parents=True, exist_ok=True)
     staging, prod = args.staging_db, args.prod_db
@@ -153,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         f"Creating demo databases {staging} and {prod} (NocoBase-shaped) on {urlsplit(args.pg_url).netloc}"
     )
     make_databases(args.pg_url, staging, prod)
+    if args.reset:
+        print(NEXT)
+        return 0
     staging_dsn, prod_dsn = _dsn(args.pg_url, staging), _dsn(args.pg_url, prod)
     print(f"Rules: {json.dumps(DEMO_RULES)}")
     print(
@@ -177,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nLogs: {args.home.parent}/sync-*.log; summaries under {args.home / 'migrations' / 'logs'}"
     )
+    print(NEXT)
     return 0 if first["status"] == second["status"] == "success" and not changed else 1
 
 

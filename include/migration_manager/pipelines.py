@@ -12,8 +12,8 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
           user: {default: schema-only, independent: {orders: upsert}}
         # rule_set: nightly                # or: a saved rule set (Migrations page: Rule sets)
         options:                           # all optional
-          backup: true                     # take a backup of the target first
-          rollback: true                   # restore it when a table fails
+          skip_backup: false               # take a backup of the target first
+          rollback_on_failure: true        # restore it when a table fails
           on_missing_plugins: fail         # ask | continue | fail (nobody answers at night)
           on_missing_env: fail             # ask | fail
           allow_drop: false
@@ -26,6 +26,12 @@ The file (``MIGRATION_PIPELINES``; an example ships as ``include/pipelines.examp
           notify_events: [failure, rollback, question, refused]   # and/or success
           files_to_keep: 20                # migration files / run logs of this target kept
           logs_to_keep: 100                #   in the store (0 keeps everything)
+          # ... and every other run option of migration_sync (RunOptions), e.g.
+          # backups_to_keep: 10, target_lock_timeout: 1800, allow_version_mismatch: false
+
+The options are ``migration_manager.run_options.RunOptions`` with the defaults of a run nobody
+watches; the old names ``backup: <bool>`` / ``rollback: <bool>`` are still read (a
+DeprecationWarning names the new key).
 
 Loading only reads the file: no database, no network. Every error names the file, the
 pipeline and the key.
@@ -34,10 +40,10 @@ pipeline and the key.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -45,8 +51,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    StrictBool,
-    StrictInt,
     StrictStr,
     StringConstraints,
     ValidationError,
@@ -55,12 +59,17 @@ from pydantic import (
 
 from migration_manager import validation
 from migration_manager.config import MigrationRules, rule_problems
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.errors import ConfigError
-from migration_manager.notifications import DEFAULT_EVENTS, check_events, check_recipients
 from migration_manager.profiles import PROFILES
-from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP, check_keep
 from migration_manager.rule_sets import check_name
+from migration_manager.run_options import (
+    INPUTS,
+    UNATTENDED,
+    OnDestructive,
+    OnMissingEnv,
+    OnMissingPlugins,
+    RunOptions,
+)
 
 DEFAULT_POOL = "migration_units"
 PRESETS = ("@once", "@hourly", "@daily", "@midnight", "@weekly", "@monthly", "@yearly", "@annually")
@@ -120,59 +129,57 @@ def _pool(value: str) -> str:
     return value
 
 
-def _ratio(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"max_delete_ratio {value!r} is not a number")
-    return check_ratio(value)
+RENAMED = {"backup": "skip_backup", "rollback": "rollback_on_failure"}
+"""Option names of earlier pipelines files -> the run option they set (``backup: false`` is
+``skip_backup: true``); still read, with a DeprecationWarning naming the new key."""
 
 
-def _keep(name: str) -> Any:
-    def check(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} {value!r} is not a whole number")
-        return check_keep(value, name)
-
-    return validation.checked(check)
+def _options(value: Any) -> Any:
+    """A pipeline's ``options`` as written: None is {}; the run's inputs are refused (they are
+    the pipeline's own keys); the old names ``backup``/``rollback`` are read as their new ones."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return value
+    inputs = sorted(set(value) & set(INPUTS))
+    if inputs:
+        raise ValueError(
+            f"{', '.join(map(repr, inputs))} belong(s) at the pipeline's top level, not under options"
+        )
+    out = dict(value)
+    for old, new in RENAMED.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"give {new!r} only ({old!r} is its old name)")
+        flag = out.pop(old)
+        if not isinstance(flag, bool):
+            raise ValueError(f"{old!r} (now {new!r}) {flag!r} is not bool")
+        value = not flag if old == "backup" else flag
+        warnings.warn(
+            f"pipelines: option {old!r} is deprecated; write {new}: {str(value).lower()}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        out[new] = value
+    return out
 
 
 Required = Annotated[StrictStr, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class PipelineOptions(BaseModel):
-    """A pipeline's ``options``: every key optional, the defaults for a run nobody watches."""
+class PipelineOptions(RunOptions):
+    """A pipeline's ``options``: the run options (``RunOptions``) with the defaults of a run
+    nobody watches (``UNATTENDED``), and the pool of its table units."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    backup: StrictBool = True  # take a backup of the target first
-    rollback: StrictBool = True  # restore it when a table fails
-    on_missing_plugins: Literal["ask", "continue", "fail"] = "fail"  # nobody answers at night
-    on_missing_env: Literal["ask", "fail"] = "fail"
-    allow_drop: StrictBool = False
-    allow_unsigned: StrictBool = False  # run files not signed by a trusted key
+    on_missing_plugins: OnMissingPlugins = UNATTENDED["on_missing_plugins"]  # type: ignore[assignment]
+    on_missing_env: OnMissingEnv = UNATTENDED["on_missing_env"]  # type: ignore[assignment]
+    on_destructive: OnDestructive = UNATTENDED["on_destructive"]  # type: ignore[assignment]
     pool: Annotated[StrictStr, AfterValidator(_pool)] = DEFAULT_POOL
-    on_destructive: Literal["ask", "fail", "continue"] = "fail"  # nobody approves at night
-    max_delete_ratio: Annotated[float, BeforeValidator(validation.checked(_ratio))] = (
-        DEFAULT_MAX_DELETE_RATIO
-    )
-    notify_conn_id: StrictStr = ""
-    notify_to: Annotated[
-        tuple[str, ...],
-        BeforeValidator(validation.checked(lambda v: check_recipients(v, source="notify_to"))),
-    ] = ()
-    notify_events: Annotated[
-        tuple[str, ...],
-        BeforeValidator(validation.checked(lambda v: check_events(v, source="notify_events"))),
-    ] = DEFAULT_EVENTS
-    files_to_keep: Annotated[StrictInt, BeforeValidator(_keep("files_to_keep"))] = (
-        DEFAULT_FILES_TO_KEEP
-    )
-    logs_to_keep: Annotated[StrictInt, BeforeValidator(_keep("logs_to_keep"))] = (
-        DEFAULT_LOGS_TO_KEEP
-    )
 
 
-class PipelineEntry(BaseModel):
-    """One pipeline of the file, as written."""
+class Pipeline(BaseModel):
+    """One pipeline of the file: a scheduled sync ``source_conn_id -> target_conn_id``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -183,15 +190,38 @@ class PipelineEntry(BaseModel):
     schedule: Annotated[Required, AfterValidator(_schedule)]
     rules: MigrationRules = MigrationRules()  # same shape as the rules param
     rule_set: Annotated[StrictStr | None, AfterValidator(_rule_set)] = None
-    options: Annotated[PipelineOptions, BeforeValidator(lambda v: {} if v is None else v)] = (
-        PipelineOptions()
-    )
+    options: Annotated[PipelineOptions, BeforeValidator(_options)] = PipelineOptions()
 
     @model_validator(mode="after")
-    def _rules_or_rule_set(self) -> PipelineEntry:
+    def _rules_or_rule_set(self) -> Pipeline:
         if self.rule_set and "rules" in self.model_fields_set:
             raise ValueError("give either 'rules' or 'rule_set' (a saved rule set), not both")
         return self
+
+    @property
+    def dag_id(self) -> str:
+        return f"sync_{self.name}"
+
+    @property
+    def pool(self) -> str:
+        return self.options.pool
+
+    def run_options(self) -> RunOptions:
+        """The options of this pipeline's runs (its DAG's param defaults)."""
+        return RunOptions.model_validate(
+            {
+                **self.options.model_dump(exclude={"pool"}),
+                "source_conn_id": self.source_conn_id,
+                "target_conn_id": self.target_conn_id,
+                "profile": self.profile,
+                "rules": self.rules,
+                "rule_set": self.rule_set,
+            }
+        )
+
+    def conf(self) -> dict[str, Any]:
+        """The run conf of a sync with this pipeline's settings (the DAG's param defaults)."""
+        return self.run_options().as_params()
 
 
 class PipelinesFile(BaseModel):
@@ -199,84 +229,12 @@ class PipelinesFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pipelines: Annotated[
-        list[PipelineEntry], BeforeValidator(lambda v: [] if v is None else v)
-    ] = []
+    pipelines: Annotated[list[Pipeline], BeforeValidator(lambda v: [] if v is None else v)] = []
 
 
-KEYS = tuple(validation.keys_of(PipelineEntry))
-REQUIRED = tuple(n for n, f in PipelineEntry.model_fields.items() if f.is_required())
-OPTIONS = tuple(validation.keys_of(PipelineOptions))
-
-
-# --------------------------------------------------------------------------- a pipeline
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    """A validated pipeline, its options flat (what the scheduled DAG is built from)."""
-
-    name: str
-    source_conn_id: str
-    target_conn_id: str
-    schedule: str
-    profile: str = "nocobase"
-    rules: Mapping[str, Any] = field(default_factory=dict)
-    rule_set: str = ""  # a saved rule set's name: its profile and rules replace the two above
-    backup: bool = True
-    rollback: bool = True
-    on_missing_plugins: str = "fail"
-    on_missing_env: str = "fail"
-    allow_drop: bool = False
-    allow_unsigned: bool = False  # the sync runs files not signed by a trusted key
-    pool: str = DEFAULT_POOL
-    on_destructive: str = "fail"  # nobody approves at night
-    max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO
-    notify_conn_id: str = ""
-    notify_to: tuple[str, ...] = ()
-    notify_events: tuple[str, ...] = DEFAULT_EVENTS
-    files_to_keep: int = DEFAULT_FILES_TO_KEEP
-    logs_to_keep: int = DEFAULT_LOGS_TO_KEEP
-
-    @classmethod
-    def of(cls, entry: PipelineEntry) -> Pipeline:
-        return cls(
-            name=entry.name,
-            source_conn_id=entry.source_conn_id,
-            target_conn_id=entry.target_conn_id,
-            schedule=entry.schedule,
-            profile=entry.profile,
-            rules=entry.rules.to_dict(),
-            rule_set=entry.rule_set or "",
-            **entry.options.model_dump(),
-        )
-
-    @property
-    def dag_id(self) -> str:
-        return f"sync_{self.name}"
-
-    def conf(self) -> dict[str, Any]:
-        """The run conf of a sync with this pipeline's settings (the DAG's param defaults)."""
-        return {
-            "source_conn_id": self.source_conn_id,
-            "target_conn_id": self.target_conn_id,
-            "profile": self.profile,
-            "rules": dict(self.rules),
-            "rule_set": self.rule_set,
-            "allow_drop": self.allow_drop,
-            "allow_unsigned": self.allow_unsigned,
-            "on_missing_plugins": self.on_missing_plugins,
-            "on_missing_env": self.on_missing_env,
-            "skip_backup": not self.backup,
-            "rollback_on_failure": self.rollback,
-            "on_destructive": self.on_destructive,
-            "max_delete_ratio": self.max_delete_ratio,
-            "notify_conn_id": self.notify_conn_id,
-            "notify_to": list(self.notify_to),
-            "notify_events": list(self.notify_events),
-            "files_to_keep": self.files_to_keep,
-            "logs_to_keep": self.logs_to_keep,
-        }
+KEYS = tuple(validation.keys_of(Pipeline))
+REQUIRED = tuple(n for n, f in Pipeline.model_fields.items() if f.is_required())
+OPTIONS = tuple(k for k in validation.keys_of(PipelineOptions) if k not in INPUTS)
 
 
 def _label(doc: Any, source: str, index: int) -> str:
@@ -357,7 +315,7 @@ def parse_pipelines(doc: Any, *, source: str = "pipelines") -> list[Pipeline]:
                 f"{_label(doc, source, index)}: key 'name': {entry.name!r} is used by an earlier pipeline"
             )
         seen.add(entry.name)
-    return [Pipeline.of(entry) for entry in model.pipelines]
+    return list(model.pipelines)
 
 
 def load_pipelines(path: str | Path) -> list[Pipeline]:

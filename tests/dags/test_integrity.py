@@ -233,7 +233,7 @@ def test_rules_param_schema_is_generated_from_the_model() -> None:
 
     dag = DagSerialization.from_dict(DagSerialization.to_dict(get_dag("migration_sync")))
     schema = dag.params.get_param("rules").schema
-    assert schema["title"] == "Migration rules" and "$ref" not in str(schema)
+    assert schema["title"] == "Migration rules (JSON)" and "$ref" not in str(schema)
     assert schema["properties"]["user"]["properties"]["default"]["enum"] == list(RULES)
     assert dag.params.validate()["rules"] == MigrationRules().to_dict()
     good = {"user": {"default": "upsert", "independent": {"orders": "skip"}}}

@@ -19,7 +19,7 @@ PIPELINE = {
     "schedule": "0 2 * * *",
     "profile": "generic",
     "rule_set": "nightly",
-    "options": {"backup": False, "on_missing_plugins": "fail", "on_missing_env": "fail"},
+    "options": {"skip_backup": True, "on_missing_plugins": "fail", "on_missing_env": "fail"},
 }
 
 
@@ -28,7 +28,7 @@ def test_a_pipeline_takes_a_rule_set_name() -> None:
     assert pipeline.rule_set == "nightly"
     assert pipeline.conf()["rule_set"] == "nightly"
     (plain,) = parse_pipelines({"pipelines": [{**PIPELINE, "rule_set": None}]})
-    assert plain.conf()["rule_set"] == ""
+    assert plain.conf()["rule_set"] is None
 
 
 @pytest.mark.parametrize(

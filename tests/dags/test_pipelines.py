@@ -21,8 +21,8 @@ GOOD = {
     "schedule": "30 1 * * 1-5",
     "rules": {"user": {"default": "overwrite", "independent": {"logs": "skip"}}},
     "options": {
-        "backup": False,
-        "rollback": False,
+        "skip_backup": True,
+        "rollback_on_failure": False,
         "on_missing_plugins": "continue",
         "pool": "prod_units",
     },
@@ -45,15 +45,21 @@ def _write(tmp_path: Path, *pipelines: dict[str, Any]) -> Path:
 def test_the_example_file_is_valid() -> None:
     (pipeline,) = load_pipelines(REPO / "include" / "pipelines.example.yaml")
     assert pipeline.dag_id == "sync_staging_to_prod"
-    assert pipeline.on_missing_env == "fail" and pipeline.backup is True
+    assert pipeline.options.on_missing_env == "fail" and pipeline.options.skip_backup is False
 
 
 def test_defaults_and_conf() -> None:
     minimal = {k: GOOD[k] for k in ("name", "source_conn_id", "target_conn_id", "schedule")}
     (p,) = parse_pipelines({"pipelines": [minimal]})
-    assert (p.profile, p.pool, p.backup, p.rollback) == ("nocobase", "migration_units", True, True)
-    assert p.on_missing_plugins == p.on_missing_env == "fail"  # nobody answers prompts at night
-    assert p.allow_unsigned is False and p.conf()["allow_unsigned"] is False
+    o = p.options
+    assert (p.profile, p.pool, o.skip_backup, o.rollback_on_failure) == (
+        "nocobase",
+        "migration_units",
+        False,
+        True,
+    )
+    assert o.on_missing_plugins == o.on_missing_env == "fail"  # nobody answers prompts at night
+    assert o.allow_unsigned is False and p.conf()["allow_unsigned"] is False
     (p,) = parse_pipelines({"pipelines": [GOOD]})
     conf = p.conf()
     assert conf["skip_backup"] is True and conf["rollback_on_failure"] is False
@@ -69,7 +75,9 @@ def test_defaults_and_conf() -> None:
         ({"target_conn_id": ""}, "key 'target_conn_id' is required"),
         ({"profile": "wordpress"}, "key 'profile': unknown profile 'wordpress'"),
         ({"rules": {"user": {"default": "copy"}}}, "key 'rules'.user.default: unknown rule 'copy'"),
-        ({"options": {"backup": "yes"}}, "key 'options.backup': 'yes' is not bool"),
+        ({"options": {"skip_backup": "yes"}}, "key 'options.skip_backup': 'yes' is not bool"),
+        ({"options": {"backup": "yes"}}, "'backup' (now 'skip_backup') 'yes' is not bool"),
+        ({"options": {"target_conn_id": "x"}}, "'target_conn_id' belong(s) at the pipeline's top"),
         (
             {"options": {"allow_unsigned": "true"}},
             "key 'options.allow_unsigned': 'true' is not bool",
@@ -174,9 +182,10 @@ def test_safety_options() -> None:
     """on_destructive, notifications and retention: pipeline defaults, values, errors naming the key."""
     minimal = {k: GOOD[k] for k in ("name", "source_conn_id", "target_conn_id", "schedule")}
     (p,) = parse_pipelines({"pipelines": [minimal]})
-    assert p.on_destructive == "fail"  # nobody approves at night
-    assert (p.max_delete_ratio, p.files_to_keep, p.logs_to_keep) == (0.1, 20, 100)
-    assert p.notify_conn_id == "" and p.notify_events == (
+    o = p.options
+    assert o.on_destructive == "fail"  # nobody approves at night
+    assert (o.max_delete_ratio, o.files_to_keep, o.logs_to_keep) == (0.1, 20, 100)
+    assert o.notify_conn_id is None and o.notify_events == (
         "failure",
         "rollback",
         "question",
@@ -211,3 +220,29 @@ def test_safety_options() -> None:
         with pytest.raises(PipelineError) as info:
             parse_pipelines({"pipelines": [{**minimal, "options": bad}]}, source="p.yaml")
         assert message in str(info.value)
+
+
+def test_old_option_names_are_read_with_a_deprecation_warning() -> None:
+    """``backup``/``rollback`` of earlier files: read as ``skip_backup``/``rollback_on_failure``."""
+    minimal = {k: GOOD[k] for k in ("name", "source_conn_id", "target_conn_id", "schedule")}
+    with pytest.warns(DeprecationWarning, match="write skip_backup: true"):
+        (p,) = parse_pipelines(
+            {"pipelines": [{**minimal, "options": {"backup": False, "rollback": False}}]}
+        )
+    assert p.conf()["skip_backup"] is True and p.conf()["rollback_on_failure"] is False
+    with pytest.raises(PipelineError, match="give 'skip_backup' only"):
+        parse_pipelines(
+            {"pipelines": [{**minimal, "options": {"backup": False, "skip_backup": True}}]}
+        )
+
+
+def test_every_run_option_is_a_pipeline_option() -> None:
+    """One vocabulary: a pipeline may set any option of migration_sync, by the param's name."""
+    from migration_manager.pipelines import OPTIONS
+    from migration_manager.run_options import INPUTS, RunOptions
+
+    assert set(OPTIONS) == (set(RunOptions.model_fields) - set(INPUTS)) | {"pool"}
+    minimal = {k: GOOD[k] for k in ("name", "source_conn_id", "target_conn_id", "schedule")}
+    options = {"backups_to_keep": 3, "target_lock_timeout": 60, "allow_version_mismatch": True}
+    (p,) = parse_pipelines({"pipelines": [{**minimal, "options": options}]})
+    assert {k: p.conf()[k] for k in options} == options

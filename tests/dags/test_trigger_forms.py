@@ -109,3 +109,67 @@ def test_required_params_need_only_what_has_no_default(serialized_dags: dict[str
     params = _params(serialized_dags["migration_execute"])
     missing = {n for n, (schema, default, _) in params.items() if ui_missing(schema, default)}
     assert missing == {"migration_file"}
+
+
+def test_params_are_generated_from_run_options(serialized_dags: dict[str, Any]) -> None:
+    """Every option field renders optional (nullable) unless required, with the model's
+    description; each DAG's params that are options carry the model's schema."""
+    from migration_manager.airflow.params import REQUIRED, option_param
+    from migration_manager.run_options import RunOptions
+
+    for name, field in RunOptions.model_fields.items():
+        assert field.description and field.title, f"RunOptions.{name} has no description/title"
+        param = option_param(name)
+        assert param.description and field.description in param.description
+        assert ui_required(param.schema) == (name in REQUIRED), name
+    for dag_id, params in serialized_dags.items():
+        for name, (schema, _default, _description) in _params(params).items():
+            if name in RunOptions.model_fields and name != "migration_file":  # file: no default
+                assert schema == option_param(name).schema, f"{dag_id}.{name}"
+
+
+def test_run_options_read_params() -> None:
+    """Tasks read ``RunOptions.of_params``: an emptied field is the default; a bad value names
+    the param; other DAGs' params are not options."""
+    from migration_manager.errors import ConfigError
+    from migration_manager.run_options import RunOptions
+
+    options = RunOptions.of_params(
+        {"rollback_on_failure": None, "notify_conn_id": None, "rule_set": "", "backup_id": "x"}
+    )
+    assert options.rollback_on_failure is True and options.rule_set is None
+    assert RunOptions.of_params({"dry_run": True}).dry_run is True
+    with pytest.raises(ConfigError, match="param on_destructive"):
+        RunOptions.of_params({"on_destructive": "maybe"})
+    with pytest.raises(ConfigError, match="param dry_run"):
+        RunOptions.of_params({"dry_run": "yes"})
+
+
+def test_default_dropdowns_replace_the_group_defaults() -> None:
+    """rules (or a rule set's) first; each default dropdown that is set replaces its group's
+    default; independent rules stay."""
+    from migration_manager.config import MigrationRules
+    from migration_manager.run_options import RunOptions
+
+    rules = {"user": {"default": "schema-only", "independent": {"orders": "skip"}}}
+    plain = RunOptions.of_params({"rules": rules})
+    assert plain.chosen_rules() == MigrationRules.parse(rules)
+    chosen = RunOptions.of_params(
+        {"rules": rules, "user_default": "overwrite", "system_default": None}
+    ).chosen_rules()
+    assert chosen.user.default == "overwrite" and chosen.user.independent == {"orders": "skip"}
+    assert chosen.system.default == "profile"
+    saved = MigrationRules.parse({"system": {"default": "skip"}})
+    over_set = RunOptions.of_params({"system_default": "upsert"}).chosen_rules(saved)
+    assert over_set.system.default == "upsert"
+    with pytest.raises(Exception, match="user_default"):
+        RunOptions.of_params({"user_default": "profile"})  # profile is for system tables only
+
+
+def test_default_dropdowns_render_as_optional_dropdowns(serialized_dags: dict[str, Any]) -> None:
+    params = _params(serialized_dags["migration_sync"])
+    for name in ("system_default", "user_default"):
+        schema, default, _ = params[name]
+        assert default is None and None in schema["enum"] and "upsert" in schema["enum"]
+        assert not ui_required(schema)
+    assert "New migration" in params["rules"][2]

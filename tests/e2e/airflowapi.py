@@ -144,6 +144,18 @@ class Airflow(AirflowApi):
         late "finished with state success" event then fails the queued task ("task state
         changed externally"). A person answering in the UI is never that quick; a test is.
         """
+        ti = self.wait_until_asking(dag_id, run_id, task_id, timeout=timeout)
+        path = (
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{ti['map_index']}/hitlDetails"
+        )
+        asked = dict(self.call("GET", path))
+        self.call("PATCH", path, json=body)
+        return asked
+
+    def wait_until_asking(
+        self, dag_id: str, run_id: str, task_id: str, timeout: float = 300
+    ) -> dict[str, Any]:
+        """The task instance once it waits for an answer and may be answered (see ``answer``)."""
         ti = self.wait_for_state(dag_id, run_id, task_id, ("awaiting_input",), timeout=timeout)
         key = (
             f"TaskInstanceKey(dag_id='{dag_id}', task_id='{task_id}', run_id='{run_id}', "
@@ -158,12 +170,7 @@ class Airflow(AirflowApi):
             )
 
         wait_for(f"the executor event of {task_id} (asking) in {scheduler_log}", settled, 120)
-        path = (
-            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{ti['map_index']}/hitlDetails"
-        )
-        asked = dict(self.call("GET", path))
-        self.call("PATCH", path, json=body)
-        return asked
+        return ti
 
     def log(
         self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1

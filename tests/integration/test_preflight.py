@@ -178,18 +178,16 @@ def test_values_answered_through_the_prompt(
     staging, prod = nocobase_pair
     _connect(monkeypatch, staging, prod)
     secret = SECRET + "-prompted"
+    # the missing plugin is asked in the same question as the values: one answer for both
     env_answer = answer_when_asked(
         "migration_sync",
         "env_values",
         ["Continue with these values"],
         {"HELPDESK_URL": URL, "HELPDESK_KEY": secret},
-    )
-    plugin_answer = answer_when_asked(
-        "migration_sync", "plugin_check", ["Continue anyway"], user="olga"
+        user="olga",
     )
     dag_run = run_dag("migration_sync")
-    assert env_answer.error is None and plugin_answer.error is None
-    assert env_answer.answered and plugin_answer.answered
+    assert env_answer.error is None and env_answer.answered
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert _decrypt(_env_rows(prod)["HELPDESK_KEY"][1]) == secret
     assert _env_rows(prod)["HELPDESK_URL"] == ("default", URL)
@@ -199,6 +197,29 @@ def test_values_answered_through_the_prompt(
     assert decision["decision"] == "continue (prompt)" and decision["decided_by"] == "olga"
     assert [p["name"] for p in decision["missing"]] == ["graph-collection-manager"]
     _assert_secret_nowhere(secret)
+
+
+def test_stop_in_the_question_for_values_and_plugins(
+    nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one question for the missing values and plugins also offers to stop: nothing written,
+    plugin_check never asks."""
+    staging, prod = nocobase_pair
+    _connect(monkeypatch, staging, prod)
+    before = _snapshot(prod)
+    answer = answer_when_asked(
+        "migration_sync",
+        "env_values",
+        ["Stop the migration"],
+        {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        user="olga",
+    )
+    dag_run = run_dag("migration_sync")
+    assert answer.error is None and answer.answered
+    assert str(dag_run.state) == "failed"
+    states = task_states(dag_run)
+    assert states["env_values"] == ["failed"] and states["plugin_check"] == ["upstream_failed"]
+    assert _snapshot(prod) == before
 
 
 def test_on_missing_env_fail(

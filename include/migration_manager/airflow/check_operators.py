@@ -20,7 +20,6 @@ from migration_manager import checks
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
     Json,
-    as_bool,
     engine_errors,
     is_dry_run,
     migration_manifest,
@@ -31,6 +30,7 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.errors import EnvironmentMismatchError
 from migration_manager.pg import identity_of
+from migration_manager.run_options import RunOptions
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -71,7 +71,7 @@ def _lookup(ref: checks.ValueRef) -> str | None:
 
 def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> Json:
     """The env_values param, checked; warns about secrets given as literal values."""
-    supplied = dict(params.get("env_values") or {})
+    supplied = dict(RunOptions.of_params(params).env_values)
     with engine_errors():
         parsed = checks.parse_supplied(supplied)
     for var in missing:
@@ -122,7 +122,7 @@ class EnvCheckOperator(BaseOperator):
                     manifest,
                     env.dsn,
                     env.app_env,
-                    allow_mismatch=bool(context["params"].get("allow_version_mismatch")),
+                    allow_mismatch=RunOptions.of_params(context["params"]).allow_version_mismatch,
                 )
             except EnvironmentMismatchError as exc:
                 self.log.error("Version check: %s", exc)
@@ -156,11 +156,28 @@ class EnvCheckOperator(BaseOperator):
         }
 
 
+def missing_plugins(migration_file: str, target_conn_id: str) -> list[checks.PluginInfo]:
+    """Plugins enabled in the migration file's source but not in the target."""
+    with engine_errors():
+        env = environment(target_conn_id)
+        manifest = migration_manifest(migration_file)
+        return checks.missing_plugins(manifest, env.dsn, env.app_env)
+
+
+def _plugin_lines(missing: list[checks.PluginInfo]) -> str:
+    return "\n".join(f"- **{p.name}** {p.version} ({p.package})" for p in missing)
+
+
 class EnvValuesOperator(HITLOperator):
     """Get values for the env variables the target lacks: from ``params.env_values``, else a prompt.
 
     Secret values are masked in logs, encrypted for the target app at once, and never returned
     in clear (the XCom holds only what the app stores: ciphertext for secrets).
+
+    When plugins are missing in the target too and ``on_missing_plugins`` is ``ask``, the same
+    question asks about them (options: continue with these values, or stop): one dialog under
+    Required actions instead of two. ``plugin_check`` then takes that answer (``plugins`` in
+    this task's outcome) and does not ask again.
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
@@ -220,7 +237,7 @@ class EnvValuesOperator(HITLOperator):
             return self._finish(context, values, "env_values param (dry run)", None) | {
                 "not_asked": [v.name for v in still]
             }
-        if params.get("on_missing_env", "ask") == "fail":
+        if RunOptions.of_params(params).on_missing_env == "fail":
             raise AirflowFailException(
                 f"The target lacks environment variable(s) {names}; give their values in the env_values "
                 "param (an object NAME -> value), or set on_missing_env to 'ask' to be prompted"
@@ -249,11 +266,32 @@ class EnvValuesOperator(HITLOperator):
             )
             + "\n\nEnter a value for each to continue. Secrets are encrypted for the target app and never logged."
         )
+        plugins = self._plugins_to_ask(context)
+        if plugins:
+            self.options = [PROVIDE, STOP]
+            self.body += (
+                "\n\nThese plugins are enabled in the source but not in the target:\n\n"
+                + _plugin_lines(plugins)
+                + f"\n\n**{PROVIDE}** also goes on without them (configuration that depends on "
+                f"them may not work until they are installed); **{STOP}** stops here, nothing "
+                "written."
+            )
         self.log.info("Waiting for values of %s (Required actions in the Airflow UI)", names)
         context["ti"].xcom_push(
-            key="asked", value={"names": [v.name for v in still], "given": sorted(values)}
+            key="asked",
+            value={
+                "names": [v.name for v in still],
+                "given": sorted(values),
+                "plugins": [p.name for p in plugins],
+            },
         )
         return super().execute(context)
+
+    def _plugins_to_ask(self, context: Context) -> list[checks.PluginInfo]:
+        """The missing plugins to ask about with the values (``on_missing_plugins`` ask)."""
+        if RunOptions.of_params(context["params"]).on_missing_plugins != "ask":
+            return []
+        return missing_plugins(self.migration_file, self.target_conn_id)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
         if "error" in event:
@@ -268,11 +306,33 @@ class EnvValuesOperator(HITLOperator):
         supplied = _supplied(self, context["params"], missing)
         with engine_errors():
             values, still = checks.resolve_values(missing, {**supplied, **answers}, _lookup)
+        user = responder(event)
+        asked = context["ti"].xcom_pull(task_ids=self.task_id, key="asked") or {}
+        if STOP in (event.get("chosen_options") or []):
+            names = ", ".join(asked.get("plugins") or [])
+            raise AirflowFailException(
+                f"Stopped by {user or 'a user'}"
+                + (f": plugins missing in the target ({names})" if names else "")
+                + "; nothing was written"
+            )
         if still:
             raise AirflowFailException(
                 f"No value was given for {', '.join(v.name for v in still)}; the migration stops"
             )
-        return self._finish(context, values, "prompt", responder(event))
+        result = self._finish(context, values, "prompt", user)
+        if asked.get("plugins"):  # answered with the values: plugin_check does not ask again
+            plugins = missing_plugins(self.migration_file, self.target_conn_id)
+            self.log.info(
+                "%s chose to continue without %s",
+                user or "A user",
+                ", ".join(p.name for p in plugins),
+            )
+            result["plugins"] = {
+                "missing": [p.to_dict() for p in plugins],
+                "decision": "continue (prompt)",
+                "decided_by": user,
+            }
+        return result
 
 
 class PluginCheckOperator(HITLOperator, SkipMixin):
@@ -322,7 +382,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         if self.skip_when_idle and report and not report.units and not rows:
             return dict.fromkeys(self.skip_when_idle, NOTHING_TO_APPLY)
         skips: dict[str, str] = {}
-        if self.backup_task and as_bool(context["params"].get("skip_backup")):
+        if self.backup_task and RunOptions.of_params(context["params"]).skip_backup:
             skips[self.backup_task] = NO_BACKUP
         if self.env_write_task and not rows and not is_dry_run(context):
             skips[self.env_write_task] = NOTHING_TO_WRITE
@@ -345,10 +405,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         return result
 
     def _missing(self) -> list[checks.PluginInfo]:
-        with engine_errors():
-            env = environment(self.target_conn_id)
-            manifest = migration_manifest(self.migration_file)
-            return checks.missing_plugins(manifest, env.dsn, env.app_env)
+        return missing_plugins(self.migration_file, self.target_conn_id)
 
     def execute(self, context: Context) -> Any:
         missing = self._missing()
@@ -359,7 +416,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
                 context, {"missing": [], "decision": "none needed", "decided_by": None}
             )
         names = ", ".join(f"{p.name} {p.version}".strip() for p in missing)
-        mode = context["params"].get("on_missing_plugins", "ask")
+        mode: str = RunOptions.of_params(context["params"]).on_missing_plugins
         if is_dry_run(context) and mode == "ask":
             mode = "continue"  # nothing is written: report, do not ask
         self.log.warning("Plugins enabled in the source but not in the target: %s", names)
@@ -368,6 +425,10 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
                 f"Plugins enabled in the source are missing in the target: {names}. Install and enable them "
                 "in the target app, or set on_missing_plugins to 'continue' or 'ask'"
             )
+        answered = (self.env_values or {}).get("plugins")
+        if mode == "ask" and answered:  # asked with the environment variables (env_values)
+            self.log.info("Answered with the environment variables by %s", answered["decided_by"])
+            return self._done(context, {**answered, "missing": listed})
         if mode == "continue":
             return self._done(
                 context,
@@ -379,7 +440,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
             )
         self.body = (
             "These plugins are enabled in the source but not in the target:\n\n"
-            + "\n".join(f"- **{p.name}** {p.version} ({p.package})" for p in missing)
+            + _plugin_lines(missing)
             + "\n\nConfiguration that depends on them may not work in the target until they are installed."
         )
         return super().execute(context)

@@ -12,6 +12,7 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
 from migration_manager.errors import MigrationError
+from migration_manager.run_options import RunOptions
 
 # The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside the functions: parsing a
 # DAG file imports none of it.
@@ -36,7 +37,7 @@ def as_bool(value: Any) -> bool:
 
 def is_dry_run(context: Any) -> bool:
     """The run's ``dry_run`` param."""
-    return as_bool((context.get("params") or {}).get("dry_run", False))
+    return RunOptions.of_params(context.get("params")).dry_run
 
 
 @contextmanager
@@ -58,7 +59,7 @@ def allow_unsigned() -> bool:
         params = get_current_context()["params"]
     except Exception:  # not inside a task: nothing allows unsigned files
         return False
-    return as_bool(params.get("allow_unsigned", False))
+    return RunOptions.of_params(params).allow_unsigned
 
 
 @contextmanager

@@ -27,8 +27,8 @@ from migration_manager.airflow.common import (
 )
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.notify import airflow_run_url
-from migration_manager.destructive import ASK, CONTINUE, ON_DESTRUCTIVE, DestructivePlan, assess
-from migration_manager.errors import ConfigError
+from migration_manager.destructive import ASK, CONTINUE, DestructivePlan, assess
+from migration_manager.run_options import RunOptions
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -59,7 +59,7 @@ class DestructiveCheckOperator(ApprovalOperator):
         from migration_manager.airflow.xcom_models import PlanReport
 
         report = PlanReport.from_optional(self.report)
-        params = context["params"]
+        options = RunOptions.of_params(context["params"])
         with engine_errors():
             env = environment(self.target_conn_id)
             with migration_archive(self.migration_file) as reader:
@@ -67,20 +67,13 @@ class DestructiveCheckOperator(ApprovalOperator):
                     reader,
                     env.dsn,
                     list(report.pending) if report else [],
-                    max_delete_ratio=params.get("max_delete_ratio", 0.1),
+                    max_delete_ratio=options.max_delete_ratio,
                     changed=[c.table for c in report.changed_in_prod] if report else [],
                 )
 
     def execute(self, context: Context) -> Any:
-        mode = str(context["params"].get("on_destructive") or ASK)
-        if mode not in ON_DESTRUCTIVE:
-            raise AirflowFailException(
-                str(
-                    ConfigError(
-                        f"on_destructive {mode!r} is not one of {', '.join(ON_DESTRUCTIVE)}"
-                    )
-                )
-            )
+        with engine_errors():
+            mode: str = RunOptions.of_params(context["params"]).on_destructive
         from migration_manager.airflow.xcom_models import DestructiveOutcome
 
         found = self._assess(context)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseOperator, BaseSensorOperator, Param
+from airflow.sdk import BaseOperator, BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager import pg, target_lock
@@ -25,11 +25,11 @@ from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import engine_errors, is_dry_run
 from migration_manager.airflow.connections import environment
 from migration_manager.redaction import redact
+from migration_manager.run_options import RunOptions
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-DEFAULT_TIMEOUT = 1800.0
 FINISHED = {"success", "failed", "skipped", "upstream_failed", "removed"}
 
 
@@ -38,11 +38,7 @@ def run_ref(context: Context) -> target_lock.DagRunRef:
 
 
 def lock_timeout(context: Context) -> float:
-    value = (context.get("params") or {}).get("target_lock_timeout", DEFAULT_TIMEOUT)
-    try:
-        return max(0.0, float(value))
-    except (TypeError, ValueError):
-        return DEFAULT_TIMEOUT
+    return float(RunOptions.of_params(context.get("params")).target_lock_timeout)
 
 
 def _in_process_run() -> bool:
@@ -240,21 +236,6 @@ class TargetLockedSensor(BaseSensorOperator):
                 f" (held by {who.describe()})" if who else "",
             )
         return False
-
-
-def lock_params() -> dict[str, Param]:
-    return {
-        "target_lock_timeout": Param(
-            int(DEFAULT_TIMEOUT),
-            type="integer",
-            minimum=0,
-            title="Target lock timeout (seconds)",
-            description=(
-                "Two migrations never write to one target at once: when another run holds the "
-                "target's lock, wait this long for it, then fail naming that run."
-            ),
-        ),
-    }
 
 
 def guard_target_writes(gate_after: Any, *, target_conn_id: str) -> tuple[Any, Any]:

@@ -35,10 +35,9 @@ from migration_manager.notifications import (
     ROLLBACK,
     SUCCESS,
     Notification,
-    check_events,
-    check_recipients,
     failed_tables,
 )
+from migration_manager.run_options import RunOptions
 
 log = logging.getLogger(__name__)
 
@@ -199,13 +198,16 @@ class MigrationNotifier(BaseNotifier):
         )
 
     def notify(self, context: Any) -> None:
-        params = context.get("params") or {}
-        conn_id = str(params.get("notify_conn_id") or "").strip()
+        try:
+            options = RunOptions.of_params(context.get("params"))
+        except ConfigError as exc:
+            log.warning("No notification: %s", exc)
+            return
+        conn_id = (options.notify_conn_id or "").strip()
         if not conn_id:
             return
         try:
-            events = check_events(params.get("notify_events"))
-            recipients = check_recipients(params.get("notify_to"))
+            events, recipients = options.notify_events, options.notify_to
             note = self.message(context)
             if note.event not in events:
                 log.info(

@@ -21,6 +21,8 @@ from migration_manager.airflow.common import (
 )
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
+from migration_manager.config import MigrationRules
+from migration_manager.run_options import RunOptions
 
 # The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
 # file (the dag-processor, and every task process before it runs) imports none of it.
@@ -87,6 +89,17 @@ class CreateMigrationOperator(BaseOperator):
                 saved = load_rule_set(str(self.rule_set).strip())
                 self.log.info("Using rule set %s (profile %s)", saved.name, saved.profile)
                 self.profile, self.rules = saved.profile, saved.rules
+            # the default dropdowns (system_default, user_default), when set, win
+            chosen = RunOptions.of_params(context.get("params")).chosen_rules(
+                MigrationRules.parse(self.rules)
+            )
+            if chosen != MigrationRules.parse(self.rules):
+                self.log.info(
+                    "Default rules from the form: system %s, user %s",
+                    chosen.system.default,
+                    chosen.user.default,
+                )
+            self.rules = chosen
             env = environment(self.source_conn_id)
             key = signing_key()
             if key is None:

@@ -9,30 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG
 
-from migration_manager.airflow.wiring import (
-    DEFAULT_ARGS,
-    TAGS,
-    create_params,
-    create_task,
-    execute_chain,
-    execute_params,
-)
+from migration_manager.airflow.params import sync_params
+from migration_manager.airflow.wiring import DEFAULT_ARGS, TAGS, create_task, execute_chain
 from migration_manager.pipelines import Pipeline, load_pipelines
 
 ENV = "MIGRATION_PIPELINES"
-
-
-def _params(pipeline: Pipeline) -> dict[str, Param]:
-    """The sync params, with this pipeline's values as their defaults."""
-    params = {**create_params(), **execute_params(with_file=False)}
-    for key, value in pipeline.conf().items():
-        if key in params:
-            schema = {k: v for k, v in params[key].schema.items() if k != "description"}
-            value = None if value == "" else value  # optional and unset (see wiring.form_params)
-            params[key] = Param(value, description=params[key].description, **schema)
-    return params
 
 
 def _doc(pipeline: Pipeline) -> str:
@@ -54,7 +37,7 @@ def pipeline_dag(pipeline: Pipeline) -> DAG:
         max_active_runs=1,
         tags=[*TAGS, "pipeline"],
         default_args=DEFAULT_ARGS,
-        params=_params(pipeline),
+        params=sync_params(pipeline.conf()),
         doc_md=_doc(pipeline),
     ) as dag:
         create = create_task(sync=True)

@@ -11,6 +11,7 @@ from typing import Any
 from migration_manager import retention
 from migration_manager.airflow.run_log import UNKNOWN_MIGRATION, step_started
 from migration_manager.airflow.store import store_root
+from migration_manager.run_options import RunOptions
 from migration_manager.store_layout import PREVIEW_SUFFIX, backup_key, run_log_names
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ def lease_file(context: Any) -> None:
 def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | None:
     """Release the run's lease, then prune the target's old run logs and migration files."""
     ti = context["ti"]
-    params = context.get("params") or {}
+    options = RunOptions.of_params(context.get("params"))
     root = store_root()
     try:
         retention.release_lease(root, dag_id=ti.dag_id, run_id=ti.run_id)
-        target = str(params.get("target_conn_id") or "")
-        if str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"):
+        target = options.target_conn_id
+        if options.dry_run:
             # a dry run leaves the store's history as it is; a preview's file is pruned
             retention.prune_previews(
                 root, current_file=f"{migration_id}{PREVIEW_SUFFIX}" if migration_id else None
@@ -53,8 +54,8 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
             root,
             target,
             target_key=backup_key(target),
-            files_to_keep=params.get("files_to_keep", retention.DEFAULT_FILES_TO_KEEP),
-            logs_to_keep=params.get("logs_to_keep", retention.DEFAULT_LOGS_TO_KEEP),
+            files_to_keep=options.files_to_keep,
+            logs_to_keep=options.logs_to_keep,
             current=run_log_names(migration_id or UNKNOWN_MIGRATION, ti.run_id),
             current_file=f"{migration_id}.zip" if migration_id else None,
         )

@@ -32,6 +32,7 @@ from migration_manager.airflow.store import (
 )
 from migration_manager.errors import ConfigError
 from migration_manager.redaction import redact
+from migration_manager.run_options import RunOptions
 from migration_manager.run_record import Endpoint, MigrationFileInfo
 from migration_manager.run_record_build import (
     RunInfo,
@@ -303,14 +304,7 @@ def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
     return str(ref) if ref else None
 
 
-def _allow_unsigned(params: dict[str, Any]) -> bool:
-    value = params.get("allow_unsigned", False)
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _describe_file(ref: str | None, params: dict[str, Any]) -> MigrationFileInfo | None:
+def _describe_file(ref: str | None, options: RunOptions) -> MigrationFileInfo | None:
     """The file for the log, with who signed it (checked against the trusted keys the tasks used)."""
     if not ref:
         return None
@@ -318,7 +312,7 @@ def _describe_file(ref: str | None, params: dict[str, Any]) -> MigrationFileInfo
         path = migration_file_path(ref)
     except Exception as exc:
         return unreadable_file(ref, str(exc), name=ref)
-    allow = _allow_unsigned(params)
+    allow = options.allow_unsigned
     keys = None
     try:
         keys = task_trust(allow).keys
@@ -346,8 +340,9 @@ def write_run_log(
     ti = context["ti"]
     dag_run = context["dag_run"]
     params = dict(context.get("params") or {})
-    file_info = _describe_file(_file_ref(context, report), params)
-    source = _source(file_info, params.get("source_conn_id"))
+    options = RunOptions.of_params(params)
+    file_info = _describe_file(_file_ref(context, report), options)
+    source = _source(file_info, options.source_conn_id if "source_conn_id" in params else None)
     states = _states(ti, set(context["dag"].task_ids))
     succeeded = _succeeded(states)
     checks = {STEP_KINDS[t]: ti.xcom_pull(task_ids=t) for t in CHECK_TASKS if t in succeeded}
@@ -373,7 +368,7 @@ def write_run_log(
         summary=summary,
         migration_file=file_info,
         source=source,
-        target=describe_connection(params.get("target_conn_id")),
+        target=describe_connection(options.target_conn_id),
         params=params,
         checks=checks,
         backup=backup,
@@ -381,7 +376,7 @@ def write_run_log(
         step_order=[t.task_id for t in context["dag"].topological_sort()],
         ended_at=datetime.now(UTC),
         errors=errors or [],
-        dry_run=str(params.get("dry_run")).strip().lower() in ("1", "true", "yes", "on"),
+        dry_run=options.dry_run,
     )
     folder = log_folder(record.migration_id, dag_run.run_id)
     save_run_log(folder, record, final_status=final_status)

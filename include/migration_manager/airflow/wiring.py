@@ -1,4 +1,5 @@
-"""DAG building blocks shared by the DAG files: params, default args and the task chains.
+"""DAG building blocks shared by the DAG files: default args and the task chains (the params
+are in :mod:`migration_manager.airflow.params`).
 
 The DAG files in ``dags/`` declare structure only and call these. Nothing here touches a
 connection or the network at import time.
@@ -11,10 +12,8 @@ import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Param, TriggerRule, XComArg, task
-from airflow.sdk.definitions._internal.types import NOTSET
+from airflow.sdk import TriggerRule, XComArg, task
 from airflow.sdk.exceptions import AirflowFailException
-from pydantic import BaseModel
 
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.app_operators import AppRestartOperator
@@ -31,7 +30,7 @@ from migration_manager.airflow.check_operators import (
 )
 from migration_manager.airflow.common import Json, plan_report_xcom, rollback_outcome
 from migration_manager.airflow.destructive_operators import DestructiveCheckOperator
-from migration_manager.airflow.lock_operators import guard_target_writes, lock_params
+from migration_manager.airflow.lock_operators import guard_target_writes
 from migration_manager.airflow.notify import OUTCOME_KEY, MigrationNotifier, run_outcome
 from migration_manager.airflow.operators import (
     ApplyUnitOperator,
@@ -41,12 +40,8 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
-from migration_manager.config import RULES, MigrationRules
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO
-from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, QUESTION
-from migration_manager.pipelines import DEFAULT_POOL, PipelineOptions
-from migration_manager.profiles import PROFILES
-from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP
+from migration_manager.notifications import QUESTION
+from migration_manager.pipelines import DEFAULT_POOL
 
 log = logging.getLogger(__name__)
 
@@ -73,323 +68,6 @@ def answer_timeout() -> timedelta | None:
             f"{ANSWER_TIMEOUT_ENV}={raw!r} is not a number of hours; set it to e.g. 24, or 0 to wait forever"
         ) from None
     return timedelta(hours=hours) if hours > 0 else None
-
-
-def param_schema(model: type[BaseModel], *, title: str) -> dict[str, Any]:
-    """A model's JSON schema as Airflow's Param takes it (``Param(schema=...)``).
-
-    Generated from the model that validates the document (``Model.model_json_schema()``), then
-    adapted: ``$ref``s inlined (the trigger form reads ``properties`` directly), the generated
-    titles and the model's docstring left out, the form's ``title`` set.
-    """
-    schema = model.model_json_schema()
-    defs = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            target = defs[node["$ref"].rsplit("/", 1)[-1]]
-            return inline({**target, **{k: v for k, v in node.items() if k != "$ref"}})
-        return {  # property names are kept; the generated titles are not
-            key: {n: inline(sub) for n, sub in value.items()}
-            if key == "properties"
-            else inline(value)
-            for key, value in node.items()
-            if key != "title"
-        }
-
-    schema.pop("description", None)
-    return {**inline(schema), "title": title}
-
-
-def field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
-    """One field's JSON schema (its ``type``, ``enum``...) as Param keywords; the Param's own
-    value is its default."""
-    prop = param_schema(model, title="")["properties"][name]
-    return {k: v for k, v in prop.items() if k not in ("default", "title")}
-
-
-DEFAULT_RULES = MigrationRules().to_dict()
-
-REQUIRED_PARAMS = ("migration_file", "source_conn_id", "target_conn_id", "profile", "mode")
-"""The params a run cannot do without: the trigger form marks them required (their type has no
-``"null"``) and their description says so. Every other param is optional: ``"null"`` is one of
-its types, so Airflow's form never counts its empty value as a missing required one."""
-
-
-def form_params(params: dict[str, Param]) -> dict[str, Param]:
-    """``params`` as the trigger form should render them (see ``REQUIRED_PARAMS``).
-
-    Airflow 3.3's form counts a param as required when its schema has a ``type`` without
-    ``"null"``, and as missing when its value is None or ``""``: one such param greys out the
-    Trigger button. Optional params get ``"null"`` in their type and None for an empty default.
-    """
-    out: dict[str, Param] = {}
-    for name, param in params.items():
-        schema = dict(param.schema)
-        if name in REQUIRED_PARAMS:
-            if not (param.description or "").startswith("Required."):
-                param = Param(
-                    param.value,
-                    description=f"Required. {param.description or ''}".strip(),
-                    schema=schema,
-                )
-            out[name] = param
-            continue
-        kinds = schema.get("type")
-        if kinds is not None:
-            kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-            schema["type"] = ["null", *(k for k in kinds if k != "null")]
-        value = None if param.value is NOTSET or param.value == "" else param.value
-        out[name] = Param(value, description=param.description, schema=schema)
-    return out
-
-
-def create_params() -> dict[str, Param]:
-    return form_params(
-        {
-            "source_conn_id": Param(
-                "migration_source",
-                type="string",
-                title="Source connection",
-                description="Airflow connection (postgres) of the environment to copy from, e.g. staging.",
-            ),
-            "profile": Param(
-                "nocobase",
-                type="string",
-                enum=sorted(PROFILES),
-                title="Application profile",
-                description="nocobase: NocoBase's built-in tables and default rules; generic: every table is user-defined.",
-            ),
-            "rule_set": Param(
-                "",
-                type="string",
-                title="Rule set",
-                description="Name of a saved rule set (Migrations page: Rules); when given, its profile and rules replace the two params above.",
-            ),
-            "rules": Param(
-                DEFAULT_RULES,
-                type="object",
-                title="Migration rules",
-                description=(
-                    "Default rule per group and independent rules per table. Rules: "
-                    + ", ".join(RULES)
-                    + '; system default may also be "profile" (each built-in table\'s own default).'
-                ),
-                schema=param_schema(MigrationRules, title="Migration rules"),
-            ),
-        }
-    )
-
-
-def execute_params(*, with_file: bool = True) -> dict[str, Param]:
-    params: dict[str, Param] = {}
-    if with_file:
-        params["migration_file"] = Param(
-            type="string",
-            minLength=1,
-            title="Migration file",
-            description="URI returned by migration_create (or a file name in the migration store's files/ folder).",
-        )
-    params["target_conn_id"] = Param(
-        "migration_target",
-        type="string",
-        title="Target connection",
-        description="Airflow connection (postgres) of the environment to change, e.g. prod.",
-    )
-    params["allow_drop"] = Param(
-        False,
-        type="boolean",
-        title="Drop what the source lacks",
-        description="Also drop target columns, indexes and constraints that the source does not have (off: kept, with a warning).",
-    )
-    params["allow_unsigned"] = Param(
-        False,
-        type="boolean",
-        title="Allow unsigned migration files",
-        description=(
-            "Run a migration file that is not signed by a trusted key (Variable migration_trusted_keys): "
-            "unsigned, signed by an unknown key, or with a signature that does not match. Off: such "
-            "files are refused before anything runs."
-        ),
-    )
-    params["env_values"] = Param(
-        {},
-        description=(
-            "Values for dynamic environment variables/secrets the target lacks, as NAME -> value, or "
-            'NAME -> a reference resolved only inside the env_values task: {"variable": "<Airflow '
-            'Variable key>"} or {"connection": "<connection id>"} (its password); both go through '
-            "Airflow's secrets backend. WARNING: a secret given as a literal value stays in the run's "
-            "conf in Airflow's metadata database and is shown with the run: give secrets by reference "
-            "(or answer the prompt). Missing ones are asked for in the UI (on_missing_env=ask). Secrets "
-            "are stored encrypted with the target app's AES key."
-        ),
-        schema={
-            "type": "object",
-            "title": "Environment variable values",
-            "additionalProperties": {
-                "oneOf": [
-                    {"type": ["string", "number", "boolean", "null"]},
-                    {
-                        "type": "object",
-                        "additionalProperties": False,
-                        "minProperties": 1,
-                        "maxProperties": 1,
-                        "properties": {
-                            "variable": {"type": "string", "minLength": 1},
-                            "connection": {"type": "string", "minLength": 1},
-                        },
-                    },
-                ]
-            },
-        },
-    )
-    params["on_missing_env"] = Param(
-        "ask",
-        **field_schema(PipelineOptions, "on_missing_env"),
-        title="Missing environment variables",
-        description="ask: pause the run and ask in the UI (Required actions); fail: stop with the list (scheduled runs).",
-    )
-    params["on_missing_plugins"] = Param(
-        "ask",
-        **field_schema(PipelineOptions, "on_missing_plugins"),
-        title="Plugins missing in the target",
-        description="ask: pause for 'continue anyway' or 'stop'; continue: warn and go on; fail: stop.",
-    )
-    params["allow_version_mismatch"] = Param(
-        False,
-        type="boolean",
-        title="Allow different versions",
-        description=(
-            "Migrate even when the source and target run different application versions or "
-            "different versions of an enabled plugin (off: the run stops before writing, naming both)."
-        ),
-    )
-    params.update(backup_params())
-    params.update(lock_params())
-    params.update(destructive_params())
-    params["dry_run"] = Param(
-        False,
-        type="boolean",
-        title="Dry run",
-        description=(
-            "Checks and plan, then every unit applied in a transaction that is rolled back: the run log "
-            "says what a run would do (marked as a dry run). No backup, no env_write, nothing committed; "
-            "questions are not asked."
-        ),
-    )
-    params.update(notify_params())
-    params.update(retention_params())
-    return form_params(params)
-
-
-def destructive_params() -> dict[str, Param]:
-    """When a plan would delete most of a table or drop something (see ``destructive_check``)."""
-    return {
-        "on_destructive": Param(
-            "ask",  # a person runs it; pipelines default to fail (Pipeline.conf)
-            **field_schema(PipelineOptions, "on_destructive"),
-            title="Destructive plans",
-            description=(
-                "A plan is destructive when a table would lose more than max_delete_ratio of its rows, "
-                "or something would be dropped (allow_drop). ask: the run waits for Approve / Reject "
-                "under Required actions; fail: stop before any write (pipelines); continue: go on."
-            ),
-        ),
-        "max_delete_ratio": Param(
-            DEFAULT_MAX_DELETE_RATIO,
-            type="number",
-            minimum=0,
-            maximum=1,
-            title="Largest share of a table's rows a run may delete",
-            description="0.1: deleting more than 10 % of a table's rows makes the plan destructive.",
-        ),
-    }
-
-
-def notify_params() -> dict[str, Param]:
-    """Who hears about the run, through which connection, for which events (see ``notify``)."""
-    return {
-        "notify_conn_id": Param(
-            "",
-            type="string",
-            title="Notification connection",
-            description="An Airflow connection of type smtp (from_email in its extra); empty: no notifications.",
-        ),
-        "notify_to": Param(
-            [],
-            type="array",
-            items={"type": "string"},
-            title="Notify",
-            description="E-mail addresses told about the run.",
-        ),
-        "notify_events": Param(
-            list(DEFAULT_EVENTS),
-            type="array",
-            items={"type": "string", "enum": list(EVENTS)},
-            uniqueItems=True,
-            title="Notify about",
-            description=(
-                "failure: the run failed; rollback: it failed and the target was rolled back; "
-                "question: it waits for an answer under Required actions; refused: a destructive plan "
-                "was refused; success: it succeeded."
-            ),
-        ),
-    }
-
-
-def retention_params() -> dict[str, Param]:
-    """How many migration files and run logs of the target the store keeps (see ``retention``)."""
-    return {
-        "files_to_keep": Param(
-            DEFAULT_FILES_TO_KEEP,
-            type="integer",
-            minimum=0,
-            title="Migration files to keep",
-            description=(
-                "Migration files run against this target only, newest first; older ones are removed after "
-                "the run. Files a kept backup or a running run uses are never removed. 0 keeps every file."
-            ),
-        ),
-        "logs_to_keep": Param(
-            DEFAULT_LOGS_TO_KEEP,
-            type="integer",
-            minimum=0,
-            title="Run logs to keep",
-            description=(
-                "Run logs of this target, newest first; older ones are removed after the run (the log of "
-                "a run whose backup is kept stays). 0 keeps every log."
-            ),
-        ),
-    }
-
-
-def backup_params() -> dict[str, Param]:
-    """The backup taken before a migration writes, and the rollback when a unit fails."""
-    return {
-        "skip_backup": Param(
-            False,
-            type="boolean",
-            title="Skip the backup",
-            description="Take no backup of the target before writing (faster); automatic rollback is then unavailable for the run.",
-        ),
-        "rollback_on_failure": Param(
-            True,
-            type="boolean",
-            title="Roll back when a table fails",
-            description="When an apply_table unit fails (after its retries), restore the backup taken before this run and verify every table. Off: the failure reports the backup id to restore by hand (migration_rollback).",
-        ),
-        "backups_to_keep": Param(
-            10,
-            type="integer",
-            minimum=1,
-            title="Backups to keep",
-            description="How many backups of this target to keep in MIGRATION_STORE/backups/<target>/; older ones are removed after a successful new backup.",
-        ),
-    }
 
 
 def create_task(*, sync: bool = False) -> CreateMigrationOperator:
@@ -641,79 +319,6 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
 
 
 # --- migration_rollback ---------------------------------------------------------------------
-
-
-def rollback_params() -> dict[str, Param]:
-    return form_params(
-        {
-            "target_conn_id": Param(
-                "migration_target",
-                type="string",
-                title="Target connection",
-                description="Airflow connection (postgres) of the database whose backup to restore, e.g. prod.",
-            ),
-            "backup_id": Param(
-                "",
-                type=["null", "string"],
-                title="Backup id",
-                description=(
-                    "The backup to restore, like bk-20260101T120000Z-1a2b3c. Ids are in the log of the "
-                    "backup task of each migration_execute/migration_sync run, in its collect_logs record, and "
-                    "in MIGRATION_STORE/backups/<target_conn_id>/<id>.json. Leave empty to list this "
-                    "target's backups in the run log (the run then fails)."
-                ),
-            ),
-            "mode": Param(
-                "in_place",
-                type="string",
-                enum=["in_place", "new_database"],
-                title="Mode",
-                description=(
-                    "in_place (scenario A): restore into the target database itself, in one transaction. "
-                    "new_database (scenario B, blue-green): create new_database_name on the same server and "
-                    "restore into it, leaving the current database untouched, then switch traffic."
-                ),
-            ),
-            "new_database_name": Param(
-                "",
-                type=["null", "string"],
-                title="New database name",
-                description="mode new_database only: the database to create (must not exist).",
-            ),
-            "force": Param(
-                False,
-                type="boolean",
-                title="Force",
-                description=(
-                    "Restore despite: other clients connected to the target (in_place), an application "
-                    "version different from the backup's, a different PostgreSQL major version. A damaged "
-                    "backup is refused regardless."
-                ),
-            ),
-        }
-    )
-
-
-def standalone_backup_params() -> dict[str, Param]:
-    return form_params(
-        {
-            "target_conn_id": Param(
-                "migration_target",
-                type="string",
-                title="Connection",
-                description="Airflow connection (postgres) of the database to back up, e.g. prod.",
-            ),
-            "profile": Param(
-                "nocobase",
-                type="string",
-                enum=sorted(PROFILES),
-                title="Application profile",
-                description="Says where the application's version and settings are, to record them with the backup.",
-            ),
-            "backups_to_keep": backup_params()["backups_to_keep"],
-            **lock_params(),
-        }
-    )
 
 
 def standalone_backup_task() -> BackupOperator:
