@@ -2,10 +2,11 @@
 
 A seeded generator (fixed seed, fixed number of cases: the same databases on every run, a bounded
 runtime) builds source databases whose schema, table, column, index and constraint names mix
-quotes, dots, spaces, unicode, 63-byte names, reserved words and mixed case, with unique,
-expression, partial and multi-column indexes and foreign keys. Each is synced twice with the
-engine; then ``pg_dump -s``, every row and every sequence of source and target are equal, and
-the second sync changed nothing.
+quotes, dots, spaces, unicode, 63-byte names, reserved words, mixed case and what drivers read
+as placeholders, with enums and sequences of such names, unique, expression, partial and
+multi-column indexes and foreign keys. Each is synced twice with the engine; then ``pg_dump -s``,
+every row and every sequence of source and target are equal, and the second sync changed nothing.
+``MM_HOSTILE_CASES`` / ``MM_HOSTILE_PATH_CASES`` make a larger run by hand.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.schematools import assert_same
 pytestmark = pytest.mark.postgres
 
 SEED = 20261130
-CASES = 16
+CASES = int(os.environ.get("MM_HOSTILE_CASES", "16"))  # a larger run: MM_HOSTILE_CASES=200
 RULES = {"system": {"default": "overwrite"}, "user": {"default": "overwrite"}}
 
 _KINDS: list[Callable[[random.Random], str]] = [
@@ -86,6 +87,17 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     statements: list[q.Composable] = []
     if hostile_schema:
         statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
+        # the nocobase profile wants an application there (its version from the plugins table)
+        plugins = _i(schema, "applicationPlugins")
+        statements += [
+            q.SQL(
+                'CREATE TABLE {} (name text PRIMARY KEY, "packageName" text, version text,'
+                " enabled boolean)"
+            ).format(plugins),
+            q.SQL("INSERT INTO {} VALUES ('acl', '@nocobase/plugin-acl', '1.9.0', true)").format(
+                plugins
+            ),
+        ]
     tables: list[tuple[str, str, list[str]]] = []  # name, key column, text columns
     for _ in range(rng.randint(2, 4)):
         table, key = names(), names()
@@ -105,6 +117,32 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
             for c in texts
         ]
         columns.append(q.SQL("{} integer NOT NULL DEFAULT 0").format(q.Identifier(number)))
+        if rng.random() < 0.5:  # an enum with a hostile name and labels
+            enum = names()
+            labels = [q.Literal(v) for v in rng.sample(["%s", ":x", "it's", "{}", "$1", "é"], 3)]
+            statements.append(
+                q.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                    _i(schema, enum), q.SQL(", ").join(labels)
+                )
+            )
+            columns.append(
+                q.SQL("{} {} DEFAULT {}").format(q.Identifier(names()), _i(schema, enum), labels[0])
+            )
+        owned: list[q.Composable] = []
+        if rng.random() < 0.5:  # a sequence named on its own (not table_column_seq), owned
+            seq, column = names(), names()
+            statements.append(q.SQL("CREATE SEQUENCE {}").format(_i(schema, seq)))
+            quoted = ".".join('"' + n.replace('"', '""') + '"' for n in (schema, seq))
+            columns.append(
+                q.SQL("{} bigint DEFAULT nextval({}::regclass)").format(
+                    q.Identifier(column), q.Literal(quoted)
+                )
+            )
+            owned.append(
+                q.SQL("ALTER SEQUENCE {} OWNED BY {}.{}").format(
+                    _i(schema, seq), _i(schema, table), q.Identifier(column)
+                )
+            )
         if tables and rng.random() < 0.6:
             parent, parent_key, _ = rng.choice(tables)
             columns.append(
@@ -118,6 +156,7 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
         statements.append(
             q.SQL("CREATE TABLE {} ({})").format(_i(schema, table), q.SQL(", ").join(columns))
         )
+        statements += owned
         first = texts[0]
         for kind in rng.sample(["unique", "expression", "partial", "multi"], rng.randint(1, 4)):
             body = {
@@ -181,7 +220,7 @@ def test_random_hostile_schemas_sync_exactly_and_then_change_nothing(
 # --------------------------------------------------------------------------- every path of a run
 
 PATH_SEED = 20261204
-PATH_CASES = 3
+PATH_CASES = int(os.environ.get("MM_HOSTILE_PATH_CASES", "3"))
 
 
 def _backups(conn_id: str) -> list[Path]:
