@@ -78,26 +78,32 @@ def _i(*names: str) -> q.Composable:
     return q.SQL(".").join(q.Identifier(n) for n in names)
 
 
+def app_in(schema: str) -> list[q.Composed]:
+    """The nocobase profile refuses a schema with no application: its plugins and version."""
+    plugins, version = _i(schema, "applicationPlugins"), _i(schema, "applicationVersion")
+    return [
+        q.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(q.Identifier(schema)),
+        q.SQL(
+            'CREATE TABLE {} (name text PRIMARY KEY, "packageName" text, version text,'
+            " enabled boolean)"
+        ).format(plugins),
+        q.SQL("INSERT INTO {} VALUES ('acl', '@nocobase/plugin-acl', '2.2.15', true)").format(
+            plugins
+        ),
+        q.SQL("CREATE TABLE {} (value varchar(255))").format(version),
+        q.SQL("INSERT INTO {} VALUES ('2.2.15')").format(version),
+    ]
+
+
 def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     """Create 2-4 random tables in ``dsn``; returns the create kwargs (profile, schema)."""
     names = Names(rng)
     hostile_schema = rng.random() < 0.5
     # DB_SCHEMA is read as .env values are: surrounding spaces are not part of it
     schema = names().strip() if hostile_schema else "public"
-    statements: list[q.Composable] = []
+    statements: list[q.Composed] = []
     if hostile_schema:
-        statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
-        # the nocobase profile wants an application there (its version from the plugins table)
-        plugins = _i(schema, "applicationPlugins")
-        statements += [
-            q.SQL(
-                'CREATE TABLE {} (name text PRIMARY KEY, "packageName" text, version text,'
-                " enabled boolean)"
-            ).format(plugins),
-            q.SQL("INSERT INTO {} VALUES ('acl', '@nocobase/plugin-acl', '1.9.0', true)").format(
-                plugins
-            ),
-        ]
+        statements += app_in(schema)
     tables: list[tuple[str, str, list[str]]] = []  # name, key column, text columns
     for _ in range(rng.randint(2, 4)):
         table, key = names(), names()
@@ -128,7 +134,7 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
             columns.append(
                 q.SQL("{} {} DEFAULT {}").format(q.Identifier(names()), _i(schema, enum), labels[0])
             )
-        owned: list[q.Composable] = []
+        owned: list[q.Composed] = []
         if rng.random() < 0.5:  # a sequence named on its own (not table_column_seq), owned
             seq, column = names(), names()
             statements.append(q.SQL("CREATE SEQUENCE {}").format(_i(schema, seq)))
@@ -266,6 +272,10 @@ def test_random_hostile_schemas_through_every_path_of_a_run(
         create = build_case(source, rng)
         src_id, tgt_id = f"mm_hp_src_{case}_{PATH_SEED}", f"mm_hp_tgt_{case}_{PATH_SEED}"
         env = create.get("app_env")
+        if env:  # the target is an application too (the run checks it before writing)
+            with psycopg.connect(target, autocommit=True) as conn:
+                for statement in app_in(env["DB_SCHEMA"]):
+                    conn.execute(statement)
         monkeypatch.setenv(f"AIRFLOW_CONN_{src_id.upper()}", connection_uri(source, env))
         monkeypatch.setenv(f"AIRFLOW_CONN_{tgt_id.upper()}", connection_uri(target, env))
         conf = {
