@@ -214,6 +214,18 @@ def run_one(conn: psycopg.Connection[Any], statement: str | sql.Composed) -> Non
         cur.execute(statement, binary=True)
 
 
+def run_composed(conn: sa.Connection, query: sql.Composable) -> sa.CursorResult[Any]:
+    """Run SQL composed with psycopg.sql (names and values in it) in ``conn``'s transaction.
+
+    As text it goes with no parameters at all: SQLAlchemy passes an empty ``{}`` otherwise, and
+    psycopg then reads a '%' of a name (a DB_SCHEMA '%s', a column '50%') as a placeholder.
+    """
+    raw = conn.connection.driver_connection
+    assert isinstance(raw, psycopg.Connection)
+    text = query.as_string(raw)
+    return conn.exec_driver_sql(text, execution_options={"no_parameters": True})
+
+
 @contextlib.contextmanager
 def single_statements(conn: sa.Connection) -> Iterator[None]:
     """While inside, every statement ``conn`` executes goes through :func:`run_one`'s protocol.

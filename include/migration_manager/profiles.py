@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from psycopg import sql
 
+from migration_manager import pg
 from migration_manager import references as table_refs
 from migration_manager.app_location import MARKERS, require_app_tables
 from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
@@ -222,7 +223,7 @@ class NocoBaseProfile(Profile):
             sql.Identifier(scope.schema),
             sql.Identifier(physical),
         )
-        return list(conn.exec_driver_sql(query.as_string(_raw(conn))).fetchall())
+        return list(pg.run_composed(conn, query).fetchall())
 
     def require_app(self, conn: sa.Connection, scope: TableScope, side: str) -> None:
         require_app_tables(conn, scope.schema, {m: scope.physical(m) for m in MARKERS}, side)
@@ -433,21 +434,21 @@ class NocoBaseProfile(Profile):
     ) -> None:
         if not values:
             return
-        updated = sql.Identifier(scope.column("updatedAt"))
-        query = sql.SQL(
-            "INSERT INTO {}.{} ({}, {}, name, type, value) VALUES (now(), now(), %s, %s, %s) "
-            "ON CONFLICT (name) DO UPDATE SET type = EXCLUDED.type, value = EXCLUDED.value, "
-            "{} = now()"
-        ).format(
-            sql.Identifier(scope.schema),
-            sql.Identifier(scope.physical("environmentVariables")),
-            sql.Identifier(scope.column("createdAt")),
-            updated,
-            updated,
+        rows = sql.SQL(", ").join(
+            sql.SQL("(now(), now(), {}, {}, {})").format(*map(sql.Literal, row)) for row in values
         )
-        # Through SQLAlchemy, so that its transaction (committed by the caller) holds the rows
-        # and a table of another shape raises SQLAlchemy's ProgrammingError like other SQL here.
-        conn.exec_driver_sql(query.as_string(_raw(conn)), values)
+        query = sql.SQL(
+            "INSERT INTO {t} ({c}, {u}, name, type, value) VALUES {rows} ON CONFLICT (name) "
+            "DO UPDATE SET type = EXCLUDED.type, value = EXCLUDED.value, {u} = now()"
+        ).format(
+            t=sql.Identifier(scope.schema, scope.physical("environmentVariables")),
+            c=sql.Identifier(scope.column("createdAt")),
+            u=sql.Identifier(scope.column("updatedAt")),
+            rows=rows,
+        )
+        # through SQLAlchemy: its transaction (committed by the caller) holds the rows, a table
+        # of another shape raises its ProgrammingError; no parameters ('%' of a name stays)
+        pg.run_composed(conn, query)
 
     def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
         return nocobase_encrypt(value, _aes_key(env))

@@ -487,3 +487,36 @@ def test_placeholder_like_names_sync_exactly_through_every_apply_path(
     assert_same(source, target)
 
     _nothing_changed(migrate(source, target, tmp_path / "again.zip", create=rules))
+
+
+@pytest.mark.parametrize("schema", ["%s", "50%", "%(x)s"])
+def test_environment_values_are_written_into_a_schema_named_like_a_placeholder(
+    target: str, schema: str
+) -> None:
+    """The env_write step's INSERT carries values: the schema's name in it must stay a name (its
+    '%' was read as a placeholder once the composed SQL was turned into text)."""
+    from migration_manager.checks import write_values
+
+    table = _i(schema, "environmentVariables")
+    _run(
+        target,
+        q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)),
+        q.SQL(
+            'CREATE TABLE {} (name text PRIMARY KEY, type text, value text, "createdAt" '
+            'timestamptz, "updatedAt" timestamptz)'
+        ).format(table),
+        q.SQL("INSERT INTO {} (name, type, value) VALUES ('OLD', 'default', 'o')").format(table),
+    )
+    write_values(
+        {"profile": "nocobase"},
+        target,
+        {"DB_SCHEMA": schema},
+        [("API_URL", "default", "%s x"), ("OLD", "secret", ":v")],
+    )
+    found = pg_rows(
+        target,
+        q.SQL('SELECT name, type, value, "createdAt" IS NOT NULL FROM {} ORDER BY 1')
+        .format(table)
+        .as_string(),
+    )
+    assert found == [("API_URL", "default", "%s x", True), ("OLD", "secret", ":v", False)]

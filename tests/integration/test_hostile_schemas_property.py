@@ -2,10 +2,11 @@
 
 A seeded generator (fixed seed, fixed number of cases: the same databases on every run, a bounded
 runtime) builds source databases whose schema, table, column, index and constraint names mix
-quotes, dots, spaces, unicode, 63-byte names, reserved words and mixed case, with unique,
-expression, partial and multi-column indexes and foreign keys. Each is synced twice with the
-engine; then ``pg_dump -s``, every row and every sequence of source and target are equal, and
-the second sync changed nothing.
+quotes, dots, spaces, unicode, 63-byte names, reserved words, mixed case and what drivers read
+as placeholders, with enums and sequences of such names, unique, expression, partial and
+multi-column indexes and foreign keys. Each is synced twice with the engine; then ``pg_dump -s``,
+every row and every sequence of source and target are equal, and the second sync changed nothing.
+``MM_HOSTILE_CASES`` / ``MM_HOSTILE_PATH_CASES`` make a larger run by hand.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from tests.schematools import assert_same
 pytestmark = pytest.mark.postgres
 
 SEED = 20261130
-CASES = 16
+CASES = int(os.environ.get("MM_HOSTILE_CASES", "16"))  # a larger run: MM_HOSTILE_CASES=200
 RULES = {"system": {"default": "overwrite"}, "user": {"default": "overwrite"}}
 
 _KINDS: list[Callable[[random.Random], str]] = [
@@ -77,15 +78,20 @@ def _i(*names: str) -> q.Composable:
     return q.SQL(".").join(q.Identifier(n) for n in names)
 
 
-def app_marker(schema: str) -> list[q.Composable]:
-    """NocoBase's migrations table (what makes a schema a NocoBase app to the profile) and its
-    application version (what env_check compares)."""
+def app_in(schema: str) -> list[q.Composed]:
+    """The nocobase profile refuses a schema with no application: its plugins and version."""
+    plugins, version = _i(schema, "applicationPlugins"), _i(schema, "applicationVersion")
     return [
-        q.SQL("CREATE TABLE {} (name text PRIMARY KEY)").format(_i(schema, "migrations")),
-        q.SQL("CREATE TABLE {} (id int PRIMARY KEY, value text)").format(
-            _i(schema, "applicationVersion")
+        q.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(q.Identifier(schema)),
+        q.SQL(
+            'CREATE TABLE {} (name text PRIMARY KEY, "packageName" text, version text,'
+            " enabled boolean)"
+        ).format(plugins),
+        q.SQL("INSERT INTO {} VALUES ('acl', '@nocobase/plugin-acl', '2.2.15', true)").format(
+            plugins
         ),
-        q.SQL("INSERT INTO {} VALUES (1, '2.2.15')").format(_i(schema, "applicationVersion")),
+        q.SQL("CREATE TABLE {} (value varchar(255))").format(version),
+        q.SQL("INSERT INTO {} VALUES ('2.2.15')").format(version),
     ]
 
 
@@ -95,10 +101,9 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
     hostile_schema = rng.random() < 0.5
     # DB_SCHEMA is read as .env values are: surrounding spaces are not part of it
     schema = names().strip() if hostile_schema else "public"
-    statements: list[q.Composable] = []
+    statements: list[q.Composed] = []
     if hostile_schema:
-        statements.append(q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema)))
-        statements += app_marker(schema)
+        statements += app_in(schema)
     tables: list[tuple[str, str, list[str]]] = []  # name, key column, text columns
     for _ in range(rng.randint(2, 4)):
         table, key = names(), names()
@@ -118,6 +123,32 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
             for c in texts
         ]
         columns.append(q.SQL("{} integer NOT NULL DEFAULT 0").format(q.Identifier(number)))
+        if rng.random() < 0.5:  # an enum with a hostile name and labels
+            enum = names()
+            labels = [q.Literal(v) for v in rng.sample(["%s", ":x", "it's", "{}", "$1", "é"], 3)]
+            statements.append(
+                q.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                    _i(schema, enum), q.SQL(", ").join(labels)
+                )
+            )
+            columns.append(
+                q.SQL("{} {} DEFAULT {}").format(q.Identifier(names()), _i(schema, enum), labels[0])
+            )
+        owned: list[q.Composed] = []
+        if rng.random() < 0.5:  # a sequence named on its own (not table_column_seq), owned
+            seq, column = names(), names()
+            statements.append(q.SQL("CREATE SEQUENCE {}").format(_i(schema, seq)))
+            quoted = ".".join('"' + n.replace('"', '""') + '"' for n in (schema, seq))
+            columns.append(
+                q.SQL("{} bigint DEFAULT nextval({}::regclass)").format(
+                    q.Identifier(column), q.Literal(quoted)
+                )
+            )
+            owned.append(
+                q.SQL("ALTER SEQUENCE {} OWNED BY {}.{}").format(
+                    _i(schema, seq), _i(schema, table), q.Identifier(column)
+                )
+            )
         if tables and rng.random() < 0.6:
             parent, parent_key, _ = rng.choice(tables)
             columns.append(
@@ -131,6 +162,7 @@ def build_case(dsn: str, rng: random.Random) -> dict[str, Any]:
         statements.append(
             q.SQL("CREATE TABLE {} ({})").format(_i(schema, table), q.SQL(", ").join(columns))
         )
+        statements += owned
         first = texts[0]
         for kind in rng.sample(["unique", "expression", "partial", "multi"], rng.randint(1, 4)):
             body = {
@@ -194,7 +226,7 @@ def test_random_hostile_schemas_sync_exactly_and_then_change_nothing(
 # --------------------------------------------------------------------------- every path of a run
 
 PATH_SEED = 20261204
-PATH_CASES = 3
+PATH_CASES = int(os.environ.get("MM_HOSTILE_PATH_CASES", "3"))
 
 
 def _backups(conn_id: str) -> list[Path]:
@@ -209,7 +241,7 @@ def _edit_first_row(dsn: str, create: dict[str, Any], mark: str) -> str:
         found = conn.execute(
             "SELECT c.table_name, c.column_name FROM information_schema.columns c"
             " WHERE c.table_schema = %s AND c.data_type = 'text'"
-            " AND c.table_name NOT IN ('applicationVersion', 'migrations') ORDER BY 1, 2",
+            " AND c.table_name NOT IN ('applicationPlugins', 'applicationVersion', 'migrations') ORDER BY 1, 2",
             (schema,),
         ).fetchall()
         for table, column in found:
@@ -239,15 +271,12 @@ def test_random_hostile_schemas_through_every_path_of_a_run(
     for case in range(PATH_CASES):
         source, target = new_db(), new_db()
         create = build_case(source, rng)
-        if create["profile"] == "nocobase":  # the target is an installed app of the same version
-            schema = create["app_env"]["DB_SCHEMA"]
-            with psycopg.connect(target, autocommit=True) as conn:
-                for statement in [q.SQL("CREATE SCHEMA {}").format(q.Identifier(schema))]:
-                    conn.execute(statement)
-                for statement in app_marker(schema):
-                    conn.execute(statement)
         src_id, tgt_id = f"mm_hp_src_{case}_{PATH_SEED}", f"mm_hp_tgt_{case}_{PATH_SEED}"
         env = create.get("app_env")
+        if env:  # the target is an application too (the run checks it before writing)
+            with psycopg.connect(target, autocommit=True) as conn:
+                for statement in app_in(env["DB_SCHEMA"]):
+                    conn.execute(statement)
         monkeypatch.setenv(f"AIRFLOW_CONN_{src_id.upper()}", connection_uri(source, env))
         monkeypatch.setenv(f"AIRFLOW_CONN_{tgt_id.upper()}", connection_uri(target, env))
         conf = {

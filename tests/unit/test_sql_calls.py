@@ -5,6 +5,9 @@ A name in SQL built with an f-string, ``%`` or ``+`` would be read by psycopg as
 when parameters come with it (a column ``%s``), or worse. The check reads the package's source
 (AST): the first argument of every ``execute``/``executemany``/``copy``/``exec_driver_sql``/
 ``run_one`` call, and of every ``sql.SQL``/``text`` call, followed through local assignments.
+Composed SQL turned into text (``.as_string``) never goes with parameters, and through
+SQLAlchemy's ``exec_driver_sql`` (which always hands psycopg parameters, ``{}`` at least) only
+via ``pg.run_composed`` (no parameters at all): a DB_SCHEMA '%s' was read as a placeholder.
 """
 
 from __future__ import annotations
@@ -75,21 +78,63 @@ def _built_from_strings(expr: ast.expr, local: dict[str, list[ast.expr]], seen: 
     return False
 
 
+def _rendered(expr: ast.expr, local: dict[str, list[ast.expr]], seen: set[str]) -> bool:
+    """Whether ``expr`` is composed SQL turned into text (``.as_string(...)``): its names are
+    quoted but a '%' in them is a placeholder again for a call that brings parameters."""
+    if isinstance(expr, ast.Name) and expr.id in local and expr.id not in seen:
+        return any(_rendered(v, local, seen | {expr.id}) for v in local[expr.id])
+    return any(
+        isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "as_string"
+        for n in ast.walk(expr)
+    )
+
+
+def _with_parameters(call: ast.Call) -> bool:
+    return len(call.args) > 1 or any(k.arg in ("params", "parameters") for k in call.keywords)
+
+
+# The one place composed SQL is run as text through SQLAlchemy: without any parameters.
+RUNS_COMPOSED = "run_composed"
+
+
 def offences(source: str, filename: str = "<string>") -> list[str]:
     tree = ast.parse(source)
+    exempt = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, ast.FunctionDef) and f.name == RUNS_COMPOSED
+        for n in ast.walk(f)
+    }
     found = []
     for func in ast.walk(tree):
         if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module):
             continue
         local = _assignments(func)
         for call in ast.walk(func):
-            if not (isinstance(call, ast.Call) and call.args):
+            if not isinstance(call, ast.Call):
                 continue
             name = getattr(call.func, "attr", getattr(call.func, "id", ""))
-            if name in EXECUTING | WRAPPING:
-                query = call.args[1] if name == "run_one" and len(call.args) > 1 else call.args[0]
-                if _built_from_strings(query, local, set()):
-                    found.append(f"{filename}:{call.lineno}: {ast.unparse(call)[:120]}")
+            if name not in EXECUTING | WRAPPING:
+                continue
+            if name == "run_one" and len(call.args) > 1:
+                query = call.args[1]
+            elif call.args:
+                query = call.args[0]
+            else:
+                named = [k.value for k in call.keywords if k.arg in ("query", "statement")]
+                if not named:
+                    continue
+                query = named[0]
+            bad = _built_from_strings(query, local, set())
+            # SQLAlchemy passes psycopg an empty {} even with no parameters: '%' is read then
+            bad |= (
+                name == "exec_driver_sql"
+                and not _constant(query, local, set())
+                and id(call) not in exempt
+            )
+            bad |= name in EXECUTING and _with_parameters(call) and _rendered(query, local, set())
+            if bad:
+                found.append(f"{filename}:{call.lineno}: {ast.unparse(call)[:120]}")
     return sorted(set(found))
 
 
@@ -105,9 +150,13 @@ def test_the_checker_finds_sql_built_from_strings() -> None:
             cur.execute(sql.SQL(f"SELECT {table}"))
             conn.exec_driver_sql(", ".join([table]))
             pg.run_one(conn, f"DROP TABLE {table}")
+            conn.exec_driver_sql(sql.SQL("SELECT {}").format(sql.Identifier(table)).as_string(c))
+            text = sql.SQL("SELECT {}, %s").format(sql.Identifier(table)).as_string(c)
+            cur.execute(text, (1,))
+            cur.execute(query=text, params=(1,))
         """
     )
-    assert len(offences(planted)) == 7
+    assert len(offences(planted)) == 10
     fine = textwrap.dedent(
         """
         QUERY = "SELECT 1"
@@ -122,6 +171,11 @@ def test_the_checker_finds_sql_built_from_strings() -> None:
             cur.execute(sql.SQL("SELECT {}").format(sql.Literal(table)))
             cur.execute(comment(table) + sql.SQL("SELECT %s"), (1,))
             pg.run_one(conn, statement)
+            conn.exec_driver_sql("SHOW server_version")
+            pg.run_composed(conn, sql.SQL("SELECT {}").format(sql.Identifier(table)))
+            cur.execute(sql.SQL("SELECT {}").format(sql.Identifier(table)).as_string(c))
+        def run_composed(conn, query):
+            conn.exec_driver_sql(query.as_string(conn), execution_options={"no_parameters": True})
         """
     )
     assert offences(fine) == []

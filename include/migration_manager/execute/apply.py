@@ -125,8 +125,8 @@ def apply_unit(
         with pg.sa_connection(target_dsn) as conn:
             raw = conn.connection.driver_connection
             assert raw is not None
-            conn.exec_driver_sql(
-                sql.SQL("SET lock_timeout = {}").format(sql.Literal(_lock_timeout())).as_string(raw)
+            pg.run_composed(
+                conn, sql.SQL("SET lock_timeout = {}").format(sql.Literal(_lock_timeout()))
             )
             # 0. drift guard: the tables are as the plan (and an approval) saw them
             if expected:

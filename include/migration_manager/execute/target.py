@@ -60,11 +60,9 @@ def without_waiting(conn: sa.Connection, read: Callable[[], _T]) -> _T:
     """``read()`` in a savepoint that waits at most ``MM_PLAN_LOCK_TIMEOUT`` for a lock."""
     try:
         with conn.begin_nested():
-            raw = conn.connection.driver_connection
-            conn.exec_driver_sql(
-                sql.SQL("SET LOCAL lock_timeout = {}")
-                .format(sql.Literal(pg.plan_lock_timeout()))
-                .as_string(raw)
+            pg.run_composed(
+                conn,
+                sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(pg.plan_lock_timeout())),
             )
             return read()
     except (psycopg.errors.LockNotAvailable, sa.exc.OperationalError) as exc:
