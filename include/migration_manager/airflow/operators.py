@@ -213,8 +213,9 @@ class PlanMigrationOperator(BaseOperator):
             raise AirflowFailException(
                 f"The migration has {len(tasks)} apply_table tasks, more than Airflow maps one "
                 f"task to (core.max_map_length = {limit}). Lower max_apply_tasks (now {most}), or "
-                f"raise core.max_map_length where Airflow is configured, then run the migration "
-                "again. Nothing was written."
+                f"raise the limit where Airflow is configured (AIRFLOW__CORE__MAX_MAP_LENGTH="
+                f"{len(tasks)} or more, for the API server and the workers), then run the "
+                "migration again. Nothing was written."
             )
         for warning in plan.warnings:
             self.log.warning("%s", warning)
