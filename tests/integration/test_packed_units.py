@@ -115,3 +115,65 @@ def test_a_failing_unit_in_a_packed_task_and_a_clear_that_applies_only_it(
     summary, _ = _logged(again.run_id)
     assert summary["status"] == "success" and len(summary["tables"]) == COUNT
     assert {t["status"] for t in summary["tables"]} == {"applied"}
+
+
+def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> None:
+    """What ``plan`` pushes for a first sync of 1,000 small tables: the report (every table's
+    rule and unit, no structures) and, per apply_table task, only its own units' entries."""
+    import io
+
+    from migration_manager.airflow.xcom_models import PlanReport, planned_tasks
+    from migration_manager.archive import ArchiveReader
+    from migration_manager.create import create_migration
+    from migration_manager.execute import prepare, table_bytes, unit_entries
+    from migration_manager.plan import pack_units
+
+    count = 1000
+    sql(
+        source,
+        f"""DO $$ BEGIN FOR i IN 1..{count} LOOP
+              EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY, name text, n integer)',
+                             't' || lpad(i::text, 4, '0'));
+              EXECUTE format('INSERT INTO %I SELECT g, ''n'' || g, g FROM generate_series(1, 25) g',
+                             't' || lpad(i::text, 4, '0'));
+            END LOOP; END $$;""",
+    )
+    buf = io.BytesIO()
+    create_migration(source, buf, profile="generic", rules={"user": {"default": "overwrite"}})
+    buf.seek(0)
+    with ArchiveReader(buf, name="m.zip") as reader:
+        plan = prepare(reader, target)
+        manifest = reader.manifest
+        entries = {u.id: unit_entries(reader, u) for u in plan.units}
+    sizes = {e["name"]: table_bytes(e) for e in manifest["tables"]}
+    tasks = pack_units(plan.units, sizes, 4)
+    report = PlanReport(
+        migration_id=plan.migration_id,
+        migration_file="m.zip",
+        source=None,
+        units=plan.units,
+        rules={e["name"]: e["rule"] for e in manifest["tables"]},
+        pending=plan.pending,
+        target_fingerprints=plan.target_fingerprints,
+        tasks=tuple(tuple(u.id for u in t) for t in tasks),
+    )
+    pushed = [t.to_xcom() for t in planned_tasks(plan, tasks, entries, "m.zip")]
+
+    report_bytes = len(json.dumps(report.to_xcom()))
+    task_bytes = [len(json.dumps(t)) for t in pushed]
+    per_table = max(b / len(t["units"]) for b, t in zip(task_bytes, pushed, strict=True))
+    print(
+        f"plan XCom, {count} tables: report {report_bytes / 1024:.0f} KiB, "
+        f"{len(pushed)} tasks of {', '.join(f'{b / 1024:.0f}' for b in task_bytes)} KiB "
+        f"({per_table:.0f} bytes per one-table unit)"
+    )
+    assert len(pushed) == 4 and sum(len(t["units"]) for t in pushed) == count
+    # the report holds no table structure; about 250 bytes per table here
+    assert "structure" not in json.dumps(report.to_xcom())
+    assert report_bytes < 400 * count
+    # each task carries its own units' entries only: its tables' structures and no other
+    for task in pushed:
+        own = {name for u in task["units"] for name in u["tables"]}
+        assert {name for u in task["units"] for name in u["entries"]} == own
+    assert per_table < 2500
+    assert sum(task_bytes) < 2500 * count

@@ -194,7 +194,7 @@ class PlanMigrationOperator(BaseOperator):
         self.max_apply_tasks = max_apply_tasks
 
     def execute(self, context: Context) -> list[Json]:
-        from migration_manager.airflow.xcom_models import PlannedTask, PlannedUnit, PlanReport
+        from migration_manager.airflow.xcom_models import PlanReport, planned_tasks
         from migration_manager.execute import prepare, table_bytes, unit_entries
         from migration_manager.plan import pack_units
 
@@ -251,23 +251,8 @@ class PlanMigrationOperator(BaseOperator):
             tasks=tuple(tuple(u.id for u in task) for task in tasks),
         )
         context["ti"].xcom_push(key=task_ids.REPORT_KEY, value=report.to_xcom())
-        # each mapped apply_table gets what its units need: their tables' entries (rule,
-        # structure, data member and columns) and which of them the plan found structurally equal
-        return [
-            PlannedTask(
-                units=tuple(
-                    PlannedUnit(
-                        unit=u,
-                        migration_file=self.migration_file,
-                        entries=entries[u.id],
-                        checked=frozenset(u.tables) & plan.checked,
-                        fingerprints=plan.unit_fingerprints(u),
-                    )
-                    for u in task
-                )
-            ).to_xcom()
-            for task in tasks
-        ]
+        # each mapped apply_table gets what its units need (xcom_models.planned_tasks)
+        return [t.to_xcom() for t in planned_tasks(plan, tasks, entries, str(self.migration_file))]
 
     def _prod_edits(self, plan: Any, manifest: Any) -> tuple[str | None, list[Any]]:
         """The target's key in the store and the tables changed there since the last migration."""

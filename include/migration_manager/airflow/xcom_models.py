@@ -12,13 +12,13 @@ Imported when a task runs (the engine types it uses import SQLAlchemy), never by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from migration_manager.airflow.common import Json
 from migration_manager.destructive import DestructivePlan
-from migration_manager.execute import TableResult, UnitResult
+from migration_manager.execute import ExecutionPlan, TableResult, UnitResult
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit, task_label
 from migration_manager.prod_edits import Changed
@@ -173,6 +173,32 @@ class PlannedTask:
         if "units" not in d:  # a run planned before units were packed: one unit per task
             return cls(units=(PlannedUnit.from_xcom(d),))
         return cls(units=tuple(PlannedUnit.from_xcom(u) for u in d["units"]))
+
+
+def planned_tasks(
+    plan: ExecutionPlan,
+    tasks: Sequence[Sequence[Unit]],
+    entries: Mapping[str, Mapping[str, Entry]],
+    migration_file: str,
+) -> list[PlannedTask]:
+    """``plan``'s return value: per task (``plan.pack_units``), what its units need and no more:
+    their tables' entries (``entries`` by unit id: rule, structure, data member, columns), which
+    of them the plan found structurally equal, and their fingerprints for the drift guard."""
+    return [
+        PlannedTask(
+            units=tuple(
+                PlannedUnit(
+                    unit=u,
+                    migration_file=migration_file,
+                    entries=entries[u.id],
+                    checked=frozenset(u.tables) & plan.checked,
+                    fingerprints=plan.unit_fingerprints(u),
+                )
+                for u in task
+            )
+        )
+        for task in tasks
+    ]
 
 
 @dataclass(frozen=True)
