@@ -13,7 +13,7 @@ and an empty target, then measures, from the trigger to the run's end through th
 * ``one table changed``: after one row of one table changed in the source;
 
 against ``pg_dump -Fc <source> | pg_restore -d <empty database>`` of the same source, measured
-in the same run. Prints seconds, the ratio to that baseline, the apply_table tasks and units,
+in the same run (the best of two before Airflow starts and one after the runs). Prints seconds, the ratio to that baseline, the apply_table tasks and units,
 where the time went (create, plan, the apply tasks, the gaps) and the load average after each
 run (the machine may be shared). PostgreSQL: ``MM_PG_URL`` (admin URL).
 """
@@ -121,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
                     report.append(
                         {"tables": n, "baseline_seconds": round(base, 2), "runs": results}
                     )
+        # the machine may be busier before Airflow runs than after: the baseline is the best
+        # of the measurements before and after the runs (the lower, the stricter the ratios)
+        for entry in report:
+            after = baseline(dsn_for(pairs[entry["tables"]][0]))
+            log(f"{entry['tables']} tables: baseline again after the runs {after:.2f} s")
+            entry["baseline_before_seconds"] = entry["baseline_seconds"]
+            entry["baseline_seconds"] = round(min(entry["baseline_seconds"], after), 2)
     finally:
         for db in databases:
             drop_database(db)
@@ -130,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for entry in report:
         print(
-            f"\n{entry['tables']} tables of {args.rows} rows: baseline pg_dump -Fc | "
-            f"pg_restore {entry['baseline_seconds']:.2f} s"
+            f"\n{entry['tables']} tables of {args.rows} rows: baseline pg_dump -Fc | pg_restore "
+            f"{entry['baseline_seconds']:.2f} s (before the runs: "
+            f"{entry['baseline_before_seconds']:.2f} s)"
         )
         print_results(entry["runs"], entry["baseline_seconds"])
         if args.timeline:
