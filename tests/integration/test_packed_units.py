@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +31,10 @@ def _tables(dsn: str, *, bad_text: bool = False) -> None:
     for i in range(1, COUNT + 1):
         name = f"t{i:02d}"
         kind = "text" if bad_text and name == BAD else "integer"
+        # a text that looks like a Jinja template is data: never rendered by the task
+        note = ", note text DEFAULT '{{ 7 * 7 }}'" if i == 1 else ""
         statements.append(
-            f"CREATE TABLE {name} (id int PRIMARY KEY, v {kind});"
+            f"CREATE TABLE {name} (id int PRIMARY KEY, v {kind}{note});"
             f"INSERT INTO {name} SELECT g, g * {i} FROM generate_series(1, 25) g;"
         )
     sql(dsn, "\n".join(statements))
@@ -84,6 +87,8 @@ def test_a_failing_unit_in_a_packed_task_and_a_clear_that_applies_only_it(
     for name in set(packed) - {BAD}:
         assert rows(target, f"SELECT count(*) FROM {name}") == [(25,)]
     assert rows(target, f"SELECT v FROM {BAD}") == [("seven",)]  # rolled back
+    default = "SELECT column_default FROM information_schema.columns WHERE column_name = 'note'"
+    assert rows(target, default) == rows(source, default) == [("'{{ 7 * 7 }}'::text",)]
     assert f"{BAD} (overwrite): {BAD}: invalid input syntax for type integer" in logs.text
     # collect_logs reports every table: 11 applied, t07 failed
     summary, record = _logged(dag_run.run_id)
@@ -177,3 +182,73 @@ def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> 
         assert {name for u in task["units"] for name in u["entries"]} == own
     assert per_table < 2500
     assert sum(task_bytes) < 2500 * count
+
+
+def _many(dsn: str, count: int) -> None:
+    sql(
+        dsn,
+        f"""DO $$ BEGIN FOR i IN 1..{count} LOOP
+              EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY, name text, n integer)',
+                             't' || lpad(i::text, 4, '0'));
+              EXECUTE format('INSERT INTO %I SELECT g, ''n'' || g, g FROM generate_series(1, 25) g',
+                             't' || lpad(i::text, 4, '0'));
+            END LOOP; END $$;""",
+    )
+
+
+@pytest.mark.parametrize("changed", [0, 1])
+def test_a_plan_with_nothing_or_one_table_changed_reflects_once_and_queries_per_table(
+    source: str, monkeypatch: pytest.MonkeyPatch, changed: int
+) -> None:
+    """400 tables equal in the target (a copy of the source), or one of them changed: the plan
+    reflects the target once and sends a bounded number of queries per table."""
+    import io
+    import sys
+    import uuid
+
+    import psycopg
+
+    from migration_manager.archive import ArchiveReader
+    from migration_manager.create import create_migration
+    from migration_manager.execute import prepare
+    from tests.pgtools import drop_database, dsn_for
+
+    count = 400
+    _many(source, count)
+    buf = io.BytesIO()
+    create_migration(source, buf, profile="generic", rules={"user": {"default": "overwrite"}})
+    copy = f"mmtest_copy_{uuid.uuid4().hex[:10]}"
+    sql(dsn_for("postgres"), f'CREATE DATABASE "{copy}" TEMPLATE "{source.rsplit("/", 1)[-1]}"')
+    try:
+        target = dsn_for(copy)
+        if changed:
+            sql(target, "UPDATE t0200 SET name = 'changed' WHERE id = 3")
+        module = sys.modules["migration_manager.execute.prepare"]
+        reflections: list[int] = []
+        real_reflect = module.reflect_target
+        monkeypatch.setattr(
+            module, "reflect_target", lambda *a, **k: reflections.append(1) or real_reflect(*a, **k)
+        )
+        queries: list[str] = []
+        real_execute = psycopg.Cursor.execute
+
+        def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            queries.append(str(query)[:120])
+            return real_execute(self, query, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+        buf.seek(0)
+        with ArchiveReader(buf, name="m.zip") as reader:
+            plan = prepare(reader, target)
+        monkeypatch.undo()
+    finally:
+        drop_database(copy)
+    print(
+        f"{count} tables, {changed} changed: {len(queries)} queries, {len(reflections)} reflection"
+    )
+    assert [u.tables for u in plan.units] == ([("t0200",)] if changed else [])
+    assert len(reflections) == 1
+    scans = [q for q in queries if "hashtextextended" in q]
+    # one fingerprint scan per table; the rest: catalog lookups, savepoints, settings
+    assert len(scans) == count, len(scans)
+    assert len(queries) <= 9 * count + 50, len(queries)

@@ -293,7 +293,8 @@ class ApplyUnitOperator(BaseOperator):
     ``task_state_store`` and reported again). Each unit is idempotent.
 
     :param batch: one element of ``plan``'s return value, ``xcom_models.PlannedTask``'s XCom
-        form (mapped over ``plan``'s output)
+        form (mapped over ``plan``'s output; not templated: its texts come from the migration
+        file and are data, and rendering each of them as a Jinja template took seconds per task)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
     :return: one result per unit: per table, rule, DDL executed, rows
@@ -301,7 +302,7 @@ class ApplyUnitOperator(BaseOperator):
         its units that were applied as its return value before it fails.
     """
 
-    template_fields: Sequence[str] = ("batch", "target_conn_id", "allow_drop")
+    template_fields: Sequence[str] = ("target_conn_id", "allow_drop")
 
     def __init__(self, *, batch: Json, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
         super().__init__(**kwargs)
