@@ -7,6 +7,7 @@ and asserts the target databases' final state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,7 @@ def test_many_tables_pack_into_few_tasks_and_sync_exactly(
             "return_value",
             params={"map_index": ti["map_index"]},
         )["value"]
+        results = json.loads(results) if isinstance(results, str) else results
         applied += [t["table"] for r in results for t in r["tables"]]
         assert ti["rendered_map_index"].startswith(results[0]["tables"][0]["table"] + ", ")
     assert sorted(applied) == [f"t{i:02d}" for i in range(1, count + 1)]
