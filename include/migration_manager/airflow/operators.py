@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
@@ -371,18 +372,18 @@ class ApplyUnitOperator(BaseOperator):
             raise
         results = [r.to_dict() for r in outcome.results]
         if not outcome.failures:
-            if done and store is not None:
-                store.delete(APPLIED_KEY)  # a later clear applies every unit again
+            if done:
+                _keep_applied(store, {}, self.log)  # a later clear applies every unit again
             return results
-        context["ti"].xcom_push(key=XCOM_RETURN_KEY, value=results)  # for collect_logs
+        # for collect_logs: a failed task returns nothing, its applied units are reported
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=results)
         _keep_applied(store, committed, self.log)
         if outcome.terminal:
             raise AirflowFailException(outcome.error_text())
-        raise TransientError(outcome.error_text() + " A retry follows.")
+        raise TransientError(outcome.error_text() + " Airflow retries it while it has tries left.")
 
 
 APPLIED_KEY = "applied_units"  # task_state_store: results of the units applied, by unit id
-XCOM_RETURN_KEY = "return_value"
 
 
 def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
@@ -400,11 +401,15 @@ def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _keep_applied(store: Any, applied: Mapping[str, Any], task_log: Any) -> None:
-    """Keep the results of the units applied so far for the next try (never fails the task)."""
-    if store is None or not applied:
+    """Keep the results of the units applied so far for the next try, or none when
+    ``applied`` is empty (never fails the task)."""
+    if store is None:
         return
     try:
-        store.set(APPLIED_KEY, {k: r.to_dict() for k, r in applied.items()})
+        if applied:
+            store.set(APPLIED_KEY, {k: r.to_dict() for k, r in applied.items()})
+        else:
+            store.delete(APPLIED_KEY)
     except Exception:
         task_log.warning(
             "Could not keep the applied units: a retry applies them again", exc_info=True
