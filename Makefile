@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 PG_ENV = MM_PG_URL="$$(bin/pg-url)"; MM_PG_BINDIR="$$(bin/pg-url --bindir)"; \
 	export MM_PG_URL MM_PG_BINDIR; echo "MM_PG_URL=$$MM_PG_URL MM_PG_BINDIR=$$MM_PG_BINDIR"
 
-.PHONY: help venv lint fmt test demo demo-reset bench bench-airflow bench-airflow-bigdata lock pg-stop clean distclean airflow airflow-stop airflow-status
+.PHONY: help venv lint fmt test demo demo-reset bench bench-airflow bench-airflow-tables bench-airflow-bigdata lock pg-stop clean distclean airflow airflow-stop airflow-status
 
 help:
 	@echo "make venv       create .venv and install requirements.txt (only when it changed)"
@@ -33,6 +33,7 @@ help:
 	@echo "make demo-reset the demo databases back to their initial state (make airflow does it too)"
 	@echo "make bench      python bench/run.py (BENCH_ARGS=...)"
 	@echo "make bench-airflow  NocoBase syncs under the real scheduler vs pg_dump|pg_restore"
+	@echo "make bench-airflow-tables  100 and 400 small tables under the scheduler vs pg_dump|pg_restore"
 	@echo "make bench-airflow-bigdata  full sync of the make bench data under the scheduler vs the psql pipe"
 	@echo "make airflow    run Airflow for real (LocalExecutor, http://127.0.0.1:8080, admin/admin)"
 	@echo "make airflow-stop  stop every process make airflow started"
@@ -82,6 +83,10 @@ bench: venv
 # Syncs of the NocoBase fixture pair under the real scheduler (its own bin/airflow-local).
 bench-airflow: venv
 	$(PG_ENV); $(BIN)/python bench/airflow.py $(BENCH_AIRFLOW_ARGS)
+
+# Apps of many small tables (100, 400; BENCH_AIRFLOW_TABLES_ARGS="--tables 1000") vs pg_dump|pg_restore.
+bench-airflow-tables: venv
+	$(PG_ENV); $(BIN)/python bench/airflow_tables.py $(BENCH_AIRFLOW_TABLES_ARGS)
 
 # A full sync of the make bench data (2.2 M rows) under its own bin/airflow-local vs the psql pipe.
 bench-airflow-bigdata: venv

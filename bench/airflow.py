@@ -14,7 +14,8 @@ end as seen through the API (polled every 0.2 s):
 
 against the baseline ``pg_dump -Fc <staging> | pg_restore -d <empty database>`` measured in
 the same run. Prints seconds, the ratio to the baseline, the number of mapped ``apply_table``
-units, whether a backup was taken, and each run's task timeline (start offset and duration of
+tasks and of units they applied, whether a backup was taken, where the time went (create,
+plan, the apply tasks, the gaps), the load average, and each run's task timeline (start offset and duration of
 every task, so the gaps between tasks show). PostgreSQL: ``MM_PG_URL`` (admin URL).
 """
 
@@ -155,8 +156,9 @@ def timed_run(
                 "seconds": round(end - start, 2) if start and end else None,
             }
         )
-    units = sum(1 for ti in tis if ti["task_id"] == "apply_table" and ti["map_index"] >= 0)
-    # in-task overhead of each unit: the task's duration minus the unit's own work (its result)
+    tasks = sum(1 for ti in tis if ti["task_id"] == "apply_table" and ti["map_index"] >= 0)
+    units = 0
+    # in-task overhead of each apply_table task: its duration minus its units' own work
     overheads = []
     for ti in tis:
         if ti["task_id"] != "apply_table" or ti["map_index"] < 0 or ti["state"] != "success":
@@ -172,8 +174,10 @@ def timed_run(
         value = entry.get("value") if isinstance(entry, dict) else None
         if isinstance(value, str):
             value = json.loads(value)
-        if start and end and isinstance(value, dict):
-            overheads.append(round(end - start - float(value["seconds"]), 2))
+        results = [value] if isinstance(value, dict) else value or []  # one result per unit
+        units += len(results)
+        if start and end and results:
+            overheads.append(round(end - start - sum(float(r["seconds"]) for r in results), 2))
     backup = next((ti["state"] for ti in tis if ti["task_id"] == "backup"), None)
     if state != "success":
         log(airflow.explain(dag_id, run_id))
@@ -182,11 +186,32 @@ def timed_run(
         "state": state,
         "seconds": round(seconds, 2),
         "units": units,
+        "tasks": tasks,
+        "parts": parts(timeline, seconds),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "unit_overhead_seconds": sorted(overheads),
         "backup": backup,
         "run_id": run_id,
         "timeline": timeline,
     }
+
+
+def parts(timeline: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+    """Where a run's time went: create (the file), plan, tasks (first apply_table start to last
+    end; 0 when none ran) and gaps (the rest: queueing, the other tasks, the API's polling)."""
+
+    def span(prefix: str) -> float:
+        found = [
+            t for t in timeline if t["task"].split("[")[0] == prefix and t["start"] is not None
+        ]
+        if not found:
+            return 0.0
+        return max(t["start"] + (t["seconds"] or 0) for t in found) - min(t["start"] for t in found)
+
+    out = {p: round(span(t), 2) for p, t in (("create", "create_migration_file"), ("plan", "plan"))}
+    out["tasks"] = round(span("apply_table"), 2)
+    out["gaps"] = round(seconds - sum(out.values()), 2)
+    return out
 
 
 def settings_env(settings: list[str], pool_slots: int | None) -> dict[str, str]:
@@ -199,6 +224,23 @@ def settings_env(settings: list[str], pool_slots: int | None) -> dict[str, str]:
     if pool_slots:
         env["MM_POOL_SLOTS"] = str(pool_slots)
     return env
+
+
+def print_results(results: list[dict[str, Any]], base: float) -> None:
+    print(
+        f"{'run':<24} {'state':<8} {'seconds':>8} {'x baseline':>10} {'tasks':>5} {'units':>5}  "
+        f"{'backup':<8} {'create':>6} {'plan':>6} {'tasks':>6} {'gaps':>6}  "
+        "task overhead s (median, max)  load"
+    )
+    for r in results:
+        o, p = r["unit_overhead_seconds"], r["parts"]
+        spread = f"{o[len(o) // 2]:.2f}, {o[-1]:.2f}" if o else "-"
+        print(
+            f"{r['run']:<24} {r['state']:<8} {r['seconds']:>8.1f} {r['seconds'] / base:>10.1f} "
+            f"{r['tasks']:>5} {r['units']:>5}  {r['backup'] or '-':<8} {p['create']:>6.1f} "
+            f"{p['plan']:>6.1f} {p['tasks']:>6.1f} {p['gaps']:>6.1f}  {spread:<29} "
+            f"{' '.join(f'{x:.1f}' for x in r['load_average'])}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,23 +297,16 @@ def main(argv: list[str] | None = None) -> int:
                     sql(dbs["staging"], CHANGE)
                 log(f"{label} ...")
                 results.append(timed_run(airflow, conf, label))
-                log(f"{label}: {results[-1]['seconds']:.1f} s, {results[-1]['units']} units")
+                log(
+                    f"{label}: {results[-1]['seconds']:.1f} s, {results[-1]['units']} units in "
+                    f"{results[-1]['tasks']} tasks"
+                )
     print(f"\nbaseline pg_dump -Fc | pg_restore: {base:.2f} s")
     print(
         f"settings: {env or 'bin/airflow-local defaults'}"
         + (f", parallelism {args.parallelism}" if args.parallelism else "")
     )
-    print(
-        f"{'run':<20} {'state':<8} {'seconds':>8} {'x baseline':>10} {'units':>6}  "
-        f"{'backup':<8} unit overhead s (median, max)"
-    )
-    for r in results:
-        o = r["unit_overhead_seconds"]
-        spread = f"{o[len(o) // 2]:.2f}, {o[-1]:.2f}" if o else "-"
-        print(
-            f"{r['run']:<20} {r['state']:<8} {r['seconds']:>8.1f} {r['seconds'] / base:>10.1f} "
-            f"{r['units']:>6}  {r['backup'] or '-':<8} {spread}"
-        )
+    print_results(results, base)
     if args.timeline:
         for r in results:
             print(f"\n{r['run']} (start offset from the run's queueing, duration):")

@@ -3,8 +3,9 @@
 
 Execute a **migration file** on the target environment: `plan` verifies the file and compares
 it with the target, `apply_table` applies each unit (a table, or tables linked by foreign
-keys) in its own transaction, in parallel, and `collect_logs` writes the run's log and fails the run
-if any unit failed. Clear a failed `apply_table` map index to retry that table alone.
+keys) in its own transaction, in parallel (many small units share a task: `max_apply_tasks`),
+and `collect_logs` writes the run's log and fails the run if any unit failed. Clear a failed
+`apply_table` map index to retry the units of it that did not succeed.
 """
 
 from __future__ import annotations

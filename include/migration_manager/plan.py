@@ -6,7 +6,7 @@ carry as small dicts; nothing here writes anywhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -332,3 +332,66 @@ def units(plans: list[TablePlan], structures: Mapping[str, TableStructure]) -> l
         )
         for i, g in enumerate(ordered_groups, start=1)
     ]
+
+
+# --- packing units into apply tasks ------------------------------------------------------------
+
+# What a table costs to apply besides its rows (a connection, a comparison, DDL, a commit),
+# counted as this many bytes of rows: about what COPY moves in the time a table's fixed work takes.
+TABLE_COST_BYTES = 1 << 20
+# a packed task's label names this many characters of tables at most, then "+N more"
+LABEL_CHARS = 60
+
+
+def unit_weight(unit: Unit, sizes: Mapping[str, int]) -> int:
+    """What applying ``unit`` costs, in bytes: its tables' rows (``sizes``) plus a fixed cost
+    per table (:data:`TABLE_COST_BYTES`)."""
+    return sum(max(0, int(sizes.get(t, 0))) + TABLE_COST_BYTES for t in unit.tables)
+
+
+def pack_units(
+    units: Sequence[Unit], sizes: Mapping[str, int], max_tasks: int
+) -> list[tuple[Unit, ...]]:
+    """The units grouped into at most about ``max_tasks`` tasks of similar cost; deterministic.
+
+    With ``max_tasks`` units or fewer (or ``max_tasks`` < 1) each unit keeps a task of its own.
+    Otherwise a unit that costs at least an even share of what is left (:func:`unit_weight`)
+    keeps a task of its own (a unit is never split); the others share the remaining tasks, the
+    costliest placed first on the least loaded task. Each task lists its units in the plan's order; tasks are ordered by their first unit.
+    """
+    if max_tasks < 1 or len(units) <= max_tasks:
+        return [(u,) for u in units]
+    position = {u.id: i for i, u in enumerate(units)}
+    weight = {u.id: unit_weight(u, sizes) for u in units}
+    rest = sorted(units, key=lambda u: (-weight[u.id], position[u.id]))
+    alone: list[Unit] = []
+    while rest and len(alone) < max_tasks - 1:
+        share = sum(weight[u.id] for u in rest) / (max_tasks - len(alone))
+        if weight[rest[0].id] < share:
+            break
+        alone.append(rest.pop(0))
+    bins: list[list[Unit]] = [[] for _ in range(max(1, max_tasks - len(alone)))]
+    loads = [0] * len(bins)
+    for u in rest:  # costliest first, onto the least loaded task (the first of equals)
+        i = loads.index(min(loads))
+        bins[i].append(u)
+        loads[i] += weight[u.id]
+    tasks = [(u,) for u in alone] + [
+        tuple(sorted(b, key=lambda u: position[u.id])) for b in bins if b
+    ]
+    return sorted(tasks, key=lambda t: position[t[0].id])
+
+
+def task_label(units: Sequence[Unit]) -> str:
+    """A task's name in the UI: its unit's label when it has one unit, else its tables
+    (``users, roles, +38 more``)."""
+    if len(units) == 1:
+        return units[0].label
+    tables = [t for u in units for t in u.tables]
+    shown: list[str] = []
+    for t in tables:
+        if shown and len(", ".join([*shown, t])) > LABEL_CHARS:
+            break
+        shown.append(t)
+    more = len(tables) - len(shown)
+    return ", ".join(shown) + (f", +{more} more" if more else "")

@@ -296,6 +296,15 @@ class RunOptions(BaseModel):
         title="Largest share of a table's rows a run may delete",
         description="0.1: deleting more than 10 % of a table's rows makes the plan destructive.",
     )
+    max_apply_tasks: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        title="Most apply_table tasks",
+        description=(
+            "Units are packed into at most this many apply_table tasks (a large unit keeps a task "
+            "of its own, small ones share one; with this many units or fewer, one task per unit). "
+            "Empty: two per slot of the pool (MM_POOL_SLOTS, default 2)."
+        ),
+    )
     dry_run: StrictBool = Field(
         default=False,
         title="Dry run",

@@ -214,12 +214,16 @@ def _step_sort_key(order: Mapping[str, int]) -> Callable[[Step], tuple[Any, ...]
 def _units(summary: Mapping[str, Any] | None, report: Mapping[str, Any] | None) -> list[UnitRecord]:
     """The plan's units in apply order (tables referenced-first), with how each ended."""
     failed = {u["id"] for u in (summary or {}).get("failed_units", [])}
+    # the apply_table map index of each unit: units are packed into tasks (the report's tasks)
+    task_of = {
+        unit_id: i for i, ids in enumerate((report or {}).get("tasks") or []) for unit_id in ids
+    }
     return [
         UnitRecord(
             id=u.get("id"),
             label=u.get("label") or ", ".join(u.get("tables", [])),
             tables=list(u.get("tables", [])),
-            map_index=i,
+            map_index=task_of.get(u.get("id"), i),
             status=Outcome.FAILED if u.get("id") in failed else Outcome.SUCCESS,
         )
         for i, u in enumerate((report or {}).get("units", []))

@@ -7,6 +7,7 @@ and asserts the target databases' final state.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,9 @@ def _xmins(dsn: str, table: str) -> list[tuple[Any, ...]]:
 
 
 def _units(airflow: Airflow, run_id: str) -> dict[str, dict[str, Any]]:
-    """apply_table's task instances by table (map indexes are named "<table> (<rule>)")."""
+    """apply_table's task instances by table: with as many units as max_apply_tasks or fewer
+    (here 3 units, the default 4 tasks), each unit keeps a task of its own, whose map index is
+    named "<table> (<rule>)" (a packed task's names its tables: test_many_tables_pack_...)."""
     return {
         ti["rendered_map_index"].split(" ")[0]: ti
         for ti in airflow.task_instances("migration_sync", run_id)
@@ -225,6 +228,68 @@ def test_retry_one_table_alone(airflow: Airflow, new_db: Callable[[], str]) -> N
         "migration_sync", run_id, "apply_table", after["b"]["try_number"], after["b"]["map_index"]
     )
     assert "taken by this task for its own writes" in log  # the run's lock holder was gone
+
+
+def test_many_tables_pack_into_few_tasks_and_sync_exactly(
+    airflow: Airflow, new_db: Callable[[], str]
+) -> None:
+    """60 small tables: four apply_table tasks (the default for the pool's 2 slots), each
+    named after its tables, every table applied with the source's exact content."""
+    source, target = new_db(), new_db()
+    count = 60
+    sql(
+        source,
+        f"""DO $$ BEGIN FOR i IN 1..{count} LOOP
+              EXECUTE format('CREATE TABLE %I (id int PRIMARY KEY, v text, n integer)',
+                             't' || lpad(i::text, 2, '0'));
+              EXECUTE format('INSERT INTO %I SELECT g, ''v'' || g, g * %s
+                              FROM generate_series(1, 25) g', 't' || lpad(i::text, 2, '0'), i);
+            END LOOP; END $$;""",
+    )
+    airflow.set_connection("e2e_many_source", source)
+    airflow.set_connection("e2e_many_target", target)
+    airflow.unpause("migration_sync")
+    run_id = airflow.trigger(
+        "migration_sync",
+        {
+            **GENERIC,
+            "source_conn_id": "e2e_many_source",
+            "target_conn_id": "e2e_many_target",
+            "on_missing_plugins": "continue",
+            "on_destructive": "continue",
+        },
+    )
+    assert airflow.wait_for_run("migration_sync", run_id) == "success", airflow.explain(
+        "migration_sync", run_id
+    )
+    tasks = [
+        ti
+        for ti in airflow.task_instances("migration_sync", run_id)
+        if ti["task_id"] == "apply_table"
+    ]
+    assert len(tasks) == 4 and all(ti["state"] == "success" for ti in tasks)
+    names = sorted(ti["rendered_map_index"] for ti in tasks)
+    assert all(n.startswith("t") and n.endswith(" more") for n in names), names
+    applied = []
+    for ti in tasks:
+        results = airflow.call(
+            "GET",
+            f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/apply_table/xcomEntries/"
+            "return_value",
+            params={"map_index": ti["map_index"]},
+        )["value"]
+        results = json.loads(results) if isinstance(results, str) else results
+        applied += [t["table"] for r in results for t in r["tables"]]
+        assert ti["rendered_map_index"].startswith(results[0]["tables"][0]["table"] + ", ")
+    assert sorted(applied) == [f"t{i:02d}" for i in range(1, count + 1)]
+    for i in range(1, count + 1):
+        assert table_text(target, f"t{i:02d}") == table_text(source, f"t{i:02d}")
+    done = airflow.call(
+        "GET",
+        f"/dags/migration_sync/dagRuns/{run_id}/taskInstances/collect_logs/xcomEntries/"
+        "return_value",
+    )["value"]
+    assert done["status"] == "success" and done["totals"]["inserted"] == count * 25
 
 
 def test_pipelines_are_scheduled_dags(airflow: Airflow) -> None:

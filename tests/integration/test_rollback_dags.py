@@ -361,7 +361,9 @@ def test_nocobase_failed_promotion_leaves_prod_as_it_was(
     states = task_states(dag_run)
     if "env_write" in states:  # the pre-flight checks wrote prod's environmentVariables ...
         assert states["env_write"] == ["success"]
-    assert "failed" in states["apply_table"] and states["apply_table"].count("success") >= 10
+    # the units are packed into 4 tasks: the one holding users fails once its other units
+    # are applied, the others succeed; then everything is rolled back
+    assert sorted(states["apply_table"]) == ["failed", "success", "success", "success"]
     assert states["rollback"] == ["success"]
     summary = _summary(dag_run)
     assert [u["tables"] for u in summary["failed_units"]] == [["users"]]

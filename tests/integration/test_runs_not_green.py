@@ -132,7 +132,8 @@ def test_a_cleared_unit_of_a_rolled_back_run_refuses_to_apply_alone(
     good = next(
         i
         for i in range(3)
-        if [t["table"] for t in (xcom(dag_run, "apply_table", i) or {}).get("tables", [])]
+        # each task's return value: one result per unit (3 units: one task each)
+        if [t["table"] for r in xcom(dag_run, "apply_table", i) or [] for t in r["tables"]]
         == ["good"]
     )
 
@@ -190,6 +191,7 @@ def test_more_units_than_airflow_s_default_map_length_fan_out(
             "rules": {"user": {"default": "overwrite"}},
             "target_conn_id": conn_id,
             "skip_backup": True,
+            "max_apply_tasks": count,  # one task per unit: no packing (tests/unit/test_packing)
         },
         mark_success_pattern="apply_table|collect_logs",
     )
@@ -217,10 +219,11 @@ def test_the_plan_names_the_map_limit_when_a_migration_exceeds_it(
             "profile": "generic",
             "rules": {"user": {"default": "overwrite"}},
             "target_conn_id": conn_id,
+            "max_apply_tasks": 1030,  # one task per unit: no packing
         },
     )
     states = task_states(dag_run)
     assert str(dag_run.state) == "failed"
     assert states["plan"] == ["failed"]
-    assert "1030 units to apply" in logs.text and "AIRFLOW__CORE__MAX_MAP_LENGTH" in logs.text
+    assert "1030 apply_table tasks" in logs.text and "AIRFLOW__CORE__MAX_MAP_LENGTH" in logs.text
     assert table_fingerprints(target) == {}

@@ -211,6 +211,7 @@ class RollbackOperator(BaseOperator):
             raise AirflowSkipException("No apply_table unit failed: nothing to roll back")
         backup = self.backup or None
         backup_id = backup["backup_id"] if backup else None
+        # failed apply_table tasks (a task may hold several units: plan.pack_units)
         outcome: Json = {"failed_units": failed, "backup_id": backup_id}
         if backup is None:
             outcome |= {
@@ -219,7 +220,7 @@ class RollbackOperator(BaseOperator):
                 "restore_by_hand": None,
             }
             self.log.error(
-                "%d unit(s) failed and there is no backup of this run (skip_backup): the target "
+                "%d apply_table task(s) failed and there is no backup of this run (skip_backup): the target "
                 "keeps the units that succeeded; nothing was rolled back",
                 failed,
             )
@@ -230,14 +231,16 @@ class RollbackOperator(BaseOperator):
                 "restore_by_hand": _by_hand(self.target_conn_id, backup_id or ""),
             }
             self.log.error(
-                "%d unit(s) failed; rollback_on_failure is off, so the target keeps the units that "
+                "%d apply_table task(s) failed; rollback_on_failure is off, so the target keeps the units that "
                 "succeeded. To restore the state before this run: %s",
                 failed,
                 outcome["restore_by_hand"],
             )
         else:
             self.log.info(
-                "%d unit(s) failed: rolling the target back to backup %s", failed, backup_id
+                "%d apply_table task(s) failed: rolling the target back to backup %s",
+                failed,
+                backup_id,
             )
             try:
                 with engine_errors():

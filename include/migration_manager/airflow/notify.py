@@ -118,8 +118,9 @@ def run_outcome(
         ] or failed_tables(summary)
         units_only = all(s.get("task_id") == task_ids.APPLY_TABLE for s in failed_steps)
         if event == ROLLBACK:
+            failed_units = len((summary or {}).get("failed_units") or ()) or len(details)
             headline = (
-                f"{len(details)} unit(s) failed; the target was rolled back to backup "
+                f"{failed_units} unit(s) failed; the target was rolled back to backup "
                 f"{rollback.get('backup_id')} and verified"
             )
         elif summary and summary.get("failed_units") and units_only:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.bases.xcom import BaseXCom
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
@@ -143,6 +145,32 @@ def refuse_same_database(source_conn_id: str, target_conn_id: str) -> None:
         )
 
 
+POOL_SLOTS_ENV = "MM_POOL_SLOTS"
+TASKS_PER_SLOT = 2  # apply_table tasks per slot of the pool when max_apply_tasks is not given
+
+
+def apply_tasks(value: Any) -> int:
+    """How many ``apply_table`` tasks the units are packed into at most: ``max_apply_tasks``
+    when given, else :data:`TASKS_PER_SLOT` per slot of the units' pool (``MM_POOL_SLOTS``,
+    the slots bin/airflow-local gives the pool ``migration_units``; default 2)."""
+    from migration_manager.errors import ConfigError
+
+    text = str(value).strip() if value is not None else ""
+    if text not in ("", "None", "0"):
+        try:
+            most = int(text)
+        except ValueError:
+            most = 0
+        if most < 1:
+            raise ConfigError(
+                f"max_apply_tasks={value!r} is not a positive whole number; give e.g. 8, or "
+                "leave it empty for two tasks per slot of the pool"
+            )
+        return most
+    slots = os.environ.get(POOL_SLOTS_ENV, "").strip()
+    return TASKS_PER_SLOT * (int(slots) if slots.isdigit() and int(slots) > 0 else 2)
+
+
 def max_map_length() -> int:
     """Airflow's ``core.max_map_length``: the most map indexes one ``.expand()`` may fan out to."""
     from airflow.sdk import conf
@@ -156,39 +184,57 @@ class PlanMigrationOperator(BaseOperator):
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
-    :return: one ``xcom_models.PlannedUnit`` per unit, in XCom form (mapped over by
-        ``apply_table``); the plan report (``xcom_models.PlanReport``) goes to XCom key ``report``
+    :param max_apply_tasks: how many ``apply_table`` tasks the units are packed into at most
+        (empty: two per slot of the pool, see :func:`apply_tasks`) (templated)
+    :return: one ``xcom_models.PlannedTask`` per ``apply_table`` task, in XCom form (mapped over
+        by ``apply_table``); the plan report (``xcom_models.PlanReport``) goes to XCom key ``report``
     """
 
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "allow_drop")
+    template_fields: Sequence[str] = (
+        "migration_file",
+        "target_conn_id",
+        "allow_drop",
+        "max_apply_tasks",
+    )
 
     def __init__(
-        self, *, migration_file: str, target_conn_id: str, allow_drop: Any = False, **kwargs: Any
+        self,
+        *,
+        migration_file: str,
+        target_conn_id: str,
+        allow_drop: Any = False,
+        max_apply_tasks: Any = None,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.migration_file = migration_file
         self.target_conn_id = target_conn_id
         self.allow_drop = allow_drop
+        self.max_apply_tasks = max_apply_tasks
 
     def execute(self, context: Context) -> list[Json]:
-        from migration_manager.airflow.xcom_models import PlannedUnit, PlanReport
-        from migration_manager.execute import prepare, unit_entries
+        from migration_manager.airflow.xcom_models import PlanReport, planned_tasks
+        from migration_manager.execute import prepare, table_bytes, unit_entries
+        from migration_manager.plan import pack_units
 
         with engine_errors():
+            most = apply_tasks(self.max_apply_tasks)
             env = environment(self.target_conn_id)
             with migration_archive(self.migration_file) as reader:
                 plan = prepare(reader, env.dsn, allow_drop=as_bool(self.allow_drop))
                 manifest = reader.manifest
                 entries = {u.id: unit_entries(reader, u) for u in plan.units}
         target_key, changed = self._prod_edits(plan, manifest)
+        sizes = {e["name"]: table_bytes(e) for e in manifest["tables"]}
+        tasks = pack_units(plan.units, sizes, most)
         limit = max_map_length()
-        if len(plan.units) > limit:
+        if len(tasks) > limit:
             raise AirflowFailException(
-                f"The migration has {len(plan.units)} units to apply, more than Airflow maps one "
-                f"task to (core.max_map_length = {limit}). Raise it where Airflow is configured "
-                f"(AIRFLOW__CORE__MAX_MAP_LENGTH={len(plan.units)} or more, for the API server "
-                "and the workers; this project's bin/airflow-local and docker-compose.yaml set "
-                "16384), then run the migration again. Nothing was written."
+                f"The migration has {len(tasks)} apply_table tasks, more than Airflow maps one "
+                f"task to (core.max_map_length = {limit}). Lower max_apply_tasks (now {most}), or "
+                f"raise the limit where Airflow is configured (AIRFLOW__CORE__MAX_MAP_LENGTH="
+                f"{len(tasks)} or more, for the API server and the workers), then run the "
+                "migration again. Nothing was written."
             )
         for warning in plan.warnings:
             self.log.warning("%s", warning)
@@ -200,9 +246,12 @@ class PlanMigrationOperator(BaseOperator):
             if quiet.reason:
                 self.log.info("%s (%s): unchanged: %s", quiet.table, quiet.rule, quiet.reason)
         self.log.info(
-            "Migration %s: %d unit(s) to apply, %d table(s) need nothing%s",
+            "Migration %s: %d unit(s) to apply in %d apply_table task(s) (max_apply_tasks %d), "
+            "%d table(s) need nothing%s",
             plan.migration_id,
             len(plan.units),
+            len(tasks),
+            most,
             len(plan.tables),
             "" if plan.units else ": nothing to apply (no backup, no write)",
         )
@@ -218,20 +267,11 @@ class PlanMigrationOperator(BaseOperator):
             target_key=target_key,
             target_fingerprints=plan.target_fingerprints,
             changed_in_prod=tuple(changed),
+            tasks=tuple(tuple(u.id for u in task) for task in tasks),
         )
         context["ti"].xcom_push(key=task_ids.REPORT_KEY, value=report.to_xcom())
-        # each mapped apply_table gets what it needs: its tables' entries (rule, structure, data
-        # member and columns) and which of them the plan found structurally equal
-        return [
-            PlannedUnit(
-                unit=u,
-                migration_file=self.migration_file,
-                entries=entries[u.id],
-                checked=frozenset(u.tables) & plan.checked,
-                fingerprints=plan.unit_fingerprints(u),
-            ).to_xcom()
-            for u in plan.units
-        ]
+        # each mapped apply_table gets what its units need (xcom_models.planned_tasks)
+        return [t.to_xcom() for t in planned_tasks(plan, tasks, entries, str(self.migration_file))]
 
     def _prod_edits(self, plan: Any, manifest: Any) -> tuple[str | None, list[Any]]:
         """The target's key in the store and the tables changed there since the last migration."""
@@ -263,66 +303,135 @@ class PlanMigrationOperator(BaseOperator):
 
 
 class ApplyUnitOperator(BaseOperator):
-    """Apply one unit (a table, or tables linked by foreign keys) in one transaction.
+    """Apply one task's units (a unit: a table, or tables linked by foreign keys) one after
+    another, each in one transaction; a unit that fails does not stop the others.
 
-    Idempotent: re-running a unit (retry, or clearing its map index) converges on the same state.
+    The plan packs many small units into few tasks (``plan.pack_units``, ``max_apply_tasks``).
+    A unit that fails fails the task once the others are applied; a retry, or clearing the task,
+    applies again only its units that did not succeed (those that did are kept in the task's
+    ``task_state_store`` and reported again). Each unit is idempotent.
 
-    :param unit: one element of ``plan``'s return value, ``xcom_models.PlannedUnit``'s XCom form
-        (mapped over ``plan``'s output)
+    :param batch: one element of ``plan``'s return value, ``xcom_models.PlannedTask``'s XCom
+        form (mapped over ``plan``'s output; not templated: its texts come from the migration
+        file and are data, and rendering each of them as a Jinja template took seconds per task)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
-    :return: the unit's result: per table, rule, DDL executed, rows inserted/updated/deleted/unchanged, seconds
+    :return: one result per unit: per table, rule, DDL executed, rows
+        inserted/updated/deleted/unchanged, seconds. A task that fails pushes the results of
+        its units that were applied as its return value before it fails.
     """
 
-    template_fields: Sequence[str] = ("unit", "target_conn_id", "allow_drop")
+    template_fields: Sequence[str] = ("target_conn_id", "allow_drop")
 
-    def __init__(self, *, unit: Json, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
+    def __init__(self, *, batch: Json, target_conn_id: str, allow_drop: Any = False, **kwargs: Any):
         super().__init__(**kwargs)
-        self.unit = unit
+        self.batch = batch
         self.target_conn_id = target_conn_id
         self.allow_drop = allow_drop
 
-    def execute(self, context: Context) -> Json:
-        from migration_manager.airflow.xcom_models import PlannedUnit
+    def execute(self, context: Context) -> list[Json]:
+        from migration_manager.airflow.xcom_models import PlannedTask
         from migration_manager.config import DATA_RULES
-        from migration_manager.execute import apply_unit
+        from migration_manager.errors import TransientError
+        from migration_manager.execute import UnitResult, apply_unit, apply_units
 
-        planned = PlannedUnit.from_xcom(self.unit)
-        unit = planned.unit
-        self.log.info("Unit %s: %s", unit.id, unit.label)
-        refuse_after_rollback(context, unit)
-        entries = planned.entries
-        loads_rows = entries is None or any(e["rule"] in DATA_RULES for e in entries.values())
-        expected = planned.fingerprints
-        if expected and cleared_by_a_person(context, self):
-            # the drift guard binds the run's own tries to the target the plan (and an approval)
-            # saw; a person who clears this unit has looked at the target, often fixed it
-            self.log.warning(
-                "Unit %s was cleared: applying it to the target as it is now, without checking "
-                "its tables against the plan's fingerprints (drift guard off for this try)",
-                unit.label,
+        planned = PlannedTask.from_xcom(self.batch)
+        by_id = {p.unit.id: p for p in planned.units}
+        self.log.info("%d unit(s): %s", len(by_id), planned.label)
+        refuse_after_rollback(context, planned.label)
+        dry_run = is_dry_run(context)
+        store = None if dry_run else context.get("task_state_store")
+        done = _earlier_results(store, by_id)
+        cleared = cleared_by_a_person(context, self)
+        loads_rows = any(
+            p.entries is None or any(e["rule"] in DATA_RULES for e in p.entries.values())
+            for p in planned.units
+            if p.unit.id not in done
+        )
+        committed: dict[str, UnitResult] = dict(done)
+
+        def apply(unit: Unit) -> UnitResult:
+            p = by_id[unit.id]
+            expected = p.fingerprints
+            if expected and cleared:
+                # the drift guard binds the run's own tries to the target the plan (and an
+                # approval) saw; a person who clears a task has looked at the target
+                self.log.warning(
+                    "%s: the task was cleared: applying it to the target as it is now, without "
+                    "checking its tables against the plan's fingerprints (drift guard off)",
+                    unit.label,
+                )
+                expected = None
+            result = apply_unit(
+                reader,
+                env.dsn,
+                unit,
+                allow_drop=as_bool(self.allow_drop),
+                dry_run=dry_run,  # rolled back
+                entries=p.entries,
+                checked=p.checked,
+                expected=expected,  # plan-time fingerprints (absent in older plans)
             )
-            expected = None
-        with engine_errors():
-            env = environment(self.target_conn_id)
-            with target_write_lock(context, env.dsn, self.log), ExitStack() as stack:
-                reader = (
-                    stack.enter_context(migration_archive(str(planned.migration_file)))
-                    if loads_rows
-                    else None
-                )
-                result = apply_unit(
-                    reader,
-                    env.dsn,
-                    unit,
-                    allow_drop=as_bool(self.allow_drop),
-                    dry_run=is_dry_run(context),  # rolled back
-                    entries=entries,
-                    checked=planned.checked,
-                    # plan-time fingerprints (absent in units planned before they were passed)
-                    expected=expected,
-                )
-        return result.to_dict()
+            committed[unit.id] = result
+            return result
+
+        try:
+            with engine_errors():
+                env = environment(self.target_conn_id)
+                with target_write_lock(context, env.dsn, self.log), ExitStack() as stack:
+                    reader = (
+                        stack.enter_context(migration_archive(str(planned.units[0].migration_file)))
+                        if loads_rows
+                        else None
+                    )
+                    outcome = apply_units([p.unit for p in planned.units], apply, done=done)
+        except BaseException:
+            _keep_applied(store, committed, self.log)
+            raise
+        results = [r.to_dict() for r in outcome.results]
+        if not outcome.failures:
+            if done:
+                _keep_applied(store, {}, self.log)  # a later clear applies every unit again
+            return results
+        # for collect_logs: a failed task returns nothing, its applied units are reported
+        context["ti"].xcom_push(key=BaseXCom.XCOM_RETURN_KEY, value=results)
+        _keep_applied(store, committed, self.log)
+        if outcome.terminal:
+            raise AirflowFailException(outcome.error_text())
+        raise TransientError(outcome.error_text() + " Airflow retries it while it has tries left.")
+
+
+APPLIED_KEY = "applied_units"  # task_state_store: results of the units applied, by unit id
+
+
+def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
+    """The results of this task's units that an earlier try applied (kept in its task state)."""
+    from migration_manager.execute import UnitResult
+
+    if store is None:
+        return {}
+    try:
+        kept = store.get(APPLIED_KEY) or {}
+    except Exception:  # no task state (an older Airflow, a backend error): apply every unit
+        log.warning("Could not read this task's state: every unit is applied", exc_info=True)
+        return {}
+    return {k: UnitResult.from_dict(v) for k, v in kept.items() if k in units}
+
+
+def _keep_applied(store: Any, applied: Mapping[str, Any], task_log: Any) -> None:
+    """Keep the results of the units applied so far for the next try, or none when
+    ``applied`` is empty (never fails the task)."""
+    if store is None:
+        return
+    try:
+        if applied:
+            store.set(APPLIED_KEY, {k: r.to_dict() for k, r in applied.items()})
+        else:
+            store.delete(APPLIED_KEY)
+    except Exception:
+        task_log.warning(
+            "Could not keep the applied units: a retry applies them again", exc_info=True
+        )
 
 
 def cleared_by_a_person(context: Context, task: BaseOperator) -> bool:
@@ -331,7 +440,7 @@ def cleared_by_a_person(context: Context, task: BaseOperator) -> bool:
     return int(getattr(context["ti"], "max_tries", 0) or 0) > int(task.retries or 0)
 
 
-def refuse_after_rollback(context: Context, unit: Unit) -> None:
+def refuse_after_rollback(context: Context, label: str) -> None:
     """A unit of a run that was rolled back must not be applied alone (a cleared map index).
 
     The rollback restored the whole target to the backup taken before the run: every unit's
@@ -349,7 +458,7 @@ def refuse_after_rollback(context: Context, unit: Unit) -> None:
             record = pushed
     if record is not None:
         raise AirflowFailException(
-            f"Unit {unit.label}: this run ({ti.dag_id}/{ti.run_id}) was rolled back to backup "
+            f"{label}: this run ({ti.dag_id}/{ti.run_id}) was rolled back to backup "
             f"{record.get('backup_id')} after a unit failed, so no change of the run remains on "
             "the target. Applying this unit alone would leave a partial target: run the whole "
             "migration again (trigger a new run) instead of clearing tasks of this one."

@@ -34,6 +34,7 @@ EXECUTE = (
     "target_lock_timeout",
     "on_destructive",
     "max_delete_ratio",
+    "max_apply_tasks",
     "dry_run",
     "notify_conn_id",
     "notify_to",

@@ -201,13 +201,7 @@ def gather_steps(
     if states is None:
         states = _states(ti, task_ids)
 
-    units = list((report or {}).get("units") or [])
-    labels = {i: u.get("label") or ", ".join(u.get("tables", [])) for i, u in enumerate(units)}
-    index_of_unit = {u.get("id"): i for i, u in enumerate(units)}
-    outcomes: dict[tuple[str, int], Any] = {}
-    for result in results:
-        if isinstance(result, dict) and result.get("unit") in index_of_unit:
-            outcomes[(APPLY_TASK, index_of_unit[result["unit"]])] = result
+    labels, outcomes = _apply_steps(report, results)
     for task_id in (task_ids & set(STEP_KINDS) & _succeeded(states)) - {APPLY_TASK}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
     if report:
@@ -256,6 +250,31 @@ def gather_steps(
             )
         )
     return steps
+
+
+def _apply_steps(
+    report: dict[str, Any] | None, results: list[dict[str, Any]]
+) -> tuple[dict[int, str], dict[tuple[str, int], Any]]:
+    """Each ``apply_table`` map index's name and outcome: its units' results as one (every
+    table of the task), from the plan's packing (``PlanReport.tasks``)."""
+    from migration_manager.airflow.xcom_models import PlanReport
+    from migration_manager.plan import task_label
+
+    if not report:
+        return {}, {}
+    tasks = PlanReport.from_xcom(report).task_units
+    labels = {i: task_label(units) for i, units in enumerate(tasks)}
+    by_unit = {r.get("unit"): r for r in results if isinstance(r, dict)}
+    outcomes: dict[tuple[str, int], Any] = {}
+    for i, units in enumerate(tasks):
+        found = [by_unit[u.id] for u in units if u.id in by_unit]
+        if found:
+            outcomes[(APPLY_TASK, i)] = {
+                "unit": ", ".join(str(r.get("unit")) for r in found),
+                "seconds": round(sum(float(r.get("seconds") or 0) for r in found), 3),
+                "tables": [t for r in found for t in r.get("tables") or ()],
+            }
+    return labels, outcomes
 
 
 def _step(rec: PushedStep, *, state: str, label: str | None, outcome: Any) -> Step:

@@ -100,12 +100,12 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
     data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
-    from migration_manager.airflow.xcom_models import PlanReport, unit_results
+    from migration_manager.airflow.xcom_models import PlanReport, flat_results, unit_results
     from migration_manager.report import format_summary, summarize
 
     ti = context["ti"]
     report = plan_report_xcom(ti)
-    results = [r for r in (results or []) if r]
+    results = flat_results(results)  # one result per unit applied
     if not report:
         record, folder = write_run_log(
             context, report=None, summary=None, results=results, final_status="failed"
@@ -224,6 +224,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         migration_file=migration_file,
         target_conn_id="{{ params.target_conn_id }}",
         allow_drop="{{ params.allow_drop }}",
+        max_apply_tasks="{{ params.max_apply_tasks }}",
         retries=1,
     )
     report = XComArg(plan, key=task_ids.REPORT_KEY)  # the plan report (xcom_models.PlanReport)
@@ -231,12 +232,12 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         task_id=task_ids.APPLY_TABLE,
         target_conn_id="{{ params.target_conn_id }}",
         allow_drop="{{ params.allow_drop }}",
-        map_index_template="{{ task.unit['label'] }}",
+        map_index_template="{{ task.batch['label'] }}",
         pool=pool,
         # plugin_check may have the scheduler skip backup and env_write when they have nothing
         # to do: the units still run; an upstream failure still stops them
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-    ).expand(unit=plan.output)  # one xcom_models.PlannedUnit each
+    ).expand(batch=plan.output)  # one xcom_models.PlannedTask each: its units
     env_values = EnvValuesOperator(
         task_id=task_ids.ENV_VALUES,
         migration_file=migration_file,

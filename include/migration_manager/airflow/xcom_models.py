@@ -12,22 +12,22 @@ Imported when a task runs (the engine types it uses import SQLAlchemy), never by
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from migration_manager.airflow.common import Json
 from migration_manager.destructive import DestructivePlan
-from migration_manager.execute import TableResult, UnitResult
+from migration_manager.execute import ExecutionPlan, TableResult, UnitResult
 from migration_manager.fingerprint import RowFingerprint
-from migration_manager.plan import Unit
+from migration_manager.plan import Unit, task_label
 from migration_manager.prod_edits import Changed
 
 # a table's manifest entry, and a fingerprint, as XCom carries them
 Entry = Mapping[str, Any]
 FingerprintJson = Mapping[str, Any]
 
-__all__ = ["DestructiveOutcome", "PlanReport", "PlannedUnit", "UnitResult"]
+__all__ = ["DestructiveOutcome", "PlanReport", "PlannedTask", "PlannedUnit", "UnitResult"]
 
 
 def _fingerprints(d: Mapping[str, FingerprintJson | None]) -> dict[str, RowFingerprint | None]:
@@ -52,6 +52,16 @@ class PlanReport:
     target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
     # tables changed in the target since the last migration, whose rows the rule would replace
     changed_in_prod: tuple[Changed, ...] = ()
+    # the units' ids of each mapped apply_table, by map index (empty: one task per unit)
+    tasks: tuple[tuple[str, ...], ...] = ()
+
+    @property
+    def task_units(self) -> tuple[tuple[Unit, ...], ...]:
+        """The units of each mapped ``apply_table``, by map index."""
+        if not self.tasks:
+            return tuple((u,) for u in self.units)
+        by_id = {u.id: u for u in self.units}
+        return tuple(tuple(by_id[i] for i in ids) for ids in self.tasks)
 
     @property
     def applied_tables(self) -> set[str]:
@@ -74,6 +84,7 @@ class PlanReport:
                 for t, fp in self.target_fingerprints.items()
             },
             "changed_in_prod": [c.to_dict() for c in self.changed_in_prod],
+            "tasks": [list(ids) for ids in self.tasks],
         }
 
     @classmethod
@@ -90,6 +101,7 @@ class PlanReport:
             target_key=d.get("target_key"),
             target_fingerprints=_fingerprints(d.get("target_fingerprints") or {}),
             changed_in_prod=tuple(Changed.from_dict(c) for c in d.get("changed_in_prod") or ()),
+            tasks=tuple(tuple(ids) for ids in d.get("tasks") or ()),
         )
 
     @classmethod
@@ -139,6 +151,57 @@ class PlannedUnit:
 
 
 @dataclass(frozen=True)
+class PlannedTask:
+    """One element of ``plan``'s return value: what one mapped ``apply_table`` applies, its
+    units one after another (``plan.pack_units``), and its name in the UI (``label``).
+
+    A task of one unit has that unit's label (``orders (upsert)``); a packed task lists its
+    tables (``users, roles, +38 more``).
+    """
+
+    units: tuple[PlannedUnit, ...]
+
+    @property
+    def label(self) -> str:
+        return task_label([p.unit for p in self.units])
+
+    def to_xcom(self) -> Json:
+        return {"label": self.label, "units": [p.to_xcom() for p in self.units]}
+
+    @classmethod
+    def from_xcom(cls, d: Mapping[str, Any]) -> PlannedTask:
+        if "units" not in d:  # a run planned before units were packed: one unit per task
+            return cls(units=(PlannedUnit.from_xcom(d),))
+        return cls(units=tuple(PlannedUnit.from_xcom(u) for u in d["units"]))
+
+
+def planned_tasks(
+    plan: ExecutionPlan,
+    tasks: Sequence[Sequence[Unit]],
+    entries: Mapping[str, Mapping[str, Entry]],
+    migration_file: str,
+) -> list[PlannedTask]:
+    """``plan``'s return value: per task (``plan.pack_units``), what its units need and no more:
+    their tables' entries (``entries`` by unit id: rule, structure, data member, columns), which
+    of them the plan found structurally equal, and their fingerprints for the drift guard."""
+    return [
+        PlannedTask(
+            units=tuple(
+                PlannedUnit(
+                    unit=u,
+                    migration_file=migration_file,
+                    entries=entries[u.id],
+                    checked=frozenset(u.tables) & plan.checked,
+                    fingerprints=plan.unit_fingerprints(u),
+                )
+                for u in task
+            )
+        )
+        for task in tasks
+    ]
+
+
+@dataclass(frozen=True)
 class DestructiveOutcome:
     """``destructive_check``'s outcome (its return value, and XCom key ``destructive`` when the
     plan is destructive): the destructive parts, the decision and who made or refused it."""
@@ -176,5 +239,21 @@ class DestructiveOutcome:
 
 
 def unit_results(values: Any) -> list[UnitResult]:
-    """The mapped ``apply_table`` return values that exist (a failed unit returns none)."""
-    return [UnitResult.from_dict(v) for v in values or [] if v]
+    """The units' results in the mapped ``apply_table`` return values that exist."""
+    return [UnitResult.from_dict(v) for v in flat_results(values)]
+
+
+def flat_results(values: Any) -> list[Json]:
+    """The mapped ``apply_table`` return values as one list of unit results (XCom form).
+
+    A task returns a list, one result per unit it applied (a failed task pushes the results
+    of its units that were applied); a task of a run from before the packing returned one
+    result; a task that pushed nothing gives None.
+    """
+    out: list[Json] = []
+    for value in values or []:
+        if isinstance(value, Mapping):
+            out.append(dict(value))
+        elif isinstance(value, list):
+            out.extend(dict(v) for v in value if isinstance(v, Mapping))
+    return out

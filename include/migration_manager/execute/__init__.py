@@ -3,7 +3,7 @@
 One module per concern:
 
 - :mod:`.prepare`: plan the units (writes nothing); :mod:`.target`: what the plan reads of the target
-- :mod:`.apply`: apply one unit; :mod:`.sequences`: sequences past the largest id
+- :mod:`.apply`: apply one unit; :mod:`.batch`: a task's units one after another; :mod:`.sequences`: sequences past the largest id
 - :mod:`.results`: the run's outcome (plan, unit and table results)
 - :mod:`.run`: a whole migration without Airflow
 
@@ -11,12 +11,16 @@ This package's public API is re-exported here.
 """
 
 from migration_manager.execute.apply import apply_unit, unit_entries
+from migration_manager.execute.batch import BatchOutcome, UnitFailure, apply_units, table_bytes
 from migration_manager.execute.prepare import LOCKED, prepare
 from migration_manager.execute.results import SAMPLE_KINDS, ExecutionPlan, TableResult, UnitResult
 from migration_manager.execute.run import execute_migration
 
 __all__ = [
     "LOCKED",
+    "BatchOutcome",
+    "UnitFailure",
+    "apply_units",
     "SAMPLE_KINDS",
     "ExecutionPlan",
     "TableResult",
@@ -24,5 +28,6 @@ __all__ = [
     "apply_unit",
     "execute_migration",
     "prepare",
+    "table_bytes",
     "unit_entries",
 ]

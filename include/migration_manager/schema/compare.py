@@ -105,13 +105,18 @@ def _describe(op: alembic_ops.MigrateOperation) -> SchemaChange:
 
 
 def _migration_context(
-    conn: sa.Connection, structure: TableStructure, metadata: sa.MetaData
+    conn: sa.Connection, structure: TableStructure, metadata: sa.MetaData, *, absent: bool
 ) -> MigrationContext:
     default_schema = conn.dialect.default_schema_name
     schema = structure.schema
 
     def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
         if type_ == "schema":
+            # a table the target lacks: no schema is reflected (its table is created). Else
+            # Alembic, finding no table of that name, reflects every table of the schema
+            # (an empty name filter is no filter): quadratic in the tables of a first sync
+            if absent:
+                return False
             return name == schema or (name is None and schema in (None, default_schema))
         if type_ == "table":
             return name == structure.name
@@ -201,7 +206,11 @@ def diff_table(
     from alembic.autogenerate import produce_migrations
     from alembic.operations import ops as alembic_ops
 
-    context = _migration_context(conn, structure, metadata)
+    absent = conn.execute(
+        sa.text("SELECT to_regclass(format('%I.%I', CAST(:s AS text), CAST(:t AS text))) IS NULL"),
+        {"s": structure.schema or conn.dialect.default_schema_name, "t": structure.name},
+    ).scalar()
+    context = _migration_context(conn, structure, metadata, absent=bool(absent))
     script = produce_migrations(context, metadata)
     upgrade_ops = script.upgrade_ops
     assert upgrade_ops is not None

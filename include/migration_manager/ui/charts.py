@@ -97,7 +97,7 @@ def collapse(steps: Sequence[Mapping[str, Any]], *, limit: int = 24) -> list[Map
                 "start": min(starts) if starts else None,
                 "end": max(ends) if ends else None,
                 "attempt": max((int(m.get("attempt") or 1) for m in members), default=None),
-                "suffix": f"{len(members)} units" + (f", {failed} failed" if failed else ""),
+                "suffix": f"{len(members)} tasks" + (f", {failed} failed" if failed else ""),
             }
         )
     return rows
