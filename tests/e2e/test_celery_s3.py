@@ -19,7 +19,7 @@ import pytest
 
 from migration_manager.target_lock import owner
 from tests.e2e.airflowapi import Airflow, free_port, running_airflow, wait_for
-from tests.pgtools import sql, table_text
+from tests.pgtools import REPO, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
 
@@ -146,11 +146,15 @@ def _second_worker(airflow: Airflow) -> psutil.Process:
     state_path = airflow.home / "airflow-local.json"
     state = json.loads(state_path.read_text())
     first = psutil.Process(int(state["processes"]["celery-worker"]["pid"]))
-    cmd = [*first.cmdline(), "--celery-hostname", f"second-{uuid.uuid4().hex[:6]}@%h"]
+    scheduler = psutil.Process(int(state["processes"]["scheduler"]["pid"]))
+    # bin/airflow-local's worker command (Celery rewrites the process title, so not its cmdline)
+    airflow_bin = str(REPO / ".venv" / "bin" / "airflow")
+    hostname = f"second-{uuid.uuid4().hex[:6]}@%h"
+    cmd = [airflow_bin, "celery", "worker", "--skip-serve-logs", "--celery-hostname", hostname]
     with (airflow.home / "logs" / "celery-worker-2.log").open("ab") as log:
         proc = subprocess.Popen(
             cmd,
-            env=first.environ(),
+            env=scheduler.environ(),  # Celery's process title overwrites the worker's own
             cwd=first.cwd(),
             stdout=log,
             stderr=subprocess.STDOUT,
