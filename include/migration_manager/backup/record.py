@@ -120,16 +120,19 @@ def read_record(path: Any) -> BackupRecord:
         raise BackupError(f"{path}: {exc}") from exc
 
 
-def read_records(folder: Any) -> list[BackupRecord]:
-    """The records in one target's backup folder, newest first (unreadable ones logged and left out)."""
+def _json_files(folder: Any) -> list[Any]:
+    """The ``.json`` files of one target's folder in the store (none when it does not exist)."""
     try:
         paths = list(folder.iterdir()) if folder.exists() else []
     except (FileNotFoundError, NotADirectoryError):
         return []
+    return [path for path in paths if path.name.endswith(".json")]
+
+
+def read_records(folder: Any) -> list[BackupRecord]:
+    """The records in one target's backup folder, newest first (unreadable ones logged and left out)."""
     found = []
-    for path in paths:
-        if not path.name.endswith(".json"):
-            continue
+    for path in _json_files(folder):
         try:
             found.append(read_record(path))
         except BackupError as exc:
@@ -187,14 +190,8 @@ class RestoreRecord(BaseModel):
 
 def read_restores(folder: Any) -> list[RestoreRecord]:
     """The restore records in one target's folder, newest first (unreadable ones logged and left out)."""
-    try:
-        paths = list(folder.iterdir()) if folder.exists() else []
-    except (FileNotFoundError, NotADirectoryError):
-        return []
     found = []
-    for path in paths:
-        if not path.name.endswith(".json"):
-            continue
+    for path in _json_files(folder):
         try:
             found.append(RestoreRecord.model_validate_json(path.read_text()))
         except (OSError, ValueError) as exc:
