@@ -6,6 +6,7 @@ import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -348,3 +349,44 @@ def open_migrations_page(page: Any, base: str, user: str = "admin") -> Any:
     page.get_by_role("link", name="Migrations").first.click()
     page.wait_for_url("**/plugin/migrations**")
     return page.frame_locator("iframe").first
+
+
+def answer_in_required_actions(
+    airflow: Any,
+    page: Any,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    subject: str,
+    fill: Callable[[Any], None],
+    choice: str,
+    shots: Path,
+) -> str:
+    """Once ``task_id`` asks: Browse -> Required Actions, the pending question ``subject``, its
+    form filled, ``choice`` clicked, as a person answers. Returns the question's text."""
+    from playwright.sync_api import expect
+
+    airflow.wait_until_asking(dag_id, run_id, task_id)
+    page.goto(f"{airflow.base}/required_actions?response_received=false")
+    link = page.get_by_role("link", name=subject).first
+    expect(link).to_be_visible(timeout=60_000)
+    link.click()
+    button = page.get_by_role("button", name=choice, exact=True)
+    expect(button).to_be_visible(timeout=60_000)
+    text = str(page.locator("body").inner_text())
+    fill(page)
+    expect(button).to_be_enabled()
+    page.screenshot(path=str(shots / f"question-{task_id}.png"), full_page=True)
+    button.click()
+    airflow.wait_for_state(dag_id, run_id, task_id, ("success", "failed"), timeout=120)
+    return text
+
+
+def confirm_restore(frame: Any) -> None:
+    """The Restore… confirmation dialog of the run and Backups pages: its Restore button."""
+    from playwright.sync_api import expect
+
+    dialog = frame.locator("dialog.confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("every change made since the backup was taken is undone")
+    dialog.get_by_role("button", name="Restore", exact=True).click()

@@ -22,7 +22,7 @@ import pytest
 
 from tests.e2e.airflowapi import Airflow, running_airflow
 from tests.pgtools import FIXTURES, REPO, nocobase_databases
-from tests.uitools import CHROMIUM_ARGS, chromium, open_migrations_page
+from tests.uitools import CHROMIUM_ARGS, chromium, confirm_restore, open_migrations_page
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
@@ -80,14 +80,6 @@ def synced(airflow: Airflow) -> str:
     return run_id
 
 
-def _confirm(frame: Any, expect: Any) -> None:
-    """The Restore… confirmation: its Restore button confirms."""
-    dialog = frame.locator("dialog.confirm")
-    expect(dialog).to_be_visible()
-    expect(dialog).to_contain_text("every change made since the backup was taken is undone")
-    dialog.get_by_role("button", name="Restore", exact=True).click()
-
-
 def _fits(frame: Any, table: str) -> None:
     """The table is not wider than its card (no column cut off at this width)."""
     overflow = frame.locator(table).evaluate(
@@ -127,7 +119,7 @@ def test_restore_from_the_run_page_and_the_backups_page(airflow: Airflow, synced
             expect(dialog).to_be_hidden()
             assert _restore_runs(airflow) == []
             restore.click()
-            _confirm(frame, expect)
+            confirm_restore(frame)
             step = "following the restore"
             expect(frame.get_by_role("heading", name="Restoring a backup")).to_be_visible(
                 timeout=30_000
@@ -165,7 +157,7 @@ def test_restore_from_the_run_page_and_the_backups_page(airflow: Airflow, synced
             _fits(frame, "table.grid.backups")
             page.screenshot(path=str(ARTIFACTS / "03-backups.png"))
             row.get_by_role("button", name="Restore…").click()
-            _confirm(frame, expect)
+            confirm_restore(frame)
             expect(frame.get_by_role("heading", name="Restoring a backup")).to_be_visible(
                 timeout=30_000
             )

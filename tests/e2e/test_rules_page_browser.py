@@ -8,9 +8,11 @@ prod's AES key in its extra). Debian's ``chromium``, driven by Playwright, logs 
 "each table's default", turns on independent rules for the user-defined tables, finds the
 tickets tables with the search box, selects them and bulk-assigns rules (upsert is refused for
 ``ticketCategories``, with planning's reason), previews the plan against prod, saves the rule set
-and clicks **Sync now**. The run asks for the environment variables prod lacks (answered through
-the REST API as the Required actions form would), succeeds, and the page lands on the run's
-page in the Migrations UI. Screenshots go to ``artifacts/rules-page/``.
+and clicks **Sync now**. The run asks to approve its destructive plan and for the environment
+variables prod lacks: both answered in Airflow's Required actions, in another tab. The run
+succeeds, the page lands on the run's page in the Migrations UI, and **Restore…** there puts the
+backup taken before the sync back (the README's UI tour, click for click). Screenshots go to
+``artifacts/rules-page/``.
 """
 
 from __future__ import annotations
@@ -18,13 +20,20 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.e2e.airflowapi import Airflow, running_airflow
 from tests.pgtools import FIXTURES, REPO, nocobase_databases, rows
-from tests.uitools import CHROMIUM_ARGS, chromium, open_migrations_page
+from tests.uitools import (
+    CHROMIUM_ARGS,
+    answer_in_required_actions,
+    chromium,
+    confirm_restore,
+    open_migrations_page,
+)
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
@@ -67,14 +76,10 @@ def airflow(
         yield af
 
 
-def _answer_env_values(af: Airflow, run_id: str) -> None:
-    """What the Required actions form sends for the env_values question."""
-    af.answer(
-        "migration_sync",
-        run_id,
-        "env_values",
-        {"chosen_options": ["Continue with these values"], "params_input": SECRETS},
-    )
+def _prod_state(dsn: str) -> list[Any]:
+    """Prod's tables and its users: what the restore must put back."""
+    tables = rows(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+    return [tables, rows(dsn, "SELECT id, username FROM users ORDER BY id")]
 
 
 def test_configure_preview_save_and_sync_from_the_rules_page(
@@ -85,6 +90,7 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shots = ARTIFACTS
     base = airflow.base
+    before = _prod_state(nocobase["prod"])
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), headless=True, args=CHROMIUM_ARGS)
         try:
@@ -204,14 +210,38 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             run = runs[0]
             assert run["conf"]["rule_set"] == "helpdesk-nightly"
             assert run["conf"]["target_conn_id"] == "nocobase_prod"
-            # the system tables' overwrite replaces prod's rows (a destructive plan): approve it
-            airflow.answer(
+            # the questions, answered in Required actions as a person does (another tab): the
+            # system tables' overwrite replaces prod's rows (a destructive plan): approve it;
+            # then the environment variables prod lacks
+            questions = context.new_page()
+            answer_in_required_actions(
+                airflow,
+                questions,
                 "migration_sync",
                 run["dag_run_id"],
                 "destructive_check",
-                {"chosen_options": ["Approve"]},
+                "Destructive migration plan",
+                lambda _: None,
+                "Approve",
+                shots,
             )
-            _answer_env_values(airflow, run["dag_run_id"])
+
+            def values(form: Any) -> None:
+                for name, value in SECRETS.items():
+                    form.locator(f"#element_{name}").fill(value)
+
+            answer_in_required_actions(
+                airflow,
+                questions,
+                "migration_sync",
+                run["dag_run_id"],
+                "env_values",
+                "Missing environment variables",
+                values,
+                "Continue with these values",
+                shots,
+            )
+            questions.close()
             page.screenshot(path=str(shots / "05-run-following.png"))
             assert airflow.wait_for_run("migration_sync", run["dag_run_id"]) == "success", (
                 airflow.explain("migration_sync", run["dag_run_id"])
@@ -221,12 +251,29 @@ def test_configure_preview_save_and_sync_from_the_rules_page(
             expect(frame.get_by_role("heading", name="Tables")).to_be_visible(timeout=90_000)
             expect(frame.locator("h1 .badge.s-success")).to_be_visible()
             expect(frame.locator("pre.log")).to_contain_text(": SUCCESS")
-            expect(frame.locator("tr", has_text="tickets").first).to_contain_text("overwrite")
+            # the tickets row of the Tables card (a packed task's row in Process names it too)
+            tickets = frame.locator("tr").filter(
+                has=frame.get_by_role("cell", name="tickets", exact=True)
+            )
+            expect(tickets.first).to_contain_text("overwrite")
             page.screenshot(path=str(shots / "06-run-page.png"))
+            assert rows(nocobase["prod"], 'SELECT count(*) FROM "tickets"') == [(29,)]
+            assert rows(nocobase["prod"], 'SELECT count(*) FROM "ticketCategories"') == [(0,)]
+
+            # Restore… on the run's page: the backup taken before the sync comes back
+            frame.get_by_role("button", name="Restore…").click()
+            confirm_restore(frame)
+            expect(frame.get_by_role("heading", name="Restoring a backup")).to_be_visible(
+                timeout=30_000
+            )
+            (restore,) = airflow.call("GET", "/dags/migration_rollback/dagRuns")["dag_runs"]
+            assert airflow.wait_for_run("migration_rollback", restore["dag_run_id"]) == "success", (
+                airflow.explain("migration_rollback", restore["dag_run_id"])
+            )
+            page.screenshot(path=str(shots / "07-restored.png"))
             assert errors == [], errors
         finally:
             browser.close()
 
-    assert rows(nocobase["prod"], 'SELECT count(*) FROM "tickets"') == [(29,)]
-    assert rows(nocobase["prod"], 'SELECT count(*) FROM "ticketCategories"') == [(0,)]
+    assert _prod_state(nocobase["prod"]) == before
     assert (shots / "02-preview-in-airflow.png").stat().st_size > 10_000

@@ -19,7 +19,7 @@ Screenshots of a failing step go to ``artifacts/trigger-forms/``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ import pytest
 from tests.airflowtools import connection_uri
 from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
 from tests.pgtools import REPO, drop_database, dsn_for, rows
-from tests.uitools import CHROMIUM_ARGS, chromium
+from tests.uitools import CHROMIUM_ARGS, answer_in_required_actions, chromium
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
@@ -184,35 +184,6 @@ def test_every_trigger_form_starts_a_run_with_its_defaults(airflow: Airflow) -> 
     assert airflow.run("migration_backup", started["migration_backup"])["state"] == "success"
 
 
-def answer_in_required_actions(
-    airflow: Airflow,
-    page: Any,
-    run_id: str,
-    task_id: str,
-    subject: str,
-    fill: Callable[[Any], None],
-    choice: str,
-) -> str:
-    """Once ``task_id`` asks: Browse -> Required Actions, the pending question ``subject``, its
-    form filled, ``choice`` clicked. Returns the question's text."""
-    from playwright.sync_api import expect
-
-    airflow.wait_until_asking("migration_sync", run_id, task_id)
-    page.goto(f"{airflow.base}/required_actions?response_received=false")
-    link = page.get_by_role("link", name=subject).first
-    expect(link).to_be_visible(timeout=60_000)
-    link.click()
-    button = page.get_by_role("button", name=choice, exact=True)
-    expect(button).to_be_visible(timeout=60_000)
-    text = str(page.locator("body").inner_text())
-    fill(page)
-    expect(button).to_be_enabled()
-    page.screenshot(path=str(ARTIFACTS / f"question-{task_id}.png"), full_page=True)
-    button.click()
-    airflow.wait_for_state("migration_sync", run_id, task_id, ("success", "failed"), timeout=120)
-    return text
-
-
 def test_question_journey_from_the_form_to_a_green_run(
     airflow: Airflow, demo_pair: dict[str, str]
 ) -> None:
@@ -236,11 +207,13 @@ def test_question_journey_from_the_form_to_a_green_run(
         asked = answer_in_required_actions(
             airflow,
             page,
+            "migration_sync",
             run_id,
             "destructive_check",
             "Destructive migration plan",
             lambda _: None,
             "Approve",
+            ARTIFACTS,
         )
         assert "would destroy data" in asked
 
@@ -251,11 +224,13 @@ def test_question_journey_from_the_form_to_a_green_run(
         asked = answer_in_required_actions(
             airflow,
             page,
+            "migration_sync",
             run_id,
             "env_values",
             "Missing environment variables",
             values,
             "Continue with these values",
+            ARTIFACTS,
         )
         assert "ORDERS_API_URL" in asked and "graph-collection-manager" in asked
         state = airflow.wait_for_run("migration_sync", run_id, timeout=600)
