@@ -50,6 +50,9 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         "MM_LOCK_TIMEOUT": "180s",
         # a task whose process vanished without a word is failed (and retried) after 30 s
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        # tasks queued to a killed scheduler's executor are reset by the next scheduler after
+        # this (Airflow's default 300 s: most of a restart's delay)
+        "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
     }
     with running_airflow(tmp, env=env) as instance:
         yield instance
@@ -223,13 +226,17 @@ def _restart_scheduler(airflow: Airflow) -> tuple[int, int]:
     state = json.loads(state_path.read_text())
     old = psutil.Process(int(state["processes"]["scheduler"]["pid"]))
     cmd, env, cwd = old.cmdline(), old.environ(), old.cwd()
+    workers = old.children(recursive=True)  # its executor's workers and their task processes
+    assert workers, "the scheduler runs no executor worker"
     old.send_signal(signal.SIGKILL)
-    wait_for(
-        "the scheduler to die",
-        lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE,
-        30,
-        interval=0.1,
-    )
+
+    def gone(p: psutil.Process) -> bool:
+        return not p.is_running() or p.status() == psutil.STATUS_ZOMBIE
+
+    wait_for("the scheduler to die", lambda: gone(old), 30, interval=0.1)
+    # they die with it: an orphaned worker kept the scheduler's metadata-database transaction
+    # (and its row locks) open, and the new scheduler never scheduled the run's next tasks
+    wait_for("its workers to die with it", lambda: all(gone(w) for w in workers), 30, interval=0.1)
     time.sleep(3)  # the run goes on without a scheduler for a moment
     with (airflow.home / "logs" / "scheduler.log").open("ab") as log:
         new = subprocess.Popen(

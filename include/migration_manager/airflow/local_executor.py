@@ -19,10 +19,12 @@ Configured by ``bin/airflow-local`` as ``AIRFLOW__CORE__EXECUTOR=`` this class's
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 
@@ -96,8 +98,37 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> float:
     return time.monotonic() - started
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+_forked_by: list[int] = [0]  # the pid that forks, noted just before each fork
+
+
+def _note_parent() -> None:
+    _forked_by[0] = os.getpid()
+
+
+def die_with_parent() -> None:
+    """In a forked process: be killed when the process that forked it dies.
+
+    A LocalExecutor worker is forked by the scheduler, often while the scheduler is inside a
+    metadata-database transaction, and keeps the inherited socket of that connection open
+    (Airflow disposes the pool in the child with ``close=False``). When the scheduler was killed,
+    an orphaned worker kept that transaction and its row locks open for good: the restarted
+    scheduler never scheduled the run's next tasks (found by
+    ``tests/e2e/test_faults_airflow.py``). Dying with the parent closes the socket; the tasks
+    such a worker supervised stop heartbeating, and Airflow fails and retries them.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: workers outlive a killed scheduler
+        return
+    if _forked_by[0] and os.getppid() != _forked_by[0]:
+        os._exit(1)  # the parent died between the fork and the prctl
+
+
 class PreloadingLocalExecutor(LocalExecutor):
-    """LocalExecutor whose workers, and so every task process, start with the task code imported."""
+    """LocalExecutor whose workers, and so every task process, start with the task code imported,
+    and die with the scheduler (:func:`die_with_parent`)."""
 
     def start(self) -> None:
         seconds = preload()
@@ -107,4 +138,5 @@ class PreloadingLocalExecutor(LocalExecutor):
             len(_loaded),
         )
         os.register_at_fork(after_in_child=drop_if_changed)
+        os.register_at_fork(before=_note_parent, after_in_child=die_with_parent)
         super().start()
