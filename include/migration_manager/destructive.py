@@ -31,34 +31,19 @@ from psycopg import sql
 from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
-from migration_manager.errors import ConfigError
 from migration_manager.references import (
     DanglingReference,
     TableReference,
     match_natural_keys,
     table_exists,
 )
+from migration_manager.run_options import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_DELETE_RATIO = 0.1
 ASK, FAIL, CONTINUE = "ask", "fail", "continue"
 ON_DESTRUCTIVE = (ASK, FAIL, CONTINUE)
-
-
-def check_ratio(value: Any) -> float:
-    try:
-        ratio = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"max_delete_ratio {value!r} is not a number; give a share of rows between 0 and 1, e.g. 0.1"
-        ) from None
-    if not 0 <= ratio <= 1:
-        raise ConfigError(
-            f"max_delete_ratio {ratio} is outside 0..1; give a share of rows, e.g. 0.1 for 10 %"
-        )
-    return ratio
 
 
 @dataclass(frozen=True)

@@ -58,9 +58,8 @@ from pydantic import (
 )
 
 from migration_manager import validation
-from migration_manager.config import MigrationRules, rule_problems
+from migration_manager.config import MigrationRules, check_profile, rule_problems
 from migration_manager.errors import ConfigError
-from migration_manager.profiles import PROFILES
 from migration_manager.rule_sets import check_name
 from migration_manager.run_options import (
     INPUTS,
@@ -108,12 +107,6 @@ def _schedule(value: str) -> str:
             f"{value!r} is neither a cron expression "
             f"(5 fields, e.g. '0 2 * * *') nor a preset ({', '.join(PRESETS)})"
         )
-    return value
-
-
-def _profile(value: str) -> str:
-    if value not in PROFILES:
-        raise ValueError(f"unknown profile {value!r}; use one of {', '.join(sorted(PROFILES))}")
     return value
 
 
@@ -186,7 +179,7 @@ class Pipeline(BaseModel):
     name: Annotated[Required, AfterValidator(_name)]
     source_conn_id: Required
     target_conn_id: Required
-    profile: Annotated[StrictStr, AfterValidator(_profile)] = "nocobase"
+    profile: Annotated[StrictStr, AfterValidator(validation.checked(check_profile))] = "nocobase"
     schedule: Annotated[Required, AfterValidator(_schedule)]
     rules: MigrationRules = MigrationRules()  # same shape as the rules param
     rule_set: Annotated[StrictStr | None, AfterValidator(_rule_set)] = None

@@ -11,29 +11,33 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
-from cryptography.hazmat.primitives import padding
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from psycopg import sql
 
 from migration_manager import pg
 from migration_manager import references as table_refs
 from migration_manager.app_location import MARKERS, require_app_tables
-from migration_manager.config import RULES, SCHEMA_ONLY, SYSTEM, USER
+from migration_manager.config import (
+    PROFILE_NAMES,
+    RULES,
+    SCHEMA_ONLY,
+    SYSTEM,
+    USER,
+    check_profile,
+)
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
 from migration_manager.nocobase_knowledge import choose as choose_knowledge
 from migration_manager.nocobase_names import column_name, table_name
+from migration_manager.nocobase_secrets import aes_key, nocobase_encrypt
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
@@ -451,7 +455,7 @@ class NocoBaseProfile(Profile):
         pg.run_composed(conn, query)
 
     def stored_secret(self, value: str, env: Mapping[str, str]) -> str:
-        return nocobase_encrypt(value, _aes_key(env))
+        return nocobase_encrypt(value, aes_key(env))
 
 
 def _raw(conn: sa.Connection) -> psycopg.Connection[Any]:
@@ -461,60 +465,9 @@ def _raw(conn: sa.Connection) -> psycopg.Connection[Any]:
     return raw
 
 
-def _aes_key(env: Mapping[str, str]) -> bytes:
-    """The target app's AES key, read the way NocoBase reads it."""
-    hex_key = (env.get("APP_AES_SECRET_KEY") or "").strip()
-    if hex_key:
-        try:
-            key = bytes.fromhex(hex_key)
-        except ValueError as exc:
-            raise ConfigError(
-                "APP_AES_SECRET_KEY in the target's app_env is not hex (64 hex digits)"
-            ) from exc
-    elif (env.get("APP_AES_SECRET_KEY_PATH") or "").strip():
-        path = Path(env["APP_AES_SECRET_KEY_PATH"].strip())
-        try:
-            key = path.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"APP_AES_SECRET_KEY_PATH {path} cannot be read ({exc.strerror})"
-            ) from exc
-    else:
-        raise ConfigError(
-            "A secret environment variable must be stored encrypted with the target app's AES key, "
-            "and the target connection gives none: add APP_AES_SECRET_KEY (hex of the app's "
-            "storage/apps/main/aes_key.dat) or APP_AES_SECRET_KEY_PATH to its extra app_env"
-        )
-    if len(key) != 32:
-        raise ConfigError(f"The target app's AES key must be 32 bytes (AES-256); it has {len(key)}")
-    return key
-
-
-def nocobase_encrypt(value: str, key: bytes) -> str:
-    """AES-256-CBC, random IV, stored as hex(IV) + hex(ciphertext), PKCS#7 padding (NocoBase's format)."""
-    iv = os.urandom(16)
-    padder = padding.PKCS7(128).padder()
-    data = padder.update(value.encode("utf-8")) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
-    return iv.hex() + (encryptor.update(data) + encryptor.finalize()).hex()
-
-
-def nocobase_decrypt(stored: str, key: bytes) -> str:
-    iv, ciphertext = bytes.fromhex(stored[:32]), bytes.fromhex(stored[32:])
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    padded = decryptor.update(ciphertext) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return (unpadder.update(padded) + unpadder.finalize()).decode("utf-8")
-
-
 PROFILES: dict[str, Profile] = {p.name: p for p in (NocoBaseProfile(), Profile())}
+assert sorted(PROFILES) == sorted(PROFILE_NAMES), "config.PROFILE_NAMES names every profile"
 
 
 def get_profile(name: str | None) -> Profile:
-    key = (name or "nocobase").strip()
-    try:
-        return PROFILES[key]
-    except KeyError:
-        raise ConfigError(
-            f"Unknown profile {name!r}; use one of {', '.join(sorted(PROFILES))}"
-        ) from None
+    return PROFILES[check_profile(name)]

@@ -30,24 +30,12 @@ from typing import Any
 from migration_manager import run_files, text_format
 from migration_manager import store_layout as layout
 from migration_manager.backup.record import read_records
-from migration_manager.errors import ConfigError
+from migration_manager.run_options import check_keep
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FILES_TO_KEEP = 20
-DEFAULT_LOGS_TO_KEEP = 100
 STALE_LEASE_HOURS = 48
 PREVIEWS_TO_KEEP = 3
-
-
-def check_keep(value: Any, name: str) -> int:
-    try:
-        keep = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} {value!r} is not a whole number (0 keeps everything)") from None
-    if keep < 0:
-        raise ConfigError(f"{name} must be 0 (keep everything) or more, got {keep}")
-    return keep
 
 
 def _children(folder: Any) -> list[Any]:

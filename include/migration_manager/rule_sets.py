@@ -16,9 +16,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from migration_manager import validation
-from migration_manager.config import MigrationRules, rule_problems
+from migration_manager.config import MigrationRules, check_profile, rule_problems
 from migration_manager.errors import ConfigError
-from migration_manager.profiles import get_profile
 
 FOLDER = "rule_sets"  # in the migration store
 SUFFIX = ".yaml"
@@ -41,9 +40,7 @@ def _text(value: Any) -> str:
 
 RuleSetName = Annotated[str, AfterValidator(validation.checked(check_name))]
 Text = Annotated[str, BeforeValidator(_text)]  # a YAML description may read as a number
-ProfileName = Annotated[
-    str, BeforeValidator(validation.checked(lambda v: get_profile(v or None).name))
-]
+ProfileName = Annotated[str, BeforeValidator(validation.checked(check_profile))]
 
 
 class NamedRuleSet(BaseModel):

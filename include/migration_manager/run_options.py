@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,15 +31,23 @@ from migration_manager import validation
 
 if TYPE_CHECKING:
     from pydantic.json_schema import JsonDict
-from migration_manager.config import RULES, MigrationRules, Rule, SystemDefault
-from migration_manager.destructive import DEFAULT_MAX_DELETE_RATIO, check_ratio
+from migration_manager.config import (
+    DEFAULT_PROFILE,
+    PROFILE_NAMES,
+    RULES,
+    MigrationRules,
+    Rule,
+    SystemDefault,
+    check_profile,
+)
 from migration_manager.errors import ConfigError
 from migration_manager.notifications import DEFAULT_EVENTS, EVENTS, check_events, check_recipients
-from migration_manager.profiles import PROFILES
-from migration_manager.retention import DEFAULT_FILES_TO_KEEP, DEFAULT_LOGS_TO_KEEP, check_keep
 from migration_manager.rule_sets import check_name
 
 DEFAULT_LOCK_TIMEOUT = 1800
+DEFAULT_MAX_DELETE_RATIO = 0.1
+DEFAULT_FILES_TO_KEEP = 20
+DEFAULT_LOGS_TO_KEEP = 100
 DEFAULT_BACKUPS_TO_KEEP = 10
 # a person triggers migration_execute/migration_sync and answers; nobody does at night
 UNATTENDED: dict[str, str] = {
@@ -57,6 +66,30 @@ INPUTS = (
     "migration_file",
 )
 """What a run migrates (a pipeline gives these at its top level); the rest are its options."""
+
+
+def check_ratio(value: Any) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"max_delete_ratio {value!r} is not a number; give a share of rows between 0 and 1, e.g. 0.1"
+        ) from None
+    if not 0 <= ratio <= 1:
+        raise ConfigError(
+            f"max_delete_ratio {ratio} is outside 0..1; give a share of rows, e.g. 0.1 for 10 %"
+        )
+    return ratio
+
+
+def check_keep(value: Any, name: str) -> int:
+    try:
+        keep = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} is not a whole number (0 keeps everything)") from None
+    if keep < 0:
+        raise ConfigError(f"{name} must be 0 (keep everything) or more, got {keep}")
+    return keep
 
 
 def _ratio(value: Any) -> float:
@@ -124,8 +157,12 @@ class RunOptions(BaseModel):
         title="Source connection",
         description="Airflow connection (postgres) of the environment to copy from, e.g. staging.",
     )
-    profile: Annotated[StrictStr, Field(json_schema_extra={"enum": sorted(PROFILES)})] = Field(
-        default="nocobase",
+    profile: Annotated[
+        StrictStr,
+        AfterValidator(validation.checked(check_profile)),
+        Field(json_schema_extra={"enum": list(PROFILE_NAMES)}),
+    ] = Field(
+        default=DEFAULT_PROFILE,
         title="Application profile",
         description=(
             "nocobase: NocoBase's built-in tables and default rules; generic: every table is "
@@ -368,14 +405,6 @@ class RunOptions(BaseModel):
         if isinstance(data, Mapping):
             return {k: v for k, v in data.items() if v is not None}
         return data
-
-    @model_validator(mode="after")
-    def _profile_known(self) -> RunOptions:
-        if self.profile not in PROFILES:
-            raise ValueError(
-                f"profile: unknown profile {self.profile!r}; use one of {', '.join(sorted(PROFILES))}"
-            )
-        return self
 
     @classmethod
     def of_params(cls, params: Mapping[str, Any] | None) -> RunOptions:

@@ -73,7 +73,7 @@ def test_defaults_and_conf() -> None:
         ({"schedule": "every night"}, "pipeline 'staging_to_prod': key 'schedule'"),
         ({"schedule": "@fortnightly"}, "key 'schedule'"),
         ({"target_conn_id": ""}, "key 'target_conn_id' is required"),
-        ({"profile": "wordpress"}, "key 'profile': unknown profile 'wordpress'"),
+        ({"profile": "wordpress"}, "key 'profile': Unknown profile 'wordpress'"),
         ({"rules": {"user": {"default": "copy"}}}, "key 'rules'.user.default: unknown rule 'copy'"),
         ({"options": {"skip_backup": "yes"}}, "key 'options.skip_backup': 'yes' is not bool"),
         ({"options": {"backup": "yes"}}, "'backup' (now 'skip_backup') 'yes' is not bool"),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from migration_manager.profiles import nocobase_decrypt
+from migration_manager.nocobase_secrets import nocobase_decrypt
 from tests.airflowtools import connection_uri, run_dag, task_states, xcom
 from tests.e2e.airflowapi import free_port
 from tests.nocobasetools import (

@@ -47,7 +47,7 @@ def _env_rows(dsn: str) -> dict[str, tuple[str, str]]:
 
 
 def _decrypt(stored: str) -> str:
-    from migration_manager.profiles import nocobase_decrypt
+    from migration_manager.nocobase_secrets import nocobase_decrypt
 
     return nocobase_decrypt(stored, PROD_KEY)
 

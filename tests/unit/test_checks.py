@@ -9,7 +9,8 @@ import pytest
 
 from migration_manager import checks
 from migration_manager.errors import ConfigError, EnvironmentMismatchError
-from migration_manager.profiles import _aes_key, get_profile, nocobase_decrypt, nocobase_encrypt
+from migration_manager.nocobase_secrets import aes_key, nocobase_decrypt, nocobase_encrypt
+from migration_manager.profiles import get_profile
 
 SETTINGS = (
     "DB_UNDERSCORED",
@@ -91,16 +92,16 @@ def test_staging_secret_decrypts_only_with_staging_key() -> None:
 
 def test_aes_key_sources(tmp_path: Path) -> None:
     key = os.urandom(32)
-    assert _aes_key({"APP_AES_SECRET_KEY": key.hex()}) == key
+    assert aes_key({"APP_AES_SECRET_KEY": key.hex()}) == key
     path = tmp_path / "aes_key.dat"
     path.write_bytes(key)
-    assert _aes_key({"APP_AES_SECRET_KEY_PATH": str(path)}) == key
+    assert aes_key({"APP_AES_SECRET_KEY_PATH": str(path)}) == key
     with pytest.raises(ConfigError, match="APP_AES_SECRET_KEY"):
-        _aes_key({})
+        aes_key({})
     with pytest.raises(ConfigError, match="32 bytes"):
-        _aes_key({"APP_AES_SECRET_KEY": "abcd"})
+        aes_key({"APP_AES_SECRET_KEY": "abcd"})
     with pytest.raises(ConfigError, match="not hex"):
-        _aes_key({"APP_AES_SECRET_KEY": "zz"})
+        aes_key({"APP_AES_SECRET_KEY": "zz"})
 
 
 def test_resolve_values_splits_missing() -> None:

@@ -18,9 +18,9 @@ from migration_manager.nocobase_knowledge import (
     build,
     choose,
     default_through,
-    extract,
     load,
 )
+from migration_manager.nocobase_packages import extract
 
 PACKAGES = Path(__file__).resolve().parents[1] / "fixtures" / "nocobase" / "packages" / "@nocobase"
 
