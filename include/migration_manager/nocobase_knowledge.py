@@ -15,12 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 from migration_manager.config import RULES
 from migration_manager.errors import ConfigError
@@ -29,48 +32,34 @@ log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).with_name("data") / "nocobase"
 KNOWLEDGE_FORMAT = 1
+GENERATOR = "python -m migration_manager.nocobase_packages"
 
 
-@dataclass(frozen=True)
-class CodeCollection:
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+def _named(parts: Any) -> Any:
+    """A ``{name: {...}}`` mapping of the file, each part given its key as its name."""
+    if isinstance(parts, dict):
+        return {k: {**v, "name": k} if isinstance(v, dict) else v for k, v in parts.items()}
+    return parts
+
+
+class CodeCollection(_Part):
     """One collection as NocoBase's code declares it (definition and extensions merged)."""
 
-    name: str
+    name: str = Field(exclude=True)  # its key in the file
     table: str  # tableName, else name
+    unique: tuple[str, ...] = ()  # fields besides the key that identify a row (storages.name)
     defined_by: str | None  # package whose defineCollection declares it (None: only extended)
     extended_by: tuple[str, ...] = ()
-    migration_rules: tuple[str, ...] = ()  # first = default
-    dump_rules: str | dict[str, Any] | None = None
+    migration_rules: tuple[str, ...] = Field(default=(), alias="migrationRules")  # first = default
+    dump_rules: str | dict[str, JsonValue] | None = Field(default=None, alias="dumpRules")
     tree: str | None = None
-    unique: tuple[str, ...] = ()  # fields besides the key that identify a row (storages.name)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "unique": list(self.unique),
-            "defined_by": self.defined_by,
-            "extended_by": list(self.extended_by),
-            "migrationRules": list(self.migration_rules),
-            "dumpRules": self.dump_rules,
-            "tree": self.tree,
-        }
-
-    @classmethod
-    def from_dict(cls, name: str, d: dict[str, Any]) -> CodeCollection:
-        return cls(
-            name=name,
-            table=str(d.get("table") or name),
-            defined_by=d.get("defined_by"),
-            extended_by=tuple(d.get("extended_by") or ()),
-            migration_rules=tuple(d.get("migrationRules") or ()),
-            dump_rules=d.get("dumpRules"),
-            tree=d.get("tree"),
-            unique=tuple(d.get("unique") or ()),
-        )
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(_Part):
     """A column whose values are another collection's keys (a belongsTo/hasOne/hasMany in code)."""
 
     collection: str  # holds the column
@@ -79,17 +68,8 @@ class Reference:
     target_key: str  # its field the values are ("": its primary key, Sequelize's default)
     declared_by: str  # "package: collection.field"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "collection": self.collection,
-            "column": self.column,
-            "target": self.target,
-            "target_key": self.target_key,
-            "declared_by": self.declared_by,
-        }
 
-
-def references_of(rec: dict[str, Any]) -> list[Reference]:
+def references_of(rec: Mapping[str, Any]) -> list[Reference]:
     """The foreign keys one collection file's relations declare (those NocoBase names plainly)."""
     out = []
     for rel in rec.get("relations") or []:
@@ -98,87 +78,64 @@ def references_of(rec: dict[str, Any]) -> list[Reference]:
         by = f"{rec['package']}: {rec['name']}.{name}"
         if kind == "belongsTo":
             fk = rel.get("foreignKey") or f"{name}Id"
-            out.append(Reference(rec["name"], fk, target, rel.get("targetKey") or "", by))
+            key = rel.get("targetKey") or ""
+            out.append(
+                Reference(
+                    collection=rec["name"], column=fk, target=target, target_key=key, declared_by=by
+                )
+            )
         elif kind in ("hasMany", "hasOne") and rel.get("foreignKey"):
             key = rel.get("sourceKey") or ""
-            out.append(Reference(target, rel["foreignKey"], rec["name"], key, by))
+            out.append(
+                Reference(
+                    collection=target,
+                    column=rel["foreignKey"],
+                    target=rec["name"],
+                    target_key=key,
+                    declared_by=by,
+                )
+            )
     return out
 
 
-@dataclass(frozen=True)
-class ThroughTable:
+class ThroughTable(_Part):
     """An m2m through table declared by a relation in code."""
 
-    name: str
+    name: str = Field(exclude=True)  # its key in the file
     sides: tuple[str, ...]  # the collections it links (one when a collection links itself)
     declared_by: tuple[str, ...]  # "package: collection.field"
     keys: tuple[str, ...] = ()  # foreignKey, otherKey as declared
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sides": list(self.sides),
-            "declared_by": list(self.declared_by),
-            "keys": list(self.keys),
-        }
 
-    @classmethod
-    def from_dict(cls, name: str, d: dict[str, Any]) -> ThroughTable:
-        return cls(
-            name=name,
-            sides=tuple(d.get("sides") or ()),
-            declared_by=tuple(d.get("declared_by") or ()),
-            keys=tuple(d.get("keys") or ()),
-        )
+class Knowledge(_Part):
+    """The table knowledge of one NocoBase version: ``data/nocobase/<minor>.json``."""
 
-
-@dataclass(frozen=True)
-class Knowledge:
-    """The table knowledge of one NocoBase version."""
-
-    version: str  # the NocoBase version the packages had, e.g. 2.2.15
-    source: str  # "npm registry" or "node_modules"
-    generated_at: str
-    packages: dict[str, str]  # package -> version, those with collection files
-    collections: dict[str, CodeCollection]
-    through: dict[str, ThroughTable]
-    skipped: tuple[str, ...] = field(default=())  # files that did not evaluate to a definition
+    format: int = KNOWLEDGE_FORMAT
+    version: str = Field(alias="nocobase_version")  # the packages' NocoBase version, e.g. 2.2.15
+    source: str = ""  # "npm registry" or "node_modules"
+    generated_at: str = ""
+    generator: str = GENERATOR
+    packages: dict[str, str] = {}  # package -> version, those with collection files
+    collections: Annotated[dict[str, CodeCollection], BeforeValidator(_named)] = {}
+    through: Annotated[dict[str, ThroughTable], BeforeValidator(_named)] = Field(
+        default={}, alias="through_tables"
+    )
     references: tuple[Reference, ...] = ()
+    skipped: tuple[str, ...] = Field(
+        default=(), alias="skipped_files"
+    )  # files that did not evaluate
 
     @property
     def minor(self) -> str:
         return minor_of(self.version)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": KNOWLEDGE_FORMAT,
-            "nocobase_version": self.version,
-            "minor": self.minor,
-            "source": self.source,
-            "generated_at": self.generated_at,
-            "generator": "python -m migration_manager.nocobase_knowledge",
-            "packages": dict(sorted(self.packages.items())),
-            "collections": {k: self.collections[k].to_dict() for k in sorted(self.collections)},
-            "through_tables": {k: self.through[k].to_dict() for k in sorted(self.through)},
-            "references": [r.to_dict() for r in self.references],
-            "skipped_files": list(self.skipped),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Knowledge:
-        return cls(
-            version=str(d["nocobase_version"]),
-            source=str(d.get("source") or ""),
-            generated_at=str(d.get("generated_at") or ""),
-            packages=dict(d.get("packages") or {}),
-            collections={
-                k: CodeCollection.from_dict(k, v) for k, v in (d.get("collections") or {}).items()
-            },
-            through={
-                k: ThroughTable.from_dict(k, v) for k, v in (d.get("through_tables") or {}).items()
-            },
-            skipped=tuple(d.get("skipped_files") or ()),
-            references=tuple(Reference(**r) for r in d.get("references") or ()),
-        )
+    def file_text(self) -> str:
+        """The JSON file: parts in name order, the minor version next to the version."""
+        doc = self.model_dump(mode="json", by_alias=True)
+        for key in ("packages", "collections", "through_tables"):
+            doc[key] = dict(sorted(doc[key].items()))
+        doc = {"nocobase_version": doc.pop("nocobase_version"), "minor": self.minor, **doc}
+        return json.dumps({"format": doc.pop("format"), **doc}, indent=1) + "\n"
 
 
 def minor_of(version: str) -> str:
@@ -247,8 +204,8 @@ def build(raw: dict[str, Any], version: str, source: str) -> Knowledge:
             table=str(next((r["tableName"] for r in records if r.get("tableName")), name)),
             defined_by=base["package"] if base else None,
             extended_by=tuple(sorted({r["package"] for r in exts})),
-            migration_rules=rules,
-            dump_rules=next((r["dumpRules"] for r in records if "dumpRules" in r), None),
+            migrationRules=rules,
+            dumpRules=next((r["dumpRules"] for r in records if "dumpRules" in r), None),
             tree=next((str(r["tree"]) for r in records if r.get("tree")), None),
             unique=tuple(dict.fromkeys(u for r in records for u in r.get("unique") or ())),
         )
@@ -267,12 +224,12 @@ def build(raw: dict[str, Any], version: str, source: str) -> Knowledge:
                 if rel.get(key) and rel[key] not in entry["keys"]:
                     entry["keys"].append(rel[key])
     return Knowledge(
-        version=version,
+        nocobase_version=version,
         source=source,
         generated_at=datetime.now(UTC).isoformat(timespec="seconds"),
         packages={str(k): str(v) for k, v in (raw.get("packages") or {}).items()},
         collections=collections,
-        through={
+        through_tables={
             name: ThroughTable(
                 name=name,
                 sides=tuple(sorted(e["sides"])),
@@ -281,7 +238,9 @@ def build(raw: dict[str, Any], version: str, source: str) -> Knowledge:
             )
             for name, e in through.items()
         },
-        skipped=tuple(f"{e['package']} {e['file']}: {e['error']}" for e in raw.get("errors") or []),
+        skipped_files=tuple(
+            f"{e['package']} {e['file']}: {e['error']}" for e in raw.get("errors") or []
+        ),
         references=tuple(
             sorted(
                 {r for rec in raw.get("files") or [] for r in references_of(rec)},
@@ -309,7 +268,7 @@ def load(minor: str) -> Knowledge:
         .joinpath(f"{minor}.json")
         .read_text("utf-8")
     )
-    return Knowledge.from_dict(json.loads(text))
+    return Knowledge.model_validate_json(text)
 
 
 @dataclass(frozen=True)
@@ -356,7 +315,7 @@ def choose(app_version: str | None) -> KnowledgeChoice:
             app_version,
             k,
             f"NocoBase {app_version} is older than every table knowledge ({', '.join(minors)}); "
-            f"using {k.version}'s — regenerate with python -m migration_manager.nocobase_knowledge {app_version}",
+            f"using {k.version}'s — regenerate with python -m migration_manager.nocobase_packages {app_version}",
         )
     k = load(lower[-1])
     if k.minor == minor_of(app_version):
@@ -365,5 +324,5 @@ def choose(app_version: str | None) -> KnowledgeChoice:
         app_version,
         k,
         f"NocoBase {app_version} has no table knowledge of its own; using {k.version}'s (nearest lower "
-        f"minor) — generate it with python -m migration_manager.nocobase_knowledge {app_version}",
+        f"minor) — generate it with python -m migration_manager.nocobase_packages {app_version}",
     )

@@ -124,7 +124,7 @@ def generate(version: str, node_modules: Path | None = None) -> Knowledge:
 def write(knowledge: Knowledge, data_dir: Path = DATA_DIR) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / f"{knowledge.minor}.json"
-    path.write_text(json.dumps(knowledge.to_dict(), indent=1, sort_keys=False) + "\n", "utf-8")
+    path.write_text(knowledge.file_text(), "utf-8")
     return path
 
 

@@ -7,7 +7,6 @@ evaluates them with node, as it does the whole release.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -87,7 +86,7 @@ def test_build_merges_extensions_and_collects_through_tables(raw: dict) -> None:
     assert k.through["collectionCategory"].sides == ("collectionCategories", "collections")
     assert len(k.through["collectionCategory"].declared_by) == 2  # declared from both sides
     assert k.through["rolesUsers"].sides == ("roles", "users")
-    again = Knowledge.from_dict(json.loads(json.dumps(k.to_dict())))
+    again = Knowledge.model_validate_json(k.file_text())
     assert again.collections == k.collections and again.through == k.through
 
 
