@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -99,7 +98,7 @@ def test_record_describes_the_backup(target: str, tmp_path: Path) -> None:
     assert record.fingerprints["reporting.daily"][0] == 1
     assert set(record.schemas) >= {"public", "reporting"}
     # the record survives JSON
-    again = BackupRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    again = BackupRecord.parse(json.loads(record.to_json()))
     assert again == record
 
 
@@ -200,7 +199,7 @@ def test_a_failed_restore_leaves_the_target_as_it_was(target: str, tmp_path: Pat
     truncated = tmp_path / "truncated.dump"
     truncated.write_bytes(path.read_bytes()[: record.size * 2 // 3])
     data = truncated.read_bytes()
-    bad = dataclasses.replace(record, size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    bad = record.model_copy(update=dict(size=len(data), sha256=hashlib.sha256(data).hexdigest()))
     with pytest.raises(BackupError, match="rolled back, the database is as it was before"):
         restore_in_place(target, truncated, bad)
     assert _tables(target) == during  # nothing dropped, nothing restored
@@ -256,7 +255,7 @@ def test_refusals(target: str, tmp_path: Path) -> None:
     assert "application version" in problem and "2.3.0" in problem and "2.2.15" in problem
     sql(target, "UPDATE \"applicationVersion\" SET value = '2.2.15'")
 
-    older = dataclasses.replace(record, server_version="14.10")
+    older = record.model_copy(update=dict(server_version="14.10"))
     (problem,) = restore_refusals(target, older, mode="in_place")
     assert "server version" in problem and "14.10" in problem
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -50,9 +49,9 @@ def test_round_trip(tmp_path: Path) -> None:
 
 
 def test_dump_file_defaults_to_the_id() -> None:
-    doc = RECORD.to_dict()
+    doc = RECORD.model_dump(mode="json")
     del doc["dump_file"]
-    assert BackupRecord.from_dict(doc).dump_file == f"{RECORD.backup_id}.dump"
+    assert BackupRecord.parse(doc).dump_file == f"{RECORD.backup_id}.dump"
 
 
 @pytest.mark.parametrize(
@@ -69,7 +68,7 @@ def test_dump_file_defaults_to_the_id() -> None:
 def test_records_it_cannot_read_name_the_file(
     tmp_path: Path, change: dict[str, object], message: str
 ) -> None:
-    doc = {**RECORD.to_dict(), **change}
+    doc = {**RECORD.model_dump(mode="json"), **change}
     if doc["backup_id"] is None:
         del doc["backup_id"]
     path = tmp_path / "bk.json"
@@ -88,8 +87,10 @@ def test_unparsable_json(tmp_path: Path) -> None:
 
 def test_read_records_newest_first_skipping_what_it_cannot_read(tmp_path: Path) -> None:
     assert read_records(tmp_path / "missing") == []
-    newer = dataclasses.replace(
-        RECORD, backup_id="bk-20260102T120000Z-000000", created_at="2026-01-02T12:00:00.000+00:00"
+    newer = RECORD.model_copy(
+        update=dict(
+            backup_id="bk-20260102T120000Z-000000", created_at="2026-01-02T12:00:00.000+00:00"
+        )
     )
     for rec in (RECORD, newer):
         (tmp_path / f"{rec.backup_id}.json").write_text(rec.to_json())
@@ -104,9 +105,11 @@ def test_ids_and_expiry() -> None:
     assert check_backup_id(f" {made} ") == made
     with pytest.raises(ConfigError, match="is not a backup id"):
         check_backup_id("../etc")
-    older = dataclasses.replace(RECORD, backup_id="bk-old", created_at="2025-01-01T00:00:00+00:00")
-    oldest = dataclasses.replace(
-        RECORD, backup_id="bk-oldest", created_at="2024-01-01T00:00:00+00:00"
+    older = RECORD.model_copy(
+        update=dict(backup_id="bk-old", created_at="2025-01-01T00:00:00+00:00")
+    )
+    oldest = RECORD.model_copy(
+        update=dict(backup_id="bk-oldest", created_at="2024-01-01T00:00:00+00:00")
     )
     assert expired([oldest, RECORD, older], 1) == ["bk-old", "bk-oldest"]
     assert expired([older, RECORD, oldest], 2) == ["bk-oldest"]

@@ -13,11 +13,10 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError, field_serializer, model_validator
 
 from migration_manager.backup.fingerprints import Fingerprint
 from migration_manager.errors import BackupError, ConfigError
@@ -30,10 +29,13 @@ RECORD_VERSION = 1
 _ID = re.compile(r"^bk-[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")
 
 
-@dataclass(frozen=True)
-class BackupRecord:
+class BackupRecord(BaseModel):
     """Everything known about one backup; stored as JSON beside the dump."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    format: str = RECORD_FORMAT
+    format_version: int = RECORD_VERSION
     backup_id: str
     created_at: str
     database: str
@@ -42,42 +44,25 @@ class BackupRecord:
     size: int
     sha256: str
     seconds: float
-    fingerprints: Mapping[str, Fingerprint]  # "schema.table" -> (rows, checksum)
+    fingerprints: dict[str, Fingerprint]  # "schema.table" -> (rows, checksum)
     schemas: tuple[str, ...] = ()
     profile: str = "generic"
     app_version: str | None = None
-    app_settings: Mapping[str, str] = field(default_factory=dict)
+    app_settings: dict[str, str] = {}
     migration_id: str | None = None
     run_id: str | None = None
     target_conn_id: str | None = None
     dump_file: str = ""
 
-    @property
-    def tables(self) -> int:
-        return len(self.fingerprints)
-
-    @property
-    def rows(self) -> int:
-        return sum(r for r, _ in self.fingerprints.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["fingerprints"] = {k: [r, c] for k, (r, c) in sorted(self.fingerprints.items())}
-        d["schemas"] = list(self.schemas)
-        d["app_settings"] = dict(self.app_settings)
-        return {"format": RECORD_FORMAT, "format_version": RECORD_VERSION, **d}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1)
-
+    @model_validator(mode="before")
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> BackupRecord:
-        """The record from its JSON document; BackupError when it is not one this tool can read."""
-        if not isinstance(d, Mapping) or d.get("format") != RECORD_FORMAT:
+    def _readable(cls, d: Any) -> Any:
+        """BackupError for a document that is not a record this tool can read."""
+        if not isinstance(d, Mapping) or d.get("format", RECORD_FORMAT) != RECORD_FORMAT:
             found = d.get("format") if isinstance(d, Mapping) else type(d).__name__
             raise BackupError(f"Not a backup record (format {found!r}, expected {RECORD_FORMAT!r})")
         try:
-            version = int(d.get("format_version") or 0)
+            version = int(d.get("format_version") or RECORD_VERSION)
         except (TypeError, ValueError):
             raise BackupError(
                 f"Backup record version {d.get('format_version')!r} is not a number"
@@ -87,18 +72,32 @@ class BackupRecord:
                 f"Backup record version {d.get('format_version')} is newer than this tool's "
                 f"({RECORD_VERSION}); upgrade migration-manager to restore it"
             )
+        if not d.get("dump_file") and isinstance(d.get("backup_id"), str):
+            return {**d, "dump_file": dump_name(d["backup_id"])}
+        return d
+
+    @field_serializer("fingerprints")
+    def _in_name_order(self, value: dict[str, Fingerprint]) -> dict[str, Fingerprint]:
+        return dict(sorted(value.items()))
+
+    @property
+    def tables(self) -> int:
+        return len(self.fingerprints)
+
+    @property
+    def rows(self) -> int:
+        return sum(r for r, _ in self.fingerprints.values())
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=1)
+
+    @classmethod
+    def parse(cls, doc: Any) -> BackupRecord:
+        """The record from its JSON document; BackupError when it is not one this tool can read."""
         try:
-            names = {f.name for f in fields(cls)}
-            values = {k: v for k, v in d.items() if k in names}
-            values["fingerprints"] = {
-                str(k): (int(v[0]), str(v[1])) for k, v in d["fingerprints"].items()
-            }
-            values["schemas"] = tuple(d.get("schemas") or ())
-            values["app_settings"] = dict(d.get("app_settings") or {})
-            values["dump_file"] = str(d.get("dump_file") or dump_name(str(d["backup_id"])))
-            return cls(**values)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
-            raise BackupError(f"Backup record is incomplete or malformed ({exc!r})") from exc
+            return cls.model_validate(doc)
+        except ValidationError as exc:
+            raise BackupError(f"Backup record is incomplete or malformed ({exc})") from exc
 
     def describe(self) -> str:
         return (
@@ -115,7 +114,7 @@ def read_record(path: Any) -> BackupRecord:
     except (OSError, ValueError) as exc:
         raise BackupError(f"Backup record {path} is unreadable ({exc})") from exc
     try:
-        return BackupRecord.from_dict(doc)
+        return BackupRecord.parse(doc)
     except BackupError as exc:
         raise BackupError(f"{path}: {exc}") from exc
 
