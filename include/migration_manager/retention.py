@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from pydantic import BaseModel
 
 from migration_manager import run_files, text_format
 from migration_manager import store_layout as layout
@@ -167,14 +169,12 @@ def in_use(root: Any, name: str) -> list[str]:
 # --- pruning ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Pruned:
-    files: list[str] = field(default_factory=list)
-    logs: list[str] = field(default_factory=list)  # "<migration>/<run>"
-    kept_in_use: list[str] = field(default_factory=list)
+class Pruned(BaseModel):
+    """What one retention pass removed, and what it kept because a run still uses it."""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "logs": self.logs, "kept_in_use": self.kept_in_use}
+    files: list[str] = []
+    logs: list[str] = []  # "<migration>/<run>"
+    kept_in_use: list[str] = []
 
 
 def _remove_tree(folder: Any) -> None:

@@ -69,4 +69,4 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
             len(pruned.logs),
             len(pruned.files),
         )
-    return pruned.to_dict()
+    return pruned.model_dump()

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from migration_manager.airflow.connections import Environment, environment_of
 from migration_manager.airflow_api import AirflowApi, ApiError
@@ -32,8 +32,11 @@ class UnknownConnection(LookupError):
     """No Airflow connection has this id."""
 
 
-@dataclass(frozen=True)
-class ConnectionInfo:
+class ConnectionInfo(BaseModel):
+    """A postgres connection as the rules page lists it (no password, no extra)."""
+
+    model_config = ConfigDict(frozen=True)
+
     conn_id: str
     conn_type: str
     host: str | None
@@ -42,13 +45,11 @@ class ConnectionInfo:
     description: str
     origin: str  # "database" or "environment"
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def label(self) -> str:
         where = f"{self.host or '127.0.0.1'}{f':{self.port}' if self.port else ''}/{self.database or 'postgres'}"
         return f"{self.conn_id} ({where})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "label": self.label}
 
 
 def _parse_env_value(conn_id: str, value: str) -> Any:

@@ -215,7 +215,7 @@ def started_run(
 @router.get("/api/connections", name="rules_connections")
 def api_connections(api: Api) -> dict[str, Any]:
     found, note = conns.listed(api)
-    return {"connections": [c.to_dict() for c in found], "note": note}
+    return {"connections": [c.model_dump() for c in found], "note": note}
 
 
 @router.get("/api/tables", name="rules_tables")
