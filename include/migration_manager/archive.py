@@ -238,14 +238,14 @@ class ArchiveReader:
                 f"{name}: the manifest fails its checksum (modified or corrupt); create the migration file again"
             )
         try:
-            self.manifest: dict[str, Any] = json.loads(body)
+            doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ArchiveError(f"{name}: the manifest is not valid JSON ({exc})") from exc
-        if not isinstance(self.manifest, dict):
+        if not isinstance(doc, dict):
             raise ArchiveError(
                 f"{name}: the manifest is not a JSON object; create the migration file again"
             )
-        fmt, version = self.manifest.get("format"), self.manifest.get("format_version")
+        fmt, version = doc.get("format"), doc.get("format_version")
         if fmt != FORMAT_NAME:
             raise ArchiveError(f"{name} is of format {fmt!r}, not {FORMAT_NAME!r}")
         if version != FORMAT_VERSION:
@@ -253,7 +253,7 @@ class ArchiveReader:
                 f"{name} is format version {version}; this tool reads version {FORMAT_VERSION}. "
                 "Create the file with the same version of the tool that executes it."
             )
-        members = self.manifest.get("members") or {}
+        members = doc.get("members") or {}
         if isinstance(members, dict):
             for member in members:
                 if (
@@ -264,11 +264,11 @@ class ArchiveReader:
                     raise ArchiveError(
                         f"{name}: the manifest names member {member!r}, which the archive lacks or may not contain"
                     )
-        self.model = manifest_model.validate(self.manifest, name=name)
+        self.manifest: manifest_model.Manifest = manifest_model.validate(doc, name=name)
         for member, info in self._infos.items():
             if member in _FIXED:
                 continue
-            if member not in self.model.members:
+            if member not in self.manifest.members:
                 raise ArchiveError(
                     f"{name}: member {member} is not listed in the manifest; refusing the file"
                 )
@@ -279,7 +279,7 @@ class ArchiveReader:
                 )
         self._raw_limits = {
             t.data.member: (t.data.raw_bytes, t.name)
-            for t in self.model.tables
+            for t in self.manifest.tables
             if t.data is not None
         }
         signature = (
@@ -327,12 +327,11 @@ class ArchiveReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _member_info(self, member: str) -> dict[str, Any]:
+    def _member_info(self, member: str) -> manifest_model.MemberInfo:
         try:
-            info: dict[str, Any] = self.manifest["members"][member]
+            return self.manifest.members[member]
         except KeyError:
             raise ArchiveError(f"{self.name}: no member {member!r}") from None
-        return info
 
     @contextmanager
     def raw(self, member: str) -> Iterator[IO[bytes]]:
@@ -344,7 +343,7 @@ class ArchiveReader:
             raise _damaged(self.name, member, exc) from exc
         with opened as raw:
             yield io.BufferedReader(
-                _VerifyingReader(raw, info["sha256"], member, int(info["bytes"]), self.name), CHUNK
+                _VerifyingReader(raw, info.sha256, member, info.bytes, self.name), CHUNK
             )
 
     @contextmanager
@@ -369,7 +368,7 @@ class ArchiveReader:
 
     def verify(self) -> None:
         """Read every data member once and check its checksum (before anything is applied)."""
-        for member in self.manifest.get("members") or {}:
+        for member in self.manifest.members:
             with self.raw(member) as raw:
                 while raw.read(CHUNK):
                     pass

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from migration_manager import pg
 from migration_manager.errors import ApplyError, ConfigError, EnvironmentMismatchError
+from migration_manager.manifest import Manifest
 from migration_manager.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class PluginInfo:
 
 
 def refuse_own_source(
-    manifest: Mapping[str, Any], target: pg.DatabaseIdentity, *, file: str, target_name: str
+    manifest: Manifest, target: pg.DatabaseIdentity, *, file: str, target_name: str
 ) -> None:
     """Refuse to run a migration file on the very database it was created from.
 
@@ -61,8 +62,8 @@ def refuse_own_source(
     so two spellings of one server (a service name, an address, a socket) cannot hide it. A
     file made before the identity was recorded is not checked (a warning says so).
     """
-    recorded = (manifest.get("source") or {}).get("identity")
-    if not recorded:
+    recorded = manifest.source.identity
+    if recorded is None:
         log.warning(
             "Migration file %s records no source database identity (made by an older version): "
             "it is not checked against %s being its own source",
@@ -70,7 +71,7 @@ def refuse_own_source(
             target_name,
         )
         return
-    source = pg.DatabaseIdentity.from_dict(recorded)
+    source = pg.DatabaseIdentity.from_dict(recorded.model_dump())
     same = source.same_as(target)
     if same is None:
         log.warning(
@@ -91,16 +92,16 @@ def refuse_own_source(
         )
 
 
-def profile_of(manifest: Mapping[str, Any]) -> Profile:
-    return get_profile(manifest.get("profile"))
+def profile_of(manifest: Manifest) -> Profile:
+    return get_profile(manifest.profile)
 
 
 def setting_differences(
-    manifest: Mapping[str, Any], target_env: Mapping[str, str]
+    manifest: Manifest, target_env: Mapping[str, str]
 ) -> list[SettingDifference]:
     """The checked settings whose effective values differ (unset equals the app's default)."""
     profile = profile_of(manifest)
-    source = manifest.get("source", {}).get("app_settings", {})
+    source = manifest.source.app_settings
     target = profile.settings(target_env)
     return [
         SettingDifference(name, str(source.get(name, "")), str(target[name]))
@@ -109,7 +110,7 @@ def setting_differences(
     ]
 
 
-def check_settings(manifest: Mapping[str, Any], target_env: Mapping[str, str]) -> None:
+def check_settings(manifest: Manifest, target_env: Mapping[str, str]) -> None:
     differences = setting_differences(manifest, target_env)
     if differences:
         lines = "\n".join(
@@ -123,10 +124,10 @@ def check_settings(manifest: Mapping[str, Any], target_env: Mapping[str, str]) -
 
 
 def missing_variables(
-    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+    manifest: Manifest, target_dsn: str, target_env: Mapping[str, str]
 ) -> list[EnvVariable]:
     """Source variables (names and types from the file) that the target application lacks."""
-    recorded = manifest.get("environment", {}).get("variables", [])
+    recorded = manifest.environment.variables
     if not recorded:
         return []
     profile = profile_of(manifest)
@@ -134,14 +135,14 @@ def missing_variables(
     with pg.sa_connection(target_dsn) as conn:
         present = {name for name, _type in profile.environment_variables(conn, scope)}
         conn.rollback()
-    return [EnvVariable(**v) for v in recorded if v["name"] not in present]
+    return [EnvVariable(**v.model_dump()) for v in recorded if v.name not in present]
 
 
 def missing_plugins(
-    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+    manifest: Manifest, target_dsn: str, target_env: Mapping[str, str]
 ) -> list[PluginInfo]:
     """Plugins enabled in the source that are not enabled in the target."""
-    recorded = manifest.get("plugins", [])
+    recorded = manifest.plugins
     if not recorded:
         return []
     profile = profile_of(manifest)
@@ -149,7 +150,7 @@ def missing_plugins(
     with pg.sa_connection(target_dsn) as conn:
         enabled = {p["name"] for p in profile.enabled_plugins(conn, scope)}
         conn.rollback()
-    return [PluginInfo(**p) for p in recorded if p["name"] not in enabled]
+    return [PluginInfo(**p.model_dump()) for p in recorded if p.name not in enabled]
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class VersionCheck:
 
 
 def version_differences(
-    manifest: Mapping[str, Any], target_dsn: str, target_env: Mapping[str, str]
+    manifest: Manifest, target_dsn: str, target_env: Mapping[str, str]
 ) -> tuple[str | None, str | None, list[VersionDifference]]:
     """The application version and the versions of plugins enabled in both, where they differ.
 
@@ -252,7 +253,7 @@ def version_differences(
     """
     profile = profile_of(manifest)
     scope = profile.scope(target_env)
-    source_version = manifest.get("source", {}).get("app_version")
+    source_version = manifest.source.app_version
     with pg.sa_connection(target_dsn) as conn:
         profile.require_app(conn, scope, "target")
         target_version = profile.app_version(conn, scope)
@@ -268,17 +269,15 @@ def version_differences(
     out: list[VersionDifference] = []
     if (source_version or None) != (target_version or None):
         out.append(VersionDifference("application", source_version or "", target_version or ""))
-    for p in manifest.get("plugins", []):
-        other = target_plugins.get(p["name"])
-        if other is not None and str(p.get("version") or "") != str(other.get("version") or ""):
-            out.append(
-                VersionDifference(p["name"], str(p.get("version") or ""), str(other["version"]))
-            )
+    for p in manifest.plugins:
+        other = target_plugins.get(p.name)
+        if other is not None and p.version != str(other.get("version") or ""):
+            out.append(VersionDifference(p.name, p.version, str(other["version"])))
     return source_version, target_version, out
 
 
 def check_versions(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     target_dsn: str,
     target_env: Mapping[str, str],
     *,
@@ -338,7 +337,7 @@ def resolve_values(
 
 
 def stored_values(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     missing: list[EnvVariable],
     values: Mapping[str, str],
     target_env: Mapping[str, str],
@@ -362,7 +361,7 @@ def stored_values(
 
 
 def write_values(
-    manifest: Mapping[str, Any],
+    manifest: Manifest,
     target_dsn: str,
     target_env: Mapping[str, str],
     rows: list[tuple[str, str, str]],

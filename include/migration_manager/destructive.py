@@ -308,7 +308,10 @@ def assess(
     """
     ratio = check_ratio(max_delete_ratio)
     pending = list(pending)
-    entries = {e["name"]: e for e in reader.manifest["tables"]}
+    entries = {  # the file's JSON form, which the row checks below read
+        t.name: t.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        for t in reader.manifest.tables
+    }
     losses: list[TableLoss] = []
     edits: list[ProdEdit] = []
     unchecked: list[str] = []
@@ -338,7 +341,7 @@ def assess(
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
-        refs = [TableReference.from_dict(r) for r in reader.manifest.get("references") or ()]
+        refs = [TableReference.from_dict(r.model_dump()) for r in reader.manifest.references]
         # references from tables whose target rows stay (not replaced by the source's), whether
         # or not the plan has work for them (an unchanged schema-only table is not pending)
         kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]

@@ -8,8 +8,7 @@ no NUL. Nothing else is restricted: quotes, dots, spaces and unicode are valid P
 names and must migrate (they reach SQL only through ``psycopg.sql.Identifier`` / SQLAlchemy's
 quoting).
 
-The reader keeps the manifest as the plain ``dict`` it parsed (the engine reads it that way);
-this model is the gate it passes first.
+``ArchiveReader.manifest`` is this model: the engine reads the manifest through it.
 """
 
 from __future__ import annotations

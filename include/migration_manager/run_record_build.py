@@ -181,21 +181,28 @@ def describe_file(
                 manifest_sha = zf.read(MANIFEST_SUM).decode("ascii").strip()
     except (ArchiveError, OSError, zipfile.BadZipFile) as exc:
         return unreadable_file(label, str(exc))
-    source = manifest.get("source") or {}
-    tables = manifest.get("tables") or ()
+    source = manifest.source
     return MigrationFileInfo(
         uri=redact(label),
         name=label.rstrip("/").rsplit("/", 1)[-1],
-        id=manifest.get("id"),
+        id=manifest.id,
         sha256=sha.hexdigest(),
         bytes=size,
         manifest_sha256=manifest_sha,
-        created_at=manifest.get("created_at"),
-        tool_version=manifest.get("tool_version"),
-        profile=manifest.get("profile"),
-        tables=len(tables),
-        rows=sum(int((t.get("data") or {}).get("rows") or 0) for t in tables),
-        source=Endpoint.model_validate({k: source.get(k) for k in _SOURCE_KEYS if k in source}),
+        created_at=manifest.created_at,
+        tool_version=manifest.tool_version,
+        profile=manifest.profile,
+        tables=len(manifest.tables),
+        rows=sum(t.data.rows for t in manifest.tables if t.data is not None),
+        source=Endpoint.model_validate(
+            {
+                "database": source.database,
+                "server_version": source.server_version,
+                "app_version": source.app_version,
+                "schema": source.schema_,
+                "app_settings": dict(source.app_settings),
+            }
+        ),
         signature=describe_signature(signature, allow_unsigned=allow_unsigned),
     )
 

@@ -163,7 +163,7 @@ def test_corrupt_data_member_is_caught_while_streaming_and_the_unit_rolls_back(
     bad = flip_bytes(good_file, tmp_path / "bad.zip", first_member(good_file))
     before = snapshot(target)
     with open_archive(bad) as reader:
-        units = [Unit.from_dict(u) for u in reader.manifest["units"]]
+        units = [Unit.from_dict(u.model_dump()) for u in reader.manifest.units]
         items_unit = next(u for u in units if "items" in u.tables)
         with pytest.raises((ArchiveError, ApplyError), match="items: ") as info:
             apply_unit(reader, target, items_unit)
@@ -208,8 +208,8 @@ def test_swapped_data_member_loads_then_fails_its_checksum_and_rolls_back(
     """The member decompresses and parses as COPY: only its checksum tells, and the unit rolls back."""
     before = snapshot(target)
     with open_archive(swapped_file) as reader:
-        for u in reader.manifest["units"]:
-            unit = Unit.from_dict(u)
+        for u in reader.manifest.units:
+            unit = Unit.from_dict(u.model_dump())
             if "items" not in unit.tables:
                 continue
             with pytest.raises(ApplyError, match="items: .*fails its checksum") as info:
@@ -225,7 +225,9 @@ def test_swapped_member_into_an_empty_table_is_rolled_back_too(
     """Overwrite of an empty table streams straight into it (no staging): still all or nothing."""
     sql(target, "DELETE FROM items")
     with open_archive(swapped_file) as reader:
-        unit = next(Unit.from_dict(u) for u in reader.manifest["units"] if "items" in u["tables"])
+        unit = next(
+            Unit.from_dict(u.model_dump()) for u in reader.manifest.units if "items" in u.tables
+        )
         with pytest.raises(ApplyError, match="fails its checksum"):
             apply_unit(reader, target, unit)
     assert table_text(target, "items") == []

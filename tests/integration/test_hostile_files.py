@@ -128,7 +128,9 @@ def test_a_zstd_stream_inflating_beyond_raw_bytes_is_refused_and_rolled_back(
     resigned = _resign(edited, tmp_path / "r.zip", key)
     before = snapshot(target)
     with open_archive(resigned, trust=trust(key)) as reader:
-        unit = next(Unit.from_dict(u) for u in reader.manifest["units"] if "items" in u["tables"])
+        unit = next(
+            Unit.from_dict(u.model_dump()) for u in reader.manifest.units if "items" in u.tables
+        )
         with pytest.raises(ApplyError, match="inflates beyond the 100 bytes its manifest declares"):
             apply_unit(reader, target, unit)
     assert snapshot(target) == before

@@ -191,9 +191,9 @@ def _apply_all(
     with open_archive(path) as reader:
         plan = prepare(reader, target)
         source = {
-            e["name"]: RowFingerprint.from_dict(e["fingerprint"])
-            for e in reader.manifest["tables"]
-            if e.get("fingerprint")
+            e.name: RowFingerprint.from_dict(e.fingerprint.model_dump())
+            for e in reader.manifest.tables
+            if e.fingerprint is not None
         }
         for u in plan.units:
             result: UnitResult = apply_unit(
@@ -268,8 +268,9 @@ def test_other_loads_still_scan(
     if case == "extra target column kept":
         # the scan mattered: the extra column's values are in the target's fingerprint
         with open_archive(path) as reader:
-            entry = next(e for e in reader.manifest["tables"] if e["name"] == "items")
-        assert left["items"] != RowFingerprint.from_dict(entry["fingerprint"])
+            entry = next(e for e in reader.manifest.tables if e.name == "items")
+        assert entry.fingerprint is not None
+        assert left["items"] != RowFingerprint.from_dict(entry.fingerprint.model_dump())
 
 
 @pytest.mark.parametrize("encoding", ["MULE_INTERNAL", None])
@@ -287,7 +288,7 @@ def test_a_fingerprint_taken_in_another_or_an_unknown_encoding_is_not_reused(
     path = tmp_path / "m.zip"
     make_file(source, path, **OVERWRITE_ALL)
     with open_archive(path) as reader:
-        recorded = reader.manifest["source"]["server_encoding"]
+        recorded = reader.manifest.source.server_encoding
     with psycopg.connect(source) as conn:
         assert recorded == conn.execute("SHOW server_encoding").fetchone()[0]  # type: ignore[index]
     real = apply_module.unit_entries

@@ -150,14 +150,14 @@ def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> 
         plan = prepare(reader, target)
         manifest = reader.manifest
         entries = {u.id: unit_entries(reader, u) for u in plan.units}
-    sizes = {e["name"]: table_bytes(e) for e in manifest["tables"]}
+    sizes = {t.name: table_bytes(t) for t in manifest.tables}
     tasks = pack_units(plan.units, sizes, 4)
     report = PlanReport(
         migration_id=plan.migration_id,
         migration_file="m.zip",
         source=None,
         units=plan.units,
-        rules={e["name"]: e["rule"] for e in manifest["tables"]},
+        rules={t.name: t.rule for t in manifest.tables},
         pending=plan.pending,
         target_fingerprints=plan.target_fingerprints,
         tasks=tuple(tuple(u.id for u in t) for t in tasks),

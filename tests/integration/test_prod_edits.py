@@ -53,7 +53,7 @@ def _migrate(reader: Any, target: str) -> tuple[Any, list[Any]]:
 
 def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
     report = {
-        "rules": {e["name"]: e["rule"] for e in reader.manifest["tables"]},
+        "rules": {e.name: e.rule for e in reader.manifest.tables},
         "units": [u.to_dict() for u in plan.units],
         "target_fingerprints": {
             t: (fp.to_dict() if fp is not None else None)
@@ -86,7 +86,7 @@ def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
     before = {t: table_text(target, t) for t in ("cfg", "ups", "calm", "loose")}
     with open_archive(tmp_path / "m.zip") as reader:
         plan = prepare(reader, target)
-        rules = {e["name"]: e["rule"] for e in reader.manifest["tables"]}
+        rules = {e.name: e.rule for e in reader.manifest.tables}
         applied = {t for u in plan.units for t in u.tables}
         changed = changed_since(record, plan.target_fingerprints, rules, applied)
         assert [(c.table, c.recorded_rows, c.rows) for c in changed] == [

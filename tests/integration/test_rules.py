@@ -933,7 +933,7 @@ def test_units_applied_at_once_end_as_one_after_another(
     serial_target = new_db()
     make_file(source, tmp_path / "m.zip", **user_rule("overwrite"))
     with open_archive(tmp_path / "m.zip") as reader:
-        assert len(reader.manifest["units"]) >= 4  # several units to run at once
+        assert len(reader.manifest.units) >= 4  # several units to run at once
 
     at_once = apply_file(tmp_path / "m.zip", target, workers=3)
     serial = apply_file(tmp_path / "m.zip", serial_target, workers=1)

@@ -72,9 +72,10 @@ def test_equal_tables_get_no_unit_and_say_why(
 
 def _fingerprint(path: Path, table: str) -> RowFingerprint:
     with open_archive(path) as reader:
-        entry = next(e for e in reader.manifest["tables"] if e["name"] == table)
-    assert len(entry["structure_sha256"]) == 64
-    return RowFingerprint.from_dict(entry["fingerprint"])
+        entry = next(e for e in reader.manifest.tables if e.name == table)
+    assert entry.structure_sha256 is not None and len(entry.structure_sha256) == 64
+    assert entry.fingerprint is not None
+    return RowFingerprint.from_dict(entry.fingerprint.model_dump())
 
 
 @pytest.mark.parametrize("rule", ["overwrite", "upsert"])
@@ -187,7 +188,7 @@ def test_a_table_without_a_fingerprint_is_always_applied(
     p = plan(source, target, path, "overwrite")
     assert mapped(p) == {"items", "counters"}
     with open_archive(path) as reader:
-        assert all("fingerprint" not in e for e in reader.manifest["tables"])
+        assert all(e.fingerprint is None for e in reader.manifest.tables)
 
 
 def test_second_sync_of_the_nocobase_pair_maps_no_unit(
@@ -199,7 +200,7 @@ def test_second_sync_of_the_nocobase_pair_maps_no_unit(
     make_file(staging, tmp_path / "again.zip", profile="nocobase")
     with open_archive(tmp_path / "again.zip") as reader:
         p = prepare(reader, prod)
-        tables = len(reader.manifest["tables"])
+        tables = len(reader.manifest.tables)
     assert p.units == (), [u.label for u in p.units]
     assert len(p.tables) == tables
     assert {t.status for t in p.tables} <= {"unchanged", "skipped"}

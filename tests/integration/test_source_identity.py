@@ -97,9 +97,10 @@ def test_a_manifest_without_identity_still_loads_and_is_not_checked(
     manifest = _file(source, path)
     old = copy.deepcopy(manifest)
     del old["source"]["identity"]
-    assert manifest_model.validate(old, name="old.zip").source.identity is None
+    older = manifest_model.validate(old, name="old.zip")
+    assert older.source.identity is None
     with caplog.at_level(logging.WARNING):
-        refuse_own_source(old, identity_of(source), file="old.zip", target_name="connection 'x'")
+        refuse_own_source(older, identity_of(source), file="old.zip", target_name="connection 'x'")
     assert "old.zip records no source database identity" in caplog.text
 
     # the identity is a closed model: nothing else (no credential) may ride along

@@ -9,6 +9,7 @@ import pytest
 
 from migration_manager import checks
 from migration_manager.errors import ConfigError, EnvironmentMismatchError
+from migration_manager.manifest import Manifest
 from migration_manager.nocobase_secrets import aes_key, nocobase_decrypt, nocobase_encrypt
 from migration_manager.profiles import get_profile
 
@@ -22,11 +23,34 @@ SETTINGS = (
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nocobase"
 
 
-def _manifest(env: dict[str, str]) -> dict[str, object]:
-    return {
-        "profile": "nocobase",
-        "source": {"app_settings": get_profile("nocobase").settings(env)},
-    }
+def _manifest(env: dict[str, str]) -> Manifest:
+    """A manifest of no tables from a NocoBase source configured by ``env``."""
+    group = {"default": "schema-only", "independent": {}}
+    return Manifest.model_validate(
+        {
+            "format": "migration-manager",
+            "format_version": 1,
+            "id": "m1",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "tool_version": "0",
+            "profile": "nocobase",
+            "rules": {"system": group, "user": group},
+            "source": {
+                "database": "staging",
+                "server_version": None,
+                "app_version": None,
+                "app_settings": get_profile("nocobase").settings(env),
+                "schema": "public",
+                "table_prefix": "",
+            },
+            "environment": {"variables": [], "referenced_unknown": []},
+            "plugins": [],
+            "tables": [],
+            "units": [],
+            "warnings": [],
+            "members": {},
+        }
+    )
 
 
 @pytest.mark.parametrize(

@@ -130,10 +130,10 @@ class BackupOperator(BaseOperator):
                     f"backups_to_keep {self.backups_to_keep!r} is not a whole number"
                 ) from None
             env = environment(self.target_conn_id)
-            manifest: dict[str, Any] = {"profile": self.profile}
+            profile, migration_id = self.profile, None
             if self.migration_file:
                 with migration_archive(self.migration_file) as reader:
-                    manifest = reader.manifest
+                    profile, migration_id = reader.manifest.profile, reader.manifest.id
             key = backup_key(self.target_conn_id)
             # The target's lock, as for a write: a backup never catches a migration half done
             # (and a migration waits for the backup to finish).
@@ -142,9 +142,9 @@ class BackupOperator(BaseOperator):
                     env.dsn,
                     key,
                     keep=keep,
-                    profile=manifest.get("profile"),
+                    profile=profile,
                     app_env=env.app_env,
-                    migration_id=manifest.get("id"),
+                    migration_id=migration_id,
                     run_id=context["run_id"],
                     target_conn_id=self.target_conn_id,
                 )

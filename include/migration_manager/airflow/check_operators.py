@@ -137,7 +137,7 @@ class EnvCheckOperator(BaseOperator):
             self.log.warning(
                 "Versions differ (allowed by allow_version_mismatch): %s", versions.describe()
             )
-        settings = manifest["source"].get("app_settings", {})
+        settings = manifest.source.app_settings
         self.log.info(
             "App settings match: %s",
             ", ".join(f"{k}={v!r}" for k, v in settings.items()) or "none checked",

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from airflow.providers.standard.operators.hitl import HITLOperator
 
     from migration_manager.archive import ArchiveReader
+    from migration_manager.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def migration_archive(ref: str) -> Iterator[ArchiveReader]:
         yield reader
 
 
-def migration_manifest(ref: str) -> dict[str, Any]:
+def migration_manifest(ref: str) -> Manifest:
     """The verified migration file's manifest."""
     with migration_archive(ref) as reader:
         return reader.manifest

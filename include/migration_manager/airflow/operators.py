@@ -31,6 +31,7 @@ from migration_manager.run_options import RunOptions
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from migration_manager.manifest import Manifest
     from migration_manager.plan import Unit
 
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ class PlanMigrationOperator(BaseOperator):
                 manifest = reader.manifest
                 entries = {u.id: unit_entries(reader, u) for u in plan.units}
         target_key, changed = self._prod_edits(plan, manifest)
-        sizes = {e["name"]: table_bytes(e) for e in manifest["tables"]}
+        sizes = {t.name: table_bytes(t) for t in manifest.tables}
         tasks = pack_units(plan.units, sizes, most)
         limit = max_map_length()
         if len(tasks) > limit:
@@ -258,9 +259,9 @@ class PlanMigrationOperator(BaseOperator):
         report = PlanReport(
             migration_id=plan.migration_id,
             migration_file=self.migration_file,
-            source=manifest["source"].get("database"),
+            source=manifest.source.database,
             units=plan.units,
-            rules={e["name"]: e["rule"] for e in manifest["tables"]},
+            rules={t.name: t.rule for t in manifest.tables},
             quiet_tables=plan.tables,
             warnings=plan.warnings,
             pending=plan.pending,
@@ -273,7 +274,7 @@ class PlanMigrationOperator(BaseOperator):
         # each mapped apply_table gets what its units need (xcom_models.planned_tasks)
         return [t.to_xcom() for t in planned_tasks(plan, tasks, entries, str(self.migration_file))]
 
-    def _prod_edits(self, plan: Any, manifest: Any) -> tuple[str | None, list[Any]]:
+    def _prod_edits(self, plan: Any, manifest: Manifest) -> tuple[str | None, list[Any]]:
         """The target's key in the store and the tables changed there since the last migration."""
         from migration_manager.airflow.store import load_target_record
         from migration_manager.prod_edits import changed_since, target_key
@@ -283,7 +284,7 @@ class PlanMigrationOperator(BaseOperator):
         key = target_key(str(self.target_conn_id), plan.target_identity)
         record = load_target_record(key)
         applied = {t for u in plan.units for t in u.tables}
-        rules = {e["name"]: e["rule"] for e in manifest["tables"]}
+        rules = {t.name: t.rule for t in manifest.tables}
         changed = changed_since(record, plan.target_fingerprints, rules, applied)
         if record is None:
             self.log.info(

@@ -48,8 +48,11 @@ log = logging.getLogger(__name__)
 
 
 def manifest_entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
-    """The manifest's table entries by table name."""
-    return {e["name"]: e for e in reader.manifest["tables"]}
+    """The manifest's table entries by table name, in the file's JSON form (what XCom carries)."""
+    return {
+        t.name: t.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        for t in reader.manifest.tables
+    }
 
 
 def _lock_timeout() -> str:
@@ -64,7 +67,7 @@ def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]
     """
     entries = manifest_entries(reader)
     # the server encoding the source's fingerprints were taken in (hashes of the row text's bytes)
-    encoding = (reader.manifest.get("source") or {}).get("server_encoding")
+    encoding = reader.manifest.source.server_encoding
     out: dict[str, dict[str, Any]] = {}
     for t in unit.tables:
         if t not in entries:

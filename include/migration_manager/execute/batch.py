@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from migration_manager import manifest
 from migration_manager.errors import MigrationError
 from migration_manager.execute.results import UnitResult
 from migration_manager.plan import Unit
@@ -81,13 +81,6 @@ def apply_units(
     return BatchOutcome(results=tuple(results), failures=tuple(failures), reused=tuple(reused))
 
 
-def table_bytes(entry: Mapping[str, Any]) -> int:
-    """How many bytes of rows a manifest entry's table moves (0 for a rule that moves none)."""
-    data = entry.get("data") or {}
-    raw = data.get("raw_bytes")
-    if raw is not None:
-        return int(raw)
-    return int(data.get("rows") or 0) * _ROW_BYTES
-
-
-_ROW_BYTES = 100  # a row's size when the file does not record its tables' bytes
+def table_bytes(table: manifest.Table) -> int:
+    """How many bytes of rows a manifest table moves (0 for a rule that moves none)."""
+    return table.data.raw_bytes if table.data is not None else 0

@@ -148,19 +148,19 @@ def prepare(
     if problems:
         raise PlanError(problems, heading="The migration cannot be applied to this target")
     unit_list = tuple(
-        Unit.from_dict(u)
-        for u in reader.manifest["units"]
-        if any(t in needs_work for t in u["tables"])
+        Unit(id=u.id, tables=tuple(u.tables), label=u.label)
+        for u in reader.manifest.units
+        if any(t in needs_work for t in u.tables)
     )
     # a quiet table in a mapped unit is applied (and reported) with its unit
     mapped = {t for u in unit_list for t in u.tables}
     quiet = [q for q in quiet if q.table not in mapped]
     return ExecutionPlan(
-        migration_id=reader.manifest["id"],
+        migration_id=reader.manifest.id,
         units=unit_list,
         tables=tuple(quiet),
         pending=tuple(pending),
-        warnings=tuple(reader.manifest.get("warnings") or ()) + tuple(type_warnings),
+        warnings=tuple(reader.manifest.warnings) + tuple(type_warnings),
         checked=frozenset(checked & mapped),
         target_fingerprints=target_fps,
         target_identity=identity,

@@ -256,16 +256,16 @@ def _manifest_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
                 body_signature = reader.signature_against(trust.keys)
     except (ArchiveError, OSError) as exc:
         return {"error": str(exc), "signature": None}
-    tables = m.get("tables") or []
+    data = [t.data for t in m.tables if t.data is not None]
     return {
-        "id": m.get("id"),
-        "created_at": m.get("created_at"),
-        "profile": m.get("profile"),
-        "source": (m.get("source") or {}).get("database"),
-        "app_version": (m.get("source") or {}).get("app_version"),
-        "tables": len(tables),
-        "data_tables": sum(1 for t in tables if t.get("data")),
-        "rows": sum(int((t.get("data") or {}).get("rows") or 0) for t in tables),
+        "id": m.id,
+        "created_at": m.created_at,
+        "profile": m.profile,
+        "source": m.source.database,
+        "app_version": m.source.app_version,
+        "tables": len(m.tables),
+        "data_tables": len(data),
+        "rows": sum(d.rows for d in data),
         "signature": body_signature.to_dict(),
     }
 
@@ -350,7 +350,7 @@ def store_upload(
             raise Refused(f"Refused {shown}: {exc}", status=413) from exc
         except ArchiveError as exc:
             raise Refused(f"Refused {shown}: {exc}") from exc
-        migration_id = str(manifest.get("id") or "")
+        migration_id = manifest.id
         if not _ID.match(migration_id):
             raise Refused(f"Refused {shown}: its manifest has no usable id ({migration_id!r})")
         name = f"{migration_id}.zip"
