@@ -124,7 +124,40 @@ def make_file(source_dsn: str, path: Path, **kwargs: Any) -> dict[str, Any]:
     kwargs.setdefault("signing_key", signing_key())
     with path.open("wb") as fh:
         _result, manifest = create_migration(source_dsn, fh, **kwargs)
-    return manifest
+    return manifest.document()
+
+
+def bare_manifest(profile: str = "nocobase", **source: Any) -> Any:
+    """A valid manifest of no tables whose ``source`` has the given keys (else empty ones)."""
+    from migration_manager.manifest import Manifest
+
+    group = {"default": "schema-only", "independent": {}}
+    return Manifest.model_validate(
+        {
+            "format": "migration-manager",
+            "format_version": 1,
+            "id": "m1",
+            "created_at": "2026-01-01T00:00:00+00:00",
+            "tool_version": "0",
+            "profile": profile,
+            "rules": {"system": group, "user": group},
+            "source": {
+                "database": "staging",
+                "server_version": None,
+                "app_version": None,
+                "app_settings": {},
+                "schema": "public",
+                "table_prefix": "",
+            }
+            | source,
+            "environment": {"variables": [], "referenced_unknown": []},
+            "plugins": [],
+            "tables": [],
+            "units": [],
+            "warnings": [],
+            "members": {},
+        }
+    )
 
 
 def apply_file(path: Path, target_dsn: str, **kwargs: Any) -> dict[str, Any]:

@@ -361,13 +361,13 @@ def stored_values(
 
 
 def write_values(
-    manifest: Manifest,
+    profile_name: str,
     target_dsn: str,
     target_env: Mapping[str, str],
     rows: list[tuple[str, str, str]],
 ) -> None:
-    """Store the supplied variables in the target, in one transaction."""
-    profile = profile_of(manifest)
+    """Store the supplied variables in the target (``profile_name``'s app), in one transaction."""
+    profile = get_profile(profile_name)
     scope = profile.scope(target_env)
     try:
         with pg.sa_connection(target_dsn) as conn:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import sqlalchemy as sa
 from psycopg import sql
@@ -17,14 +17,26 @@ from psycopg import sql
 from migration_manager import __version__, pg
 from migration_manager.archive import (
     CHUNK,
-    FORMAT_NAME,
-    FORMAT_VERSION,
     ArchiveWriter,
     data_member,
 )
 from migration_manager.config import MigrationRules
 from migration_manager.errors import ConfigError
 from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
+from migration_manager.manifest import (
+    Environment,
+    Manifest,
+    MemberInfo,
+    Plugin,
+    ProfileKnowledge,
+    ProfileName,
+    Reference,
+    Rules,
+    Source,
+    Table,
+    Variable,
+)
+from migration_manager.manifest import Unit as ManifestUnit
 from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
@@ -104,7 +116,7 @@ def create_migration(
     migration_id: str | None = None,
     compression_level: int = 1,
     signing_key: SigningKey | None = None,
-) -> tuple[CreateResult, dict[str, Any]]:
+) -> tuple[CreateResult, Manifest]:
     """Write a migration file for ``source_dsn`` into ``out`` (a writable binary file).
 
     Every selected table is read inside one REPEATABLE READ, READ ONLY transaction, so the
@@ -212,42 +224,46 @@ def create_migration(
     finally:
         engine.dispose()
 
-    manifest: dict[str, Any] = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "id": mid,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "tool_version": __version__,
-        "profile": prof.name,
+    manifest = Manifest(
+        format="migration-manager",  # archive.FORMAT_NAME, FORMAT_VERSION
+        format_version=1,
+        id=mid,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        tool_version=__version__,
+        profile=cast(ProfileName, prof.name),
         # which version of the profile's code-derived table knowledge classified the tables
-        "profile_knowledge": knowledge.to_dict() if knowledge is not None else None,
-        "rules": ruleset.to_dict(),
-        "source": {
-            "database": database,
-            "server_version": version,
-            "server_encoding": encoding,  # the bytes the row fingerprints were taken over
-            "app_version": app_version,
-            "app_settings": prof.settings(env),
-            "schema": scope.schema,
-            "table_prefix": scope.prefix,
-            "identity": identity.to_dict(),
-        },
-        "environment": {
+        profile_knowledge=(
+            ProfileKnowledge.model_validate(knowledge.to_dict()) if knowledge is not None else None
+        ),
+        rules=Rules.model_validate(ruleset.to_dict()),
+        source=Source.model_validate(
+            {
+                "database": database,
+                "server_version": version,
+                "server_encoding": encoding,  # the bytes the row fingerprints were taken over
+                "app_version": app_version,
+                "app_settings": prof.settings(env),
+                "schema": scope.schema,
+                "table_prefix": scope.prefix,
+                "identity": identity.to_dict(),
+            }
+        ),
+        environment=Environment(
             # names and types only: values (and secrets) never enter the file
-            "variables": [
-                {"name": name, "type": kind, "referenced": name in references.found}
+            variables=[
+                Variable(name=name, type=kind, referenced=name in references.found)
                 for name, kind in variables
             ],
-            "referenced_unknown": sorted(references.found - {name for name, _ in variables}),
-        },
-        "plugins": plugins,
-        "tables": table_entries,
-        "units": [u.to_dict() for u in unit_list],
-        "references": [r.to_dict() for r in refs],
-        "warnings": warnings,
-        "members": writer.members,
-    }
-    writer.finish(manifest, signing_key)
+            referenced_unknown=sorted(references.found - {name for name, _ in variables}),
+        ),
+        plugins=[Plugin.model_validate(p) for p in plugins],
+        tables=[Table.model_validate(e) for e in table_entries],
+        units=[ManifestUnit(id=u.id, tables=list(u.tables), label=u.label) for u in unit_list],
+        references=[Reference.model_validate(r.to_dict()) for r in refs],
+        warnings=warnings,
+        members={m: MemberInfo.model_validate(info) for m, info in writer.members.items()},
+    )
+    writer.finish(manifest.document(), signing_key)
     total_bytes = sum(int(m["bytes"]) for m in writer.members.values())
     result = CreateResult(
         id=mid,

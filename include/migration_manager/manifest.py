@@ -51,6 +51,9 @@ Count = Annotated[int, Field(ge=0, strict=True)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
+ProfileName = Literal["nocobase", "generic"]
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -260,7 +263,7 @@ class Manifest(_Model):
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,195}$")
     created_at: str
     tool_version: str
-    profile: Literal["nocobase", "generic"]
+    profile: ProfileName
     profile_knowledge: ProfileKnowledge | None = None
     rules: Rules
     source: Source
@@ -271,6 +274,10 @@ class Manifest(_Model):
     references: list[Reference] = []
     warnings: list[str]
     members: dict[Member, MemberInfo]
+
+    def document(self) -> dict[str, Any]:
+        """The manifest as ``manifest.json`` holds it: the keys it was given, none added."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 def _where(doc: Any, loc: tuple[int | str, ...]) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from migration_manager.checks import version_differences
 from migration_manager.errors import ConfigError
-from tests.pgtools import make_file, sql
+from tests.pgtools import bare_manifest, make_file, sql
 
 pytestmark = pytest.mark.postgres
 
@@ -73,13 +73,13 @@ def test_a_database_without_nocobase_says_so(source: str, tmp_path: Path) -> Non
 
 def test_a_target_without_the_settings_or_versions_is_refused(target: str) -> None:
     sql(target, APP)
-    manifest = {"profile": "nocobase", "source": {"app_version": "2.2.15"}, "plugins": []}
+    manifest = bare_manifest(app_version="2.2.15")
     with pytest.raises(ConfigError, match="The target connection selects schema 'public'"):
         version_differences(manifest, target, {})
     settings = {"DB_SCHEMA": "app", "DB_TABLE_PREFIX": "nb_", "DB_UNDERSCORED": "true"}
     assert version_differences(manifest, target, settings) == ("2.2.15", "2.2.15", [])
     # neither side's version readable: refused, not "versions match"
     sql(target, "DROP TABLE app.nb_application_version")
-    unversioned = {**manifest, "source": {"app_version": None}}
+    unversioned = bare_manifest(app_version=None)
     with pytest.raises(ConfigError, match="Neither the source nor the target has a readable"):
         version_differences(unversioned, target, settings)

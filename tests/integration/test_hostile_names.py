@@ -508,7 +508,7 @@ def test_environment_values_are_written_into_a_schema_named_like_a_placeholder(
         q.SQL("INSERT INTO {} (name, type, value) VALUES ('OLD', 'default', 'o')").format(table),
     )
     write_values(
-        {"profile": "nocobase"},
+        "nocobase",
         target,
         {"DB_SCHEMA": schema},
         [("API_URL", "default", "%s x"), ("OLD", "secret", ":v")],

@@ -293,5 +293,5 @@ def test_env_values_into_a_table_not_shaped_as_the_app_s_fail_clearly(
         match=r"environment variables HELPDESK_URL into the target failed \(column \"createdAt\".*"
         r"nothing was written.*not shaped as the nocobase profile expects",
     ):
-        checks.write_values(manifest, prod, {}, [("HELPDESK_URL", "default", URL)])
+        checks.write_values(manifest.profile, prod, {}, [("HELPDESK_URL", "default", URL)])
     assert _env_rows(prod) == before

@@ -12,6 +12,7 @@ from migration_manager.errors import ConfigError, EnvironmentMismatchError
 from migration_manager.manifest import Manifest
 from migration_manager.nocobase_secrets import aes_key, nocobase_decrypt, nocobase_encrypt
 from migration_manager.profiles import get_profile
+from tests.pgtools import bare_manifest
 
 SETTINGS = (
     "DB_UNDERSCORED",
@@ -25,32 +26,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "nocobase"
 
 def _manifest(env: dict[str, str]) -> Manifest:
     """A manifest of no tables from a NocoBase source configured by ``env``."""
-    group = {"default": "schema-only", "independent": {}}
-    return Manifest.model_validate(
-        {
-            "format": "migration-manager",
-            "format_version": 1,
-            "id": "m1",
-            "created_at": "2026-01-01T00:00:00+00:00",
-            "tool_version": "0",
-            "profile": "nocobase",
-            "rules": {"system": group, "user": group},
-            "source": {
-                "database": "staging",
-                "server_version": None,
-                "app_version": None,
-                "app_settings": get_profile("nocobase").settings(env),
-                "schema": "public",
-                "table_prefix": "",
-            },
-            "environment": {"variables": [], "referenced_unknown": []},
-            "plugins": [],
-            "tables": [],
-            "units": [],
-            "warnings": [],
-            "members": {},
-        }
-    )
+    return bare_manifest(app_settings=get_profile("nocobase").settings(env))
 
 
 @pytest.mark.parametrize(

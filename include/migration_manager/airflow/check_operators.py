@@ -495,7 +495,7 @@ class EnvWriteOperator(BaseOperator):
             env = environment(self.target_conn_id)
             with target_write_lock(context, env.dsn, self.log):
                 checks.write_values(
-                    migration_manifest(self.migration_file), env.dsn, env.app_env, rows
+                    migration_manifest(self.migration_file).profile, env.dsn, env.app_env, rows
                 )
         names = [r[0] for r in rows]
         self.log.info("Wrote environment variables %s into the target", ", ".join(names))
