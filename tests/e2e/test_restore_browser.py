@@ -24,8 +24,6 @@ from tests.e2e.airflowapi import Airflow, running_airflow
 from tests.pgtools import FIXTURES, REPO, nocobase_databases
 from tests.uitools import CHROMIUM_ARGS, chromium, confirm_restore, open_migrations_page
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
-
 ARTIFACTS = REPO / "artifacts" / "restore"
 SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
 

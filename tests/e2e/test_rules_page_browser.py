@@ -35,8 +35,6 @@ from tests.uitools import (
     open_migrations_page,
 )
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
-
 ARTIFACTS = REPO / "artifacts" / "rules-page"
 SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
 
