@@ -42,20 +42,9 @@ def get_dag(dag_id: str) -> Any:
 
 def connection_uri(dsn: str, app_env: dict[str, str] | None = None) -> str:
     """An ``AIRFLOW_CONN_*`` value: JSON form, so the extra can hold ``app_env``."""
-    from urllib.parse import urlsplit
+    from tests.factories import connection_document
 
-    parts = urlsplit(dsn)
-    doc: dict[str, Any] = {
-        "conn_type": "postgres",
-        "host": parts.hostname,
-        "port": parts.port or 5432,
-        "login": parts.username,
-        "password": parts.password,
-        "schema": parts.path.lstrip("/"),
-    }
-    if app_env:
-        doc["extra"] = {"app_env": app_env}
-    return json.dumps(doc)
+    return json.dumps(connection_document(dsn, extra={"app_env": app_env} if app_env else None))
 
 
 def set_connections(monkeypatch: Any, **conns: str) -> None:
