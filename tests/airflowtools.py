@@ -9,6 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.pgtools import REPO
 
 
@@ -246,3 +248,14 @@ def rerun_cleared(dag_run: Any, *tasks: tuple[str, int]) -> Any:
                     _run_task(ti=x, task=dag.task_dict[x.task_id])
         session.expire_all()
         return session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()
+
+
+def pipeline_dag(tmp_path: Path, monkeypatch: Any, **pipeline: Any) -> Any:
+    """The sync_<name> DAG of a one-pipeline file."""
+    from migration_manager.airflow.pipeline_dags import pipeline_dags
+
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(yaml.safe_dump({"pipelines": [pipeline]}))
+    monkeypatch.setenv("MIGRATION_PIPELINES", str(path))
+    (dag,) = pipeline_dags(str(path)).values()
+    return dag
