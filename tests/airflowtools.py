@@ -9,6 +9,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from tests.pgtools import REPO
 
 
@@ -42,20 +44,9 @@ def get_dag(dag_id: str) -> Any:
 
 def connection_uri(dsn: str, app_env: dict[str, str] | None = None) -> str:
     """An ``AIRFLOW_CONN_*`` value: JSON form, so the extra can hold ``app_env``."""
-    from urllib.parse import urlsplit
+    from tests.factories import connection_document
 
-    parts = urlsplit(dsn)
-    doc: dict[str, Any] = {
-        "conn_type": "postgres",
-        "host": parts.hostname,
-        "port": parts.port or 5432,
-        "login": parts.username,
-        "password": parts.password,
-        "schema": parts.path.lstrip("/"),
-    }
-    if app_env:
-        doc["extra"] = {"app_env": app_env}
-    return json.dumps(doc)
+    return json.dumps(connection_document(dsn, extra={"app_env": app_env} if app_env else None))
 
 
 def set_connections(monkeypatch: Any, **conns: str) -> None:
@@ -257,3 +248,14 @@ def rerun_cleared(dag_run: Any, *tasks: tuple[str, int]) -> Any:
                     _run_task(ti=x, task=dag.task_dict[x.task_id])
         session.expire_all()
         return session.query(DagRun).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id).one()
+
+
+def pipeline_dag(tmp_path: Path, monkeypatch: Any, **pipeline: Any) -> Any:
+    """The sync_<name> DAG of a one-pipeline file."""
+    from migration_manager.airflow.pipeline_dags import pipeline_dags
+
+    path = tmp_path / "pipelines.yaml"
+    path.write_text(yaml.safe_dump({"pipelines": [pipeline]}))
+    monkeypatch.setenv("MIGRATION_PIPELINES", str(path))
+    (dag,) = pipeline_dags(str(path)).values()
+    return dag

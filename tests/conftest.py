@@ -72,6 +72,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _DROPPER.shutdown(wait=True)
 
 
+# Each test folder is a marker (``pytest -m unit``, ``-m "not e2e"``); the e2e tests all boot
+# Airflow against PostgreSQL and take seconds, so they carry those markers too.
+_FOLDER_MARKERS: dict[str, tuple[str, ...]] = {
+    "unit": ("unit",),
+    "integration": ("integration",),
+    "dags": ("dags",),
+    "e2e": ("e2e", "airflow", "postgres", "slow"),
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests_dir = Path(__file__).parent
+    for item in items:
+        try:
+            folder = item.path.relative_to(tests_dir).parts[0]
+        except ValueError:
+            continue
+        for name in _FOLDER_MARKERS.get(folder, ()):
+            item.add_marker(name)
+
+
 @pytest.fixture
 def source(new_db: Callable[[], str]) -> str:
     return new_db()

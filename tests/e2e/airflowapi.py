@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import psutil
 
 from migration_manager.airflow_api import AirflowApi
+from tests.factories import connection_document
 from tests.pgtools import REPO, create_database, drop_database, dsn_for
 
 LAUNCHER = REPO / "bin" / "airflow-local"
@@ -59,15 +59,9 @@ class Airflow(AirflowApi):
 
     # --- connections ---------------------------------------------------------------------
     def set_connection(self, conn_id: str, dsn: str, extra: dict[str, Any] | None = None) -> None:
-        parts = urlsplit(dsn)
         body = {
             "connection_id": conn_id,
-            "conn_type": "postgres",
-            "host": parts.hostname,
-            "port": parts.port or 5432,
-            "login": parts.username,
-            "password": parts.password,
-            "schema": parts.path.lstrip("/"),
+            **connection_document(dsn),
             "extra": json.dumps(extra) if extra else None,
         }
         self.upsert("connections", conn_id, body)

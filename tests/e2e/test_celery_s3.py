@@ -21,8 +21,6 @@ from migration_manager.target_lock import owner
 from tests.e2e.airflowapi import Airflow, free_port, running_airflow, wait_for
 from tests.pgtools import REPO, sql, table_text
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
-
 REDIS = "redis://127.0.0.1:6379/11"
 BUCKET = "mm-e2e-store"
 

@@ -23,8 +23,6 @@ from migration_manager.target_lock import owner
 from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
 from tests.pgtools import rows, sql
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
-
 PIPELINES = """\
 pipelines:
   - name: e2e_faults

@@ -20,8 +20,6 @@ from migration_manager.target_lock import owner
 from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
 from tests.pgtools import FIXTURES, load_dump, rows, scalar, sql, table_text
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
-
 PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
 PIPELINES = """\
 pipelines:

@@ -27,8 +27,6 @@ from tests.e2e.airflowapi import free_port
 from tests.pgtools import FIXTURES, REPO, create_database, drop_database, dsn_for, load_dump
 from tests.uitools import CHROMIUM_ARGS, auth_env, chromium, open_migrations_page
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
-
 ARTIFACTS = REPO / "artifacts" / "migrations-page"
 
 

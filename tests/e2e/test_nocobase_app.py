@@ -30,8 +30,6 @@ from tests.nocobasetools import (
 )
 from tests.pgtools import FIXTURES, nocobase_databases, rows, scalar
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
-
 STAGING_KEY = (FIXTURES / "dev_staging_aes_key.dat").read_bytes()
 PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
 USER_COLLECTIONS = ("ticketCategories", "tags", "tickets", "locations")

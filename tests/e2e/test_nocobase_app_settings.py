@@ -23,8 +23,6 @@ from tests.e2e.airflowapi import free_port
 from tests.nocobasetools import Api, install, install_database, running_app
 from tests.pgtools import FIXTURES, create_database, drop_database, dsn_for, rows, scalar
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.integration, pytest.mark.slow]
-
 STAGING_KEY = (FIXTURES / "dev_staging_aes_key.dat").read_bytes()
 PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
 SETTINGS = {"DB_SCHEMA": "app", "DB_TABLE_PREFIX": "nb_", "DB_UNDERSCORED": "true"}

@@ -13,52 +13,17 @@ was restored -> **Restore…** again from the Backups page, confirmed, finishes.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.e2e.airflowapi import Airflow, running_airflow
-from tests.pgtools import FIXTURES, REPO, nocobase_databases
+from tests.e2e.airflowapi import Airflow
+from tests.pgtools import REPO
 from tests.uitools import CHROMIUM_ARGS, chromium, confirm_restore, open_migrations_page
-
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
 
 ARTIFACTS = REPO / "artifacts" / "restore"
 SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
-
-
-@pytest.fixture(scope="module")
-def nocobase() -> Iterator[dict[str, str]]:
-    with nocobase_databases() as dbs:
-        yield dbs
-
-
-@pytest.fixture(scope="module")
-def airflow(
-    nocobase: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Airflow]:
-    from urllib.parse import urlsplit
-
-    staging = urlsplit(nocobase["staging"])
-    env_conn = {
-        "conn_type": "postgres",
-        "host": staging.hostname,
-        "port": staging.port or 5432,
-        "login": staging.username,
-        "schema": staging.path.lstrip("/"),
-    }
-    env = {"AIRFLOW_CONN_NOCOBASE_STAGING": json.dumps(env_conn), "MM_POOL_SLOTS": "4"}
-    with running_airflow(tmp_path_factory.mktemp("restore-browser"), env=env) as af:
-        key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
-        af.set_connection(
-            "nocobase_prod", nocobase["prod"], {"app_env": {"APP_AES_SECRET_KEY": key}}
-        )
-        for dag_id in ("migration_sync", "migration_rollback"):
-            af.wait_for_dag(dag_id)
-        yield af
 
 
 @pytest.fixture(scope="module")

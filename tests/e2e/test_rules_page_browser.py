@@ -17,16 +17,13 @@ backup taken before the sync back (the README's UI tour, click for click). Scree
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-from tests.e2e.airflowapi import Airflow, running_airflow
-from tests.pgtools import FIXTURES, REPO, nocobase_databases, rows
+from tests.e2e.airflowapi import Airflow
+from tests.pgtools import REPO, rows
 from tests.uitools import (
     CHROMIUM_ARGS,
     answer_in_required_actions,
@@ -35,45 +32,8 @@ from tests.uitools import (
     open_migrations_page,
 )
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
-
 ARTIFACTS = REPO / "artifacts" / "rules-page"
 SECRETS = {"HELPDESK_URL": "https://helpdesk.prod.invalid/api", "HELPDESK_KEY": "e2e-secret-value"}
-
-
-@pytest.fixture(scope="module")
-def nocobase() -> Iterator[dict[str, str]]:
-    with nocobase_databases() as dbs:
-        yield dbs
-
-
-@pytest.fixture(scope="module")
-def airflow(
-    nocobase: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Airflow]:
-    from urllib.parse import urlsplit
-
-    staging = urlsplit(nocobase["staging"])
-    env_conn = {
-        "conn_type": "postgres",
-        "description": "NocoBase staging",
-        "host": staging.hostname,
-        "port": staging.port or 5432,
-        "login": staging.username,
-        "schema": staging.path.lstrip("/"),
-    }
-    tmp = tmp_path_factory.mktemp("rules-browser")
-    env = {
-        "AIRFLOW_CONN_NOCOBASE_STAGING": json.dumps(env_conn),
-        "MM_POOL_SLOTS": "4",  # table units applied at once (the pool), as many as task slots
-    }
-    with running_airflow(tmp, env=env) as af:
-        key = (FIXTURES / "dev_prod_aes_key.dat").read_bytes().hex()
-        af.set_connection(
-            "nocobase_prod", nocobase["prod"], {"app_env": {"APP_AES_SECRET_KEY": key}}
-        )
-        af.wait_for_dag("migration_sync")
-        yield af
 
 
 def _prod_state(dsn: str) -> list[Any]:

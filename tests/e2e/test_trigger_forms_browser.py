@@ -30,8 +30,6 @@ from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
 from tests.pgtools import REPO, drop_database, dsn_for, rows
 from tests.uitools import CHROMIUM_ARGS, answer_in_required_actions, chromium
 
-pytestmark = [pytest.mark.airflow, pytest.mark.postgres, pytest.mark.slow, pytest.mark.integration]
-
 ARTIFACTS = REPO / "artifacts" / "trigger-forms"
 PIPELINE_DAG = "sync_staging_to_prod"  # include/pipelines.example.yaml
 ORDERS_API_URL = "https://orders.prod.example.invalid/api"

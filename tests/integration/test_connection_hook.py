@@ -15,24 +15,14 @@ from airflow.sdk._shared.secrets_masker import redact
 from migration_manager import pg
 from migration_manager.airflow.connections import environment, environment_of
 from migration_manager.airflow.hooks import MigrationDatabaseHook
+from tests.factories import connection_document
 
 AES = "ab" * 32
 APP_KEY = "the-apps-jwt-signing-key"
 
 
 def _conn(dsn: str, extra: dict[str, Any]) -> str:
-    parts = urlsplit(dsn)
-    return json.dumps(
-        {
-            "conn_type": "postgres",
-            "host": parts.hostname,
-            "port": parts.port or 5432,
-            "login": parts.username,
-            "password": "p@ss/word secret",
-            "schema": parts.path.lstrip("/"),
-            "extra": extra,
-        }
-    )
+    return json.dumps(connection_document(dsn, extra=extra, password="p@ss/word secret"))
 
 
 def test_the_hook_owns_the_url_the_app_env_and_the_app(

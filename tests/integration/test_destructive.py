@@ -14,8 +14,15 @@ import pytest
 from migration_manager.archive import open_archive
 from migration_manager.destructive import DestructivePlan, assess
 from migration_manager.execute import prepare
-from tests.airflowtools import answer_when_asked, connection_uri, run_dag, task_states, xcom
-from tests.integration.test_notifications import Inbox, _body, _pipeline_dag, inbox  # noqa: F401
+from tests.airflowtools import (
+    answer_when_asked,
+    connection_uri,
+    pipeline_dag,
+    run_dag,
+    task_states,
+    xcom,
+)
+from tests.mailtools import Inbox, message_body
 from tests.pgtools import FIXTURES, make_file, scalar, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
@@ -148,7 +155,7 @@ def test_a_table_locked_by_another_session_is_not_counted_nor_waited_for(
 
 def test_manual_run_asks_and_a_rejection_stops_before_any_write(
     nocobase_pair: tuple[str, str],
-    inbox: Inbox,  # noqa: F811
+    inbox: Inbox,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     staging, prod = nocobase_pair
@@ -180,7 +187,7 @@ def test_manual_run_asks_and_a_rejection_stops_before_any_write(
     # the question, then the refusal: two messages, the second one names the refused part
     messages = inbox.wait(2)
     assert [m["X-Migration-Event"] for m in messages] == ["question", "refused"]
-    assert UI_PART in _body(messages[0]) and UI_PART in _body(messages[1])
+    assert UI_PART in message_body(messages[0]) and UI_PART in message_body(messages[1])
     assert "rejected by olga" in str(messages[1]["Subject"])
 
 
@@ -190,7 +197,7 @@ def test_a_pipeline_refuses_a_destructive_plan(
     staging, prod = nocobase_pair
     _connect(monkeypatch, staging, prod)
     before = table_text(prod, "uiSchemas")
-    dag = _pipeline_dag(
+    dag = pipeline_dag(
         tmp_path,
         monkeypatch,
         name="destructive_nightly",

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import connection_uri, run_dag, task_states
-from tests.integration.test_notifications import Inbox, inbox  # noqa: F401
+from tests.mailtools import Inbox
 from tests.pgtools import make_file, scalar, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
@@ -67,7 +67,7 @@ def test_dry_run_counts_equal_the_real_run_that_follows(
     target: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    inbox: Inbox,  # noqa: F811
+    inbox: Inbox,
 ) -> None:
     sql(source, SOURCE)
     sql(target, TARGET)

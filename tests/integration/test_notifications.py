@@ -6,94 +6,28 @@ an Airflow ``smtp`` connection pointing at it.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
 import os
-import socket
 import time
 import uuid
-from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.airflowtools import (
     answer_when_asked,
     connection_uri,
     metadata_db,
+    pipeline_dag,
     run_dag,
     task_states,
 )
+from tests.mailtools import Inbox, message_body
 from tests.pgtools import FIXTURES, sql
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
 PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
-
-
-class Inbox:
-    """aiosmtpd handler: every message it receives, parsed."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-        self.recipients: list[list[str]] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        self.messages.append(msg)
-        self.recipients.append(list(envelope.rcpt_tos))
-        return "250 Message accepted"
-
-    def wait(self, count: int, seconds: float = 10) -> list[EmailMessage]:
-        deadline = time.monotonic() + seconds
-        while len(self.messages) < count and time.monotonic() < deadline:
-            time.sleep(0.1)
-        return self.messages
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def inbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[Inbox]:
-    """An SMTP server on loopback and the Airflow connection ``mm_smtp`` to it."""
-    from aiosmtpd.controller import Controller
-
-    handler = Inbox()
-    port = _free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    conn = {
-        "conn_type": "smtp",
-        "host": "127.0.0.1",
-        "port": port,
-        "extra": {
-            "from_email": "migrations@airflow.test",
-            "disable_tls": True,
-            "disable_ssl": True,
-            "timeout": 10,
-            "retry_limit": 1,
-        },
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_MM_SMTP", json.dumps(conn))
-    try:
-        yield handler
-    finally:
-        controller.stop()
-
-
-def _body(msg: EmailMessage) -> str:
-    part = msg.get_body(preferencelist=("html", "plain"))
-    assert part is not None
-    return str(part.get_content())
 
 
 SOURCE = """
@@ -109,17 +43,6 @@ INSERT INTO good SELECT g, 'target ' || g FROM generate_series(1, 50) g;
 CREATE TABLE bad (id int PRIMARY KEY, v text);
 INSERT INTO bad VALUES (1, 'one');
 """
-
-
-def _pipeline_dag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **pipeline: Any) -> Any:
-    """The sync_<name> DAG of a one-pipeline file."""
-    from migration_manager.airflow.pipeline_dags import pipeline_dags
-
-    path = tmp_path / "pipelines.yaml"
-    path.write_text(yaml.safe_dump({"pipelines": [pipeline]}))
-    monkeypatch.setenv("MIGRATION_PIPELINES", str(path))
-    (dag,) = pipeline_dags(str(path)).values()
-    return dag
 
 
 def test_a_failed_nightly_run_sends_one_notification(
@@ -150,7 +73,7 @@ def test_a_failed_nightly_run_sends_one_notification(
     )
     (store / "files").mkdir(parents=True, exist_ok=True)
     (store / "files" / f"{old_mid}.zip").write_bytes(b"an old migration file")
-    dag = _pipeline_dag(
+    dag = pipeline_dag(
         tmp_path,
         monkeypatch,
         name=name,
@@ -180,7 +103,7 @@ def test_a_failed_nightly_run_sends_one_notification(
     assert msg["X-Migration-Event"] == "rollback"
     subject = str(msg["Subject"])
     assert subject.startswith(f"Migration sync_{name} into {name}_prod failed and was rolled back")
-    body = _body(msg)
+    body = message_body(msg)
     assert f"sync_{name}" in body and dag_run.run_id in body and f"{name}_prod" in body
     assert "apply_table[bad (overwrite)]" in body  # the failed table, with its error
     assert "rolled back to backup bk-" in body
@@ -223,7 +146,7 @@ def test_a_question_is_notified_and_success_is_not_unless_asked(
     assert len(inbox.messages) == 1  # the question; not the success (not in notify_events)
     assert msg["X-Migration-Event"] == "question"
     assert "waits for an answer" in str(msg["Subject"])
-    body = _body(msg)
+    body = message_body(msg)
     assert "Plugins missing in the target" in body and "graph-collection-manager" in body
     assert "Required actions" in body and dag_run.run_id in body
     assert "k-notify-1" not in body
@@ -253,7 +176,7 @@ def test_a_run_stopped_by_a_check_sends_a_failure(
     assert len(inbox.messages) == 1
     assert msg["X-Migration-Event"] == "failure"
     assert "failed: the run stopped at env_check" in str(msg["Subject"])
-    body = _body(msg)
+    body = message_body(msg)
     assert "env_check: The source and target applications are configured differently" in body
     assert "DB_TABLE_PREFIX: source &#x27;&#x27;, target &#x27;nb_&#x27;" in body  # html-escaped
     assert "/migrations/runs/mig-" in body  # its log was written: the run page

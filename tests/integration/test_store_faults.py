@@ -24,7 +24,7 @@ import pytest
 from migration_manager.errors import StoreError
 from tests.pgtools import signing_key, sql, table_text
 
-pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+pytestmark = pytest.mark.postgres
 
 BUCKET = "mm-store-faults"
 OVERWRITE = {"user": {"default": "overwrite"}}

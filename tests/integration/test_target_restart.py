@@ -21,7 +21,7 @@ from migration_manager.errors import TransientError
 from tests.pgcluster import Cluster, throwaway_cluster
 from tests.pgtools import apply_file, make_file, rows, sql
 
-pytestmark = [pytest.mark.postgres, pytest.mark.integration]
+pytestmark = pytest.mark.postgres
 
 ROWS = 400_000
 OVERWRITE = {"user": {"default": "overwrite"}}

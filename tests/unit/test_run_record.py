@@ -1,4 +1,4 @@
-"""The run log (migration.json / migration.log / schema.sql / data.sql) from plain data, without Airflow."""
+"""The run record and its files (migration.json / migration.log / schema.sql / data.sql) from plain data, without Airflow."""
 
 from __future__ import annotations
 
