@@ -1,4 +1,5 @@
-"""``app_restart``: after a migration (or its rollback) wrote to the target, restart the target app.
+"""Tasks on the target app: ``env_write`` stores the supplied environment variables in it, and
+``app_restart``, after a migration (or its rollback) wrote to the target, restarts it.
 
 NocoBase keeps collections, permissions and plugin state in memory, so the running app does not
 see what a migration wrote until it restarts. When the target connection's extra names the app
@@ -15,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.log import mask_secret
 
-from migration_manager import app_control
+from migration_manager import app_control, checks
 from migration_manager.airflow import task_ids
-from migration_manager.airflow.common import Json, engine_errors
+from migration_manager.airflow.check_operators import NOTHING_TO_WRITE
+from migration_manager.airflow.common import Json, engine_errors, is_dry_run, migration_manifest
 from migration_manager.airflow.connections import environment
+from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.run_log import task_states
 
 if TYPE_CHECKING:
@@ -84,3 +87,39 @@ class AppRestartOperator(BaseOperator):
             self.log.info("Asking the app at %s to restart (after the %s)", env.app.url, after)
             result = app_control.restart(env.app)
         return {"after": after, **result.to_dict()}
+
+
+class EnvWriteOperator(BaseOperator):
+    """Store the supplied environment variables in the target (after the backup, before the tables)."""
+
+    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "env_values")
+
+    def __init__(
+        self, *, migration_file: str, target_conn_id: str, env_values: Any = None, **kwargs: Any
+    ):
+        super().__init__(**kwargs)
+        self.migration_file = migration_file
+        self.target_conn_id = target_conn_id
+        self.env_values = env_values  # env_values' outcome: the rows to write
+
+    def execute(self, context: Context) -> Json:
+        if is_dry_run(context):
+            self.log.info("Dry run: no environment variable is written")
+            return {"written": []}
+        supplied = self.env_values or {}
+        rows = [tuple(r) for r in supplied.get("rows", [])]
+        if not rows:
+            self.log.info(NOTHING_TO_WRITE)
+            return {"written": []}
+        for name, kind, stored in rows:
+            if kind == "secret":
+                mask_secret(stored, name)
+        with engine_errors():
+            env = environment(self.target_conn_id)
+            with target_write_lock(context, env.dsn, self.log):
+                checks.write_values(
+                    migration_manifest(self.migration_file).profile, env.dsn, env.app_env, rows
+                )
+        names = [r[0] for r in rows]
+        self.log.info("Wrote environment variables %s into the target", ", ".join(names))
+        return {"written": names}

@@ -1,4 +1,4 @@
-"""Pre-flight check tasks: ``env_check``, ``env_values`` (may prompt), ``plugin_check`` (may prompt), ``env_write``.
+"""Pre-flight check tasks: ``env_check``, ``env_values`` (may prompt), ``plugin_check`` (may prompt).
 
 The prompts are Airflow human-in-the-loop tasks: the run waits in *awaiting input* and the
 question shows under *Required actions* in the UI (or ``PATCH .../hitlDetails`` in the API).
@@ -27,7 +27,6 @@ from migration_manager.airflow.common import (
     unanswered,
 )
 from migration_manager.airflow.connections import environment
-from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.errors import EnvironmentMismatchError
 from migration_manager.pg import identity_of
 from migration_manager.run_options import RunOptions
@@ -464,39 +463,3 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         return self._done(
             context, {"missing": missing, "decision": "continue (prompt)", "decided_by": user}
         )
-
-
-class EnvWriteOperator(BaseOperator):
-    """Store the supplied environment variables in the target (after the backup, before the tables)."""
-
-    template_fields: Sequence[str] = ("migration_file", "target_conn_id", "env_values")
-
-    def __init__(
-        self, *, migration_file: str, target_conn_id: str, env_values: Any = None, **kwargs: Any
-    ):
-        super().__init__(**kwargs)
-        self.migration_file = migration_file
-        self.target_conn_id = target_conn_id
-        self.env_values = env_values  # env_values' outcome: the rows to write
-
-    def execute(self, context: Context) -> Json:
-        if is_dry_run(context):
-            self.log.info("Dry run: no environment variable is written")
-            return {"written": []}
-        supplied = self.env_values or {}
-        rows = [tuple(r) for r in supplied.get("rows", [])]
-        if not rows:
-            self.log.info("No environment variables to write")
-            return {"written": []}
-        for name, kind, stored in rows:
-            if kind == "secret":
-                mask_secret(stored, name)
-        with engine_errors():
-            env = environment(self.target_conn_id)
-            with target_write_lock(context, env.dsn, self.log):
-                checks.write_values(
-                    migration_manifest(self.migration_file).profile, env.dsn, env.app_env, rows
-                )
-        names = [r[0] for r in rows]
-        self.log.info("Wrote environment variables %s into the target", ", ".join(names))
-        return {"written": names}

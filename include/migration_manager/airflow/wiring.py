@@ -16,7 +16,7 @@ from airflow.sdk import TriggerRule, XComArg, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
-from migration_manager.airflow.app_operators import AppRestartOperator
+from migration_manager.airflow.app_operators import AppRestartOperator, EnvWriteOperator
 from migration_manager.airflow.backup_operators import (
     BackupOperator,
     RestoreBackupOperator,
@@ -25,7 +25,6 @@ from migration_manager.airflow.backup_operators import (
 from migration_manager.airflow.check_operators import (
     EnvCheckOperator,
     EnvValuesOperator,
-    EnvWriteOperator,
     PluginCheckOperator,
 )
 from migration_manager.airflow.common import Json, plan_report_xcom, rollback_outcome
