@@ -10,8 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 from migration_manager.redaction import redact
-from migration_manager.run_log_text import endpoint
-from migration_manager.run_record import RunRecord
+from migration_manager.run_record import RunRecord, endpoint
 from migration_manager.text_format import when
 
 

@@ -23,8 +23,8 @@ from migration_manager.config import (
     MigrationRules,
 )
 from migration_manager.errors import PlanError
-from migration_manager.profiles import TableClass, TableScope
 from migration_manager.schema import TableStructure
+from migration_manager.table_scope import TableClass, TableScope
 
 # How much a rule writes; a companion table follows the weakest of the tables it links.
 _STRENGTH = {OVERWRITE: 4, "upsert": 3, "insert-ignore": 2, SCHEMA_ONLY: 1, SKIP: 0}

@@ -36,9 +36,9 @@ from migration_manager.config import (
 from migration_manager.errors import ConfigError
 from migration_manager.nocobase_knowledge import CodeCollection, KnowledgeChoice
 from migration_manager.nocobase_knowledge import choose as choose_knowledge
-from migration_manager.nocobase_names import column_name, table_name
 from migration_manager.nocobase_secrets import aes_key, nocobase_encrypt
 from migration_manager.schema import TableStructure
+from migration_manager.table_scope import TableClass, TableScope
 
 log = logging.getLogger(__name__)
 
@@ -57,36 +57,6 @@ class Setting:
         if self.boolean:
             return "true" if value.lower() in ("1", "true", "yes", "on") else "false"
         return value
-
-
-@dataclass(frozen=True)
-class TableScope:
-    """Where an application's tables live: PostgreSQL schema, name prefix, snake_case names."""
-
-    schema: str = "public"
-    prefix: str = ""
-    underscored: bool = False
-
-    def physical(self, logical: str) -> str:
-        return table_name(logical, self.prefix, self.underscored)
-
-    def column(self, logical: str) -> str:
-        return column_name(logical, self.underscored)
-
-    def contains(self, physical: str) -> bool:
-        return physical.startswith(self.prefix)
-
-
-@dataclass(frozen=True)
-class TableClass:
-    """What the profile says about one source table."""
-
-    name: str
-    group: str  # "system" or "user"
-    profile_rule: str  # the rule when the group default is "profile"
-    allowed_rules: tuple[str, ...] | None = None  # None: every rule the key allows
-    companion_of: tuple[str, ...] = ()  # tables whose rules this one follows
-    note: str | None = None  # a warning for the plan
 
 
 class Profile:

@@ -11,7 +11,7 @@ from migration_manager.text_format import text_table
 def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Join the plan's report with the units' results; units without a result have failed."""
     # imported here: DAG files import this module (through the run log) and need no engine
-    from migration_manager.execute import TableResult, UnitResult
+    from migration_manager.execute.results import TableResult, UnitResult
 
     unit_results = [UnitResult.from_dict(r) for r in results if r]
     done = {r.unit for r in unit_results}

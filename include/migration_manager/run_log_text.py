@@ -13,7 +13,7 @@ from typing import Any
 
 from migration_manager.redaction import redact
 from migration_manager.report import format_summary
-from migration_manager.run_record import Endpoint, RunRecord, TableRecord
+from migration_manager.run_record import RunRecord, TableRecord, endpoint
 from migration_manager.step_outcomes import StepKind, describe_outcome, restart_text, version_text
 from migration_manager.text_format import clock, size, text_table, when
 
@@ -22,19 +22,6 @@ SAMPLE_KINDS = (
     ("updated", "updated_keys"),
     ("deleted", "deleted_keys"),
 )
-
-
-def endpoint(info: Endpoint | Mapping[str, Any] | None) -> str:
-    """``conn_id: user@host:port/database`` (no password), or the database name alone."""
-    if not info:
-        return "-"
-    e = info if isinstance(info, Endpoint) else Endpoint.model_validate(info)
-    where = e.database or "?"
-    if e.host:
-        port = f":{e.port}" if e.port else ""
-        user = f"{e.user}@" if e.user else ""
-        where = f"{user}{e.host}{port}/{where}"
-    return f"{e.conn_id}: {where}" if e.conn_id else str(where)
 
 
 def sample_keys(table: TableRecord | Mapping[str, Any]) -> list[tuple[str, list[str]]]:

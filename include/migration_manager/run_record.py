@@ -15,6 +15,7 @@ A change that is not compatible raises :data:`LOG_VERSION`.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, Literal
 
@@ -249,3 +250,16 @@ def changed_rows(record: RunRecord | dict[str, Any]) -> int:
     if isinstance(record, RunRecord):
         return record.totals.changed
     return Totals.model_validate(record.get("totals") or {}).changed
+
+
+def endpoint(info: Endpoint | Mapping[str, Any] | None) -> str:
+    """``conn_id: user@host:port/database`` (no password), or the database name alone."""
+    if not info:
+        return "-"
+    e = info if isinstance(info, Endpoint) else Endpoint.model_validate(info)
+    where = e.database or "?"
+    if e.host:
+        port = f":{e.port}" if e.port else ""
+        user = f"{e.user}@" if e.user else ""
+        where = f"{user}{e.host}{port}/{where}"
+    return f"{e.conn_id}: {where}" if e.conn_id else str(where)

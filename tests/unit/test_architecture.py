@@ -189,3 +189,35 @@ def test_the_architecture_doc_names_every_module_where_it_lives() -> None:
     package_rows = "\n".join(r for r in table.splitlines() if r.startswith("| &nbsp;"))
     named = set(re.findall(r"`([a-z_]+\.py)`", package_rows))
     assert sorted(named - tree) == []
+
+
+MAX_FLOORS = 17  # the longest chain of imports, DAG file to schema/sqltext (was 26)
+
+
+def _floors(edges: dict[str, set[str]]) -> dict[str, int]:
+    """Each module's floor: 1 + the highest floor among the modules it imports."""
+    floors: dict[str, int] = {}
+
+    def floor(name: str) -> int:
+        if name not in floors:
+            floors[name] = 1 + max((floor(o) for o in edges[name]), default=0)
+        return floors[name]
+
+    for name in edges:
+        floor(name)
+    return floors
+
+
+def test_the_checker_counts_floors() -> None:
+    assert _floors({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"c"}}) == {
+        "a": 3,
+        "b": 2,
+        "c": 1,
+        "d": 2,
+    }
+
+
+def test_the_import_tower_stays_low() -> None:
+    """A link that carries only a constant or a formatter should not add a floor."""
+    floors = _floors(_edges())
+    assert max(floors.values()) <= MAX_FLOORS, sorted(floors.items(), key=lambda kv: -kv[1])[:3]

@@ -14,7 +14,8 @@ import pytest
 
 from migration_manager.nocobase_knowledge import load
 from migration_manager.nocobase_names import column_name, table_name, underscore
-from migration_manager.profiles import TableScope, nocobase_builtin_rules
+from migration_manager.profiles import nocobase_builtin_rules
+from migration_manager.table_scope import TableScope
 from tests.pgtools import FIXTURES
 
 TRICKY = (

@@ -11,8 +11,8 @@ import pytest
 from migration_manager.config import MigrationRules
 from migration_manager.errors import PlanError
 from migration_manager.plan import TablePlan, Unit, refusal, resolve, units
-from migration_manager.profiles import TableClass, TableScope
 from migration_manager.schema import ColumnStructure, TableStructure
+from migration_manager.table_scope import TableClass, TableScope
 
 SCOPE = TableScope()
 

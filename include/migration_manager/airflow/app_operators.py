@@ -19,10 +19,11 @@ from airflow.sdk.log import mask_secret
 from migration_manager import app_control, checks
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.check_operators import NOTHING_TO_WRITE
-from migration_manager.airflow.common import Json, engine_errors, is_dry_run, migration_manifest
+from migration_manager.airflow.common import engine_errors, is_dry_run, migration_manifest
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.run_log import task_states
+from migration_manager.airflow.xcom_models import Json
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

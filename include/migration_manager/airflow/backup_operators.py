@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
-    Json,
     as_bool,
     engine_errors,
     is_dry_run,
@@ -30,6 +29,7 @@ from migration_manager.airflow.store import (
     save_backup,
     save_restore_record,
 )
+from migration_manager.airflow.xcom_models import Json
 from migration_manager.backup.restore import (
     IN_PLACE,
     MODES,

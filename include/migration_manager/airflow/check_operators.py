@@ -19,7 +19,6 @@ from airflow.sdk.log import mask_secret
 from migration_manager import checks
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
-    Json,
     engine_errors,
     is_dry_run,
     migration_manifest,
@@ -27,6 +26,7 @@ from migration_manager.airflow.common import (
     unanswered,
 )
 from migration_manager.airflow.connections import environment
+from migration_manager.airflow.xcom_models import Json
 from migration_manager.errors import EnvironmentMismatchError
 from migration_manager.pg import identity_of
 from migration_manager.run_options import RunOptions

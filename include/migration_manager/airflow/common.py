@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
+from migration_manager.airflow.xcom_models import Json
 from migration_manager.errors import MigrationError
 from migration_manager.run_options import RunOptions
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 # what an operator returns or pushes: the JSON-able form of an xcom_models model, or a small
 # record of its outcome
-Json = dict[str, Any]
 
 
 def as_bool(value: Any) -> bool:

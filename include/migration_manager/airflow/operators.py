@@ -14,7 +14,6 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
 from migration_manager.airflow.common import (
-    Json,
     as_bool,
     engine_errors,
     is_dry_run,
@@ -23,6 +22,7 @@ from migration_manager.airflow.common import (
 )
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
+from migration_manager.airflow.xcom_models import Json
 from migration_manager.config import MigrationRules
 from migration_manager.run_options import RunOptions
 
@@ -407,7 +407,7 @@ APPLIED_KEY = "applied_units"  # task_state_store: results of the units applied,
 
 def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     """The results of this task's units that an earlier try applied (kept in its task state)."""
-    from migration_manager.execute import UnitResult
+    from migration_manager.execute.results import UnitResult
 
     if store is None:
         return {}

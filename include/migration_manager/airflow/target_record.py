@@ -22,7 +22,7 @@ from migration_manager.config import DATA_RULES
 
 if TYPE_CHECKING:  # the engine is imported when a task runs, not when a DAG file is parsed
     from migration_manager.airflow.xcom_models import PlanReport
-    from migration_manager.execute import UnitResult
+    from migration_manager.execute.results import UnitResult
     from migration_manager.fingerprint import RowFingerprint
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from migration_manager.airflow.check_operators import (
     EnvValuesOperator,
     PluginCheckOperator,
 )
-from migration_manager.airflow.common import Json, plan_report_xcom, rollback_outcome
+from migration_manager.airflow.common import plan_report_xcom, rollback_outcome
 from migration_manager.airflow.destructive_operators import DestructiveCheckOperator
 from migration_manager.airflow.lock_operators import guard_target_writes
 from migration_manager.airflow.notify import OUTCOME_KEY, MigrationNotifier, run_outcome
@@ -39,6 +39,7 @@ from migration_manager.airflow.operators import (
 from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
+from migration_manager.airflow.xcom_models import Json
 from migration_manager.notifications import QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
 

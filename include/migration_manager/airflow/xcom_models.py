@@ -16,15 +16,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from migration_manager.airflow.common import Json
 from migration_manager.destructive import DestructivePlan
-from migration_manager.execute import ExecutionPlan, TableResult, UnitResult
+from migration_manager.execute.results import ExecutionPlan, TableResult, UnitResult
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit, task_label
 from migration_manager.prod_edits import Changed
 
 # a table's manifest entry, and a fingerprint, as XCom carries them
 Entry = Mapping[str, Any]
+Json = dict[str, Any]  # a JSON document as it crosses XCom
 FingerprintJson = Mapping[str, Any]
 
 __all__ = ["DestructiveOutcome", "PlanReport", "PlannedTask", "PlannedUnit", "UnitResult"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from migration_manager import digest, run_files, run_log_text, run_record
+from migration_manager import digest, run_files, run_record
 from migration_manager import store_layout as layout
 from migration_manager.archive import ArchiveReader
 from migration_manager.backup.record import RestoreRecord, read_records, read_restores
@@ -176,9 +176,9 @@ class RunEntry:
             status=str(record.status),
             started_at=record.started_at,
             seconds=record.seconds,
-            source=run_log_text.endpoint(source),
+            source=run_record.endpoint(source),
             source_name=(source and (source.database or source.conn_id)) or "-",
-            target=run_log_text.endpoint(target),
+            target=run_record.endpoint(target),
             target_name=(target and (target.conn_id or target.database)) or "-",
             file=record.migration_file.name if record.migration_file else None,
             tables=len(record.tables),

@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from migration_manager import run_files, run_log_text, run_record, store_layout
+from migration_manager import run_files, run_record, store_layout
 from migration_manager.backup.record import RestoreRecord
 from migration_manager.ui import catalog, charts
 from migration_manager.ui.deps import AirflowRoot, Api, Base, Store, write_access
@@ -129,7 +129,7 @@ def run_page(
         restored_by=_undone(catalog.list_restores(root)).get(str(record.get("run_id"))),
         restore_url=restore_run_url,
         changed=run_record.changed_rows(record),
-        endpoint=run_log_text.endpoint,
+        endpoint=run_record.endpoint,
     )
 
 
