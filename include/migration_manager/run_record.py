@@ -34,6 +34,13 @@ class Outcome(StrEnum):
     FAILED = "failed"
 
 
+class Rollback(StrEnum):
+    """Whether a failed run's target was put back to the run's backup (``rollback``'s outcome)."""
+
+    ROLLED_BACK = "rolled back"
+    NOT_ROLLED_BACK = "not rolled back"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -126,7 +133,7 @@ class BackupInfo(_Model):
 class RollbackInfo(_Model):
     """Whether the target was rolled back to the backup after a unit failed, and why (not)."""
 
-    status: str | None = None
+    status: Rollback | None = None
     backup_id: str | None = None
     failed_units: int | None = None
     reason: str | None = None

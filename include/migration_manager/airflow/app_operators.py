@@ -24,6 +24,7 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.run_log import task_states
 from migration_manager.airflow.xcom_models import Json
+from migration_manager.run_record import Rollback
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -60,7 +61,7 @@ class AppRestartOperator(BaseOperator):
         ti = context["ti"]
         states = task_states(ti, set(context["dag"].task_ids))
         rollback = self.rollback or {}
-        rolled_back = rollback.get("status") == "rolled back"
+        rolled_back = rollback.get("status") == Rollback.ROLLED_BACK
         # migration_rollback: a restore in place changes the database the app serves
         restored = (task_ids.RESTORE, -1) in states and states[(task_ids.RESTORE, -1)] == "success"
         restore = (self.restore or {}) if restored else {}

@@ -39,6 +39,7 @@ from migration_manager.backup.restore import (
     restore_refusals,
 )
 from migration_manager.errors import BackupError, ConfigError
+from migration_manager.run_record import Rollback
 from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
@@ -47,8 +48,6 @@ if TYPE_CHECKING:
     from migration_manager.backup.record import BackupRecord
     from migration_manager.backup.restore import RestoreResult
 
-ROLLED_BACK = "rolled back"
-NOT_ROLLED_BACK = "not rolled back"
 ROLLBACK_FAILED = "rollback failed"
 
 
@@ -215,7 +214,7 @@ class RollbackOperator(BaseOperator):
         outcome: Json = {"failed_units": failed, "backup_id": backup_id}
         if backup is None:
             outcome |= {
-                "status": NOT_ROLLED_BACK,
+                "status": Rollback.NOT_ROLLED_BACK,
                 "reason": "no backup was taken (skip_backup)",
                 "restore_by_hand": None,
             }
@@ -226,7 +225,7 @@ class RollbackOperator(BaseOperator):
             )
         elif not as_bool(self.rollback_on_failure):
             outcome |= {
-                "status": NOT_ROLLED_BACK,
+                "status": Rollback.NOT_ROLLED_BACK,
                 "reason": "rollback_on_failure is off",
                 "restore_by_hand": _by_hand(self.target_conn_id, backup_id or ""),
             }
@@ -260,7 +259,7 @@ class RollbackOperator(BaseOperator):
                 }
                 ti.xcom_push(key=task_ids.ROLLBACK_KEY, value=outcome)
                 raise
-            outcome |= {"status": ROLLED_BACK, **result.to_dict()}
+            outcome |= {"status": Rollback.ROLLED_BACK, **result.to_dict()}
             # before anything else: a cleared apply_table of this run must find it (see
             # operators.refuse_after_rollback), even once this task's XCom is cleared
             record_run_rollback(ti.dag_id, ti.run_id, outcome)

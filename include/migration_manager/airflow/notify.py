@@ -38,6 +38,7 @@ from migration_manager.notifications import (
     failed_tables,
 )
 from migration_manager.run_options import RunOptions
+from migration_manager.run_record import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def run_outcome(
         )
         details = []
     else:
-        event = ROLLBACK if rollback.get("status") == "rolled back" else FAILURE
+        event = ROLLBACK if rollback.get("status") == Rollback.ROLLED_BACK else FAILURE
         # the failed steps with their errors (apply_table's name its tables), else the failed units
         details = [
             f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"

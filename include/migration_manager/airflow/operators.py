@@ -25,6 +25,7 @@ from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.xcom_models import Json
 from migration_manager.config import MigrationRules
 from migration_manager.run_options import RunOptions
+from migration_manager.run_record import Rollback
 
 # The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
 # file (the dag-processor, and every task process before it runs) imports none of it.
@@ -455,7 +456,7 @@ def refuse_after_rollback(context: Context, label: str) -> None:
     record = run_rollback_record(ti.dag_id, ti.run_id)
     if record is None:
         pushed = rollback_outcome(ti)
-        if isinstance(pushed, dict) and pushed.get("status") == "rolled back":
+        if isinstance(pushed, dict) and pushed.get("status") == Rollback.ROLLED_BACK:
             record = pushed
     if record is not None:
         raise AirflowFailException(

@@ -42,6 +42,7 @@ from migration_manager.airflow.target_record import record_fingerprints
 from migration_manager.airflow.xcom_models import Json
 from migration_manager.notifications import QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
+from migration_manager.run_record import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             context,
             plan,
             unit_results(results),
-            rolled_back=bool(rollback and rollback.get("status") == "rolled back"),
+            rolled_back=bool(rollback and rollback.get("status") == Rollback.ROLLED_BACK),
         )
     except Exception as exc:  # never fails the run: the next plan then finds no prod edits
         log.warning("Could not record the target's table fingerprints: %s", exc)
@@ -183,7 +184,7 @@ def _rollback_advice(rollback: Json | None) -> str | None:
     if not rollback:
         return None
     status, backup_id = rollback.get("status"), rollback.get("backup_id")
-    if status == "rolled back":
+    if status == Rollback.ROLLED_BACK:
         return (
             f"The target was rolled back to backup {backup_id} (taken before this run) and verified: "
             "no change of this run remains. Fix the cause and run the whole migration again."
