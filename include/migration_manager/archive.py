@@ -22,7 +22,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import zstandard
 
@@ -39,8 +39,8 @@ from migration_manager.signing import (
     TrustedKey,
 )
 
-FORMAT_NAME = "migration-manager"
-FORMAT_VERSION = 1
+FORMAT_NAME: Final = "migration-manager"
+FORMAT_VERSION: Final = 1
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 _MEMBER = manifest_model.MEMBER_PATTERN

@@ -32,7 +32,8 @@ PROFILE_DEFAULT = "profile"
 KEYED_RULES = (UPSERT, INSERT_IGNORE)
 DATA_RULES = (OVERWRITE, UPSERT, INSERT_IGNORE)
 
-PROFILE_NAMES = ("generic", "nocobase")  # profiles.PROFILES, by name
+ProfileName = Literal["generic", "nocobase"]  # profiles.PROFILES, by name
+PROFILE_NAMES: tuple[ProfileName, ...] = get_args(ProfileName)
 DEFAULT_PROFILE = "nocobase"
 
 SYSTEM = "system"
@@ -42,12 +43,13 @@ GROUPS = (SYSTEM, USER)
 TableName = Annotated[str, BeforeValidator(str)]  # YAML may read a table named 1 as a number
 
 
-def check_profile(name: str | None) -> str:
+def check_profile(name: str | None) -> ProfileName:
     """A known profile's name (None or "" is the default, nocobase); ConfigError naming the known."""
     key = (name or DEFAULT_PROFILE).strip()
-    if key not in PROFILE_NAMES:
-        raise ConfigError(f"Unknown profile {name!r}; use one of {', '.join(PROFILE_NAMES)}")
-    return key
+    for known in PROFILE_NAMES:
+        if key == known:
+            return known
+    raise ConfigError(f"Unknown profile {name!r}; use one of {', '.join(PROFILE_NAMES)}")
 
 
 def _none_is_empty(doc: Any) -> Any:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import IO, Any, cast
+from typing import IO, Any
 
 import sqlalchemy as sa
 from psycopg import sql
@@ -17,10 +17,12 @@ from psycopg import sql
 from migration_manager import __version__, pg
 from migration_manager.archive import (
     CHUNK,
+    FORMAT_NAME,
+    FORMAT_VERSION,
     ArchiveWriter,
     data_member,
 )
-from migration_manager.config import MigrationRules
+from migration_manager.config import MigrationRules, check_profile
 from migration_manager.errors import ConfigError
 from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
 from migration_manager.manifest import (
@@ -29,7 +31,6 @@ from migration_manager.manifest import (
     MemberInfo,
     Plugin,
     ProfileKnowledge,
-    ProfileName,
     Reference,
     Rules,
     Source,
@@ -225,12 +226,12 @@ def create_migration(
         engine.dispose()
 
     manifest = Manifest(
-        format="migration-manager",  # archive.FORMAT_NAME, FORMAT_VERSION
-        format_version=1,
+        format=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
         id=mid,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         tool_version=__version__,
-        profile=cast(ProfileName, prof.name),
+        profile=check_profile(prof.name),
         # which version of the profile's code-derived table knowledge classified the tables
         profile_knowledge=(
             ProfileKnowledge.model_validate(knowledge.to_dict()) if knowledge is not None else None

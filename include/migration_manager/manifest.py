@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from migration_manager.config import DATA_RULES, Rule, SystemDefault
+from migration_manager.config import DATA_RULES, ProfileName, Rule, SystemDefault
 from migration_manager.errors import ArchiveError
 
 NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
@@ -49,9 +49,6 @@ Identifier = Annotated[str, AfterValidator(_identifier)]
 Member = Annotated[str, AfterValidator(_member)]
 Count = Annotated[int, Field(ge=0, strict=True)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-
-
-ProfileName = Literal["nocobase", "generic"]
 
 
 class _Model(BaseModel):
