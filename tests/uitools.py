@@ -274,9 +274,14 @@ def seed_store(root: Path) -> dict[str, Any]:
                 bytes=1234,
                 # who signed it: the failed run ran an unsigned file under allow_unsigned
                 signature=describe_signature(
-                    Signature("unsigned")
+                    Signature(status="unsigned")
                     if key == "failed"
-                    else Signature("verified", "release-team", "0123456789abcdef", "ci"),
+                    else Signature(
+                        status="verified",
+                        signer="release-team",
+                        key_id="0123456789abcdef",
+                        claimed_signer="ci",
+                    ),
                     allow_unsigned=key == "failed",
                 ),
             ),

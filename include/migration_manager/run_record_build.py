@@ -137,7 +137,7 @@ def describe_signature(signature: Signature, *, allow_unsigned: bool) -> Signatu
     else:
         shown = f"{signature.label}; not accepted (allow_unsigned is off)"
     return SignatureInfo(
-        **signature.to_dict(),
+        **signature.model_dump(),
         allow_unsigned=allow_unsigned,
         accepted=accepted,
         shown=redact(shown),

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from migration_manager.errors import ArchiveError, ConfigError
 
@@ -89,17 +90,19 @@ class Trust:
     allow_unsigned: bool = False
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(BaseModel):
     """What a reader found: ``verified`` (by a trusted key: ``signer`` is its trusted name),
     ``unsigned``, ``untrusted`` (a valid-looking signature by a key not trusted), ``invalid``
     (the signature does not match the manifest), ``unchecked`` (no keys given)."""
+
+    model_config = ConfigDict(frozen=True)
 
     status: Status
     signer: str | None = None
     key_id: str | None = None
     claimed_signer: str | None = None
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def label(self) -> str:
         if self.status == "verified":
@@ -111,15 +114,6 @@ class Signature:
         if self.status == "invalid":
             return f"bad signature (claims {self.claimed_signer!r}, key {self.key_id})"
         return f"signed (not checked; claims {self.claimed_signer!r})"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "signer": self.signer,
-            "key_id": self.key_id,
-            "claimed_signer": self.claimed_signer,
-            "label": self.label,
-        }
 
 
 def generate() -> SigningKey:
@@ -179,27 +173,27 @@ def sign(body: bytes, key: SigningKey) -> bytes:
 def check(body: bytes, member: bytes | None, keys: tuple[TrustedKey, ...] | None) -> Signature:
     """What the signature member says about the manifest ``body`` (never raises for a bad one)."""
     if member is None:
-        return Signature("unsigned")
+        return Signature(status="unsigned")
     try:
         doc = json.loads(member)
         claimed = str(doc["signer"])[:200]
         kid = str(doc["key_id"])[:64]
         raw = base64.b64decode(str(doc["signature"]), validate=True)
         if doc.get("algorithm") != ALGORITHM:
-            return Signature("invalid", key_id=kid, claimed_signer=claimed)
+            return Signature(status="invalid", key_id=kid, claimed_signer=claimed)
     except (ValueError, KeyError, TypeError, binascii.Error):
-        return Signature("invalid")
+        return Signature(status="invalid")
     if keys is None:
-        return Signature("unchecked", key_id=kid, claimed_signer=claimed)
+        return Signature(status="unchecked", key_id=kid, claimed_signer=claimed)
     for trusted in keys:
         if trusted.key_id != kid:
             continue
         try:
             trusted.public_key.verify(raw, body)
         except InvalidSignature:
-            return Signature("invalid", key_id=kid, claimed_signer=claimed)
-        return Signature("verified", signer=trusted.name, key_id=kid, claimed_signer=claimed)
-    return Signature("untrusted", key_id=kid, claimed_signer=claimed)
+            return Signature(status="invalid", key_id=kid, claimed_signer=claimed)
+        return Signature(status="verified", signer=trusted.name, key_id=kid, claimed_signer=claimed)
+    return Signature(status="untrusted", key_id=kid, claimed_signer=claimed)
 
 
 def enforce(signature: Signature, trust: Trust, *, name: str) -> None:

@@ -19,12 +19,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import BaseModel, ConfigDict
+
 from migration_manager import digest, run_files, run_record
 from migration_manager import store_layout as layout
 from migration_manager.archive import ArchiveReader
-from migration_manager.backup.record import RestoreRecord, read_records, read_restores
+from migration_manager.backup.record import (
+    BackupRecord,
+    RestoreRecord,
+    read_records,
+    read_restores,
+)
 from migration_manager.errors import ArchiveError, ArchiveLimitError
-from migration_manager.signing import Trust
+from migration_manager.signing import Signature, Trust
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +243,37 @@ def targets(root: Any) -> list[str]:
 # --- migration files -------------------------------------------------------------------------
 
 
+class FileSummary(BaseModel):
+    """What the manifest of a stored migration file says, and who signed it (never its data);
+    ``error`` instead when the file cannot be read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: str | None = None
+    signature: Signature | None = None
+    id: str | None = None
+    created_at: str | None = None
+    profile: str | None = None
+    source: str | None = None
+    app_version: str | None = None
+    tables: int | None = None
+    data_tables: int | None = None
+    rows: int | None = None
+
+
+class FileEntry(FileSummary):
+    """One line of the migration files list: the file, its summary, and why it is in use."""
+
+    name: str
+    preview: bool
+    bytes: int | None
+    modified: float
+    in_use: tuple[str, ...] = ()
+
+
 # What a listing shows of each file, verified once: keyed by name, size, modification time and
 # the trusted keys, so a file is read again only when it (or the trust) changed.
-_SUMMARIES: dict[tuple[str, int | None, float, tuple[str, ...] | None], dict[str, Any]] = {}
+_SUMMARIES: dict[tuple[str, int | None, float, tuple[str, ...] | None], FileSummary] = {}
 _SUMMARIES_MAX = 4096
 
 
@@ -246,7 +281,7 @@ def _trust_key(trust: Trust | None) -> tuple[str, ...] | None:
     return None if trust is None else tuple(sorted(f"{k.name}:{k.key_id}" for k in trust.keys))
 
 
-def _manifest_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
+def _manifest_summary(path: Any, trust: Trust | None = None) -> FileSummary:
     """The manifest's summary and who signed the file (the reader's limits apply; never the data)."""
     try:
         with path.open("rb") as fh, ArchiveReader(fh, name=path.name) as reader:
@@ -255,22 +290,22 @@ def _manifest_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
             if trust is not None:
                 body_signature = reader.signature_against(trust.keys)
     except (ArchiveError, OSError) as exc:
-        return {"error": str(exc), "signature": None}
+        return FileSummary(error=str(exc))
     data = [t.data for t in m.tables if t.data is not None]
-    return {
-        "id": m.id,
-        "created_at": m.created_at,
-        "profile": m.profile,
-        "source": m.source.database,
-        "app_version": m.source.app_version,
-        "tables": len(m.tables),
-        "data_tables": len(data),
-        "rows": sum(d.rows for d in data),
-        "signature": body_signature.to_dict(),
-    }
+    return FileSummary(
+        id=m.id,
+        created_at=m.created_at,
+        profile=m.profile,
+        source=m.source.database,
+        app_version=m.source.app_version,
+        tables=len(m.tables),
+        data_tables=len(data),
+        rows=sum(d.rows for d in data),
+        signature=body_signature,
+    )
 
 
-def file_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
+def file_summary(path: Any, trust: Trust | None = None) -> FileSummary:
     """``_manifest_summary``, from the cache when the file and the trusted keys are unchanged."""
     key = (path.name, _size(path), _mtime(path), _trust_key(trust))
     found = _SUMMARIES.get(key)
@@ -282,22 +317,20 @@ def file_summary(path: Any, trust: Trust | None = None) -> dict[str, Any]:
     return found
 
 
-def list_files(root: Any, trust: Trust | None = None) -> list[dict[str, Any]]:
+def list_files(root: Any, trust: Trust | None = None) -> list[FileEntry]:
     """Migration files in ``files/``, newest first, each with its manifest's summary and signer."""
-    found = []
-    for path in _children(root / layout.FILES):
-        if not layout.MIGRATION_FILE.match(path.name):
-            continue
-        found.append(
-            {
-                "name": path.name,
-                "preview": layout.is_preview(path.name),
-                "bytes": _size(path),
-                "modified": _mtime(path),
-                **file_summary(path, trust),
-            }
+    found = [
+        FileEntry(
+            name=path.name,
+            preview=layout.is_preview(path.name),
+            bytes=_size(path),
+            modified=_mtime(path),
+            **dict(file_summary(path, trust)),
         )
-    found.sort(key=lambda f: (f.get("created_at") or "", f["modified"]), reverse=True)
+        for path in _children(root / layout.FILES)
+        if layout.MIGRATION_FILE.match(path.name)
+    ]
+    found.sort(key=lambda f: (f.created_at or "", f.modified), reverse=True)
     return found
 
 
@@ -328,9 +361,21 @@ def _spooled(upload: IO[bytes]) -> Iterator[tuple[Path, str, int]]:
         tmp_path.unlink(missing_ok=True)
 
 
+class Stored(BaseModel):
+    """An upload that was verified: the name it is stored under, and whether it was new."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    id: str
+    stored: bool
+    sha256: str
+    bytes: int | None = None
+
+
 def store_upload(
     root: Any, upload: IO[bytes], filename: str = "", trust: Trust | None = None
-) -> dict[str, Any]:
+) -> Stored:
     """Verify an uploaded migration file and store it as ``files/<its id>.zip``.
 
     Refused (nothing stored) when it is not a migration file of this format, breaks one of the
@@ -357,7 +402,7 @@ def store_upload(
         dest = layout.migration_file(root, name)
         if dest.exists():
             if digest.file_digest(dest).hexdigest() == sha:
-                return {"name": name, "id": migration_id, "stored": False, "sha256": sha}
+                return Stored(name=name, id=migration_id, stored=False, sha256=sha)
             raise Refused(
                 f"Refused {shown}: the store already has a different file {name} with the same "
                 "migration id; it was not replaced",
@@ -372,38 +417,38 @@ def store_upload(
             with tmp.open("rb") as src, dest.open("wb") as out:
                 shutil.copyfileobj(src, out, digest.CHUNK)
     log.info("Stored uploaded migration file %s (%d bytes, sha256 %s)", name, size, sha)
-    return {"name": name, "id": migration_id, "stored": True, "sha256": sha, "bytes": size}
+    return Stored(name=name, id=migration_id, stored=True, sha256=sha, bytes=size)
 
 
 # --- backups ---------------------------------------------------------------------------------
 
 
-def list_backups(root: Any) -> list[dict[str, Any]]:
+class BackupEntry(BaseModel):
+    """One line of the backups list: a backup record of a target, whether its dump is there,
+    the restores made of it and its migration's log (``<migration>/<run>``) when the store has
+    one."""
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str  # the folder under backups/ (the target's connection id)
+    record: BackupRecord
+    dump_present: bool
+    restores: tuple[RestoreRecord, ...] = ()
+    log: str | None = None
+
+    @property
+    def target_conn_id(self) -> str:
+        return self.record.target_conn_id or self.target
+
+
+def list_backups(root: Any) -> list[BackupEntry]:
     """Backup records (``backups/<target>/<id>.json``), newest first; unreadable ones are skipped."""
-    found = []
-    for folder in _children(root / layout.BACKUPS):
-        for rec in read_records(folder):
-            found.append(
-                {
-                    "target": folder.name,
-                    "backup_id": rec.backup_id,
-                    "created_at": rec.created_at,
-                    "database": rec.database,
-                    "server_version": rec.server_version,
-                    "app_version": rec.app_version,
-                    "profile": rec.profile,
-                    "size": rec.size,
-                    "sha256": rec.sha256,
-                    "seconds": rec.seconds,
-                    "tables": rec.tables,
-                    "rows": rec.rows,
-                    "migration_id": rec.migration_id,
-                    "run_id": rec.run_id,
-                    "target_conn_id": rec.target_conn_id or folder.name,
-                    "dump_present": (folder / rec.dump_file).exists(),
-                }
-            )
-    found.sort(key=lambda b: (b["created_at"] or "", b["backup_id"]), reverse=True)
+    found = [
+        BackupEntry(target=folder.name, record=rec, dump_present=(folder / rec.dump_file).exists())
+        for folder in _children(root / layout.BACKUPS)
+        for rec in read_records(folder)
+    ]
+    found.sort(key=lambda b: (b.record.created_at or "", b.record.backup_id), reverse=True)
     return found
 
 
@@ -413,12 +458,12 @@ def list_restores(root: Any) -> list[RestoreRecord]:
     return sorted(found, key=lambda r: (r.restored_at, r.run_id), reverse=True)
 
 
-def find_backup(root: Any, target_conn_id: str, backup_id: str) -> dict[str, Any]:
+def find_backup(root: Any, target_conn_id: str, backup_id: str) -> BackupEntry:
     """A stored backup of a target (as :func:`list_backups` lists it) whose dump is there, to
     restore; NotFound for anything else."""
     for b in list_backups(root):
-        if b["backup_id"] == backup_id and b["target_conn_id"] == target_conn_id:
-            if not b["dump_present"]:
+        if b.record.backup_id == backup_id and b.target_conn_id == target_conn_id:
+            if not b.dump_present:
                 raise NotFound(f"Backup {backup_id}: its dump is missing; it cannot be restored")
             return b
     raise NotFound(f"No backup {backup_id} of {target_conn_id} in the store")

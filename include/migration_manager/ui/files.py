@@ -46,13 +46,11 @@ def _trust(allow_unsigned: bool = False) -> Any:
         return Trust((), allow_unsigned)
 
 
-def _with_use(root: Any, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _with_use(root: Any, files: list[catalog.FileEntry]) -> list[catalog.FileEntry]:
     """Each file with ``in_use``: why it cannot be deleted now (running runs, kept backups)."""
     from migration_manager import retention
 
-    for f in files:
-        f["in_use"] = retention.in_use(root, f["name"])
-    return files
+    return [f.model_copy(update={"in_use": tuple(retention.in_use(root, f.name))}) for f in files]
 
 
 @router.get("/files", response_class=HTMLResponse, name="files")
@@ -132,7 +130,7 @@ def file_upload(
             files=catalog.list_files(root, _trust()),
             error=str(exc),
         )
-    query = urlencode({"uploaded": stored["name"]})
+    query = urlencode({"uploaded": stored.name})
     return RedirectResponse(f"{base}/files?{query}", 303)
 
 

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from pydantic import BaseModel
 
 from migration_manager import run_files, run_record, store_layout
-from migration_manager.backup.record import RestoreRecord
+from migration_manager.backup.record import BackupRecord, RestoreRecord
 from migration_manager.ui import catalog, charts
 from migration_manager.ui.deps import AirflowRoot, Api, Base, Store, write_access
 from migration_manager.ui.render import not_found, page, send
@@ -150,23 +150,20 @@ def run_download(
 
 @router.get("/backups", response_class=HTMLResponse, name="backups")
 def backups(request: Request, root: Store) -> HTMLResponse:
-    items = catalog.list_backups(root)
     restores = catalog.list_restores(root)
-    for b in items:
-        b["restores"] = [
-            r
-            for r in restores
-            if r.backup_id == b["backup_id"] and r.target_conn_id == b["target_conn_id"]
-        ]
-        b["log"] = None
-        if b.get("migration_id") and b.get("run_id"):
-            ref = catalog.RunLogRef(
-                store_layout.safe_component(b["migration_id"]),
-                store_layout.safe_component(b["run_id"]),
-            )
-            with contextlib.suppress(catalog.NotFound):
-                catalog.run_folder(root, ref)
-                b["log"] = f"{ref.migration}/{ref.run}"
+    items = [
+        b.model_copy(
+            update={
+                "restores": tuple(
+                    r
+                    for r in restores
+                    if r.backup_id == b.record.backup_id and r.target_conn_id == b.target_conn_id
+                ),
+                "log": _log_of(root, b.record),
+            }
+        )
+        for b in catalog.list_backups(root)
+    ]
     return page(
         request,
         "backups.html",
@@ -175,6 +172,21 @@ def backups(request: Request, root: Store) -> HTMLResponse:
         backups=items,
         restore_url=restore_run_url,
     )
+
+
+def _log_of(root: Any, record: BackupRecord) -> str | None:
+    """The log (``<migration>/<run>``) of the migration that took a backup, if the store has it."""
+    if not (record.migration_id and record.run_id):
+        return None
+    ref = catalog.RunLogRef(
+        store_layout.safe_component(record.migration_id),
+        store_layout.safe_component(record.run_id),
+    )
+    try:
+        catalog.run_folder(root, ref)
+    except catalog.NotFound:
+        return None
+    return f"{ref.migration}/{ref.run}"
 
 
 class RestoreForm(BaseModel):
