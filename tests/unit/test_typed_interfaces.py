@@ -18,7 +18,7 @@ UNTYPED = re.compile(
     r"\b(?:dict|Mapping|MutableMapping)\[str, Any\]|\bJson\b|\bJsonObject\b|\bFingerprintJson\b"
 )
 # Issue 21 asks for at most 15; this is where the tree stands, so it may only go down.
-MAX_INTERNAL = 205
+MAX_INTERNAL = 190
 
 # "module" (all of it) or "module:qualname" -> why JSON is the right type there
 BOUNDARY: dict[str, str] = {
@@ -30,6 +30,12 @@ BOUNDARY: dict[str, str] = {
     "migration_manager.airflow.params": "the JSON Schema of Airflow's Params",
     "migration_manager.airflow.xcom_models": "what crosses XCom, parsed and written",
     "migration_manager.ui.rules_page": "the rules page's FastAPI JSON endpoints",
+    "migration_manager.ui.rule_config": "the rules page's request bodies and JSON answers",
+    "migration_manager.run_options:RunOptions.of_params": "a DAG run's params, as Airflow has them",
+    "migration_manager.run_options:RunOptions.as_params": "a DAG run's conf, as Airflow takes it",
+    "migration_manager.signing:trusted_keys": "the Variable migration_trusted_keys (JSON)",
+    "migration_manager.config:app_env_from_extra": "a connection's extra (JSON)",
+    "migration_manager.profiles:_json": "a NocoBase options column (JSON text or jsonb)",
     "migration_manager.demo": "the DAG run conf and run state of Airflow's REST API",
 }
 # an operator's execute/execute_complete returns its XCom value and gets HITL events

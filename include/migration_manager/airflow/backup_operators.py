@@ -259,7 +259,7 @@ class RollbackOperator(BaseOperator):
                 }
                 ti.xcom_push(key=task_ids.ROLLBACK_KEY, value=outcome)
                 raise
-            outcome |= {"status": Rollback.ROLLED_BACK, **result.to_dict()}
+            outcome |= {"status": Rollback.ROLLED_BACK, **result.model_dump(mode="json")}
             # before anything else: a cleared apply_table of this run must find it (see
             # operators.refuse_after_rollback), even once this task's XCom is cleared
             record_run_rollback(ti.dag_id, ti.run_id, outcome)
@@ -348,10 +348,10 @@ class RestoreBackupOperator(BaseOperator):
             with local_backup_file(key, record) as path:
                 if mode == IN_PLACE:
                     result = restore_in_place(env.dsn, path, record)
-                    out = result.to_dict()
+                    out = result.model_dump(mode="json")
                 else:
                     result, _new_dsn = restore_new_database(env.dsn, path, record, new_name)
-                    out = result.to_dict()
+                    out = result.model_dump(mode="json")
         try:
             self._remember(context, key, record, result)
         except Exception:  # the restore is done and verified: say what is missing, do not fail

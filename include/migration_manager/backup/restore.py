@@ -17,15 +17,13 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.rows import dict_row
+from pydantic import BaseModel, ConfigDict
 
 from migration_manager import digest, pg
 from migration_manager.backup.fingerprints import (
@@ -70,8 +68,11 @@ def verify_file(path: str | Path, record: BackupRecord) -> None:
         )
 
 
-@dataclass(frozen=True)
-class RestoreResult:
+class RestoreResult(BaseModel):
+    """A restore that was verified against the backup's record."""
+
+    model_config = ConfigDict(frozen=True)
+
     backup_id: str
     mode: str
     database: str
@@ -79,11 +80,6 @@ class RestoreResult:
     rows: int
     removed: tuple[str, ...]  # tables present before the restore that the backup lacks
     seconds: float
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["removed"] = list(self.removed)
-        return d
 
 
 def other_clients(dsn: str) -> list[str]:
@@ -233,13 +229,11 @@ def restore_new_database(
                 "(a restore never overwrites a database in new_database mode)"
             )
         row = conn.execute(
-            "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
+            "SELECT to_jsonb(d) || jsonb_build_object('encoding_name', "
+            "pg_encoding_to_char(d.encoding)) FROM pg_database d WHERE datname = current_database()"
         ).fetchone()
         assert row is not None
-        create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
-            sql.Identifier(name), sql.Literal(_encoding(conn, row[0]))
-        )
-        create += _locale_clause(row[0])
+        create = _Locale.model_validate(row[0]).create_database(name)
         try:
             conn.execute(create)
         except psycopg.Error as exc:
@@ -262,25 +256,36 @@ def restore_new_database(
     return result, new_dsn
 
 
-def _encoding(conn: psycopg.Connection[Any], db: Mapping[str, Any]) -> str:
-    row = conn.execute("SELECT pg_encoding_to_char(%s)", (int(db["encoding"]),)).fetchone()
-    assert row is not None
-    return str(row[0])
+class _Locale(BaseModel):
+    """The encoding and locale of a database (its ``pg_database`` row), which a new database
+    made to restore into gets too; the ICU/builtin locale's column is named by server version."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-def _locale_clause(db: Mapping[str, Any]) -> sql.Composable:
-    parts = [
-        sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
-            sql.Literal(db["datcollate"]), sql.Literal(db["datctype"])
-        )
-    ]
-    provider = db.get("datlocprovider")
-    icu = db.get("daticulocale") or db.get("datlocale")
-    if provider == "i" and icu:
-        parts.append(sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu)))
-    elif provider == "b" and icu:
-        parts.append(sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(icu)))
-    return sql.Composed(parts)
+    encoding_name: str
+    datcollate: str
+    datctype: str
+    datlocprovider: str | None = None
+    daticulocale: str | None = None  # PostgreSQL 15, 16
+    datlocale: str | None = None  # PostgreSQL 17 and later
+
+    def create_database(self, name: str) -> sql.Composed:
+        parts = [
+            sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {}").format(
+                sql.Identifier(name), sql.Literal(self.encoding_name)
+            ),
+            sql.SQL(" LC_COLLATE {} LC_CTYPE {}").format(
+                sql.Literal(self.datcollate), sql.Literal(self.datctype)
+            ),
+        ]
+        icu = self.daticulocale or self.datlocale
+        if self.datlocprovider == "i" and icu:
+            parts.append(sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}").format(sql.Literal(icu)))
+        elif self.datlocprovider == "b" and icu:
+            parts.append(
+                sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}").format(sql.Literal(icu))
+            )
+        return sql.Composed(parts)
 
 
 def _restore(
