@@ -136,9 +136,6 @@ class MigrationRules(_Document):
     def group(self, name: str) -> GroupRules:
         return self.system if name == SYSTEM else self.user
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump()
-
 
 def _rules_where(source: str, loc: validation.Loc) -> str:
     """``rules.user.default``, ``rules.system.independent['roles']``."""

@@ -30,9 +30,7 @@ from migration_manager.manifest import (
     Manifest,
     MemberInfo,
     Plugin,
-    ProfileKnowledge,
     Reference,
-    Rules,
     Source,
     Table,
     Variable,
@@ -233,10 +231,8 @@ def create_migration(
         tool_version=__version__,
         profile=check_profile(prof.name),
         # which version of the profile's code-derived table knowledge classified the tables
-        profile_knowledge=(
-            ProfileKnowledge.model_validate(knowledge.to_dict()) if knowledge is not None else None
-        ),
-        rules=Rules.model_validate(ruleset.to_dict()),
+        profile_knowledge=(knowledge.recorded() if knowledge is not None else None),
+        rules=ruleset,
         source=Source.model_validate(
             {
                 "database": database,

@@ -17,9 +17,16 @@ import contextlib
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+)
 
-from migration_manager.config import DATA_RULES, ProfileName, Rule, SystemDefault
+from migration_manager.config import DATA_RULES, MigrationRules, ProfileName, Rule
 from migration_manager.errors import ArchiveError
 
 NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
@@ -53,16 +60,6 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class GroupRules(_Model):
-    default: SystemDefault
-    independent: dict[str, Rule]
-
-
-class Rules(_Model):
-    system: GroupRules
-    user: GroupRules
 
 
 class SourceIdentity(_Model):
@@ -262,7 +259,7 @@ class Manifest(_Model):
     tool_version: str
     profile: ProfileName
     profile_knowledge: ProfileKnowledge | None = None
-    rules: Rules
+    rules: MigrationRules
     source: Source
     environment: Environment
     plugins: list[Plugin]
@@ -271,6 +268,11 @@ class Manifest(_Model):
     references: list[Reference] = []
     warnings: list[str]
     members: dict[Member, MemberInfo]
+
+    @field_serializer("rules")
+    def _every_rule(self, rules: MigrationRules) -> dict[str, Any]:
+        """The rules whole, defaults included: what the source ran under, not what was typed."""
+        return rules.model_dump(mode="json")
 
     def document(self) -> dict[str, Any]:
         """The manifest as ``manifest.json`` holds it: the keys it was given, none added."""

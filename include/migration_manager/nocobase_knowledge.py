@@ -27,6 +27,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
 from migration_manager.config import RULES
 from migration_manager.errors import ConfigError
+from migration_manager.manifest import ProfileKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -279,15 +280,16 @@ class KnowledgeChoice:
     knowledge: Knowledge | None
     warning: str | None
 
-    def to_dict(self) -> dict[str, Any]:
+    def recorded(self) -> ProfileKnowledge:
+        """The choice as the migration file's manifest records it."""
         k = self.knowledge
-        return {
-            "app_version": self.app_version,
-            "knowledge_version": k.version if k else None,
-            "knowledge_minor": k.minor if k else None,
-            "exact": bool(k and self.app_version and minor_of(self.app_version) == k.minor),
-            "warning": self.warning,
-        }
+        return ProfileKnowledge(
+            app_version=self.app_version,
+            knowledge_version=k.version if k else None,
+            knowledge_minor=k.minor if k else None,
+            exact=bool(k and self.app_version and minor_of(self.app_version) == k.minor),
+            warning=self.warning,
+        )
 
 
 def choose(app_version: str | None) -> KnowledgeChoice:

@@ -62,7 +62,7 @@ class NamedRuleSet(BaseModel):
             "description": self.description,
             "profile": self.profile,
             "source_conn_id": self.source_conn_id,
-            "rules": self.rules.to_dict(),
+            "rules": self.rules.model_dump(),
         }
         return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
 

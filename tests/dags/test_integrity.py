@@ -235,7 +235,7 @@ def test_rules_param_schema_is_generated_from_the_model() -> None:
     schema = dag.params.get_param("rules").schema
     assert schema["title"] == "Migration rules (JSON)" and "$ref" not in str(schema)
     assert schema["properties"]["user"]["properties"]["default"]["enum"] == list(RULES)
-    assert dag.params.validate()["rules"] == MigrationRules().to_dict()
+    assert dag.params.validate()["rules"] == MigrationRules().model_dump()
     good = {"user": {"default": "upsert", "independent": {"orders": "skip"}}}
     assert dag.params.deep_merge({"rules": good}).validate()["rules"] == good
     assert MigrationRules.parse(good).user.independent == {"orders": "skip"}

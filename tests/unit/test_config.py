@@ -132,9 +132,9 @@ def test_to_dict_round_trips() -> None:
         "user": {"default": "overwrite", "independent": {}},
     }
     rules = MigrationRules.parse(doc)
-    assert rules.to_dict() == doc
-    assert MigrationRules.parse(rules.to_dict()) == rules
-    assert MigrationRules.parse(json.dumps(rules.to_dict())) == rules
+    assert rules.model_dump() == doc
+    assert MigrationRules.parse(rules.model_dump()) == rules
+    assert MigrationRules.parse(json.dumps(rules.model_dump())) == rules
 
 
 def test_table_names_become_strings() -> None:

@@ -129,7 +129,7 @@ def test_choose_takes_the_nearest_lower_minor() -> None:
     newer = choose("2.3.1")
     assert newer.knowledge is not None and newer.knowledge.minor == "2.2"
     assert newer.warning and "2.3.1" in newer.warning and "nearest lower" in newer.warning
-    assert newer.to_dict()["exact"] is False
+    assert newer.recorded().exact is False
     older = choose("1.9.0")
     assert older.knowledge is not None and older.warning and "older" in older.warning
     unknown = choose(None)

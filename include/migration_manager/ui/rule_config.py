@@ -120,7 +120,7 @@ def rule_set_dict(rs: NamedRuleSet) -> dict[str, Any]:
         "description": rs.description,
         "profile": rs.profile,
         "source_conn_id": rs.source_conn_id,
-        "rules": rs.rules.to_dict(),
+        "rules": rs.rules.model_dump(),
         "yaml": rs.to_yaml(),
     }
 
@@ -145,7 +145,7 @@ def run_conf(
     if name:
         conf["rule_set"] = name
     else:
-        conf.update(profile=profile, rules=rules.to_dict())
+        conf.update(profile=profile, rules=rules.model_dump())
     return conf
 
 

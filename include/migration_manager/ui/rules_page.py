@@ -138,7 +138,7 @@ def rules_page(
         "base": base,
         "source": source,
         "profile": profile,
-        "rules": rules.to_dict(),
+        "rules": rules.model_dump(),
         "rule_set": rule_set_dict(loaded) if loaded else None,
         "independent": independent,
         "tables": tables,
@@ -226,7 +226,7 @@ def api_tables(
     rule_set: str = "",
 ) -> dict[str, Any]:
     with answers():
-        doc = MigrationRules.parse(rules, source="rules").to_dict() if rules.strip() else None
+        doc = MigrationRules.parse(rules, source="rules").model_dump() if rules.strip() else None
         source_id, prof, ruleset, _name = rules_of(
             Config(source_conn_id=source, profile=profile, rules=doc, rule_set=rule_set or None)
         )
@@ -246,7 +246,7 @@ def api_preview(api: Api, base: Base, body: PreviewBody) -> dict[str, Any]:
             "source_conn_id": source_id,
             "profile": profile,
             "rule_set": name,
-            "rules": rules.to_dict(),
+            "rules": rules.model_dump(),
             "plan": [
                 {k: t[k] for k in ("name", "group", "rule", "rule_source", "key_kind")}
                 for t in (table_dict(v) for v in view.tables)
