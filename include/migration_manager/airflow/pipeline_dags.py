@@ -7,7 +7,6 @@ are no pipeline DAGs. Building them reads only that file: no connection, no data
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from airflow.sdk import DAG
 
@@ -46,7 +45,7 @@ def pipeline_dag(pipeline: Pipeline) -> DAG:
     return dag
 
 
-def pipeline_dags(path: str | None = None) -> dict[str, Any]:
+def pipeline_dags(path: str | None = None) -> dict[str, DAG]:
     """DAG id -> DAG for every pipeline of the file (none when ``MIGRATION_PIPELINES`` is unset)."""
     path = path if path is not None else os.environ.get(ENV, "").strip()
     if not path:
