@@ -164,7 +164,7 @@ def seed_store(root: Path) -> dict[str, Any]:
     from migration_manager.run_record import Endpoint, MigrationFileInfo
     from migration_manager.run_record_build import RunInfo, Step, build_record, describe_signature
     from migration_manager.signing import Signature
-    from migration_manager.step_outcomes import StepKind
+    from migration_manager.step_kinds import StepKind
 
     files = root / "files"
     files.mkdir(parents=True, exist_ok=True)

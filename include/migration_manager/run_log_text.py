@@ -9,13 +9,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
+from migration_manager.check_outcomes import (
+    AppRestart,
+    EnvCheck,
+    EnvValues,
+    EnvWrite,
+    PluginCheck,
+)
 from migration_manager.redaction import redact
 from migration_manager.report import format_summary
 from migration_manager.run_record import RunRecord, TableRecord, endpoint
-from migration_manager.step_outcomes import StepKind, describe_outcome, restart_text, version_text
+from migration_manager.step_kinds import StepOutcome
 from migration_manager.text_format import clock, size, text_table, when
+
+Kind = TypeVar("Kind", bound=StepOutcome)
 
 SAMPLE_KINDS = (
     ("inserted", "inserted_keys"),
@@ -41,56 +50,60 @@ def sample_key_lines(tables: Iterable[TableRecord]) -> list[str]:
     return lines
 
 
-def check_lines(checks: Mapping[str, Any]) -> list[str]:
+def _check(checks: Mapping[str, StepOutcome], model: type[Kind]) -> Kind | None:
+    found = checks.get(str(model.kind))
+    return found if isinstance(found, model) else None
+
+
+def check_lines(checks: Mapping[str, StepOutcome]) -> list[str]:
     """The checks' outcomes (the record's ``checks``), one line each."""
     lines = []
-    env = checks.get(StepKind.ENV_CHECK)
+    env = _check(checks, EnvCheck)
     if env is not None:
-        settings = ", ".join(f"{k}={v!r}" for k, v in (env.get("settings") or {}).items())
+        settings = ", ".join(f"{k}={v!r}" for k, v in env.settings.items())
         lines.append(f"  App settings      match ({settings or 'none checked'})")
-        versions = env.get("versions")
-        if versions and versions.get("differences"):
+        versions = env.versions
+        if versions and versions.differences:
             lines.append(
-                f"  Versions          differ, allowed by allow_version_mismatch: {version_text(versions)}"
+                f"  Versions          differ, allowed by allow_version_mismatch: {versions.text()}"
             )
         elif versions:
             lines.append(
-                f"  Versions          match (application {versions.get('source_version') or 'none'}, "
+                f"  Versions          match (application {versions.source_version or 'none'}, "
                 "every plugin enabled on both sides)"
             )
-        missing = env.get("missing_env") or []
-        if missing:
+        if env.missing_env:
             lines.append(
                 "  Env variables     the target lacked "
-                + ", ".join(f"{m['name']} ({m['type']})" for m in missing)
+                + ", ".join(f"{m.name} ({m.type})" for m in env.missing_env)
             )
         else:
             lines.append("  Env variables     the target had every variable the source has")
-    values = checks.get(StepKind.ENV_VALUES)
-    if values and values.get("supplied"):
-        by = f" by {values['answered_by']}" if values.get("answered_by") else ""
+    values = _check(checks, EnvValues)
+    if values and values.supplied:
+        by = f" by {values.answered_by}" if values.answered_by else ""
         lines.append(
             "  Values supplied   "
-            + ", ".join(f"{v['name']} ({v['type']})" for v in values["supplied"])
-            + f" from the {values.get('source')}{by} (values not recorded)"
+            + ", ".join(f"{v.name} ({v.type})" for v in values.supplied)
+            + f" from the {values.source}{by} (values not recorded)"
         )
-    plugins = checks.get(StepKind.PLUGIN_CHECK)
+    plugins = _check(checks, PluginCheck)
     if plugins is not None:
-        if plugins.get("missing"):
-            by = f" by {plugins['decided_by']}" if plugins.get("decided_by") else ""
+        if plugins.missing:
+            by = f" by {plugins.decided_by}" if plugins.decided_by else ""
             lines.append(
                 "  Plugins           missing in the target: "
-                + ", ".join(str(p["name"]) for p in plugins["missing"])
-                + f"; decision: {plugins.get('decision')}{by}"
+                + ", ".join(str(p.name) for p in plugins.missing)
+                + f"; decision: {plugins.decision}{by}"
             )
         else:
             lines.append("  Plugins           every plugin enabled in the source is enabled")
-    written = (checks.get(StepKind.ENV_WRITE) or {}).get("written")
-    if written:
-        lines.append("  Env written       " + ", ".join(written))
-    restart = checks.get(StepKind.APP_RESTART)
+    written = _check(checks, EnvWrite)
+    if written and written.written:
+        lines.append("  Env written       " + ", ".join(written.written))
+    restart = _check(checks, AppRestart)
     if restart is not None:
-        lines.append("  App restart       " + restart_text(restart))
+        lines.append("  App restart       " + restart.describe())
     return lines
 
 
@@ -165,7 +178,7 @@ def _process(record: RunRecord) -> list[str]:
                 clock(s.start),
                 clock(s.end),
                 f"{s.seconds:.2f}" if s.seconds is not None else "-",
-                describe_outcome(s.task_id, s.outcome) or s.note or "",
+                (s.outcome.describe() if s.outcome else "") or s.note or "",
             )
         )
     lines = ["  " + line for line in text_table(rows, 4, left_last=True)]

@@ -2,7 +2,7 @@
 
 :func:`migration_manager.run_record_build.build_record` makes it; :mod:`migration_manager.run_files`
 writes it (with the text log and the SQL files made from it); the pages read it back with
-:func:`load_record`.
+:func:`read_record`.
 
 The JSON document (format ``migration-manager-log`` version 1) keeps the shape earlier versions
 wrote: a model is dumped with only the keys it was given (``exclude_unset``), so a key that an
@@ -19,7 +19,10 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny, model_validator
+
+from migration_manager.step_kinds import StepOutcome
+from migration_manager.step_outcomes import BackupOutcome, Difference, RollbackOutcome, recorded
 
 LOG_FORMAT: Final = "migration-manager-log"
 LOG_VERSION = 1
@@ -32,13 +35,6 @@ class Outcome(StrEnum):
 
     SUCCESS = "success"
     FAILED = "failed"
-
-
-class Rollback(StrEnum):
-    """Whether a failed run's target was put back to the run's backup (``rollback``'s outcome)."""
-
-    ROLLED_BACK = "rolled back"
-    NOT_ROLLED_BACK = "not rolled back"
 
 
 class _Model(BaseModel):
@@ -110,36 +106,18 @@ class StepRecord(_Model):
     start: str | None = None
     end: str | None = None
     attempt: int | None = None
-    outcome: JsonObject | None = None
+    outcome: SerializeAsAny[StepOutcome] | None = None  # read by the model of the step's kind
     error: str | None = None
     note: str | None = None
     name: str = ""
     seconds: float | None = None
 
-
-class BackupInfo(_Model):
-    """The backup taken before the run's writes."""
-
-    backup_id: str | None = None
-    uri: str | None = None
-    target_key: str | None = None
-    database: str | None = None
-    size: int | None = None
-    sha256: str | None = None
-    tables: int | None = None
-    rows: int | None = None
-
-
-class RollbackInfo(_Model):
-    """Whether the target was rolled back to the backup after a unit failed, and why (not)."""
-
-    status: Rollback | None = None
-    backup_id: str | None = None
-    failed_units: int | None = None
-    reason: str | None = None
-    restore_by_hand: str | None = None
-    tables_verified: int | None = None
-    seconds: float | None = None
+    @model_validator(mode="before")
+    @classmethod
+    def _outcome_by_kind(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("outcome") is not None:
+            return {**data, "outcome": recorded(data.get("task_id"), data["outcome"])}
+        return data
 
 
 class UnitRecord(_Model):
@@ -157,14 +135,6 @@ class FailedUnit(_Model):
 
     id: str
     tables: list[str] = []
-
-
-class Difference(_Model):
-    """A structure difference the plan found in one table."""
-
-    table: str | None = None
-    rule: str | None = None
-    changes: list[str] = []
 
 
 class TableRecord(_Model):
@@ -222,9 +192,9 @@ class RunRecord(_Model):
     target: Endpoint | None = None
     params: JsonObject = {}
     steps: list[StepRecord] = []
-    checks: dict[str, JsonObject] = {}  # the checks' outcomes by step (see step_outcomes)
-    backup: BackupInfo | None = None
-    rollback: RollbackInfo | None = None
+    checks: dict[str, SerializeAsAny[StepOutcome]] = {}  # the checks' outcomes by step's kind
+    backup: BackupOutcome | None = None
+    rollback: RollbackOutcome | None = None
     units: list[UnitRecord] = []
     differences: list[Difference] = []
     tables: list[TableRecord] = []
@@ -233,6 +203,14 @@ class RunRecord(_Model):
     warnings: list[str] = []
     errors: list[str] = []
     dry_run: bool = False  # every unit was rolled back, nothing committed
+
+    @model_validator(mode="before")
+    @classmethod
+    def _checks_by_kind(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and isinstance(data.get("checks"), Mapping):
+            checks = {str(k): recorded(str(k), v) for k, v in data["checks"].items()}
+            return {**data, "checks": {k: v for k, v in checks.items() if v is not None}}
+        return data
 
     def to_json(self) -> str:
         """``migration.json``'s text (not yet redacted: :mod:`run_files` does that)."""
@@ -245,18 +223,6 @@ def read_record(text: str) -> RunRecord:
     if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
         raise ValueError("not a migration log record")
     return RunRecord.model_validate(data)
-
-
-def load_record(text: str) -> dict[str, Any]:
-    """``migration.json`` checked against :class:`RunRecord`, as the JSON object the pages read."""
-    return read_record(text).to_json_dict()
-
-
-def changed_rows(record: RunRecord | dict[str, Any]) -> int:
-    """Rows inserted, updated and deleted by the run."""
-    if isinstance(record, RunRecord):
-        return record.totals.changed
-    return Totals.model_validate(record.get("totals") or {}).changed
 
 
 def endpoint(info: Endpoint | Mapping[str, Any] | None) -> str:

@@ -27,14 +27,11 @@ from migration_manager.redaction import redact
 from migration_manager.run_record import (
     LOG_FORMAT,
     LOG_VERSION,
-    BackupInfo,
-    Difference,
     Endpoint,
     FailedUnit,
     JsonObject,
     MigrationFileInfo,
     Outcome,
-    RollbackInfo,
     RunRecord,
     SignatureInfo,
     StepRecord,
@@ -43,7 +40,15 @@ from migration_manager.run_record import (
     UnitRecord,
 )
 from migration_manager.signing import Signature, TrustedKey
-from migration_manager.step_outcomes import StepKind, outcome_of
+from migration_manager.step_kinds import StepKind, StepOutcome
+from migration_manager.step_outcomes import (
+    BackupOutcome,
+    Difference,
+    PlanOutcome,
+    RollbackOutcome,
+    outcome_as,
+    outcome_of,
+)
 from migration_manager.text_format import seconds_between, utc_iso
 
 _CHUNK = 1 << 20
@@ -76,7 +81,7 @@ class Step:
     start: str | None = None
     end: str | None = None
     attempt: int | None = None
-    outcome: JsonObject | None = None
+    outcome: StepOutcome | None = None
     error: str | None = None
     note: str | None = None  # why a step was skipped, and the like
     failed: bool = False
@@ -100,7 +105,7 @@ class Step:
             start=self.start,
             end=self.end,
             attempt=self.attempt,
-            outcome=dict(self.outcome) if self.outcome is not None else None,
+            outcome=self.outcome,
             error=redact(self.error) if self.error else None,
             note=redact(self.note) if self.note else None,
             name=self.name,
@@ -238,9 +243,8 @@ def _units(summary: Mapping[str, Any] | None, report: Mapping[str, Any] | None) 
 
 
 def _differences(report: Mapping[str, Any] | None) -> list[Difference]:
-    plan = outcome_of(StepKind.PLAN, report) if report else None
-    found = (plan or {}).get("differences")
-    return [Difference.model_validate(d) for d in found] if isinstance(found, list) else []
+    plan = outcome_as(PlanOutcome, report) if report else None
+    return list(plan.differences) if plan else []
 
 
 def build_record(
@@ -287,13 +291,11 @@ def build_record(
         or (report or {}).get("migration_id")
         or (migration_file.id if migration_file else None)
     )
-    summarised_checks = {
+    summarised_checks: dict[str, StepOutcome] = {
         str(kind): outcome
         for kind, value in (checks or {}).items()
         if (outcome := outcome_of(kind, value)) is not None
     }
-    backup_info = outcome_of(StepKind.BACKUP, backup) if backup else None
-    rollback_info = outcome_of(StepKind.ROLLBACK, rollback) if rollback else None
     file_source = migration_file.source if migration_file else None
     totals = (summary or {}).get("totals")
     extra = {"dry_run": dry_run} if dry_run is not None else {}
@@ -315,8 +317,8 @@ def build_record(
         params=safe_params(params or {}),
         steps=records,
         checks=summarised_checks,
-        backup=BackupInfo.model_validate(backup_info) if backup_info else None,
-        rollback=RollbackInfo.model_validate(rollback_info) if rollback_info else None,
+        backup=outcome_as(BackupOutcome, backup) if backup else None,
+        rollback=outcome_as(RollbackOutcome, rollback) if rollback else None,
         units=_units(summary, report),
         differences=_differences(report),
         tables=[TableRecord.model_validate(t) for t in (summary or {}).get("tables", [])],

@@ -1,9 +1,13 @@
-"""What each step of a run did, as the run record keeps it: an allow-list per kind of step.
+"""What each step of a run did, as the run record keeps it: one model per kind of step.
 
-A step's return value is summarised by its kind (:class:`StepKind`); values that are not listed
-are not kept, and a step of no known kind has no outcome in the record. Environment variables
-appear by name and type only, never their values. :func:`describe_outcome` puts an outcome in a
-few words for the log and the run page.
+A step's return value is read by its kind's model (:data:`OUTCOMES`, keyed by :class:`StepKind`);
+what the model does not name is not kept, and a step of no known kind has no outcome in the
+record. Environment variables appear by name and type only, never their values. Each model's
+:meth:`StepOutcome.describe` puts the outcome in a few words for the log and the run page.
+
+A model reads both a step's return value and what the record holds (``migration.json``), and
+writes the record's keys only (``exclude_unset``): the record's shape is the one earlier versions
+wrote.
 
 The engine names the kinds; which task of a DAG is which kind is the Airflow adapter's business
 (``migration_manager.airflow.run_log.STEP_KINDS``). In ``migration.json`` the kind's value is
@@ -12,292 +16,238 @@ the step's ``task_id`` and the key of its outcome under ``checks``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from enum import StrEnum
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
-from migration_manager.redaction import redact
-from migration_manager.run_record import JsonObject
+from pydantic import ConfigDict, ValidationError, model_validator
 
-
-class StepKind(StrEnum):
-    """The kinds of step a run records an outcome for."""
-
-    CREATE_FILE = "create_migration_file"
-    ENV_CHECK = "env_check"
-    PLAN = "plan"
-    ENV_VALUES = "env_values"
-    PLUGIN_CHECK = "plugin_check"
-    DESTRUCTIVE_CHECK = "destructive_check"
-    BACKUP = "backup"
-    ENV_WRITE = "env_write"
-    APPLY_UNIT = "apply_table"
-    ROLLBACK = "rollback"
-    RESTORE = "restore"
-    APP_RESTART = "app_restart"
-
-    @classmethod
-    def of(cls, name: str | None) -> StepKind | None:
-        """The kind a recorded step's name stands for; None for a step of no known kind."""
-        if name is None:
-            return None
-        try:
-            return cls(name)
-        except ValueError:
-            return None
-
-
-# the checks' outcomes, as the record's ``checks`` holds them
-CHECK_KINDS = (
-    StepKind.ENV_CHECK,
-    StepKind.ENV_VALUES,
-    StepKind.PLUGIN_CHECK,
-    StepKind.DESTRUCTIVE_CHECK,
-    StepKind.ENV_WRITE,
-    StepKind.APP_RESTART,
+from migration_manager.check_outcomes import (
+    AppRestart,
+    DestructiveCheck,
+    EnvCheck,
+    EnvValues,
+    EnvWrite,
+    PluginCheck,
 )
+from migration_manager.redaction import redact
+from migration_manager.step_kinds import Part, Rollback, StepKind, StepOutcome, items
+
+# --- the file, the plan, the backup, the units, the rollback ---------------------------------
 
 
-def _env_check(v: Mapping[str, Any]) -> JsonObject:
-    out: JsonObject = {
-        "settings": dict(v.get("settings") or {}),
-        "missing_env": [
-            {"name": m.get("name"), "type": m.get("type"), "referenced": bool(m.get("referenced"))}
-            for m in v.get("missing_env") or ()
-        ],
-    }
-    versions = v.get("versions")
-    if isinstance(versions, Mapping):
-        out["versions"] = {
-            "source_version": versions.get("source_version"),
-            "target_version": versions.get("target_version"),
-            "differences": [
-                {"name": d.get("name"), "source": d.get("source"), "target": d.get("target")}
-                for d in versions.get("differences") or ()
-                if isinstance(d, Mapping)
-            ],
-            "allowed": bool(versions.get("allowed")),
+class CreatedFile(StepOutcome):
+    kind = StepKind.CREATE_FILE
+
+    migration_file: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kept(cls, v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return v
+        return {"migration_file": redact(str(v))} if v else {}
+
+    def describe(self) -> str:
+        return str(self.migration_file or "").rsplit("/", 1)[-1]
+
+
+class Difference(Part):
+    """A structure difference the plan found in one table."""
+
+    table: str | None = None
+    rule: str | None = None
+    changes: list[str] = []
+
+
+class PlanOutcome(StepOutcome):
+    """The plan's units (by label), the structure differences it found, and the tables changed
+    in the target since the last migration whose rows the rule replaces. Read from the plan's
+    report, its return value (the units), or the record."""
+
+    kind = StepKind.PLAN
+
+    units: list[str] = []
+    differences: list[Difference] = []
+    unchanged: int = 0
+    changed_in_prod: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kept(cls, v: Any) -> Any:
+        units = v.get("units") if isinstance(v, Mapping) else v
+        out: dict[str, Any] = {
+            "units": [
+                u if isinstance(u, str) else (u.get("label") or u.get("id"))
+                for u in units or []
+                if isinstance(u, (str, Mapping))
+            ]
         }
-    return out
-
-
-def _app_restart(v: Mapping[str, Any]) -> JsonObject:
-    keys = ("status", "after", "url", "went_down", "seconds", "health", "message")
-    return {k: v.get(k) for k in keys if k in v}
-
-
-def _env_values(v: Mapping[str, Any]) -> JsonObject:
-    # rows are [name, kind, stored value]: the stored value is never recorded
-    rows = [r for r in v.get("rows") or () if isinstance(r, (list, tuple)) and len(r) >= 2]
-    return {
-        "supplied": [{"name": str(r[0]), "type": str(r[1])} for r in rows],
-        "source": v.get("source"),
-        "answered_by": v.get("answered_by"),
-    }
-
-
-def _plugin_check(v: Mapping[str, Any]) -> JsonObject:
-    return {
-        "missing": [
-            {"name": p.get("name"), "version": p.get("version"), "package": p.get("package")}
-            for p in v.get("missing") or ()
-            if isinstance(p, Mapping)
-        ],
-        "decision": v.get("decision"),
-        "decided_by": v.get("decided_by"),
-    }
-
-
-def _destructive(v: Mapping[str, Any]) -> JsonObject:
-    return {
-        "parts": [str(p) for p in v.get("parts") or ()],
-        "max_delete_ratio": v.get("max_delete_ratio"),
-        "mode": v.get("mode"),
-        "decision": v.get("decision"),
-        "decided_by": v.get("decided_by"),
-    }
-
-
-def _env_write(v: Mapping[str, Any]) -> JsonObject:
-    return {"written": [str(n) for n in v.get("written") or ()]}
-
-
-def _backup(v: Mapping[str, Any]) -> JsonObject:
-    keys = ("backup_id", "uri", "target_key", "database", "size", "sha256", "tables", "rows")
-    return {k: v.get(k) for k in keys if k in v}
-
-
-def _rollback(v: Mapping[str, Any]) -> JsonObject:
-    keys = (
-        "status",
-        "backup_id",
-        "failed_units",
-        "reason",
-        "restore_by_hand",
-        "tables_verified",
-        "seconds",
-    )
-    return {k: v.get(k) for k in keys if k in v}
-
-
-def _unit(v: Mapping[str, Any]) -> JsonObject:
-    return {
-        "unit": v.get("unit"),
-        "seconds": v.get("seconds"),
-        "tables": [
-            {
-                k: t.get(k)
-                for k in ("table", "rule", "status", "inserted", "updated", "deleted", "unchanged")
-            }
-            | {"ddl": len(t.get("ddl") or ())}
-            for t in v.get("tables") or ()
-        ],
-    }
-
-
-def _plan(v: Any) -> JsonObject:
-    """The plan's report (or its return value, the units): units, and the differences found."""
-    units = v.get("units") if isinstance(v, Mapping) else v
-    out: JsonObject = {
-        "units": [u.get("label") or u.get("id") for u in units or [] if isinstance(u, Mapping)]
-    }
-    if isinstance(v, Mapping):
-        out["differences"] = [
-            {
-                "table": p.get("table"),
-                "rule": p.get("rule"),
-                "changes": list(p.get("changes") or []),
-            }
-            for p in v.get("pending") or []
-            if isinstance(p, Mapping) and p.get("changes")
+        if not isinstance(v, Mapping):
+            return out
+        if "differences" in v:  # the record
+            out["differences"] = v["differences"]
+            out["unchanged"] = v.get("unchanged", 0)
+        else:  # the report
+            out["differences"] = [
+                {"table": p.get("table"), "rule": p.get("rule"), "changes": list(p["changes"])}
+                for p in items(v.get("pending"))
+                if p.get("changes")
+            ]
+            out["unchanged"] = len(v.get("quiet_tables") or [])
+        changed = [
+            c if isinstance(c, str) else str(c.get("table")) for c in v.get("changed_in_prod") or []
         ]
-        out["unchanged"] = len(v.get("quiet_tables") or [])
-        # tables changed in the target since the last migration, whose rows the rule replaces
-        changed = [c for c in v.get("changed_in_prod") or [] if isinstance(c, Mapping)]
         if changed:
-            out["changed_in_prod"] = [str(c.get("table")) for c in changed]
-    return out
+            out["changed_in_prod"] = changed
+        return out
+
+    def describe(self) -> str:
+        text = f"{len(self.units)} unit(s) to apply"
+        if self.differences:
+            text += f"; structure differences in {len(self.differences)} table(s)"
+        if self.changed_in_prod:
+            text += "; changed in prod since the last migration: " + ", ".join(self.changed_in_prod)
+        return text
 
 
-def _created(v: Any) -> JsonObject:
-    return {"migration_file": redact(str(v))} if v else {}
+class BackupOutcome(StepOutcome):
+    """The backup taken before the run's writes."""
+
+    kind = StepKind.BACKUP
+
+    backup_id: str | None = None
+    uri: str | None = None
+    target_key: str | None = None
+    database: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    tables: int | None = None
+    rows: int | None = None
+
+    def describe(self) -> str:
+        return f"{self.backup_id}: {self.tables} tables, {self.rows} rows"
 
 
-def _restore(v: Mapping[str, Any]) -> JsonObject:
-    keys = ("backup_id", "mode", "database", "tables_verified", "seconds", "status")
-    return {k: v.get(k) for k in keys if k in v}
+class UnitTable(Part):
+    table: str | None = None
+    rule: str | None = None
+    status: str | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    deleted: int | None = None
+    unchanged: int | None = None
+    ddl: int = 0  # statements
 
 
-OUTCOMES: dict[StepKind, Callable[[Any], JsonObject]] = {
-    StepKind.CREATE_FILE: _created,
-    StepKind.ENV_CHECK: _env_check,
-    StepKind.PLAN: _plan,
-    StepKind.ENV_VALUES: _env_values,
-    StepKind.PLUGIN_CHECK: _plugin_check,
-    StepKind.DESTRUCTIVE_CHECK: _destructive,
-    StepKind.BACKUP: _backup,
-    StepKind.ENV_WRITE: _env_write,
-    StepKind.APPLY_UNIT: _unit,
-    StepKind.ROLLBACK: _rollback,
-    StepKind.RESTORE: _restore,
-    StepKind.APP_RESTART: _app_restart,
+class UnitOutcome(StepOutcome):
+    """One ``apply_table`` unit: its tables' counts (the DDL by number of statements)."""
+
+    kind = StepKind.APPLY_UNIT
+
+    unit: str | None = None
+    seconds: float | None = None
+    tables: list[UnitTable] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kept(cls, v: Any) -> Any:
+        keys = ("table", "rule", "status", "inserted", "updated", "deleted", "unchanged")
+        tables = []
+        for t in items(v.get("tables")):
+            ddl = t.get("ddl")
+            count = len(ddl) if isinstance(ddl, (list, tuple)) else int(ddl or 0)
+            tables.append({k: t.get(k) for k in keys} | {"ddl": count})
+        return {"unit": v.get("unit"), "seconds": v.get("seconds"), "tables": tables}
+
+    def describe(self) -> str:
+        return "; ".join(
+            f"{t.table}: +{t.inserted or 0} ~{t.updated or 0} "
+            f"-{t.deleted or 0} ={t.unchanged or 0} rows, {t.ddl} DDL"
+            for t in self.tables
+        )
+
+
+class RollbackOutcome(StepOutcome):
+    """Whether the target was rolled back to the backup after a unit failed, and why (not)."""
+
+    kind = StepKind.ROLLBACK
+
+    status: Rollback | None = None
+    backup_id: str | None = None
+    failed_units: int | None = None
+    reason: str | None = None
+    restore_by_hand: str | None = None
+    tables_verified: int | None = None
+    seconds: float | None = None
+
+    def describe(self) -> str:
+        return str(self.status or "") + (f" ({self.reason})" if self.reason else "")
+
+
+class RestoreOutcome(StepOutcome):
+    kind = StepKind.RESTORE
+
+    backup_id: str | None = None
+    mode: str | None = None
+    database: str | None = None
+    tables_verified: int | None = None
+    seconds: float | None = None
+    status: str | None = None
+
+
+class OtherOutcome(StepOutcome):
+    """An outcome recorded for a step of no known kind (kept as it was written)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+OUTCOMES: dict[StepKind, type[StepOutcome]] = {
+    m.kind: m
+    for m in (
+        CreatedFile,
+        EnvCheck,
+        PlanOutcome,
+        EnvValues,
+        PluginCheck,
+        DestructiveCheck,
+        BackupOutcome,
+        EnvWrite,
+        UnitOutcome,
+        RollbackOutcome,
+        RestoreOutcome,
+        AppRestart,
+    )
+    if m.kind is not None
 }
 
 
-def outcome_of(kind: StepKind | None, value: Any) -> JsonObject | None:
-    """What a step's return value says, for the log; None for a step whose outcome is not known."""
-    summarise = OUTCOMES.get(kind) if kind is not None else None
-    if summarise is None or value is None:
-        return None
-    if not isinstance(value, (Mapping, list, str)):
+KindOfOutcome = TypeVar("KindOfOutcome", bound=StepOutcome)
+
+
+def outcome_of(kind: StepKind | None, value: object) -> StepOutcome | None:
+    """What a step's return value says, for the record; None for a step of no known kind, or a
+    value its kind's model cannot read."""
+    model = OUTCOMES.get(kind) if kind is not None else None
+    if model is None or value is None or not isinstance(value, (Mapping, list, str)):
         return None
     try:
-        return summarise(value)
-    except (AttributeError, TypeError, ValueError):
+        return model.model_validate(value)
+    except (AttributeError, TypeError, ValueError, ValidationError):
         return None
 
 
-def describe_outcome(step: str | None, outcome: Mapping[str, Any] | None) -> str:
-    """A step's outcome in a few words, for the Process view and the log.
+def outcome_as(model: type[KindOfOutcome], value: object) -> KindOfOutcome | None:
+    """``value`` read as ``model``'s kind of outcome (None when it cannot be)."""
+    found = outcome_of(model.kind, value)
+    return found if isinstance(found, model) else None
 
-    ``step`` is the step's kind (a recorded step's ``task_id``)."""
-    if not outcome:
-        return ""
-    o = outcome
+
+def recorded(step: str | None, outcome: object) -> StepOutcome | None:
+    """A recorded outcome (``migration.json``) read by the model of its step's kind."""
+    if outcome is None or isinstance(outcome, StepOutcome):
+        return outcome
     kind = StepKind.of(step)
-    if kind is StepKind.APPLY_UNIT:
-        return "; ".join(
-            f"{t.get('table')}: +{t.get('inserted', 0)} ~{t.get('updated', 0)} "
-            f"-{t.get('deleted', 0)} ={t.get('unchanged', 0)} rows, {t.get('ddl', 0)} DDL"
-            for t in o.get("tables") or []
-        )
-    if kind is StepKind.ENV_CHECK:
-        missing = ", ".join(f"{m['name']} ({m['type']})" for m in o.get("missing_env") or [])
-        text = "settings match"
-        versions = o.get("versions")
-        if versions:
-            text += (
-                f"; versions differ ({version_text(versions)}), allowed"
-                if versions.get("differences")
-                else f"; versions match ({versions.get('source_version') or 'none'})"
-            )
-        return text + (f"; the target lacks {missing}" if missing else "")
-    if kind is StepKind.APP_RESTART:
-        return restart_text(o)
-    if kind is StepKind.ENV_VALUES:
-        supplied = ", ".join(f"{v['name']} ({v['type']})" for v in o.get("supplied") or [])
-        if not supplied:
-            return "no value needed"
-        by = f" by {o['answered_by']}" if o.get("answered_by") else ""
-        return f"{supplied} from the {o.get('source')}{by}"
-    if kind is StepKind.PLUGIN_CHECK:
-        missing = ", ".join(str(p.get("name")) for p in o.get("missing") or [])
-        if not missing:
-            return "every plugin enabled"
-        by = f" by {o['decided_by']}" if o.get("decided_by") else ""
-        return f"missing {missing}: {o.get('decision')}{by}"
-    if kind is StepKind.DESTRUCTIVE_CHECK:
-        parts = "; ".join(o.get("parts") or [])
-        if not parts:
-            return "not destructive"
-        by = f" by {o['decided_by']}" if o.get("decided_by") else ""
-        return f"{parts}: {o.get('decision')}{by}"
-    if kind is StepKind.ENV_WRITE:
-        written = ", ".join(o.get("written") or [])
-        return f"wrote {written}" if written else "nothing to write"
-    if kind is StepKind.PLAN:
-        units = o.get("units") or []
-        text = f"{len(units)} unit(s) to apply"
-        if o.get("differences"):
-            text += f"; structure differences in {len(o['differences'])} table(s)"
-        if o.get("changed_in_prod"):
-            text += "; changed in prod since the last migration: " + ", ".join(o["changed_in_prod"])
-        return text
-    if kind is StepKind.BACKUP:
-        return f"{o.get('backup_id')}: {o.get('tables')} tables, {o.get('rows')} rows"
-    if kind is StepKind.ROLLBACK:
-        return str(o.get("status") or "") + (f" ({o['reason']})" if o.get("reason") else "")
-    if kind is StepKind.CREATE_FILE:
-        return str(o.get("migration_file") or "").rsplit("/", 1)[-1]
-    return ", ".join(f"{k}={v}" for k, v in o.items())
-
-
-def version_text(versions: Mapping[str, Any]) -> str:
-    """The application and plugin versions that differ between source and target."""
-    return "; ".join(
-        f"{d.get('name')}: source {d.get('source') or '(none)'}, target {d.get('target') or '(none)'}"
-        for d in versions.get("differences") or []
-    )
-
-
-def restart_text(o: Mapping[str, Any]) -> str:
-    """What became of the target app's restart."""
-    status = o.get("status")
-    if status == "restarted":
-        return (
-            f"restarted {o.get('url')} after the {o.get('after')}; healthy after {o.get('seconds')} s"
-            + ("" if o.get("went_down") else " (never seen down)")
-        )
-    if status == "restart needed":
-        return f"RESTART THE TARGET APP: {o.get('message')}"
-    return str(status or "") + (f" ({o['message']})" if o.get("message") else "")
+    found = outcome_of(kind, outcome) if kind is not None else None
+    if found is None and isinstance(outcome, Mapping):
+        return OtherOutcome.model_validate(outcome)
+    return found

@@ -911,7 +911,7 @@ def test_a_run_whose_file_does_not_exist_says_so(
     not be read; the Checks card says the checks did not run, and where the run stopped."""
     from migration_manager import run_files, store_layout
     from migration_manager.run_record_build import RunInfo, Step, build_record, unreadable_file
-    from migration_manager.step_outcomes import StepKind
+    from migration_manager.step_kinds import StepKind
 
     run_id = "manual__2026-11-27T09:00:00+00:00"
     t0 = "2026-11-27T09:00"

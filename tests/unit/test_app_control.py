@@ -7,6 +7,7 @@ import pytest
 from migration_manager import run_log_text, step_outcomes
 from migration_manager.app_control import AppEndpoint
 from migration_manager.errors import ConfigError
+from migration_manager.step_kinds import StepKind
 
 
 def test_app_endpoint_from_the_connection_extra() -> None:
@@ -39,7 +40,7 @@ def test_app_endpoint_problems_are_named(extra: dict[str, str], message: str) ->
 
 def test_the_run_log_says_what_happened_to_the_app() -> None:
     restarted = step_outcomes.outcome_of(
-        step_outcomes.StepKind.APP_RESTART,
+        StepKind.APP_RESTART,
         {
             "status": "restarted",
             "after": "migration",
@@ -50,20 +51,17 @@ def test_the_run_log_says_what_happened_to_the_app() -> None:
             "password": "never kept",
         },
     )
-    assert restarted is not None and "password" not in restarted
-    assert step_outcomes.describe_outcome("app_restart", restarted) == (
+    assert restarted is not None and "password" not in restarted.model_dump_json()
+    assert restarted.describe() == (
         "restarted http://prod:13000 after the migration; healthy after 4.5 s"
     )
     needed = step_outcomes.outcome_of(
-        step_outcomes.StepKind.APP_RESTART,
+        StepKind.APP_RESTART,
         {"status": "restart needed", "after": "rollback", "message": "Restart it"},
     )
-    assert (
-        step_outcomes.describe_outcome("app_restart", needed)
-        == "RESTART THE TARGET APP: Restart it"
-    )
+    assert needed is not None and needed.describe() == "RESTART THE TARGET APP: Restart it"
     check = step_outcomes.outcome_of(
-        step_outcomes.StepKind.ENV_CHECK,
+        StepKind.ENV_CHECK,
         {
             "settings": {},
             "missing_env": [],
@@ -75,7 +73,7 @@ def test_the_run_log_says_what_happened_to_the_app() -> None:
             },
         },
     )
-    assert step_outcomes.describe_outcome("env_check", check) == (
+    assert check is not None and check.describe() == (
         "settings match; versions differ (application: source 2.2.15, target 2.2.14), allowed"
     )
     lines = run_log_text.check_lines({"env_check": check, "app_restart": needed})

@@ -24,7 +24,8 @@ from migration_manager.report import summarize
 from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
 from migration_manager.run_record_build import RunInfo, Step, build_record, describe_file
 from migration_manager.signing import SigningKey, generate, trusted_keys
-from migration_manager.step_outcomes import StepKind, describe_outcome, outcome_of
+from migration_manager.step_kinds import StepKind
+from migration_manager.step_outcomes import outcome_of, recorded
 
 SECRET = "hunter2-do-not-log"
 
@@ -357,11 +358,13 @@ def test_scrub_removes_credentials() -> None:
 
 def test_unknown_step_outcomes_are_not_recorded() -> None:
     assert outcome_of(StepKind.of("some_custom_task"), {"token": SECRET}) is None
-    assert outcome_of(StepKind.ENV_VALUES, {"rows": [["K", "secret", SECRET]]}) == {
+    values = outcome_of(StepKind.ENV_VALUES, {"rows": [["K", "secret", SECRET]]})
+    assert values is not None and values.model_dump(exclude_unset=True) == {
         "supplied": [{"name": "K", "type": "secret"}],
         "source": None,
         "answered_by": None,
     }
+    assert SECRET not in values.model_dump_json()
 
 
 def test_write_files_and_load(tmp_path: Path) -> None:
@@ -375,13 +378,13 @@ def test_write_files_and_load(tmp_path: Path) -> None:
         "migration.json",
     ]
     text = (tmp_path / "logs" / "m" / "r" / "migration.json").read_text()
-    loaded = run_record.load_record(text)
-    assert loaded == _json(record) and loaded["run_id"] == record.run_id
-    assert run_record.read_record(text) == record
+    loaded = run_record.read_record(text)
+    assert loaded == record and loaded.to_json_dict() == _json(record)
+    assert json.loads(text) == _json(record)
     summary = json.loads((tmp_path / "logs" / "m" / "r" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["backup"]["backup_id"].startswith("bk-")
     with pytest.raises(ValueError):
-        run_record.load_record('{"format": "something else"}')
+        run_record.read_record('{"format": "something else"}')
 
 
 def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) -> Path:
@@ -509,19 +512,16 @@ def test_a_skip_reason_is_a_note_not_an_error() -> None:
 
 def test_outcomes_in_a_few_words() -> None:
     unit = outcome_of(StepKind.APPLY_UNIT, RESULTS[0])
-    assert describe_outcome("apply_table", unit) == "orders: +499 ~1 -0 =0 rows, 2 DDL"
+    assert unit is not None and unit.describe() == "orders: +499 ~1 -0 =0 rows, 2 DDL"
     checks = _record().checks
-    assert describe_outcome("env_check", checks["env_check"]) == (
-        "settings match; the target lacks API_KEY (secret)"
-    )
-    assert describe_outcome("plugin_check", checks["plugin_check"]) == (
-        "missing graph: continue (prompt) by olga"
-    )
-    assert describe_outcome("env_values", checks["env_values"]) == (
-        "API_KEY (secret) from the env_values param"
-    )
-    assert describe_outcome("plan", {"units": ["a", "b"]}) == "2 unit(s) to apply"
-    assert describe_outcome("anything", None) == ""
+    assert checks["env_check"].describe() == "settings match; the target lacks API_KEY (secret)"
+    assert checks["plugin_check"].describe() == "missing graph: continue (prompt) by olga"
+    assert checks["env_values"].describe() == "API_KEY (secret) from the env_values param"
+    plan = recorded("plan", {"units": ["a", "b"]})
+    assert plan is not None and plan.describe() == "2 unit(s) to apply"
+    assert recorded("anything", None) is None
+    other = recorded("custom_task", {"rows": 3})
+    assert other is not None and other.describe() == "rows=3"
 
 
 def test_differences_found_by_the_plan() -> None:
@@ -537,7 +537,5 @@ def test_differences_found_by_the_plan() -> None:
     assert "Differences found by the plan" in text
     assert "  orders (upsert):\n    - add column tags\n    - add index ix_orders_tags" in text
     plan = outcome_of(StepKind.PLAN, REPORT)
-    assert plan is not None and plan["unchanged"] == 1
-    assert describe_outcome("plan", plan) == (
-        "3 unit(s) to apply; structure differences in 1 table(s)"
-    )
+    assert plan is not None and plan.model_dump()["unchanged"] == 1
+    assert plan.describe() == ("3 unit(s) to apply; structure differences in 1 table(s)")

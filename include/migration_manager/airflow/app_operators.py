@@ -24,7 +24,7 @@ from migration_manager.airflow.connections import environment
 from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.run_log import task_states
 from migration_manager.airflow.xcom_models import Json
-from migration_manager.run_record import Rollback
+from migration_manager.step_kinds import Rollback
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

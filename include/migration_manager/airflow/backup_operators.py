@@ -39,7 +39,7 @@ from migration_manager.backup.restore import (
     restore_refusals,
 )
 from migration_manager.errors import BackupError, ConfigError
-from migration_manager.run_record import Rollback
+from migration_manager.step_kinds import Rollback
 from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
@@ -47,8 +47,6 @@ if TYPE_CHECKING:
 
     from migration_manager.backup.record import BackupRecord
     from migration_manager.backup.restore import RestoreResult
-
-ROLLBACK_FAILED = "rollback failed"
 
 
 def _by_hand(conn_id: str, backup_id: str) -> str:
@@ -253,7 +251,7 @@ class RollbackOperator(BaseOperator):
                         result = restore_in_place(env.dsn, path, record)
             except Exception as exc:
                 outcome |= {
-                    "status": ROLLBACK_FAILED,
+                    "status": Rollback.ROLLBACK_FAILED,
                     "reason": str(exc),
                     "restore_by_hand": _by_hand(self.target_conn_id, backup_id or ""),
                 }

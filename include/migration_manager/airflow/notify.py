@@ -38,7 +38,8 @@ from migration_manager.notifications import (
     failed_tables,
 )
 from migration_manager.run_options import RunOptions
-from migration_manager.run_record import Rollback
+from migration_manager.run_record import RunRecord
+from migration_manager.step_kinds import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +76,19 @@ def _target(context: Any) -> str:
 def run_outcome(
     context: Any,
     *,
-    record: dict[str, Any] | None,
+    record: RunRecord | None,
     summary: dict[str, Any] | None,
     error: str | None = None,
 ) -> dict[str, Any]:
     """What this run's notification says, decided in ``collect_logs`` (pushed as an XCom)."""
     ti = context["ti"]
-    steps = (record or {}).get("steps") or []
-    failed_steps = [
-        s
-        for s in steps
-        if s.get("status") == "failed" and s.get("task_id") != task_ids.COLLECT_LOGS
-    ]
+    steps = record.steps if record else []
+    failed_steps = [s for s in steps if s.status == "failed" and s.task_id != task_ids.COLLECT_LOGS]
     refused = None
-    if any(s.get("task_id") == task_ids.DESTRUCTIVE_CHECK for s in failed_steps):
+    if any(s.task_id == task_ids.DESTRUCTIVE_CHECK for s in failed_steps):
         refused = destructive_outcome(ti)
     rollback = (summary or {}).get("rollback") or {}
-    migration_id = (record or {}).get("migration_id") or (summary or {}).get("migration_id")
+    migration_id = (record.migration_id if record else None) or (summary or {}).get("migration_id")
     if refused:
         event = REFUSED
         parts = list(refused.get("parts") or [])
@@ -114,10 +111,9 @@ def run_outcome(
         event = ROLLBACK if rollback.get("status") == Rollback.ROLLED_BACK else FAILURE
         # the failed steps with their errors (apply_table's name its tables), else the failed units
         details = [
-            f"{s.get('name') or s.get('task_id')}: {_one_line(s.get('error') or 'failed')}"
-            for s in failed_steps
+            f"{s.name or s.task_id}: {_one_line(s.error or 'failed')}" for s in failed_steps
         ] or failed_tables(summary)
-        units_only = all(s.get("task_id") == task_ids.APPLY_TABLE for s in failed_steps)
+        units_only = all(s.task_id == task_ids.APPLY_TABLE for s in failed_steps)
         if event == ROLLBACK:
             failed_units = len((summary or {}).get("failed_units") or ()) or len(details)
             headline = (
@@ -127,7 +123,7 @@ def run_outcome(
         elif summary and summary.get("failed_units") and units_only:
             headline = f"{len(summary['failed_units'])} unit(s) failed"
         else:
-            names = ", ".join(str(s.get("name") or s.get("task_id")) for s in failed_steps)
+            names = ", ".join(s.name or s.task_id for s in failed_steps)
             headline = f"the run stopped at {names or 'its first task'}"
             if error and not details:
                 details = [_one_line(error)]

@@ -25,7 +25,7 @@ from migration_manager.airflow.lock_operators import target_write_lock
 from migration_manager.airflow.xcom_models import Json
 from migration_manager.config import MigrationRules
 from migration_manager.run_options import RunOptions
-from migration_manager.run_record import Rollback
+from migration_manager.step_kinds import Rollback
 
 # The engine (SQLAlchemy, Alembic, psycopg, zstd) is imported inside execute(): parsing a DAG
 # file (the dag-processor, and every task process before it runs) imports none of it.

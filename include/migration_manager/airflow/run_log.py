@@ -33,7 +33,7 @@ from migration_manager.airflow.store import (
 from migration_manager.errors import ConfigError
 from migration_manager.redaction import redact
 from migration_manager.run_options import RunOptions
-from migration_manager.run_record import Endpoint, MigrationFileInfo
+from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
 from migration_manager.run_record_build import (
     RunInfo,
     Step,
@@ -41,7 +41,8 @@ from migration_manager.run_record_build import (
     describe_file,
     unreadable_file,
 )
-from migration_manager.step_outcomes import StepKind, outcome_of
+from migration_manager.step_kinds import StepKind
+from migration_manager.step_outcomes import outcome_of
 from migration_manager.store_layout import run_log_dir, run_log_names
 from migration_manager.text_format import utc_iso
 
@@ -353,9 +354,9 @@ def write_run_log(
     results: list[dict[str, Any]],
     final_status: str,
     errors: list[str] | None = None,
-) -> tuple[dict[str, Any], ObjectStoragePath]:
-    """Gather everything about this run and write its log folder; returns the record (as
-    ``migration.json`` holds it) and the folder."""
+) -> tuple[RunRecord, ObjectStoragePath]:
+    """Gather everything about this run and write its log folder; returns the record and the
+    folder."""
     ti = context["ti"]
     dag_run = context["dag_run"]
     params = dict(context.get("params") or {})
@@ -399,7 +400,7 @@ def write_run_log(
     )
     folder = log_folder(record.migration_id, dag_run.run_id)
     save_run_log(folder, record, final_status=final_status)
-    return record.to_json_dict(), folder
+    return record, folder
 
 
 def _source(file_info: MigrationFileInfo | None, conn_id: str | None) -> Endpoint | None:

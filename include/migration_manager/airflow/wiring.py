@@ -40,9 +40,10 @@ from migration_manager.airflow.retention import finish_run, lease_file
 from migration_manager.airflow.run_log import STEP_HOOKS, step_failed, write_run_log
 from migration_manager.airflow.target_record import record_fingerprints
 from migration_manager.airflow.xcom_models import Json
+from migration_manager.check_outcomes import AppRestart
 from migration_manager.notifications import QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
-from migration_manager.run_record import Rollback
+from migration_manager.step_kinds import Rollback
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             context, report=None, summary=None, results=results, final_status="failed"
         )
         ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=None))
-        finish_run(context, migration_id=record.get("migration_id"))
+        finish_run(context, migration_id=record.migration_id)
         raise AirflowFailException(
             "The plan task produced no report: the migration did not start (see the failed "
             f"task's log); the run's log is in {folder}"
@@ -153,13 +154,11 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     finish_run(context, migration_id=summary["migration_id"])
     log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
-    restart = (record.get("checks") or {}).get(task_ids.APP_RESTART)
-    if restart and restart.get("status") == "restart needed":
-        log.warning("%s", restart.get("message"))
+    restart = record.checks.get(task_ids.APP_RESTART)
+    if isinstance(restart, AppRestart) and restart.status == "restart needed":
+        log.warning("%s", restart.message)
     restart_failed = [
-        s
-        for s in record.get("steps") or []
-        if s.get("task_id") == task_ids.APP_RESTART and s.get("status") == "failed"
+        s for s in record.steps if s.task_id == task_ids.APP_RESTART and s.status == "failed"
     ]
     if summary["status"] != "success":
         failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
@@ -173,7 +172,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     if restart_failed:
         raise AirflowFailException(
             "The migration was applied, but restarting the target app failed: "
-            f"{restart_failed[0].get('error')}. Restart the app by hand; the log is in {folder}"
+            f"{restart_failed[0].error}. Restart the app by hand; the log is in {folder}"
         )
     return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")} | {
         "log": str(folder)
@@ -189,7 +188,7 @@ def _rollback_advice(rollback: Json | None) -> str | None:
             f"The target was rolled back to backup {backup_id} (taken before this run) and verified: "
             "no change of this run remains. Fix the cause and run the whole migration again."
         )
-    if status == "rollback failed":
+    if status == Rollback.ROLLBACK_FAILED:
         return (
             f"Rolling back to backup {backup_id} FAILED ({rollback.get('reason')}); the target is as the "
             f"failed run left it. To restore by hand: {rollback.get('restore_by_hand')}."

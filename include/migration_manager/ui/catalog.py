@@ -130,10 +130,10 @@ def find_run(root: Any, run_id: str) -> RunLogRef:
     raise NotFound(run_id)
 
 
-def load_run(root: Any, ref: RunLogRef) -> dict[str, Any]:
+def load_run(root: Any, ref: RunLogRef) -> run_record.RunRecord:
     path = run_folder(root, ref) / run_files.RECORD
     try:
-        return run_record.load_record(path.read_text())
+        return run_record.read_record(path.read_text())
     except (ValueError, OSError) as exc:
         raise NotFound(f"{ref.migration}/{ref.run}: unreadable record ({exc})") from exc
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from html import escape
-from typing import Any
 
+from migration_manager.run_record import StepRecord
 from migration_manager.text_format import duration, parse_time
 
 COLORS = {
@@ -60,59 +61,74 @@ def _tick_label(s: float) -> str:
 _SEVERITY = ("failed", "upstream_failed", "up_for_retry", "running", "success", "skipped")
 
 
-def collapse(steps: Sequence[Mapping[str, Any]], *, limit: int = 24) -> list[Mapping[str, Any]]:
-    """With more than ``limit`` steps, each mapped task becomes one row spanning all its map indexes.
+@dataclass(frozen=True)
+class Bar:
+    """One row of the timeline: a step, or a mapped task's map indexes together."""
 
-    The row's status is its worst map index's; its name says how many there are.
+    name: str
+    status: str
+    start: str | None = None
+    end: str | None = None
+    attempt: int | None = None
+    suffix: str = ""
+
+    @classmethod
+    def of(cls, step: StepRecord) -> Bar:
+        return cls(step.name or step.task_id, step.status, step.start, step.end, step.attempt)
+
+
+def collapse(steps: Sequence[StepRecord], *, limit: int = 24) -> list[Bar]:
+    """One bar per step; with more than ``limit`` steps, each mapped task becomes one bar
+    spanning all its map indexes.
+
+    The bar's status is its worst map index's; its name says how many there are.
     """
     if len(steps) <= limit:
-        return list(steps)
-    out: list[Mapping[str, Any]] = []
-    groups: dict[str, list[Mapping[str, Any]]] = {}
+        return [Bar.of(s) for s in steps]
+    order: list[StepRecord | str] = []  # a step, or the task id of a group of map indexes
+    groups: dict[str, list[StepRecord]] = {}
     for step in steps:
-        if int(step.get("map_index", -1)) < 0:
-            out.append(step)
+        if step.map_index < 0:
+            order.append(step)
             continue
-        task = str(step.get("task_id"))
-        if task not in groups:
-            groups[task] = []
-            out.append({"task_id": task, "_group": task})
-        groups[task].append(step)
-    rows: list[Mapping[str, Any]] = []
-    for row in out:
-        if "_group" not in row:
-            rows.append(row)
+        if step.task_id not in groups:
+            groups[step.task_id] = []
+            order.append(step.task_id)
+        groups[step.task_id].append(step)
+    bars: list[Bar] = []
+    for item in order:
+        if not isinstance(item, str):
+            bars.append(Bar.of(item))
             continue
-        members = groups[str(row["_group"])]
-        statuses = [str(m.get("status")) for m in members]
+        members = groups[item]
+        statuses = [m.status for m in members]
         worst = min(statuses, key=lambda s: _SEVERITY.index(s) if s in _SEVERITY else 2)
-        starts = [m["start"] for m in members if m.get("start")]
-        ends = [m["end"] for m in members if m.get("end")]
+        starts = [m.start for m in members if m.start]
+        ends = [m.end for m in members if m.end]
         failed = sum(1 for st in statuses if st == "failed")
-        rows.append(
-            {
-                "task_id": row["task_id"],
-                "name": f"{row['task_id']} × {len(members)}",
-                "status": worst,
-                "start": min(starts) if starts else None,
-                "end": max(ends) if ends else None,
-                "attempt": max((int(m.get("attempt") or 1) for m in members), default=None),
-                "suffix": f"{len(members)} tasks" + (f", {failed} failed" if failed else ""),
-            }
+        bars.append(
+            Bar(
+                name=f"{item} × {len(members)}",
+                status=worst,
+                start=min(starts) if starts else None,
+                end=max(ends) if ends else None,
+                attempt=max((m.attempt or 1 for m in members), default=None),
+                suffix=f"{len(members)} tasks" + (f", {failed} failed" if failed else ""),
+            )
         )
-    return rows
+    return bars
 
 
-def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") -> str:
+def timeline_svg(steps: Sequence[Bar], *, title: str = "Process") -> str:
     """One row per step: a bar from its start to its end, coloured by status, with its duration.
 
     Steps that never ran (upstream failed, skipped before starting) get a row with the reason.
     """
-    times = [(parse_time(s.get("start")), parse_time(s.get("end"))) for s in steps]
+    times = [(parse_time(s.start), parse_time(s.end)) for s in steps]
     starts = [a for a, _ in times if a]
     ends = [b for _, b in times if b] + starts
     height = TOP + ROW * max(len(steps), 1) + 12
-    names = [_short(str(s.get("name") or s.get("task_id"))) for s in steps]
+    names = [_short(s.name) for s in steps]
     label_w = int(min(max((max((len(n) for n in names), default=8) * CHAR) + 24, 120), 360))
     parts = [
         f'<svg class="timeline" viewBox="0 0 {WIDTH} {height}" width="100%" role="img" '
@@ -140,7 +156,7 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
 
     for i, (step, (start, end)) in enumerate(zip(steps, times, strict=True)):
         y = TOP + i * ROW
-        status = str(step.get("status") or "unknown")
+        status = step.status or "unknown"
         name = escape(names[i])
         color = COLORS.get(status, OTHER)
         if i % 2 == 0:
@@ -162,17 +178,17 @@ def timeline_svg(steps: Sequence[Mapping[str, Any]], *, title: str = "Process") 
         x0 = label_w + (start - origin).total_seconds() * scale
         w = max((stop - start).total_seconds() * scale, 3.0)
         seconds = (stop - start).total_seconds()
-        attempt = step.get("attempt")
+        attempt = step.attempt
         tip = (
-            f"{step.get('name')}: {status}, {duration(seconds, fine=True)}"
+            f"{step.name}: {status}, {duration(seconds, fine=True)}"
             + (f", attempt {attempt}" if attempt else "")
             + f", {start.strftime('%H:%M:%S')}–{stop.strftime('%H:%M:%S')} UTC"
         )
         text = duration(seconds, fine=True) + (
-            f" · try {attempt}" if attempt and int(attempt) > 1 else ""
+            f" · try {attempt}" if attempt and attempt > 1 else ""
         )
-        if step.get("suffix"):
-            text += f" · {step['suffix']}"
+        if step.suffix:
+            text += f" · {step.suffix}"
         if x0 + w + 6 + len(text) * 6.5 <= WIDTH:
             tx, anchor = x0 + w + 6, "start"
         else:  # no room after the bar: before it

@@ -91,44 +91,46 @@ def run_page(
         log_text = catalog.log_file(root, ref, run_files.LOG).read_text()
     except catalog.NotFound:
         return not_found(request, f"No migration log {migration}/{run} in the store.")
-    file_name = (record.get("migration_file") or {}).get("name") or ""
+    file_name = (record.migration_file.name if record.migration_file else None) or ""
     try:
         catalog.migration_file(root, file_name)
         file_in_store = True
     except catalog.NotFound:
         file_in_store = False
-    steps = record.get("steps") or []
-    backup = record.get("backup") or {}
-    target_conn_id = (record.get("target") or {}).get("conn_id") or ""
+    backup_id = record.backup.backup_id if record.backup else None
+    target_conn_id = (record.target.conn_id if record.target else None) or ""
     restorable = None
-    if backup.get("backup_id") and target_conn_id and not record.get("dry_run"):
+    if backup_id and target_conn_id and not record.dry_run:
         with contextlib.suppress(catalog.NotFound):
-            restorable = catalog.find_backup(root, target_conn_id, backup["backup_id"])
+            restorable = catalog.find_backup(root, target_conn_id, backup_id)
     run_link = (
-        f"{airflow_root}/dags/{quote(str(record.get('dag_id')), safe='')}"
-        f"/runs/{quote(str(record.get('run_id')), safe='')}"
+        f"{airflow_root}/dags/{quote(str(record.dag_id), safe='')}"
+        f"/runs/{quote(str(record.run_id), safe='')}"
     )
+    bars = charts.collapse(record.steps)
     return page(
         request,
         "run.html",
         active="runs",
-        title=f"Migration {record.get('migration_id') or ''}",
+        title=f"Migration {record.migration_id or ''}",
         ref=ref,
         r=record,
-        timeline=Markup(charts.timeline_svg(charts.collapse(steps))),
-        timeline_full=Markup(charts.timeline_svg(steps))
-        if len(charts.collapse(steps)) < len(steps)
+        timeline=Markup(charts.timeline_svg(bars)),
+        timeline_full=Markup(
+            charts.timeline_svg(charts.collapse(record.steps, limit=len(record.steps)))
+        )
+        if len(bars) < len(record.steps)
         else None,
-        changed_tables=[t for t in record.get("tables") or [] if t.get("status") not in QUIET],
-        quiet_tables=[t for t in record.get("tables") or [] if t.get("status") in QUIET],
+        changed_tables=[t for t in record.tables if t.status not in QUIET],
+        quiet_tables=[t for t in record.tables if t.status in QUIET],
         log_text=log_text,
         file_in_store=file_in_store,
         file_name=file_name,
         run_link=run_link,
         restorable=restorable,
-        restored_by=_undone(catalog.list_restores(root)).get(str(record.get("run_id"))),
+        restored_by=_undone(catalog.list_restores(root)).get(str(record.run_id)),
         restore_url=restore_run_url,
-        changed=run_record.changed_rows(record),
+        changed=record.totals.changed,
         endpoint=run_record.endpoint,
     )
 

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from migration_manager import run_log_text, step_outcomes, text_format
+from migration_manager import run_log_text, text_format
 from migration_manager.ui import catalog
 from migration_manager.ui.deps import airflow_root, base
 
@@ -38,7 +38,6 @@ def _environment() -> Environment:
     env.filters.update(
         when=text_format.when, duration=text_format.duration, bytes=text_format.size, number=_number
     )
-    env.globals["describe_outcome"] = step_outcomes.describe_outcome
     env.globals["sample_keys"] = run_log_text.sample_keys
     return env
 

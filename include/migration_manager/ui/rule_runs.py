@@ -98,7 +98,7 @@ def run_page_of(root: Any, run_id: str) -> tuple[str, str] | None:
         if not record.exists():
             continue
         try:
-            run_record.load_record(record.read_text())  # written last, but maybe not completely yet
+            run_record.read_record(record.read_text())  # written last, but maybe not completely yet
         except (ValueError, OSError):
             continue
         return folder.name, part
@@ -196,13 +196,16 @@ def describe_changes(ddl: Sequence[str], kinds: Sequence[str]) -> list[str]:
     return words
 
 
-def preview_rows(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per table of a dry run's record: what a run would do, without its data SQL."""
+def preview_rows(record: run_record.RunRecord) -> list[dict[str, Any]]:
+    """Per table of a dry run's record, as the rules page's answer shows it: what a run would
+    do, without its data SQL."""
     rows = []
-    for t in record.get("tables") or []:
-        row = {k: v for k, v in t.items() if k != "data_sql"}
-        row["ddl"] = list(t.get("ddl") or [])
-        row["changes"] = describe_changes(row["ddl"], list(t.get("structure_changes") or []))
+    for t in record.tables:
+        row: dict[str, Any] = {k: v for k, v in t.to_json_dict().items() if k != "data_sql"}
+        row["ddl"] = list(t.ddl)
+        row["changes"] = describe_changes(
+            t.ddl, [str(c) for c in row.get("structure_changes") or []]
+        )
         rows.append(row)
     return rows
 

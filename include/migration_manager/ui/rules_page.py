@@ -299,16 +299,16 @@ def api_preview_result(
     if found is None:
         return out
     record = catalog.load_run(root, catalog.RunLogRef(*found))
-    if not record.get("dry_run"):
+    if not record.dry_run:
         raise refuse(404, f"{SYNC_DAG} run {run_id} is not a dry run (a preview)")
     rows = preview_rows(record)
     out.update(
         results=rows,
         totals=totals(rows),
-        seconds=record.get("seconds"),
-        status=record.get("status"),
-        target_conn_id=(record.get("params") or {}).get("target_conn_id"),
-        errors=list(record.get("errors") or []),
+        seconds=record.seconds,
+        status=str(record.status),
+        target_conn_id=record.params.get("target_conn_id"),
+        errors=list(record.errors),
     )
     return out
 
