@@ -8,28 +8,31 @@ from typing import Any
 
 from pydantic import JsonValue, model_validator
 
+from migration_manager.manifest import Plugin, Variable
 from migration_manager.step_kinds import Part, StepKind, StepOutcome, items
 
 
-class MissingVariable(Part):
-    name: str | None = None
-    type: str | None = None
-    referenced: bool = False
-
-
 class VersionDifference(Part):
-    name: str | None = None
+    """An application or plugin version that differs between source and target."""
+
+    name: str  # "application" or a plugin's name
     source: str | None = None
     target: str | None = None
 
 
-class Versions(Part):
+class VersionCheck(Part):
+    """The source's and the target's application version and enabled plugins' versions."""
+
     source_version: str | None = None
     target_version: str | None = None
     differences: list[VersionDifference] = []
-    allowed: bool = False
+    allowed: bool = False  # allow_version_mismatch was set
 
-    def text(self) -> str:
+    @property
+    def matches(self) -> bool:
+        return not self.differences
+
+    def describe(self) -> str:
         """The application and plugin versions that differ between source and target."""
         return "; ".join(
             f"{d.name}: source {d.source or '(none)'}, target {d.target or '(none)'}"
@@ -41,8 +44,8 @@ class EnvCheck(StepOutcome):
     kind = StepKind.ENV_CHECK
 
     settings: dict[str, JsonValue] = {}
-    missing_env: list[MissingVariable] = []
-    versions: Versions | None = None
+    missing_env: list[Variable] = []  # the source's variables the target lacks
+    versions: VersionCheck | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -76,7 +79,7 @@ class EnvCheck(StepOutcome):
         text = "settings match"
         if self.versions:
             text += (
-                f"; versions differ ({self.versions.text()}), allowed"
+                f"; versions differ ({self.versions.describe()}), allowed"
                 if self.versions.differences
                 else f"; versions match ({self.versions.source_version or 'none'})"
             )
@@ -121,16 +124,10 @@ class EnvValues(StepOutcome):
         return f"{supplied} from the {self.source}{by}"
 
 
-class MissingPlugin(Part):
-    name: str | None = None
-    version: str | None = None
-    package: str | None = None
-
-
 class PluginCheck(StepOutcome):
     kind = StepKind.PLUGIN_CHECK
 
-    missing: list[MissingPlugin] = []
+    missing: list[Plugin] = []  # enabled in the source, not in the target
     decision: str | None = None
     decided_by: str | None = None
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from migration_manager import pg
+from migration_manager.check_outcomes import VersionCheck, VersionDifference
 from migration_manager.errors import ApplyError, ConfigError, EnvironmentMismatchError
-from migration_manager.manifest import Manifest
+from migration_manager.manifest import Manifest, Plugin, Variable
 from migration_manager.profiles import Profile, get_profile
 
 log = logging.getLogger(__name__)
@@ -26,30 +27,6 @@ class SettingDifference:
     name: str
     source: str
     target: str
-
-
-@dataclass(frozen=True)
-class EnvVariable:
-    name: str
-    type: str  # "default" (plain) or "secret"
-    referenced: bool = False  # the migrated data contains {{$env.NAME}}
-
-    @property
-    def secret(self) -> bool:
-        return self.type == "secret"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class PluginInfo:
-    name: str
-    package: str = ""
-    version: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def refuse_own_source(
@@ -125,7 +102,7 @@ def check_settings(manifest: Manifest, target_env: Mapping[str, str]) -> None:
 
 def missing_variables(
     manifest: Manifest, target_dsn: str, target_env: Mapping[str, str]
-) -> list[EnvVariable]:
+) -> list[Variable]:
     """Source variables (names and types from the file) that the target application lacks."""
     recorded = manifest.environment.variables
     if not recorded:
@@ -135,12 +112,12 @@ def missing_variables(
     with pg.sa_connection(target_dsn) as conn:
         present = {name for name, _type in profile.environment_variables(conn, scope)}
         conn.rollback()
-    return [EnvVariable(**v.model_dump()) for v in recorded if v.name not in present]
+    return [v for v in recorded if v.name not in present]
 
 
 def missing_plugins(
     manifest: Manifest, target_dsn: str, target_env: Mapping[str, str]
-) -> list[PluginInfo]:
+) -> list[Plugin]:
     """Plugins enabled in the source that are not enabled in the target."""
     recorded = manifest.plugins
     if not recorded:
@@ -150,7 +127,7 @@ def missing_plugins(
     with pg.sa_connection(target_dsn) as conn:
         enabled = {p["name"] for p in profile.enabled_plugins(conn, scope)}
         conn.rollback()
-    return [PluginInfo(**p.model_dump()) for p in recorded if p.name not in enabled]
+    return [p for p in recorded if p.name not in enabled]
 
 
 @dataclass(frozen=True)
@@ -198,49 +175,9 @@ def parse_supplied(supplied: Mapping[str, Any]) -> dict[str, str | ValueRef]:
     return out
 
 
-def literal_secrets(
-    missing: list[EnvVariable], supplied: Mapping[str, str | ValueRef]
-) -> list[str]:
+def literal_secrets(missing: list[Variable], supplied: Mapping[str, str | ValueRef]) -> list[str]:
     """Secret-type variables whose value was given literally (it stays in the run's conf)."""
     return [v.name for v in missing if v.secret and isinstance(supplied.get(v.name), str)]
-
-
-@dataclass(frozen=True)
-class VersionDifference:
-    name: str  # "application" or a plugin's name
-    source: str
-    target: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class VersionCheck:
-    """The source's and the target's application version and enabled plugins' versions."""
-
-    source_version: str | None
-    target_version: str | None
-    differences: tuple[VersionDifference, ...]
-    allowed: bool  # allow_version_mismatch was set
-
-    @property
-    def matches(self) -> bool:
-        return not self.differences
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source_version": self.source_version,
-            "target_version": self.target_version,
-            "differences": [d.to_dict() for d in self.differences],
-            "allowed": self.allowed,
-        }
-
-    def describe(self) -> str:
-        return "; ".join(
-            f"{d.name}: source {d.source or '(none)'}, target {d.target or '(none)'}"
-            for d in self.differences
-        )
 
 
 def version_differences(
@@ -268,11 +205,17 @@ def version_differences(
         )
     out: list[VersionDifference] = []
     if (source_version or None) != (target_version or None):
-        out.append(VersionDifference("application", source_version or "", target_version or ""))
+        out.append(
+            VersionDifference(
+                name="application", source=source_version or "", target=target_version or ""
+            )
+        )
     for p in manifest.plugins:
         other = target_plugins.get(p.name)
         if other is not None and p.version != str(other.get("version") or ""):
-            out.append(VersionDifference(p.name, p.version, str(other["version"])))
+            out.append(
+                VersionDifference(name=p.name, source=p.version, target=str(other["version"]))
+            )
     return source_version, target_version, out
 
 
@@ -287,7 +230,12 @@ def check_versions(
     source_version, target_version, differences = version_differences(
         manifest, target_dsn, target_env
     )
-    result = VersionCheck(source_version, target_version, tuple(differences), allow_mismatch)
+    result = VersionCheck(
+        source_version=source_version,
+        target_version=target_version,
+        differences=differences,
+        allowed=allow_mismatch,
+    )
     if differences and not allow_mismatch:
         lines = "\n".join(
             f"  - {d.name}: source {d.source or '(none)'}, target {d.target or '(none)'}"
@@ -303,10 +251,10 @@ def check_versions(
 
 
 def resolve_values(
-    missing: list[EnvVariable],
+    missing: list[Variable],
     supplied: Mapping[str, Any],
     lookup: Callable[[ValueRef], str | None] | None = None,
-) -> tuple[dict[str, str], list[EnvVariable]]:
+) -> tuple[dict[str, str], list[Variable]]:
     """Split the missing variables into those ``supplied`` answers (non-empty) and those still missing.
 
     References are resolved with ``lookup`` (the Airflow adapter's); a reference that resolves
@@ -314,7 +262,7 @@ def resolve_values(
     """
     parsed = parse_supplied(supplied)
     values: dict[str, str] = {}
-    still: list[EnvVariable] = []
+    still: list[Variable] = []
     for var in missing:
         value = parsed.get(var.name)
         if isinstance(value, ValueRef):
@@ -338,7 +286,7 @@ def resolve_values(
 
 def stored_values(
     manifest: Manifest,
-    missing: list[EnvVariable],
+    missing: list[Variable],
     values: Mapping[str, str],
     target_env: Mapping[str, str],
 ) -> list[tuple[str, str, str]]:

@@ -83,9 +83,15 @@ class Source(_Model):
 
 
 class Variable(_Model):
+    """An environment variable or secret of the source app (never its value)."""
+
     name: str = Field(min_length=1, max_length=255)
-    type: str = Field(min_length=1, max_length=64)
-    referenced: bool = False
+    type: str = Field(min_length=1, max_length=64)  # "default" (plain) or "secret"
+    referenced: bool = False  # the migrated data contains {{$env.NAME}}
+
+    @property
+    def secret(self) -> bool:
+        return self.type == "secret"
 
 
 class Environment(_Model):
@@ -94,6 +100,8 @@ class Environment(_Model):
 
 
 class Plugin(_Model):
+    """A plugin enabled in the source app."""
+
     name: str
     package: str = ""
     version: str = ""

@@ -65,7 +65,7 @@ def check_lines(checks: Mapping[str, StepOutcome]) -> list[str]:
         versions = env.versions
         if versions and versions.differences:
             lines.append(
-                f"  Versions          differ, allowed by allow_version_mismatch: {versions.text()}"
+                f"  Versions          differ, allowed by allow_version_mismatch: {versions.describe()}"
             )
         elif versions:
             lines.append(

@@ -9,7 +9,7 @@ import pytest
 
 from migration_manager import checks
 from migration_manager.errors import ConfigError, EnvironmentMismatchError
-from migration_manager.manifest import Manifest
+from migration_manager.manifest import Manifest, Variable
 from migration_manager.nocobase_secrets import aes_key, nocobase_decrypt, nocobase_encrypt
 from migration_manager.profiles import get_profile
 from tests.pgtools import bare_manifest
@@ -105,7 +105,7 @@ def test_aes_key_sources(tmp_path: Path) -> None:
 
 
 def test_resolve_values_splits_missing() -> None:
-    missing = [checks.EnvVariable("A", "default"), checks.EnvVariable("B", "secret")]
+    missing = [Variable(name="A", type="default"), Variable(name="B", type="secret")]
     values, still = checks.resolve_values(missing, {"A": "x", "B": ""})
     assert values == {"A": "x"}
     assert [v.name for v in still] == ["B"]
@@ -113,9 +113,9 @@ def test_resolve_values_splits_missing() -> None:
 
 def test_references_resolve_through_the_lookup_and_literal_secrets_are_named() -> None:
     missing = [
-        checks.EnvVariable("TOKEN", "secret"),
-        checks.EnvVariable("URL", "default"),
-        checks.EnvVariable("PASS", "secret"),
+        Variable(name="TOKEN", type="secret"),
+        Variable(name="URL", type="default"),
+        Variable(name="PASS", type="secret"),
     ]
     asked: list[checks.ValueRef] = []
 
@@ -157,6 +157,6 @@ def test_a_malformed_reference_is_refused_naming_the_variable(entry: object) -> 
 
 
 def test_a_reference_that_resolves_to_nothing_is_refused() -> None:
-    missing = [checks.EnvVariable("TOKEN", "secret")]
+    missing = [Variable(name="TOKEN", type="secret")]
     with pytest.raises(ConfigError, match="the variable 'gone' does not exist or is empty"):
         checks.resolve_values(missing, {"TOKEN": {"variable": "gone"}}, lambda ref: None)

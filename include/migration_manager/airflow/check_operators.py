@@ -28,6 +28,8 @@ from migration_manager.airflow.common import (
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.xcom_models import Json
 from migration_manager.errors import EnvironmentMismatchError
+from migration_manager.manifest import Plugin
+from migration_manager.manifest import Variable as EnvVariable
 from migration_manager.pg import identity_of
 from migration_manager.run_options import RunOptions
 
@@ -68,7 +70,7 @@ def _lookup(ref: checks.ValueRef) -> str | None:
     return text
 
 
-def _supplied(task: BaseOperator, params: Any, missing: list[checks.EnvVariable]) -> Json:
+def _supplied(task: BaseOperator, params: Any, missing: list[EnvVariable]) -> Json:
     """The env_values param, checked; warns about secrets given as literal values."""
     supplied = dict(RunOptions.of_params(params).env_values)
     with engine_errors():
@@ -150,12 +152,12 @@ class EnvCheckOperator(BaseOperator):
             )
         return {
             "settings": settings,
-            "missing_env": [v.to_dict() for v in missing],
-            "versions": versions.to_dict(),
+            "missing_env": [v.model_dump() for v in missing],
+            "versions": versions.model_dump(),
         }
 
 
-def missing_plugins(migration_file: str, target_conn_id: str) -> list[checks.PluginInfo]:
+def missing_plugins(migration_file: str, target_conn_id: str) -> list[Plugin]:
     """Plugins enabled in the migration file's source but not in the target."""
     with engine_errors():
         env = environment(target_conn_id)
@@ -163,7 +165,7 @@ def missing_plugins(migration_file: str, target_conn_id: str) -> list[checks.Plu
         return checks.missing_plugins(manifest, env.dsn, env.app_env)
 
 
-def _plugin_lines(missing: list[checks.PluginInfo]) -> str:
+def _plugin_lines(missing: list[Plugin]) -> str:
     return "\n".join(f"- **{p.name}** {p.version} ({p.package})" for p in missing)
 
 
@@ -193,9 +195,9 @@ class EnvValuesOperator(HITLOperator):
         self.target_conn_id = target_conn_id
         self.env_check = env_check
 
-    def _missing(self, context: Context) -> list[checks.EnvVariable]:
+    def _missing(self, context: Context) -> list[EnvVariable]:
         found = self.env_check or {}
-        return [checks.EnvVariable(**v) for v in found.get("missing_env", [])]
+        return [EnvVariable(**v) for v in found.get("missing_env", [])]
 
     def _finish(
         self, context: Context, values: dict[str, str], source: str, user: str | None
@@ -286,7 +288,7 @@ class EnvValuesOperator(HITLOperator):
         )
         return super().execute(context)
 
-    def _plugins_to_ask(self, context: Context) -> list[checks.PluginInfo]:
+    def _plugins_to_ask(self, context: Context) -> list[Plugin]:
         """The missing plugins to ask about with the values (``on_missing_plugins`` ask)."""
         if RunOptions.of_params(context["params"]).on_missing_plugins != "ask":
             return []
@@ -327,7 +329,7 @@ class EnvValuesOperator(HITLOperator):
                 ", ".join(p.name for p in plugins),
             )
             result["plugins"] = {
-                "missing": [p.to_dict() for p in plugins],
+                "missing": [p.model_dump() for p in plugins],
                 "decision": "continue (prompt)",
                 "decided_by": user,
             }
@@ -403,12 +405,12 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         self.skip(ti, [self.dag.get_task(t) for t in skips])
         return result
 
-    def _missing(self) -> list[checks.PluginInfo]:
+    def _missing(self) -> list[Plugin]:
         return missing_plugins(self.migration_file, self.target_conn_id)
 
     def execute(self, context: Context) -> Any:
         missing = self._missing()
-        listed = [p.to_dict() for p in missing]
+        listed = [p.model_dump() for p in missing]
         if not missing:
             self.log.info("Every plugin enabled in the source is enabled in the target")
             return self._done(
@@ -450,7 +452,7 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         chosen = list(event.get("chosen_options") or [])
         self.validate_chosen_options(chosen)
         user = responder(event)
-        missing = [p.to_dict() for p in self._missing()]
+        missing = [p.model_dump() for p in self._missing()]
         if STOP in chosen:
             raise AirflowFailException(
                 f"Stopped by {user or 'a user'}: plugins missing in the target ({', '.join(p['name'] for p in missing)})"
