@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from migration_manager import pg
 from migration_manager.check_outcomes import VersionCheck, VersionDifference
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.errors import ApplyError, ConfigError, EnvironmentMismatchError
 from migration_manager.manifest import Manifest, Plugin, Variable
 from migration_manager.profiles import Profile, get_profile
@@ -30,7 +31,7 @@ class SettingDifference:
 
 
 def refuse_own_source(
-    manifest: Manifest, target: pg.DatabaseIdentity, *, file: str, target_name: str
+    manifest: Manifest, target: DatabaseIdentity, *, file: str, target_name: str
 ) -> None:
     """Refuse to run a migration file on the very database it was created from.
 
@@ -48,7 +49,7 @@ def refuse_own_source(
             target_name,
         )
         return
-    source = pg.DatabaseIdentity.from_dict(recorded.model_dump())
+    source = recorded
     same = source.same_as(target)
     if same is None:
         log.warning(

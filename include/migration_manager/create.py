@@ -242,7 +242,7 @@ def create_migration(
                 "app_settings": prof.settings(env),
                 "schema": scope.schema,
                 "table_prefix": scope.prefix,
-                "identity": identity.to_dict(),
+                "identity": identity,
             }
         ),
         environment=Environment(

@@ -27,9 +27,9 @@ from pydantic import (
 )
 
 from migration_manager.config import DATA_RULES, MigrationRules, ProfileName, Rule
+from migration_manager.db_identity import NAMEDATALEN, DatabaseIdentity
 from migration_manager.errors import ArchiveError
 
-NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
 MEMBER_PATTERN = re.compile(r"^data/[0-9]{4,6}\.copy\.zst$")
 
 
@@ -62,15 +62,6 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceIdentity(_Model):
-    """The source database as its server names it (``pg.DatabaseIdentity``); no credential."""
-
-    system_identifier: str | None = Field(pattern=r"^[0-9]{1,20}$")
-    database_oid: Count
-    database: str = Field(min_length=1, max_length=NAMEDATALEN * 4)
-    server_started_at: str | None = Field(default=None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
-
-
 class Source(_Model):
     database: str | None
     server_version: str | None
@@ -79,7 +70,7 @@ class Source(_Model):
     app_settings: dict[str, str]
     schema_: Identifier = Field(alias="schema")
     table_prefix: str
-    identity: SourceIdentity | None = None  # files of versions before it have none
+    identity: DatabaseIdentity | None = None  # files of versions before it have none
 
 
 class Variable(_Model):

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from sqlalchemy.pool import NullPool
 
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.errors import TransientError
 from migration_manager.redaction import redact
 
@@ -97,61 +98,6 @@ def same_database(a: str, b: str) -> Endpoint | None:
     return None
 
 
-@dataclass(frozen=True)
-class DatabaseIdentity:
-    """Which database of which server a connection reached, told by the server itself.
-
-    ``system_identifier`` (``pg_control_system()``) is set once by ``initdb`` and differs
-    between clusters; with the database's OID and name it names one database without comparing
-    host names (a file's source may have been reached as ``staging-db``, its target as an IP).
-    A role that may not call ``pg_control_system()`` records ``None`` there; the server's start
-    time (``pg_postmaster_start_time()``, epoch seconds) then stands in. No credential is part
-    of it.
-    """
-
-    system_identifier: str | None
-    database_oid: int
-    database: str
-    server_started_at: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "system_identifier": self.system_identifier,
-            "database_oid": self.database_oid,
-            "database": self.database,
-            "server_started_at": self.server_started_at,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DatabaseIdentity:
-        return cls(
-            system_identifier=d.get("system_identifier"),
-            database_oid=int(d["database_oid"]),
-            database=str(d["database"]),
-            server_started_at=d.get("server_started_at"),
-        )
-
-    def same_as(self, other: DatabaseIdentity) -> bool | None:
-        """True: the same database; False: another one; None: cannot tell (no server identity)."""
-        if self.database_oid != other.database_oid or self.database != other.database:
-            return False
-        if self.system_identifier and other.system_identifier:
-            return self.system_identifier == other.system_identifier
-        if self.server_started_at and other.server_started_at:
-            # one running server: the same start instant; a restart makes this miss, never match
-            return self.server_started_at == other.server_started_at or None
-        return None
-
-    @property
-    def shown(self) -> str:
-        server = (
-            f"server {self.system_identifier}"
-            if self.system_identifier
-            else "an unidentified server"
-        )
-        return f"database {self.database} (OID {self.database_oid}) of {server}"
-
-
 def database_identity(conn: psycopg.Connection[Any]) -> DatabaseIdentity:
     """The identity of ``conn``'s database (read-only queries; usable inside a snapshot)."""
     with conn.cursor(row_factory=dict_row) as cur:
@@ -170,7 +116,10 @@ def database_identity(conn: psycopg.Connection[Any]) -> DatabaseIdentity:
             if found and found["system_identifier"] is not None:
                 system_identifier = str(found["system_identifier"])
     return DatabaseIdentity(
-        system_identifier, int(row["oid"]), str(row["datname"]), str(row["started"])
+        system_identifier=system_identifier,
+        database_oid=int(row["oid"]),
+        database=str(row["datname"]),
+        server_started_at=str(row["started"]),
     )
 
 

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from migration_manager import pg
 from migration_manager.config import OVERWRITE, UPSERT
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import METHOD, RowFingerprint, max_bytes, row_fingerprint
 from migration_manager.store_layout import safe_key
 
@@ -38,7 +39,7 @@ FORMAT = 1
 REPLACING_RULES = (OVERWRITE, UPSERT)
 
 
-def target_key(conn_id: str, identity: pg.DatabaseIdentity) -> str:
+def target_key(conn_id: str, identity: DatabaseIdentity) -> str:
     """The folder of a target's record: its connection id and the database's identity.
 
     ``<conn id>-<system_identifier>-<database OID>`` (``u<server start>`` when the role may not

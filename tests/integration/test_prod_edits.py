@@ -116,11 +116,21 @@ def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
 
 
 def test_the_target_key_names_the_database() -> None:
-    from migration_manager.pg import DatabaseIdentity
+    from migration_manager.db_identity import DatabaseIdentity
 
-    a = DatabaseIdentity("7312345678901234567", 16384, "prod", "1700000000.5")
+    a = DatabaseIdentity(
+        system_identifier="7312345678901234567",
+        database_oid=16384,
+        database="prod",
+        server_started_at="1700000000.5",
+    )
     assert target_key("migration/target", a) == "migration_target-7312345678901234567-16384"
-    b = DatabaseIdentity(None, 16385, "prod", "1700000000.5")
+    b = DatabaseIdentity(
+        system_identifier=None,
+        database_oid=16385,
+        database="prod",
+        server_started_at="1700000000.5",
+    )
     assert target_key("prod", b) == "prod-u17000000005-16385"
 
 

@@ -18,9 +18,10 @@ from psycopg.conninfo import make_conninfo
 from migration_manager import manifest as manifest_model
 from migration_manager.archive import open_archive
 from migration_manager.checks import refuse_own_source
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.errors import ArchiveError, ConfigError
 from migration_manager.execute import prepare
-from migration_manager.pg import DatabaseIdentity, identity_of
+from migration_manager.pg import identity_of
 from tests.pgtools import PG_URL, make_file, rows, sql, table_text
 
 pytestmark = pytest.mark.postgres
@@ -33,6 +34,17 @@ def _file(source: str, path: Path) -> dict:
     return make_file(source, path, profile="generic", rules={"user": {"default": "overwrite"}})
 
 
+def ident(
+    system_identifier: str | None, oid: int, database: str, started: str | None = None
+) -> DatabaseIdentity:
+    return DatabaseIdentity(
+        system_identifier=system_identifier,
+        database_oid=oid,
+        database=database,
+        server_started_at=started,
+    )
+
+
 def test_prepare_refuses_the_file_on_its_own_source_and_accepts_another_database(
     source: str, target: str, tmp_path: Path
 ) -> None:
@@ -40,7 +52,7 @@ def test_prepare_refuses_the_file_on_its_own_source_and_accepts_another_database
     manifest = _file(source, path)
     recorded = manifest["source"]["identity"]
     assert set(recorded) == {"system_identifier", "database_oid", "database", "server_started_at"}
-    assert recorded == identity_of(source).to_dict()
+    assert recorded == identity_of(source).model_dump()
     sql(source, "UPDATE t SET v = 'later'")
     with open_archive(path) as reader, pytest.raises(ConfigError) as refused:
         prepare(reader, source)
@@ -75,19 +87,16 @@ def test_a_login_role_without_superuser_reads_the_same_identity(source: str) -> 
 
 
 def test_identity_compares_without_host_names_and_falls_back_on_the_start_time() -> None:
-    a = DatabaseIdentity("7000000000000000001", 16384, "app", "1700000000.123456")
-    assert a.same_as(DatabaseIdentity("7000000000000000001", 16384, "app", "1800000000.5"))
-    assert (
-        a.same_as(DatabaseIdentity("7000000000000000002", 16384, "app", a.server_started_at))
-        is False
-    )
-    assert a.same_as(DatabaseIdentity("7000000000000000001", 16385, "app")) is False
-    assert a.same_as(DatabaseIdentity("7000000000000000001", 16384, "app2")) is False
+    a = ident("7000000000000000001", 16384, "app", "1700000000.123456")
+    assert a.same_as(ident("7000000000000000001", 16384, "app", "1800000000.5"))
+    assert a.same_as(ident("7000000000000000002", 16384, "app", a.server_started_at)) is False
+    assert a.same_as(ident("7000000000000000001", 16385, "app")) is False
+    assert a.same_as(ident("7000000000000000001", 16384, "app2")) is False
     # a role that may not read pg_control_system(): the server's start instant stands in
-    unknown = DatabaseIdentity(None, 16384, "app", a.server_started_at)
+    unknown = ident(None, 16384, "app", a.server_started_at)
     assert a.same_as(unknown) is True
-    assert a.same_as(DatabaseIdentity(None, 16384, "app", "1700000001.0")) is None
-    assert a.same_as(DatabaseIdentity(None, 16384, "app", None)) is None
+    assert a.same_as(ident(None, 16384, "app", "1700000001.0")) is None
+    assert a.same_as(ident(None, 16384, "app", None)) is None
 
 
 def test_a_manifest_without_identity_still_loads_and_is_not_checked(

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from migration_manager import pg
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit
 
@@ -98,7 +98,7 @@ class ExecutionPlan:
     # each data table's fingerprint on the target as the plan saw it (None: the target lacks it);
     # tables too large for one, or locked, are absent (see prod_edits)
     target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
-    target_identity: pg.DatabaseIdentity | None = None
+    target_identity: DatabaseIdentity | None = None
 
     def unit_fingerprints(self, unit: Unit) -> dict[str, dict[str, Any] | None]:
         """What the unit's drift guard checks: its tables' fingerprints the plan saw (small)."""
