@@ -217,7 +217,7 @@ def create_migration(
                         with raw.cursor() as cur:
                             entry["fingerprint"] = row_fingerprint(
                                 cur, scope.schema, p.name, compared, rule=p.rule, key=key
-                            ).to_dict()
+                            ).model_dump(exclude_none=True)
                 table_entries.append(entry)
             conn.rollback()
     finally:

@@ -15,13 +15,10 @@ purpose to collide.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
-import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -30,62 +27,13 @@ from psycopg.rows import dict_row
 
 from migration_manager import pg
 from migration_manager.config import INSERT_IGNORE, OVERWRITE, UPSERT
+from migration_manager.manifest import METHOD, RowFingerprint
 
-METHOD = "hashtextextended-2x64-sum/1"
 MAX_BYTES_ENV = "MM_FINGERPRINT_MAX_BYTES"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 # upsert / insert-ignore: up to this many rows, the file lists each source row's (key's) hash,
 # so a target holding extra rows can still be found unchanged
 MAX_LISTED_ROWS = 20_000
-
-
-@dataclass(frozen=True)
-class RowFingerprint:
-    """Row count and two order-independent checksums of a table's rows (its data columns).
-
-    ``listed``: for ``upsert``, the hash of every row; for ``insert-ignore``, of every key
-    (None when the table has more than :data:`MAX_LISTED_ROWS` rows or another rule).
-    """
-
-    rows: int
-    sum0: str
-    sum1: str
-    listed: tuple[int, ...] | None = None
-    method: str = METHOD
-
-    def same_rows(self, other: RowFingerprint) -> bool:
-        return (self.method, self.rows, self.sum0, self.sum1) == (
-            other.method,
-            other.rows,
-            other.sum0,
-            other.sum1,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "method": self.method,
-            "rows": self.rows,
-            "sum0": self.sum0,
-            "sum1": self.sum1,
-        }
-        if self.listed is not None:
-            packed = struct.pack(f">{len(self.listed)}q", *self.listed)
-            d["listed"] = base64.b64encode(packed).decode("ascii")
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RowFingerprint:
-        listed = None
-        if d.get("listed") is not None:
-            raw = base64.b64decode(d["listed"])
-            listed = struct.unpack(f">{len(raw) // 8}q", raw)
-        return cls(
-            rows=int(d["rows"]),
-            sum0=str(d["sum0"]),
-            sum1=str(d["sum1"]),
-            listed=listed,
-            method=str(d.get("method") or METHOD),
-        )
 
 
 def max_bytes() -> int:

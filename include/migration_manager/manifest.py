@@ -13,8 +13,11 @@ quoting).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import re
+import struct
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +27,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_serializer,
+    field_validator,
 )
 
 from migration_manager.config import DATA_RULES, MigrationRules, ProfileName, Rule
@@ -192,14 +196,53 @@ class Data(_Model):
     format: Literal["binary"]
 
 
-class Fingerprint(_Model):
-    """A table's row fingerprint (``fingerprint.RowFingerprint``): plan compares the target's."""
+METHOD = "hashtextextended-2x64-sum/1"
 
-    method: str = Field(min_length=1, max_length=64)
-    rows: Count
-    sum0: str = Field(pattern=r"^-?[0-9]{1,40}$")
-    sum1: str = Field(pattern=r"^-?[0-9]{1,40}$")
-    listed: str | None = None  # base64 of big-endian int64 row or key hashes
+SUM = r"^-?[0-9]{1,40}$"  # an exact sum of 64-bit hashes, as text
+
+
+class RowFingerprint(BaseModel):
+    """Row count and two order-independent checksums of a table's rows (its data columns).
+
+    ``listed``: for ``upsert``, the hash of every row; for ``insert-ignore``, of every key
+    (None when the table has more than :data:`MAX_LISTED_ROWS` rows or another rule); written
+    as base64 of big-endian int64s. The migration file records one per data table (``plan`` compares the target's, taken by
+    :mod:`migration_manager.fingerprint`); XCom and the per-target record carry them as JSON
+    (``model_dump(exclude_none=True)``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str = Field(default=METHOD, min_length=1, max_length=64)
+    rows: int = Field(ge=0, strict=True)
+    sum0: str = Field(pattern=SUM)
+    sum1: str = Field(pattern=SUM)
+    listed: tuple[int, ...] | None = None
+
+    @field_validator("listed", mode="before")
+    @classmethod
+    def _unpacked(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                raw = base64.b64decode(value, validate=True)
+            except binascii.Error as exc:
+                raise ValueError(f"listed is not base64 ({exc})") from None
+            return struct.unpack(f">{len(raw) // 8}q", raw[: len(raw) // 8 * 8])
+        return value
+
+    @field_serializer("listed")
+    def _packed(self, listed: tuple[int, ...] | None) -> str | None:
+        if listed is None:
+            return None
+        return base64.b64encode(struct.pack(f">{len(listed)}q", *listed)).decode("ascii")
+
+    def same_rows(self, other: RowFingerprint) -> bool:
+        return (self.method, self.rows, self.sum0, self.sum1) == (
+            other.method,
+            other.rows,
+            other.sum0,
+            other.sum1,
+        )
 
 
 class Table(_Model):
@@ -214,7 +257,7 @@ class Table(_Model):
     natural_key: list[Identifier] = []
     structure: Structure
     structure_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    fingerprint: Fingerprint | None = None
+    fingerprint: RowFingerprint | None = None
     estimated_rows: int
     data: Data | None
 

@@ -68,7 +68,7 @@ class TargetRecord:
             "format": self.format,
             "target_key": self.target_key,
             "tables": {
-                name: {**fp.to_dict(), "run": self.runs.get(name)}
+                name: {**fp.model_dump(exclude_none=True), "run": self.runs.get(name)}
                 for name, fp in sorted(self.tables.items())
             },
         }
@@ -78,7 +78,10 @@ class TargetRecord:
         tables = d.get("tables") or {}
         return cls(
             target_key=str(d.get("target_key") or ""),
-            tables={str(k): RowFingerprint.from_dict(v) for k, v in tables.items()},
+            tables={
+                str(k): RowFingerprint.model_validate({f: x for f, x in v.items() if f != "run"})
+                for k, v in tables.items()
+            },
             runs={str(k): str(v["run"]) for k, v in tables.items() if v.get("run")},
             format=int(d.get("format") or FORMAT),
         )

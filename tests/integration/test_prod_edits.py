@@ -56,7 +56,7 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
         "rules": {e.name: e.rule for e in reader.manifest.tables},
         "units": [u.to_dict() for u in plan.units],
         "target_fingerprints": {
-            t: (fp.to_dict() if fp is not None else None)
+            t: (fp.model_dump(exclude_none=True) if fp is not None else None)
             for t, fp in plan.target_fingerprints.items()
         },
     }

@@ -75,7 +75,7 @@ def _fingerprint(path: Path, table: str) -> RowFingerprint:
         entry = next(e for e in reader.manifest.tables if e.name == table)
     assert entry.structure_sha256 is not None and len(entry.structure_sha256) == 64
     assert entry.fingerprint is not None
-    return RowFingerprint.from_dict(entry.fingerprint.model_dump())
+    return entry.fingerprint
 
 
 @pytest.mark.parametrize("rule", ["overwrite", "upsert"])

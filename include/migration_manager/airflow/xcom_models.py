@@ -31,7 +31,9 @@ __all__ = ["DestructiveOutcome", "PlanReport", "PlannedTask", "PlannedUnit", "Un
 
 
 def _fingerprints(d: Mapping[str, FingerprintJson | None]) -> dict[str, RowFingerprint | None]:
-    return {t: (RowFingerprint.from_dict(fp) if fp is not None else None) for t, fp in d.items()}
+    return {
+        t: (RowFingerprint.model_validate(fp) if fp is not None else None) for t, fp in d.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ class PlanReport:
             "pending": [dict(p) for p in self.pending],
             "target_key": self.target_key,
             "target_fingerprints": {
-                t: (fp.to_dict() if fp is not None else None)
+                t: (fp.model_dump(exclude_none=True) if fp is not None else None)
                 for t, fp in self.target_fingerprints.items()
             },
             "changed_in_prod": [c.to_dict() for c in self.changed_in_prod],

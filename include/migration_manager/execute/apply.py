@@ -468,7 +468,7 @@ def _check_drift(
         now = current_fingerprint(cur, schema, name)
     except TooLarge:
         return
-    before = RowFingerprint.from_dict(expected) if expected is not None else None
+    before = RowFingerprint.model_validate(expected) if expected is not None else None
     if before is None and now is None:
         return
     if before is not None and now is not None and now.same_rows(before):

@@ -211,7 +211,7 @@ def _unchanged(
             columns,
             key,
             rule,
-            RowFingerprint.from_dict(recorded),
+            RowFingerprint.model_validate(recorded),
             target=known,
         )
     return f"structure equal; {why}" if why else None

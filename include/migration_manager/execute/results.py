@@ -65,7 +65,8 @@ class UnitResult:
             "tables": [t.to_dict() for t in self.tables],
             "seconds": self.seconds,
             "fingerprints": {
-                k: (v.to_dict() if v is not None else None) for k, v in self.fingerprints.items()
+                k: (v.model_dump(exclude_none=True) if v is not None else None)
+                for k, v in self.fingerprints.items()
             },
         }
 
@@ -76,7 +77,7 @@ class UnitResult:
             tables=tuple(TableResult.from_dict(t) for t in d["tables"]),
             seconds=d["seconds"],
             fingerprints={
-                k: (RowFingerprint.from_dict(v) if v is not None else None)
+                k: (RowFingerprint.model_validate(v) if v is not None else None)
                 for k, v in (d.get("fingerprints") or {}).items()
             },
         )
@@ -103,7 +104,7 @@ class ExecutionPlan:
     def unit_fingerprints(self, unit: Unit) -> dict[str, dict[str, Any] | None]:
         """What the unit's drift guard checks: its tables' fingerprints the plan saw (small)."""
         return {
-            t: (fp.to_dict() if fp is not None else None)
+            t: (fp.model_dump(exclude_none=True) if fp is not None else None)
             for t in unit.tables
             if t in self.target_fingerprints
             for fp in [self.target_fingerprints[t]]
