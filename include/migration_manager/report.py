@@ -13,11 +13,11 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
     # imported here: DAG files import this module (through the run log) and need no engine
     from migration_manager.execute.results import TableResult, UnitResult
 
-    unit_results = [UnitResult.from_dict(r) for r in results if r]
+    unit_results = [UnitResult.model_validate(r) for r in results if r]
     done = {r.unit for r in unit_results}
     failed = [u for u in report.get("units", []) if u["id"] not in done]
     tables: list[TableResult] = [t for r in unit_results for t in r.tables]
-    tables += [TableResult.from_dict(t) for t in report.get("quiet_tables", [])]
+    tables += [TableResult.model_validate(t) for t in report.get("quiet_tables", [])]
     for unit in failed:
         for name in unit["tables"]:
             tables.append(
@@ -35,7 +35,7 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
         "migration_file": report.get("migration_file"),
         "status": "failed" if failed else "success",
         "failed_units": [{"id": u["id"], "tables": u["tables"]} for u in failed],
-        "tables": [t.to_dict() for t in tables],
+        "tables": [t.model_dump(mode="json") for t in tables],
         "totals": {**totals, "ddl": sum(len(t.ddl) for t in tables)},
         "warnings": list(report.get("warnings", [])),
     }

@@ -62,7 +62,8 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
     }
     # as collect_logs reads them: the plan's report and the units' results from their XCom form
     left = fingerprints_left(
-        PlanReport.from_xcom(report), [UnitResult.from_dict(r.to_dict()) for r in results]
+        PlanReport.from_xcom(report),
+        [UnitResult.model_validate(r.model_dump(mode="json")) for r in results],
     )
     return TargetRecord("t").updated(left, "run 1")
 

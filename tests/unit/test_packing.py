@@ -89,7 +89,7 @@ def test_a_packed_task_is_named_after_its_tables() -> None:
 def _result(unit: Unit) -> UnitResult:
     return UnitResult(
         unit=unit.id,
-        tables=(TableResult(unit.tables[0], "overwrite", "applied", inserted=1),),
+        tables=(TableResult(table=unit.tables[0], rule="overwrite", status="applied", inserted=1),),
         seconds=0.1,
     )
 

@@ -390,7 +390,7 @@ class ApplyUnitOperator(BaseOperator):
         except BaseException:
             _keep_applied(store, committed, self.log)
             raise
-        results = [r.to_dict() for r in outcome.results]
+        results = [r.model_dump(mode="json") for r in outcome.results]
         if not outcome.failures:
             if done:
                 _keep_applied(store, {}, self.log)  # a later clear applies every unit again
@@ -417,7 +417,7 @@ def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     except Exception:  # no task state (an older Airflow, a backend error): apply every unit
         log.warning("Could not read this task's state: every unit is applied", exc_info=True)
         return {}
-    return {k: UnitResult.from_dict(v) for k, v in kept.items() if k in units}
+    return {k: UnitResult.model_validate(v) for k, v in kept.items() if k in units}
 
 
 def _keep_applied(store: Any, applied: Mapping[str, Any], task_log: Any) -> None:
@@ -427,7 +427,7 @@ def _keep_applied(store: Any, applied: Mapping[str, Any], task_log: Any) -> None
         return
     try:
         if applied:
-            store.set(APPLIED_KEY, {k: r.to_dict() for k, r in applied.items()})
+            store.set(APPLIED_KEY, {k: r.model_dump(mode="json") for k, r in applied.items()})
         else:
             store.delete(APPLIED_KEY)
     except Exception:

@@ -77,7 +77,7 @@ class PlanReport:
             "source": self.source,
             "units": [u.to_dict() for u in self.units],
             "rules": dict(self.rules),
-            "quiet_tables": [t.to_dict() for t in self.quiet_tables],
+            "quiet_tables": [t.model_dump(mode="json") for t in self.quiet_tables],
             "warnings": list(self.warnings),
             "pending": [dict(p) for p in self.pending],
             "target_key": self.target_key,
@@ -97,7 +97,7 @@ class PlanReport:
             source=d.get("source"),
             units=tuple(Unit.from_dict(u) for u in d.get("units") or ()),
             rules=dict(d.get("rules") or {}),
-            quiet_tables=tuple(TableResult.from_dict(t) for t in d.get("quiet_tables") or ()),
+            quiet_tables=tuple(TableResult.model_validate(t) for t in d.get("quiet_tables") or ()),
             warnings=tuple(d.get("warnings") or ()),
             pending=tuple(dict(p) for p in d.get("pending") or ()),
             target_key=d.get("target_key"),
@@ -242,7 +242,7 @@ class DestructiveOutcome:
 
 def unit_results(values: Any) -> list[UnitResult]:
     """The units' results in the mapped ``apply_table`` return values that exist."""
-    return [UnitResult.from_dict(v) for v in flat_results(values)]
+    return [UnitResult.model_validate(v) for v in flat_results(values)]
 
 
 def flat_results(values: Any) -> list[Json]:

@@ -77,7 +77,7 @@ def prepare(
         for name, e in entries.items():
             rule = e["rule"]
             if rule == SKIP:
-                quiet.append(TableResult(name, rule, "skipped"))
+                quiet.append(TableResult(table=name, rule=rule, status="skipped"))
                 continue
             structure = structures[name]
             if name in locked:
@@ -136,9 +136,9 @@ def prepare(
             else:
                 quiet.append(
                     TableResult(
-                        name,
-                        rule,
-                        "unchanged",
+                        table=name,
+                        rule=rule,
+                        status="unchanged",
                         unchanged=int((e.get("data") or {}).get("rows") or 0),
                         warnings=tuple(f"kept: {c.description}" for c in diff.skipped),
                         reason=reason,

@@ -7,8 +7,10 @@ run's log).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, field_serializer
 
 from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import RowFingerprint
@@ -17,8 +19,11 @@ from migration_manager.plan import Unit
 SAMPLE_KINDS = ("inserted_keys", "updated_keys", "deleted_keys")
 
 
-@dataclass(frozen=True)
-class TableResult:
+class TableResult(BaseModel):
+    """What a run did to one table (or why it left it alone); JSON as ``model_dump(mode="json")``."""
+
+    model_config = ConfigDict(frozen=True)
+
     table: str
     rule: str
     status: str  # "applied", "unchanged", "skipped"
@@ -38,49 +43,27 @@ class TableResult:
     # the kinds of the structure changes made (schema.SchemaChange.kind: add_table, add_column, ...)
     structure_changes: tuple[str, ...] = ()
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for k in ("ddl", "warnings", "data_sql", "structure_changes", *SAMPLE_KINDS):
-            d[k] = list(d[k])
-        return d
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TableResult:
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
-        return cls(**fields)
+class UnitResult(BaseModel):
+    """What one unit did: its tables' results, in one transaction."""
 
+    model_config = ConfigDict(frozen=True)
 
-@dataclass(frozen=True)
-class UnitResult:
     unit: str
     tables: tuple[TableResult, ...]
     seconds: float
     # each data table's fingerprint as the unit left it, taken just before its commit (not in a
     # dry run): recorded per target after the run (prod_edits.TargetRecord)
-    fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
+    fingerprints: dict[str, RowFingerprint | None] = {}
 
-    def to_dict(self) -> dict[str, Any]:
+    @field_serializer("fingerprints")
+    def _without_nulls(
+        self, fingerprints: dict[str, RowFingerprint | None]
+    ) -> dict[str, dict[str, object] | None]:
         return {
-            "unit": self.unit,
-            "tables": [t.to_dict() for t in self.tables],
-            "seconds": self.seconds,
-            "fingerprints": {
-                k: (v.model_dump(exclude_none=True) if v is not None else None)
-                for k, v in self.fingerprints.items()
-            },
+            k: (v.model_dump(mode="json", exclude_none=True) if v is not None else None)
+            for k, v in fingerprints.items()
         }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> UnitResult:
-        return cls(
-            unit=d["unit"],
-            tables=tuple(TableResult.from_dict(t) for t in d["tables"]),
-            seconds=d["seconds"],
-            fingerprints={
-                k: (RowFingerprint.model_validate(v) if v is not None else None)
-                for k, v in (d.get("fingerprints") or {}).items()
-            },
-        )
 
 
 @dataclass(frozen=True)
