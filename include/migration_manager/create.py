@@ -35,7 +35,6 @@ from migration_manager.manifest import (
     Table,
     Variable,
 )
-from migration_manager.manifest import Unit as ManifestUnit
 from migration_manager.plan import resolve, units
 from migration_manager.profiles import get_profile
 from migration_manager.progress import Progress
@@ -181,7 +180,7 @@ def create_migration(
             for index, p in enumerate(plans, start=1):
                 structure = structures[p.name]
                 entry: dict[str, Any] = {
-                    **p.to_dict(),
+                    **p.model_dump(by_alias=True),
                     "structure": structure.to_dict(),
                     "structure_sha256": structure_digest(structure.to_dict()),
                     "estimated_rows": estimates.get(p.name, 0),
@@ -255,7 +254,7 @@ def create_migration(
         ),
         plugins=[Plugin.model_validate(p) for p in plugins],
         tables=[Table.model_validate(e) for e in table_entries],
-        units=[ManifestUnit(id=u.id, tables=list(u.tables), label=u.label) for u in unit_list],
+        units=list(unit_list),
         references=[Reference.model_validate(r.to_dict()) for r in refs],
         warnings=warnings,
         members={m: MemberInfo.model_validate(info) for m, info in writer.members.items()},

@@ -273,8 +273,11 @@ class Reference(_Model):
 
 
 class Unit(_Model):
+    """Tables applied together in one transaction (one table, or tables linked by foreign keys),
+    referenced tables first; the plan makes them (``plan.units``), XCom carries them."""
+
     id: str = Field(min_length=1, max_length=200)
-    tables: list[Identifier] = Field(min_length=1)
+    tables: tuple[Identifier, ...] = Field(min_length=1)
     label: str
 
 

@@ -7,8 +7,9 @@ carry as small dicts; nothing here writes anywhere.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from migration_manager.config import (
     DATA_RULES,
@@ -23,6 +24,7 @@ from migration_manager.config import (
     MigrationRules,
 )
 from migration_manager.errors import PlanError
+from migration_manager.manifest import Unit
 from migration_manager.schema import TableStructure
 from migration_manager.table_scope import TableClass, TableScope
 
@@ -30,10 +32,13 @@ from migration_manager.table_scope import TableClass, TableScope
 _STRENGTH = {OVERWRITE: 4, "upsert": 3, "insert-ignore": 2, SCHEMA_ONLY: 1, SKIP: 0}
 
 
-@dataclass(frozen=True)
-class TablePlan:
+class TablePlan(BaseModel):
+    """One table of the plan: its group, its rule and why, its key."""
+
+    model_config = ConfigDict(frozen=True)
+
     name: str
-    schema: str
+    schema_: str = Field(alias="schema")
     group: str
     rule: str
     rule_source: str  # "system default (profile)", "independent rule", "follows a, b", ...
@@ -41,37 +46,12 @@ class TablePlan:
     companion_of: tuple[str, ...] = ()
 
     @property
+    def schema(self) -> str:  # type: ignore[override]  # BaseModel.schema is deprecated
+        return self.schema_
+
+    @property
     def moves_data(self) -> bool:
         return self.rule in DATA_RULES
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["companion_of"] = list(self.companion_of)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TablePlan:
-        return cls(**{**d, "companion_of": tuple(d.get("companion_of") or ())})
-
-
-@dataclass(frozen=True)
-class Unit:
-    """Tables applied together in one transaction (one table, or tables linked by foreign keys)."""
-
-    id: str
-    tables: tuple[str, ...]
-    label: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "tables": list(self.tables), "label": self.label}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Unit:
-        return cls(
-            id=str(d["id"]),
-            tables=tuple(d["tables"]),
-            label=str(d.get("label") or ", ".join(d["tables"])),
-        )
 
 
 # Why planning refuses a rule for a table (Refusal.code)

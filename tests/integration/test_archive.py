@@ -21,7 +21,6 @@ import pytest
 from migration_manager.archive import MANIFEST, MANIFEST_SUM, ArchiveReader, open_archive
 from migration_manager.errors import ApplyError, ArchiveError
 from migration_manager.execute import apply_unit, prepare
-from migration_manager.plan import Unit
 from tests.pgtools import apply_file, make_file, rows, sql, table_text
 
 pytestmark = pytest.mark.postgres
@@ -163,7 +162,7 @@ def test_corrupt_data_member_is_caught_while_streaming_and_the_unit_rolls_back(
     bad = flip_bytes(good_file, tmp_path / "bad.zip", first_member(good_file))
     before = snapshot(target)
     with open_archive(bad) as reader:
-        units = [Unit.from_dict(u.model_dump()) for u in reader.manifest.units]
+        units = [u for u in reader.manifest.units]
         items_unit = next(u for u in units if "items" in u.tables)
         with pytest.raises((ArchiveError, ApplyError), match="items: ") as info:
             apply_unit(reader, target, items_unit)
@@ -209,7 +208,7 @@ def test_swapped_data_member_loads_then_fails_its_checksum_and_rolls_back(
     before = snapshot(target)
     with open_archive(swapped_file) as reader:
         for u in reader.manifest.units:
-            unit = Unit.from_dict(u.model_dump())
+            unit = u
             if "items" not in unit.tables:
                 continue
             with pytest.raises(ApplyError, match="items: .*fails its checksum") as info:
@@ -225,9 +224,7 @@ def test_swapped_member_into_an_empty_table_is_rolled_back_too(
     """Overwrite of an empty table streams straight into it (no staging): still all or nothing."""
     sql(target, "DELETE FROM items")
     with open_archive(swapped_file) as reader:
-        unit = next(
-            Unit.from_dict(u.model_dump()) for u in reader.manifest.units if "items" in u.tables
-        )
+        unit = next(u for u in reader.manifest.units if "items" in u.tables)
         with pytest.raises(ApplyError, match="fails its checksum"):
             apply_unit(reader, target, unit)
     assert table_text(target, "items") == []

@@ -19,7 +19,6 @@ from migration_manager.archive import MANIFEST, MANIFEST_SUM, open_archive
 from migration_manager.errors import ApplyError, ArchiveError
 from migration_manager.execute import apply_unit
 from migration_manager.manifest import validate
-from migration_manager.plan import Unit
 from migration_manager.signing import SIGNATURE_MEMBER, SigningKey, Trust, TrustedKey, generate
 from tests.integration.test_archive import (
     RULES,
@@ -128,9 +127,7 @@ def test_a_zstd_stream_inflating_beyond_raw_bytes_is_refused_and_rolled_back(
     resigned = _resign(edited, tmp_path / "r.zip", key)
     before = snapshot(target)
     with open_archive(resigned, trust=trust(key)) as reader:
-        unit = next(
-            Unit.from_dict(u.model_dump()) for u in reader.manifest.units if "items" in u.tables
-        )
+        unit = next(u for u in reader.manifest.units if "items" in u.tables)
         with pytest.raises(ApplyError, match="inflates beyond the 100 bytes its manifest declares"):
             apply_unit(reader, target, unit)
     assert snapshot(target) == before

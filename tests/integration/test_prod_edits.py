@@ -54,7 +54,7 @@ def _migrate(reader: Any, target: str) -> tuple[Any, list[Any]]:
 def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
     report = {
         "rules": {e.name: e.rule for e in reader.manifest.tables},
-        "units": [u.to_dict() for u in plan.units],
+        "units": [u.model_dump(mode="json") for u in plan.units],
         "target_fingerprints": {
             t: (fp.model_dump(exclude_none=True) if fp is not None else None)
             for t, fp in plan.target_fingerprints.items()

@@ -458,14 +458,15 @@ def test_plan_error_message() -> None:
 
 
 def test_table_plan_round_trips_and_knows_whether_it_moves_data() -> None:
-    p = TablePlan("link", "public", "system", "overwrite", "follows a, b", "composite", ("a", "b"))
-    assert TablePlan.from_dict(p.to_dict()) == p
-    assert p.to_dict()["companion_of"] == ["a", "b"]
+    p = _plan("link", "overwrite", group="system", key_kind="composite", companion_of=("a", "b"))
+    assert TablePlan.model_validate(p.model_dump(mode="json", by_alias=True)) == p
+    assert p.model_dump(mode="json", by_alias=True)["companion_of"] == ["a", "b"]
+    assert p.schema == "public"
     assert p.moves_data
     for rule in ("upsert", "insert-ignore"):
-        assert TablePlan("t", "public", "user", rule, "x", "string").moves_data
+        assert _plan("t", rule).moves_data
     for rule in ("schema-only", "skip"):
-        assert not TablePlan("t", "public", "user", rule, "x", "string").moves_data
+        assert not _plan("t", rule).moves_data
 
 
 def test_key_kinds_in_the_plan() -> None:
@@ -504,7 +505,7 @@ def test_tables_linked_by_foreign_keys_form_one_unit_referenced_first() -> None:
     assert [u.tables for u in result] == [("alone",), ("z_root", "m_parent", "a_child")]
     assert [u.id for u in result] == ["0001", "0002"]
     assert result[1].label == "z_root (overwrite), m_parent (overwrite), a_child (overwrite)"
-    assert Unit.from_dict(result[1].to_dict()) == result[1]
+    assert Unit.model_validate(result[1].model_dump(mode="json")) == result[1]
 
 
 def test_skipped_tables_get_no_unit_and_do_not_link() -> None:
@@ -536,3 +537,22 @@ def test_a_foreign_key_cycle_still_gives_one_unit_with_every_table() -> None:
 
 def test_units_of_no_plans() -> None:
     assert units([], {}) == []
+
+
+def _plan(
+    name: str,
+    rule: str,
+    *,
+    group: str = "user",
+    key_kind: str = "string",
+    companion_of: tuple[str, ...] = (),
+) -> TablePlan:
+    return TablePlan(
+        name=name,
+        schema="public",
+        group=group,
+        rule=rule,
+        rule_source="x",
+        key_kind=key_kind,
+        companion_of=companion_of,
+    )

@@ -25,7 +25,16 @@ def test_the_plan_report_round_trips_through_json() -> None:
         migration_id="m1",
         migration_file="m1.zip",
         source="staging",
-        units=(Unit("u1", ("a", "b"), "a, b"),),
+        units=(
+            Unit(
+                id="u1",
+                tables=(
+                    "a",
+                    "b",
+                ),
+                label="a, b",
+            ),
+        ),
         rules={"a": "overwrite", "b": "overwrite", "c": "skip"},
         quiet_tables=(TableResult(table="c", rule="skip", status="skipped", reason="rule skip"),),
         warnings=("w",),
@@ -63,7 +72,7 @@ def test_the_plan_report_round_trips_through_json() -> None:
 
 def test_a_planned_unit_is_the_unit_plus_what_apply_table_needs() -> None:
     planned = PlannedUnit(
-        unit=Unit("u1", ("a",), "a"),
+        unit=Unit(id="u1", tables=("a",), label="a"),
         migration_file="m1.zip",
         entries={"a": {"name": "a", "rule": "overwrite"}},
         checked=frozenset({"a"}),
@@ -79,7 +88,10 @@ def test_a_planned_unit_is_the_unit_plus_what_apply_table_needs() -> None:
 
 
 def test_a_planned_task_lists_its_units_and_names_them() -> None:
-    units = [PlannedUnit(unit=Unit(f"u{i}", (f"t{i}",), f"t{i} (overwrite)")) for i in range(40)]
+    units = [
+        PlannedUnit(unit=Unit(id=f"u{i}", tables=(f"t{i}",), label=f"t{i} (overwrite)"))
+        for i in range(40)
+    ]
     one, packed = PlannedTask(units=tuple(units[:1])), PlannedTask(units=tuple(units))
     # a task of one unit keeps the unit's name ("<table> (<rule>)"); a packed one its tables
     assert one.to_xcom()["label"] == "t0 (overwrite)"

@@ -75,7 +75,7 @@ class PlanReport:
             "migration_id": self.migration_id,
             "migration_file": self.migration_file,
             "source": self.source,
-            "units": [u.to_dict() for u in self.units],
+            "units": [u.model_dump(mode="json") for u in self.units],
             "rules": dict(self.rules),
             "quiet_tables": [t.model_dump(mode="json") for t in self.quiet_tables],
             "warnings": list(self.warnings),
@@ -95,7 +95,7 @@ class PlanReport:
             migration_id=str(d.get("migration_id") or ""),
             migration_file=str(d.get("migration_file") or ""),
             source=d.get("source"),
-            units=tuple(Unit.from_dict(u) for u in d.get("units") or ()),
+            units=tuple(Unit.model_validate(u) for u in d.get("units") or ()),
             rules=dict(d.get("rules") or {}),
             quiet_tables=tuple(TableResult.model_validate(t) for t in d.get("quiet_tables") or ()),
             warnings=tuple(d.get("warnings") or ()),
@@ -132,7 +132,7 @@ class PlannedUnit:
 
     def to_xcom(self) -> Json:
         return {
-            **self.unit.to_dict(),
+            **self.unit.model_dump(mode="json"),
             "migration_file": self.migration_file,
             "entries": None
             if self.entries is None
@@ -144,7 +144,7 @@ class PlannedUnit:
     @classmethod
     def from_xcom(cls, d: Mapping[str, Any]) -> PlannedUnit:
         return cls(
-            unit=Unit.from_dict(d),
+            unit=Unit.model_validate({k: d[k] for k in ("id", "tables", "label")}),
             migration_file=d.get("migration_file"),
             entries=d.get("entries"),
             checked=frozenset(d.get("checked") or ()),

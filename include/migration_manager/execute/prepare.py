@@ -30,7 +30,6 @@ from migration_manager.execute.target import (
     without_waiting,
 )
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
-from migration_manager.plan import Unit
 from migration_manager.references import compared_columns
 from migration_manager.schema import SchemaDiff, TableStructure, TypeStructure, diff_table
 
@@ -147,11 +146,7 @@ def prepare(
         conn.rollback()
     if problems:
         raise PlanError(problems, heading="The migration cannot be applied to this target")
-    unit_list = tuple(
-        Unit(id=u.id, tables=tuple(u.tables), label=u.label)
-        for u in reader.manifest.units
-        if any(t in needs_work for t in u.tables)
-    )
+    unit_list = tuple(u for u in reader.manifest.units if any(t in needs_work for t in u.tables))
     # a quiet table in a mapped unit is applied (and reported) with its unit
     mapped = {t for u in unit_list for t in u.tables}
     quiet = [q for q in quiet if q.table not in mapped]
