@@ -30,7 +30,6 @@ from migration_manager.manifest import (
     Manifest,
     MemberInfo,
     Plugin,
-    Reference,
     Source,
     Table,
     Variable,
@@ -255,7 +254,7 @@ def create_migration(
         plugins=[Plugin.model_validate(p) for p in plugins],
         tables=[Table.model_validate(e) for e in table_entries],
         units=list(unit_list),
-        references=[Reference.model_validate(r.to_dict()) for r in refs],
+        references=list(refs),
         warnings=warnings,
         members={m: MemberInfo.model_validate(info) for m, info in writer.members.items()},
     )

@@ -22,18 +22,17 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
 from migration_manager.references import (
     DanglingReference,
-    TableReference,
     match_natural_keys,
     table_exists,
 )
@@ -46,9 +45,10 @@ ASK, FAIL, CONTINUE = "ask", "fail", "continue"
 ON_DESTRUCTIVE = (ASK, FAIL, CONTINUE)
 
 
-@dataclass(frozen=True)
-class TableLoss:
+class TableLoss(BaseModel):
     """Rows a table of the target would lose under ``overwrite``."""
+
+    model_config = ConfigDict(frozen=True)
 
     table: str
     target_rows: int
@@ -67,13 +67,14 @@ class TableLoss:
         )
 
 
-@dataclass(frozen=True)
-class ProdEdit:
+class ProdEdit(BaseModel):
     """A table changed in the target since the last migration whose rows the rule would replace.
 
     ``rows``: target rows not identical to a source row that the rule overwrites (None: the
     target's columns cannot take the source's rows as they are, so they were not counted).
     """
+
+    model_config = ConfigDict(frozen=True)
 
     table: str
     rule: str
@@ -90,22 +91,13 @@ class ProdEdit:
         keys = f" (keys {', '.join(self.keys)})" if self.keys else ""
         return f"changed in prod since the last migration: {count}{keys}"
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "rule": self.rule, "rows": self.rows, "keys": list(self.keys)}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ProdEdit:
-        rows = d.get("rows")
-        return cls(
-            table=str(d["table"]),
-            rule=str(d["rule"]),
-            rows=int(rows) if rows is not None else None,
-            keys=tuple(str(k) for k in d.get("keys") or ()),
-        )
+class DestructivePlan(BaseModel):
+    """What of the target a run would destroy; XCom carries it as ``model_dump(mode="json")``
+    (with its ``parts`` and whether it is ``destructive``)."""
 
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
-@dataclass(frozen=True)
-class DestructivePlan:
     max_delete_ratio: float
     losses: tuple[TableLoss, ...] = ()  # every overwrite table that would lose rows
     drops: tuple[str, ...] = ()  # "table: drop column x"
@@ -119,6 +111,7 @@ class DestructivePlan:
     def over_ratio(self) -> tuple[TableLoss, ...]:
         return tuple(t for t in self.losses if t.ratio > self.max_delete_ratio)
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def parts(self) -> list[str]:
         """The destructive parts, one line each (what the approval shows and a refusal says)."""
@@ -129,32 +122,10 @@ class DestructivePlan:
             + list(self.drops)
         )
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def destructive(self) -> bool:
         return bool(self.parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "max_delete_ratio": self.max_delete_ratio,
-            "losses": [asdict(t) for t in self.losses],
-            "drops": list(self.drops),
-            "prod_edits": [e.to_dict() for e in self.prod_edits],
-            "unchecked": list(self.unchecked),
-            "dangling": [d.to_dict() for d in self.dangling],
-            "parts": self.parts,
-            "destructive": self.destructive,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DestructivePlan:
-        return cls(
-            max_delete_ratio=float(d["max_delete_ratio"]),
-            losses=tuple(TableLoss(**t) for t in d.get("losses") or []),
-            drops=tuple(d.get("drops") or ()),
-            prod_edits=tuple(ProdEdit.from_dict(e) for e in d.get("prod_edits") or ()),
-            unchecked=tuple(d.get("unchecked") or ()),
-            dangling=tuple(DanglingReference.from_dict(x) for x in d.get("dangling") or ()),
-        )
 
 
 def plan_drops(pending: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -243,8 +214,8 @@ def _prod_edit(
             t.name,
             str(exc).splitlines()[0],
         )
-        return ProdEdit(t.name, rule, None)
-    return ProdEdit(t.name, rule, count, keys) if count else None
+        return ProdEdit(table=t.name, rule=rule, rows=None)
+    return ProdEdit(table=t.name, rule=rule, rows=count, keys=keys) if count else None
 
 
 def _loss(
@@ -282,7 +253,7 @@ def _loss(
             else:
                 deleted = 0 if row_writes.same_rows(cur, t, stage) else target_rows
             cur.execute(sql.SQL("DROP TABLE {}").format(stage))
-        return TableLoss(t.name, target_rows, deleted)
+        return TableLoss(table=t.name, target_rows=target_rows, deleted=deleted)
     except psycopg.Error as exc:
         log.info(
             "%s: the target's columns cannot take the source's rows as they are (%s); "
@@ -290,7 +261,12 @@ def _loss(
             t.name,
             str(exc).splitlines()[0],
         )
-        return TableLoss(t.name, target_rows, max(0, target_rows - t.rows), exact=False)
+        return TableLoss(
+            table=t.name,
+            target_rows=target_rows,
+            deleted=max(0, target_rows - t.rows),
+            exact=False,
+        )
 
 
 def assess(
@@ -341,7 +317,7 @@ def assess(
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item["table"]: item.get("rule") for item in pending}
-        refs = [TableReference.from_dict(r.model_dump()) for r in reader.manifest.references]
+        refs = list(reader.manifest.references)
         # references from tables whose target rows stay (not replaced by the source's), whether
         # or not the plan has work for them (an unchanged schema-only table is not pending)
         kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]
@@ -367,10 +343,10 @@ def assess(
                 edits.append(edit)
         conn.rollback()
     return DestructivePlan(
-        ratio,
-        tuple(losses),
-        tuple(plan_drops(pending)),
-        tuple(edits),
-        tuple(unchecked),
-        tuple(dangling),
+        max_delete_ratio=ratio,
+        losses=tuple(losses),
+        drops=tuple(plan_drops(pending)),
+        prod_edits=tuple(edits),
+        unchecked=tuple(unchecked),
+        dangling=tuple(dangling),
     )

@@ -269,7 +269,10 @@ class Reference(_Model):
     column: Identifier
     target: Identifier
     target_column: Identifier
-    declared_by: str
+    declared_by: str  # "foreign key <name>", or the NocoBase field that declares the relation
+
+    def arrow(self) -> str:
+        return f"{self.table}.{self.column} -> {self.target}.{self.target_column}"
 
 
 class Unit(_Model):

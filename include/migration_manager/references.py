@@ -22,39 +22,19 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from migration_manager import pg, row_writes
 from migration_manager.archive import ArchiveReader
+from migration_manager.manifest import Reference as TableReference
 from migration_manager.nocobase_knowledge import Knowledge
 from migration_manager.schema import TableStructure
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TableReference:
-    """``table.column`` holds values of ``target.target_column`` (physical names)."""
-
-    table: str
-    column: str
-    target: str
-    target_column: str
-    declared_by: str
-
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TableReference:
-        return cls(**{k: str(d[k]) for k in cls.__dataclass_fields__})
-
-    def arrow(self) -> str:
-        return f"{self.table}.{self.column} -> {self.target}.{self.target_column}"
 
 
 def foreign_key_references(structures: Mapping[str, TableStructure]) -> list[TableReference]:
@@ -66,11 +46,11 @@ def foreign_key_references(structures: Mapping[str, TableStructure]) -> list[Tab
             if len(fk["columns"]) == 1 and target in structures:
                 out.append(
                     TableReference(
-                        name,
-                        fk["columns"][0],
-                        str(target),
-                        fk["referred_columns"][0],
-                        f"foreign key {fk.get('name') or ''}".strip(),
+                        table=name,
+                        column=fk["columns"][0],
+                        target=str(target),
+                        target_column=fk["referred_columns"][0],
+                        declared_by=f"foreign key {fk.get('name') or ''}".strip(),
                     )
                 )
     return out
@@ -100,7 +80,13 @@ def nocobase_references(
         pk = structures[referred].primary_key
         if not key and len(pk) != 1:
             return
-        ref = TableReference(table, column(fk), referred, column(key) if key else pk[0], by)
+        ref = TableReference(
+            table=table,
+            column=column(fk),
+            target=referred,
+            target_column=column(key) if key else pk[0],
+            declared_by=by,
+        )
         if all(ref.arrow() != r.arrow() for r in found):  # declared from both sides: once
             found.append(ref)
 
@@ -173,9 +159,10 @@ def match_natural_keys(
     return max(cur.rowcount, 0)
 
 
-@dataclass(frozen=True)
-class DanglingReference:
+class DanglingReference(BaseModel):
     """Target rows of ``reference.table`` that would point at rows the migration removes."""
+
+    model_config = ConfigDict(frozen=True)
 
     reference: TableReference
     rows: int
@@ -186,13 +173,6 @@ class DanglingReference:
             f"{self.rows} prod row{'s' if self.rows != 1 else ''} of {r.table} refer to {r.target} "
             f"rows this migration removes ({r.arrow()}; {r.declared_by})"
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"reference": self.reference.to_dict(), "rows": self.rows}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DanglingReference:
-        return cls(TableReference.from_dict(d["reference"]), int(d["rows"]))
 
 
 def table_exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
@@ -249,6 +229,6 @@ def dangling(
             log.info("%s: not counted (%s)", r.arrow(), str(exc).splitlines()[0])
             continue
         if found and found[0]:
-            out.append(DanglingReference(r, int(found[0])))
+            out.append(DanglingReference(reference=r, rows=int(found[0])))
     cur.execute(sql.SQL("DROP TABLE {}").format(stage))
     return out

@@ -112,7 +112,7 @@ def test_losses_are_counted_at_plan_time(source: str, target: str, tmp_path: Pat
         "retyped: overwrite would delete at least 3 of its 4 rows (75%)",
         "slim: drop column extra",
     ]
-    assert DestructivePlan.from_dict(found.to_dict()) == found
+    assert DestructivePlan.model_validate(found.model_dump(mode="json")) == found
     # nothing was written, no temporary table left
     assert {t: table_text(target, t) for t in before} == before
     with open_archive(tmp_path / "m.zip") as reader:
@@ -147,7 +147,7 @@ def test_a_table_locked_by_another_session_is_not_counted_nor_waited_for(
         blocker.rollback()
     assert found.unchecked == ("a",)
     assert [(t.table, t.deleted) for t in found.losses] == [("b", 10)]
-    assert found.to_dict()["unchecked"] == ["a"]
+    assert found.model_dump(mode="json")["unchecked"] == ["a"]
 
 
 # --- in DAG runs, on the NocoBase fixture pair ------------------------------------------------

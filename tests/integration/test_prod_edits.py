@@ -99,10 +99,10 @@ def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
             reader, target, plan.pending, max_delete_ratio=1.0, changed=[c.table for c in changed]
         )
     assert found.prod_edits == (
-        ProdEdit("cfg", "overwrite", 3, ("2", "3", "5")),
-        ProdEdit("loose", "overwrite", 1, ()),
+        ProdEdit(table="cfg", rule="overwrite", rows=3, keys=("2", "3", "5")),
+        ProdEdit(table="loose", rule="overwrite", rows=1, keys=()),
         # upsert: only the changed row whose key the source has; the added row stays
-        ProdEdit("ups", "upsert", 1, ("b",)),
+        ProdEdit(table="ups", rule="upsert", rows=1, keys=("b",)),
     )
     assert found.destructive  # no loss over the ratio, no drop: the edits alone
     assert found.parts == [

@@ -98,7 +98,7 @@ def test_references_the_tool_cannot_keep_are_destructive_per_relation(
         f"({STORAGE}; @nocobase/plugin-file-manager: attachments.storage)"
     )
     assert dangling.describe() in plan.parts
-    assert json.loads(json.dumps(plan.to_dict()))["dangling"][0]["rows"] == 17
+    assert json.loads(plan.model_dump_json())["dangling"][0]["rows"] == 17
 
 
 def test_a_real_foreign_key_into_an_overwritten_table_is_counted(

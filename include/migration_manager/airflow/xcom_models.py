@@ -220,7 +220,7 @@ class DestructiveOutcome:
 
     def to_xcom(self) -> Json:
         out: Json = {
-            **self.plan.to_dict(),
+            **self.plan.model_dump(mode="json"),
             "mode": self.mode,
             "decision": self.decision,
             "decided_by": self.decided_by,
@@ -232,7 +232,7 @@ class DestructiveOutcome:
     @classmethod
     def from_xcom(cls, d: Mapping[str, Any]) -> DestructiveOutcome:
         return cls(
-            plan=DestructivePlan.from_dict(d),
+            plan=DestructivePlan.model_validate(d),
             mode=str(d.get("mode") or ""),
             decision=d.get("decision"),
             decided_by=d.get("decided_by"),
