@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from pydantic import BaseModel, ConfigDict
 
 from migration_manager import pg
 from migration_manager.config import OVERWRITE, UPSERT
@@ -53,51 +53,31 @@ def target_key(conn_id: str, identity: DatabaseIdentity) -> str:
     return f"{conn}-{server}-{identity.database_oid}"
 
 
-@dataclass(frozen=True)
-class TargetRecord:
-    """Each table's fingerprint as the last migrations into a target left it."""
+class RecordedFingerprint(RowFingerprint):
+    """A table's fingerprint as a migration left it, and which run that was."""
 
-    target_key: str
-    tables: Mapping[str, RowFingerprint] = field(default_factory=dict)
-    # per table: which run left it so (dag/run id, migration id)
-    runs: Mapping[str, str] = field(default_factory=dict)
+    run: str | None = None  # dag/run id, migration id
+
+
+class TargetRecord(BaseModel):
+    """Each table's fingerprint as the last migrations into a target left it (JSON as
+    ``model_dump(mode="json", exclude_none=True)``)."""
+
+    model_config = ConfigDict(frozen=True)
+
     format: int = FORMAT
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
-            "target_key": self.target_key,
-            "tables": {
-                name: {**fp.model_dump(exclude_none=True), "run": self.runs.get(name)}
-                for name, fp in sorted(self.tables.items())
-            },
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TargetRecord:
-        tables = d.get("tables") or {}
-        return cls(
-            target_key=str(d.get("target_key") or ""),
-            tables={
-                str(k): RowFingerprint.model_validate({f: x for f, x in v.items() if f != "run"})
-                for k, v in tables.items()
-            },
-            runs={str(k): str(v["run"]) for k, v in tables.items() if v.get("run")},
-            format=int(d.get("format") or FORMAT),
-        )
+    target_key: str = ""
+    tables: dict[str, RecordedFingerprint] = {}
 
     def updated(self, fingerprints: Mapping[str, RowFingerprint | None], run: str) -> TargetRecord:
         """This record with ``fingerprints`` recorded (None: the table has none, forgotten)."""
         tables = dict(self.tables)
-        runs = dict(self.runs)
         for name, fp in fingerprints.items():
             if fp is None:
                 tables.pop(name, None)
-                runs.pop(name, None)
             else:
-                tables[name] = fp
-                runs[name] = run
-        return TargetRecord(self.target_key, tables, runs)
+                tables[name] = RecordedFingerprint.model_validate({**dict(fp), "run": run})
+        return TargetRecord(target_key=self.target_key, tables=tables)
 
 
 def after_restore(
@@ -249,34 +229,16 @@ def lock_for_check(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:
     )
 
 
-@dataclass(frozen=True)
-class Changed:
+class Changed(BaseModel):
     """A table changed in the target since the last migration into it recorded its fingerprint."""
+
+    model_config = ConfigDict(frozen=True)
 
     table: str
     rule: str
     recorded_rows: int
     rows: int
     recorded_by: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "rule": self.rule,
-            "recorded_rows": self.recorded_rows,
-            "rows": self.rows,
-            "recorded_by": self.recorded_by,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Changed:
-        return cls(
-            table=str(d["table"]),
-            rule=str(d["rule"]),
-            recorded_rows=int(d["recorded_rows"]),
-            rows=int(d["rows"]),
-            recorded_by=d.get("recorded_by"),
-        )
 
 
 def changed_since(
@@ -297,5 +259,13 @@ def changed_since(
         if rule not in REPLACING_RULES or before is None or now is None:
             continue
         if not now.same_rows(before):
-            out.append(Changed(name, str(rule), before.rows, now.rows, record.runs.get(name)))
+            out.append(
+                Changed(
+                    table=name,
+                    rule=str(rule),
+                    recorded_rows=before.rows,
+                    rows=now.rows,
+                    recorded_by=before.run,
+                )
+            )
     return out

@@ -65,7 +65,7 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
         PlanReport.from_xcom(report),
         [UnitResult.model_validate(r.model_dump(mode="json")) for r in results],
     )
-    return TargetRecord("t").updated(left, "run 1")
+    return TargetRecord(target_key="t").updated(left, "run 1")
 
 
 def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
@@ -78,7 +78,7 @@ def test_prod_edits_since_the_last_migration_are_listed_and_destructive(
         record = _record_after(plan, results, reader)
     # every data table is recorded as the migration left it
     assert set(record.tables) == {"cfg", "ups", "calm", "loose"}
-    assert record.tables["cfg"].rows == 10 and record.runs["cfg"] == "run 1"
+    assert record.tables["cfg"].rows == 10 and record.tables["cfg"].run == "run 1"
     # people edit prod: 3 rows of cfg, one row of ups changed and one added (kept by upsert),
     # a keyless row changed; calm untouched
     sql(target, "UPDATE cfg SET v = 'prod' WHERE id IN (2, 3, 5)")

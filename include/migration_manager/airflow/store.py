@@ -340,7 +340,7 @@ def load_target_record(target_key: str) -> TargetRecord | None:
     if not path.exists():
         return None
     try:
-        return TargetRecord.from_dict(json.loads(path.read_text()))
+        return TargetRecord.model_validate_json(path.read_text())
     except (ValueError, KeyError, TypeError):
         log.warning("%s is unreadable: no prod edits can be found this time", path)
         return None
@@ -352,7 +352,10 @@ def save_target_record(record: TargetRecord) -> ObjectStoragePath:
         f"the fingerprints of target {record.target_key}",
         "The migration itself is applied; the next run cannot tell prod edits this time.",
     ):
-        write_text(path, json.dumps(record.to_dict(), indent=1, sort_keys=True))
+        write_text(
+            path,
+            json.dumps(record.model_dump(mode="json", exclude_none=True), indent=1, sort_keys=True),
+        )
     return path
 
 

@@ -61,7 +61,7 @@ def record_fingerprints(
     if not left:
         return None
     key = str(report.target_key)
-    record = load_target_record(key) or TargetRecord(key)
+    record = load_target_record(key) or TargetRecord(target_key=key)
     ti = context["ti"]
     run = f"{ti.dag_id}/{ti.run_id} (migration {report.migration_id})"
     path = save_target_record(record.updated(left, run))

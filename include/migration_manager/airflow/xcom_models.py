@@ -85,7 +85,7 @@ class PlanReport:
                 t: (fp.model_dump(exclude_none=True) if fp is not None else None)
                 for t, fp in self.target_fingerprints.items()
             },
-            "changed_in_prod": [c.to_dict() for c in self.changed_in_prod],
+            "changed_in_prod": [c.model_dump(mode="json") for c in self.changed_in_prod],
             "tasks": [list(ids) for ids in self.tasks],
         }
 
@@ -102,7 +102,9 @@ class PlanReport:
             pending=tuple(dict(p) for p in d.get("pending") or ()),
             target_key=d.get("target_key"),
             target_fingerprints=_fingerprints(d.get("target_fingerprints") or {}),
-            changed_in_prod=tuple(Changed.from_dict(c) for c in d.get("changed_in_prod") or ()),
+            changed_in_prod=tuple(
+                Changed.model_validate(c) for c in d.get("changed_in_prod") or ()
+            ),
             tasks=tuple(tuple(ids) for ids in d.get("tasks") or ()),
         )
 
