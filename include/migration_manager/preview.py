@@ -11,7 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,6 @@ class TableView:
     companion_of: tuple[str, ...] = ()
     problem: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """As JSON: each refused choice as planning's sentence."""
-        d = asdict(self)
-        d["choices"] = {rule: (why.message if why else None) for rule, why in self.choices.items()}
-        d["companion_of"] = list(self.companion_of)
-        return d
-
 
 @dataclass(frozen=True)
 class SourceView:
@@ -56,15 +49,6 @@ class SourceView:
     tables: tuple[TableView, ...]
     warnings: tuple[str, ...]
     problems: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "profile": self.profile,
-            "schema": self.schema,
-            "tables": [t.to_dict() for t in self.tables],
-            "warnings": list(self.warnings),
-            "problems": list(self.problems),
-        }
 
 
 def inspect_source(

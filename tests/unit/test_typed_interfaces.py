@@ -18,7 +18,7 @@ UNTYPED = re.compile(
     r"\b(?:dict|Mapping|MutableMapping)\[str, Any\]|\bJson\b|\bJsonObject\b|\bFingerprintJson\b"
 )
 # Issue 21 asks for at most 15; this is where the tree stands, so it may only go down.
-MAX_INTERNAL = 115
+MAX_INTERNAL = 109
 
 # "module" (all of it) or "module:qualname" -> why JSON is the right type there
 BOUNDARY: dict[str, str] = {
@@ -36,6 +36,9 @@ BOUNDARY: dict[str, str] = {
     "migration_manager.signing:trusted_keys": "the Variable migration_trusted_keys (JSON)",
     "migration_manager.config:app_env_from_extra": "a connection's extra (JSON)",
     "migration_manager.profiles:_json": "a NocoBase options column (JSON text or jsonb)",
+    "migration_manager.create:create_migration": "the engine's entry point: rules as a document",
+    "migration_manager.preview:preview": "the engine's entry point: rules as a document",
+    "migration_manager.preview:inspect_source": "the engine's entry point: rules as a document",
     "migration_manager.checks:parse_supplied": "the env_values param (name -> value or reference)",
     "migration_manager.checks:resolve_values": "the env_values param (name -> value or reference)",
     "migration_manager.demo": "the DAG run conf and run state of Airflow's REST API",

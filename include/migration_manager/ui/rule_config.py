@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
@@ -17,6 +18,9 @@ from migration_manager.profiles import get_profile
 from migration_manager.rule_sets import NamedRuleSet, check_name, list_rule_sets
 from migration_manager.ui import connections as conns
 from migration_manager.ui.deps import store
+
+if TYPE_CHECKING:  # the engine's preview is imported when the page asks for it
+    from migration_manager.preview import TableView
 
 # --- request bodies ----------------------------------------------------------------------------
 
@@ -163,9 +167,12 @@ def refusal_words(why: Refusal) -> str:
     return why.message
 
 
-def table_dict(view: Any) -> dict[str, Any]:
-    """A :class:`~migration_manager.preview.TableView` for the page: with refusals grouped by reason."""
-    d = dict(view.to_dict())
+def table_dict(view: TableView) -> dict[str, Any]:
+    """A :class:`~migration_manager.preview.TableView` as the page's JSON: each refused choice
+    as planning's sentence, and the refusals grouped by reason."""
+    d = asdict(view)
+    d["choices"] = {rule: (why.message if why else None) for rule, why in view.choices.items()}
+    d["companion_of"] = list(view.companion_of)
     grouped: dict[str, list[str]] = {}
     for rule, why in view.choices.items():
         if why:
