@@ -18,7 +18,7 @@ UNTYPED = re.compile(
     r"\b(?:dict|Mapping|MutableMapping)\[str, Any\]|\bJson\b|\bJsonObject\b|\bFingerprintJson\b"
 )
 # Issue 21 asks for at most 15; this is where the tree stands, so it may only go down.
-MAX_INTERNAL = 109
+MAX_INTERNAL = 90
 
 # "module" (all of it) or "module:qualname" -> why JSON is the right type there
 BOUNDARY: dict[str, str] = {
@@ -39,6 +39,19 @@ BOUNDARY: dict[str, str] = {
     "migration_manager.create:create_migration": "the engine's entry point: rules as a document",
     "migration_manager.preview:preview": "the engine's entry point: rules as a document",
     "migration_manager.preview:inspect_source": "the engine's entry point: rules as a document",
+    "migration_manager.airflow.common:unanswered": "a human-in-the-loop answer (Airflow's event)",
+    "migration_manager.airflow.common:responder": "a human-in-the-loop answer (Airflow's event)",
+    "migration_manager.airflow.check_operators:_supplied": "the env_values param, as given",
+    "migration_manager.airflow.check_operators:EnvValuesOperator._finish": "the task's XCom value",
+    "migration_manager.airflow.check_operators:PluginCheckOperator._done": "the task's XCom value",
+    "migration_manager.airflow.operators:ApplyUnitOperator.__init__": "the mapped XCom value",
+    "migration_manager.ui.files:_trigger": "a DAG run's conf (Airflow's REST API)",
+    "migration_manager.ui.files:_trigger_file": "a DAG run's conf (Airflow's REST API)",
+    "migration_manager.ui.rule_runs": "Airflow's REST API (conf, task instances) and the rules page's run answers",
+    "migration_manager.check_outcomes:EnvCheck._kept": "a step's XCom value, as its model reads it",
+    "migration_manager.step_outcomes:PlanOutcome._kept": "a step's XCom value, as its model reads it",
+    "migration_manager.step_kinds:items": "a step's XCom value, as its model reads it",
+    "migration_manager.run_record:RunRecord": "the run's params as given (free-form JSON)",
     "migration_manager.checks:parse_supplied": "the env_values param (name -> value or reference)",
     "migration_manager.checks:resolve_values": "the env_values param (name -> value or reference)",
     "migration_manager.demo": "the DAG run conf and run state of Airflow's REST API",
