@@ -22,7 +22,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from migration_manager.report import format_summary
+from migration_manager.run_log_text import format_summary
+from migration_manager.run_record import Outcome, RunSummary
 from migration_manager.signing import SigningKey, generate, private_pem
 from migration_manager.store_layout import LOGS
 
@@ -100,7 +101,7 @@ def signing_env() -> dict[str, str]:
     }
 
 
-def run_sync(staging_dsn: str, prod_dsn: str, home: Path, log_path: Path) -> dict[str, Any]:
+def run_sync(staging_dsn: str, prod_dsn: str, home: Path, log_path: Path) -> RunSummary:
     env = {
         **os.environ,
         **signing_env(),
@@ -137,8 +138,7 @@ def run_sync(staging_dsn: str, prod_dsn: str, home: Path, log_path: Path) -> dic
         tail = log_path.read_text(errors="replace").splitlines()[-40:]
         print("\n".join(tail), file=sys.stderr)
         raise SystemExit(f"The demo migration failed; the whole Airflow log is in {log_path}")
-    summary: dict[str, Any] = json.loads(summaries[-1].read_text())
-    return summary
+    return RunSummary.model_validate_json(summaries[-1].read_text())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,21 +180,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     first = run_sync(staging_dsn, prod_dsn, args.home, args.home.parent / "sync-1.log")
     print(
-        f"\n{format_summary(first)}\n(finished in {time.monotonic() - t0:.0f} s; migration file {first['migration_file']})\n"
+        f"\n{format_summary(first)}\n(finished in {time.monotonic() - t0:.0f} s; migration file {first.migration_file})\n"
     )
     print("Running the same sync again: nothing should change ...")
     second = run_sync(staging_dsn, prod_dsn, args.home, args.home.parent / "sync-2.log")
-    changed = [t["table"] for t in second["tables"] if t["status"] not in ("unchanged", "skipped")]
-    totals = second["totals"]
+    changed = [t.table for t in second.tables if t.status not in ("unchanged", "skipped")]
+    totals = second.totals
     print(
-        f"second run: {second['status']}, {len(changed)} table(s) changed, "
-        f"+{totals['inserted']} ~{totals['updated']} -{totals['deleted']} rows, {totals['ddl']} DDL statements"
+        f"second run: {second.status}, {len(changed)} table(s) changed, "
+        f"+{totals.inserted} ~{totals.updated} -{totals.deleted} rows, {totals.ddl} DDL statements"
     )
     print(
         f"\nLogs: {args.home.parent}/sync-*.log; summaries under {args.home / 'migrations' / 'logs'}"
     )
     print(NEXT)
-    return 0 if first["status"] == second["status"] == "success" and not changed else 1
+    return 0 if first.status == second.status == Outcome.SUCCESS and not changed else 1
 
 
 if __name__ == "__main__":

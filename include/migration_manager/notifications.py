@@ -12,9 +12,12 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration_manager.errors import ConfigError
+
+if TYPE_CHECKING:
+    from migration_manager.run_record import RunSummary
 
 FAILURE = "failure"
 ROLLBACK = "rollback"
@@ -127,14 +130,9 @@ class Notification:
         return "\n".join(parts)
 
 
-def failed_tables(summary: dict[str, Any] | None) -> list[str]:
-    """One line per failed unit of a run summary: its tables and the error."""
-    lines = []
-    for unit in (summary or {}).get("failed_units") or []:
-        tables = ", ".join(unit.get("tables") or []) or str(unit.get("unit") or "?")
-        error = str(unit.get("error") or "").strip().splitlines()
-        lines.append(f"{tables}: {error[0][:300]}" if error else tables)
-    return lines
+def failed_tables(summary: RunSummary | None) -> list[str]:
+    """One line per failed unit of a run summary: its tables (its id when it has none)."""
+    return [", ".join(u.tables) or u.id for u in summary.failed_units] if summary else []
 
 
 def lines_of(items: Iterable[Any]) -> tuple[str, ...]:

@@ -1,14 +1,15 @@
-"""A migration run's results: gather the units' results into one summary, print it as a table."""
+"""A migration run's results: the plan's report and the units' results gathered into one
+:class:`~migration_manager.run_record.RunSummary`."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from migration_manager.text_format import text_table
+from migration_manager.run_record import FailedUnit, Outcome, RunSummary, TableRecord, Totals
 
 
-def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> RunSummary:
     """Join the plan's report with the units' results; units without a result have failed."""
     # imported here: DAG files import this module (through the run log) and need no engine
     from migration_manager.execute.results import TableResult, UnitResult
@@ -30,51 +31,12 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
         k: sum(getattr(t, k) for t in tables)
         for k in ("inserted", "updated", "deleted", "unchanged")
     }
-    return {
-        "migration_id": report.get("migration_id"),
-        "migration_file": report.get("migration_file"),
-        "status": "failed" if failed else "success",
-        "failed_units": [{"id": u["id"], "tables": u["tables"]} for u in failed],
-        "tables": [t.model_dump(mode="json") for t in tables],
-        "totals": {**totals, "ddl": sum(len(t.ddl) for t in tables)},
-        "warnings": list(report.get("warnings", [])),
-    }
-
-
-def format_summary(summary: Mapping[str, Any], *, only_changed: bool = False) -> str:
-    """A plain-text table: table, rule, status, rows inserted/updated/deleted/unchanged, DDL, seconds."""
-    header = (
-        "table",
-        "rule",
-        "status",
-        "inserted",
-        "updated",
-        "deleted",
-        "unchanged",
-        "ddl",
-        "seconds",
+    return RunSummary(
+        migration_id=report.get("migration_id"),
+        migration_file=report.get("migration_file"),
+        status=Outcome.FAILED if failed else Outcome.SUCCESS,
+        failed_units=[FailedUnit(id=u["id"], tables=list(u["tables"])) for u in failed],
+        tables=[TableRecord.model_validate(t.model_dump(mode="json")) for t in tables],
+        totals=Totals(**totals, ddl=sum(len(t.ddl) for t in tables)),
+        warnings=list(report.get("warnings", [])),
     )
-    rows = [header]
-    for t in summary["tables"]:
-        if only_changed and t["status"] in ("unchanged", "skipped"):
-            continue
-        rows.append(
-            (
-                t["table"],
-                t["rule"],
-                t["status"],
-                str(t["inserted"]),
-                str(t["updated"]),
-                str(t["deleted"]),
-                str(t["unchanged"]),
-                str(len(t["ddl"])),
-                f"{t['seconds']:.2f}",
-            )
-        )
-    lines = text_table(rows, 3)
-    totals = summary["totals"]
-    lines.append(
-        f"{len(summary['tables'])} tables, {summary['status']}: +{totals['inserted']} ~{totals['updated']} "
-        f"-{totals['deleted']} ={totals['unchanged']} rows, {totals['ddl']} DDL statements"
-    )
-    return "\n".join(lines)

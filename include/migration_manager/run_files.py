@@ -13,13 +13,12 @@ Every file is redacted once more as it is rendered.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Protocol
 
 from migration_manager.executed_sql import data_sql, schema_sql
 from migration_manager.redaction import redact
 from migration_manager.run_log_text import format_log
-from migration_manager.run_record import JsonObject, RunRecord
+from migration_manager.run_record import RunRecord, RunSummary
 
 RECORD = "migration.json"
 LOG = "migration.log"
@@ -27,19 +26,6 @@ SCHEMA_SQL = "schema.sql"
 DATA_SQL = "data.sql"
 SUMMARY = "summary.json"
 FILES = (RECORD, LOG, SCHEMA_SQL, DATA_SQL)
-
-_SUMMARY_KEYS = (
-    "migration_id",
-    "status",
-    "run_id",
-    "failed_units",
-    "tables",
-    "totals",
-    "warnings",
-    "backup",
-    "rollback",
-    "dry_run",
-)
 
 
 class Writable(Protocol):
@@ -50,12 +36,21 @@ class Writable(Protocol):
     def mkdir(self, *args: Any, **kwargs: Any) -> Any: ...
 
 
-def summary_of(record: RunRecord) -> JsonObject:
-    """``summary.json``: the run summary's keys (as ``collect`` always wrote them)."""
-    data = record.to_json_dict()
-    out = {k: data.get(k) for k in _SUMMARY_KEYS}
-    out["migration_file"] = record.migration_file.uri if record.migration_file else None
-    return out
+def summary_of(record: RunRecord) -> RunSummary:
+    """``summary.json``: the run summary, as the record holds it."""
+    return RunSummary(
+        migration_id=record.migration_id,
+        migration_file=record.migration_file.uri if record.migration_file else None,
+        status=record.status,
+        run_id=record.run_id,
+        failed_units=record.failed_units,
+        tables=record.tables,
+        totals=record.totals,
+        warnings=record.warnings,
+        backup=record.backup,
+        rollback=record.rollback,
+        dry_run=record.dry_run,
+    )
 
 
 def render(record: RunRecord) -> dict[str, str]:
@@ -65,7 +60,7 @@ def render(record: RunRecord) -> dict[str, str]:
         LOG: format_log(record),
         SCHEMA_SQL: schema_sql(record),
         DATA_SQL: data_sql(record),
-        SUMMARY: json.dumps(summary_of(record), indent=1, default=str) + "\n",
+        SUMMARY: summary_of(record).model_dump_json(indent=1, exclude_unset=True) + "\n",
     }
 
 

@@ -19,8 +19,7 @@ from migration_manager.check_outcomes import (
     PluginCheck,
 )
 from migration_manager.redaction import redact
-from migration_manager.report import format_summary
-from migration_manager.run_record import RunRecord, TableRecord, endpoint
+from migration_manager.run_record import RunRecord, RunSummary, TableRecord, endpoint
 from migration_manager.step_kinds import StepOutcome
 from migration_manager.text_format import clock, size, text_table, when
 
@@ -48,6 +47,45 @@ def sample_key_lines(tables: Iterable[TableRecord]) -> list[str]:
                 f"{t.table} {kind} ({len(keys)} of {getattr(t, kind, 0)}): {', '.join(keys)}"
             )
     return lines
+
+
+def format_summary(summary: RunSummary, *, only_changed: bool = False) -> str:
+    """A plain-text table: table, rule, status, rows inserted/updated/deleted/unchanged, DDL, seconds."""
+    header = (
+        "table",
+        "rule",
+        "status",
+        "inserted",
+        "updated",
+        "deleted",
+        "unchanged",
+        "ddl",
+        "seconds",
+    )
+    rows = [header]
+    for t in summary.tables:
+        if only_changed and t.status in ("unchanged", "skipped"):
+            continue
+        rows.append(
+            (
+                t.table,
+                t.rule,
+                t.status,
+                str(t.inserted),
+                str(t.updated),
+                str(t.deleted),
+                str(t.unchanged),
+                str(len(t.ddl)),
+                f"{t.seconds:.2f}",
+            )
+        )
+    lines = text_table(rows, 3)
+    totals = summary.totals
+    lines.append(
+        f"{len(summary.tables)} tables, {summary.status}: +{totals.inserted} ~{totals.updated} "
+        f"-{totals.deleted} ={totals.unchanged} rows, {totals.ddl} DDL statements"
+    )
+    return "\n".join(lines)
 
 
 def _check(checks: Mapping[str, StepOutcome], model: type[Kind]) -> Kind | None:
@@ -203,11 +241,7 @@ def format_log(record: RunRecord) -> str:
 
     lines += ["", "Tables", "------"]
     if record.tables:
-        summary = {
-            "tables": [t.model_dump() for t in record.tables],
-            "totals": record.totals.model_dump(),
-            "status": str(record.status),
-        }
+        summary = RunSummary(tables=record.tables, totals=record.totals, status=record.status)
         lines += ["  " + line for line in format_summary(summary).splitlines()]
     else:
         lines.append("  no table was planned (the run stopped before the plan)")

@@ -217,6 +217,25 @@ class RunRecord(_Model):
         return json.dumps(self.to_json_dict(), indent=1, default=str) + "\n"
 
 
+class RunSummary(BaseModel):
+    """What a run did, table by table: made by ``collect_logs`` from the plan's report and the
+    units' results, then written as ``summary.json`` (with the run's backup and rollback)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    migration_id: str | None = None
+    migration_file: str | None = None
+    status: Outcome
+    run_id: str | None = None
+    failed_units: list[FailedUnit] = []
+    tables: list[TableRecord] = []
+    totals: Totals = Totals()
+    warnings: list[str] = []
+    backup: BackupOutcome | None = None
+    rollback: RollbackOutcome | None = None
+    dry_run: bool = False
+
+
 def read_record(text: str) -> RunRecord:
     """Parse ``migration.json``; ValueError when it is not a record of this format."""
     data = json.loads(text)

@@ -28,14 +28,13 @@ from migration_manager.run_record import (
     LOG_FORMAT,
     LOG_VERSION,
     Endpoint,
-    FailedUnit,
     JsonObject,
     MigrationFileInfo,
     Outcome,
     RunRecord,
+    RunSummary,
     SignatureInfo,
     StepRecord,
-    TableRecord,
     Totals,
     UnitRecord,
 )
@@ -223,9 +222,9 @@ def _step_sort_key(order: Mapping[str, int]) -> Callable[[Step], tuple[Any, ...]
     return key
 
 
-def _units(summary: Mapping[str, Any] | None, report: Mapping[str, Any] | None) -> list[UnitRecord]:
+def _units(summary: RunSummary | None, report: Mapping[str, Any] | None) -> list[UnitRecord]:
     """The plan's units in apply order (tables referenced-first), with how each ended."""
-    failed = {u["id"] for u in (summary or {}).get("failed_units", [])}
+    failed = {u.id for u in summary.failed_units} if summary else set()
     # the apply_table map index of each unit: units are packed into tasks (the report's tasks)
     task_of = {
         unit_id: i for i, ids in enumerate((report or {}).get("tasks") or []) for unit_id in ids
@@ -252,14 +251,14 @@ def build_record(
     run: RunInfo,
     steps: Sequence[Step],
     report: Mapping[str, Any] | None = None,
-    summary: Mapping[str, Any] | None = None,
+    summary: RunSummary | None = None,
     migration_file: MigrationFileInfo | None = None,
     source: Endpoint | None = None,
     target: Endpoint | None = None,
     params: Mapping[str, Any] | None = None,
     checks: Mapping[StepKind, Any] | None = None,
-    backup: Mapping[str, Any] | None = None,
-    rollback: Mapping[str, Any] | None = None,
+    backup: object = None,
+    rollback: object = None,
     step_order: Sequence[str] = (),
     ended_at: datetime | str | None = None,
     errors: Sequence[str] = (),
@@ -278,7 +277,7 @@ def build_record(
     steps = sorted(steps, key=_step_sort_key(order))
     records = [s.to_record() for s in steps]
     status = Outcome.SUCCESS
-    if summary is None or summary.get("status") != Outcome.SUCCESS or any(s.failed for s in steps):
+    if summary is None or summary.status != Outcome.SUCCESS or any(s.failed for s in steps):
         status = Outcome.FAILED
     starts = [r.start for r in records if r.start]
     ends = [r.end for r in records if r.end]
@@ -287,7 +286,7 @@ def build_record(
     all_errors = [redact(e) for e in errors]
     all_errors += [f"{s.name}: {redact(s.error)}" for s in steps if s.error and s.failed]
     migration_id = (
-        (summary or {}).get("migration_id")
+        (summary.migration_id if summary else None)
         or (report or {}).get("migration_id")
         or (migration_file.id if migration_file else None)
     )
@@ -297,7 +296,6 @@ def build_record(
         if (outcome := outcome_of(kind, value)) is not None
     }
     file_source = migration_file.source if migration_file else None
-    totals = (summary or {}).get("totals")
     extra = {"dry_run": dry_run} if dry_run is not None else {}
     return RunRecord(
         format=LOG_FORMAT,
@@ -321,14 +319,12 @@ def build_record(
         rollback=outcome_as(RollbackOutcome, rollback) if rollback else None,
         units=_units(summary, report),
         differences=_differences(report),
-        tables=[TableRecord.model_validate(t) for t in (summary or {}).get("tables", [])],
-        totals=Totals.model_validate(totals)
-        if totals
+        tables=list(summary.tables) if summary else [],
+        totals=summary.totals
+        if summary
         else Totals(inserted=0, updated=0, deleted=0, unchanged=0, ddl=0),
-        failed_units=[
-            FailedUnit.model_validate(u) for u in (summary or {}).get("failed_units", [])
-        ],
-        warnings=[redact(str(w)) for w in (summary or {}).get("warnings", [])],
+        failed_units=list(summary.failed_units) if summary else [],
+        warnings=[redact(w) for w in summary.warnings] if summary else [],
         errors=all_errors,
         **extra,
     )

@@ -238,6 +238,8 @@ def outcome_of(kind: StepKind | None, value: object) -> StepOutcome | None:
 
 def outcome_as(model: type[KindOfOutcome], value: object) -> KindOfOutcome | None:
     """``value`` read as ``model``'s kind of outcome (None when it cannot be)."""
+    if isinstance(value, model):
+        return value
     found = outcome_of(model.kind, value)
     return found if isinstance(found, model) else None
 

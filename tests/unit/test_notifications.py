@@ -12,6 +12,7 @@ from migration_manager.notifications import (
     check_recipients,
     failed_tables,
 )
+from migration_manager.run_record import RunSummary
 
 
 def test_message_names_dag_run_target_and_links() -> None:
@@ -53,6 +54,11 @@ def test_settings_are_checked() -> None:
 
 
 def test_failed_tables_from_a_summary() -> None:
-    summary = {"failed_units": [{"id": "u1", "tables": ["a", "b"]}, {"id": "u2", "tables": ["c"]}]}
-    assert failed_tables(summary) == ["a, b", "c"]
+    summary = RunSummary.model_validate(
+        {
+            "status": "failed",
+            "failed_units": [{"id": "u1", "tables": ["a", "b"]}, {"id": "u2", "tables": []}],
+        }
+    )
+    assert failed_tables(summary) == ["a, b", "u2"]
     assert failed_tables(None) == []

@@ -18,7 +18,7 @@ UNTYPED = re.compile(
     r"\b(?:dict|Mapping|MutableMapping)\[str, Any\]|\bJson\b|\bJsonObject\b|\bFingerprintJson\b"
 )
 # Issue 21 asks for at most 15; this is where the tree stands, so it may only go down.
-MAX_INTERNAL = 90
+MAX_INTERNAL = 78
 
 # "module" (all of it) or "module:qualname" -> why JSON is the right type there
 BOUNDARY: dict[str, str] = {
@@ -45,6 +45,7 @@ BOUNDARY: dict[str, str] = {
     "migration_manager.airflow.check_operators:EnvValuesOperator._finish": "the task's XCom value",
     "migration_manager.airflow.check_operators:PluginCheckOperator._done": "the task's XCom value",
     "migration_manager.airflow.operators:ApplyUnitOperator.__init__": "the mapped XCom value",
+    "migration_manager.airflow.wiring:collect_logs": "the task's XCom value",
     "migration_manager.ui.files:_trigger": "a DAG run's conf (Airflow's REST API)",
     "migration_manager.ui.files:_trigger_file": "a DAG run's conf (Airflow's REST API)",
     "migration_manager.ui.rule_runs": "Airflow's REST API (conf, task instances) and the rules page's run answers",

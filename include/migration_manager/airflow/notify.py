@@ -38,7 +38,7 @@ from migration_manager.notifications import (
     failed_tables,
 )
 from migration_manager.run_options import RunOptions
-from migration_manager.run_record import RunRecord
+from migration_manager.run_record import Outcome, RunRecord, RunSummary
 from migration_manager.step_kinds import Rollback
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def run_outcome(
     context: Any,
     *,
     record: RunRecord | None,
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     error: str | None = None,
 ) -> dict[str, Any]:
     """What this run's notification says, decided in ``collect_logs`` (pushed as an XCom)."""
@@ -87,8 +87,10 @@ def run_outcome(
     refused = None
     if any(s.task_id == task_ids.DESTRUCTIVE_CHECK for s in failed_steps):
         refused = destructive_outcome(ti)
-    rollback = (summary or {}).get("rollback") or {}
-    migration_id = (record.migration_id if record else None) or (summary or {}).get("migration_id")
+    rollback = summary.rollback if summary else None
+    migration_id = (record.migration_id if record else None) or (
+        summary.migration_id if summary else None
+    )
     if refused:
         event = REFUSED
         parts = list(refused.get("parts") or [])
@@ -98,30 +100,29 @@ def run_outcome(
             + "; ".join(parts)[:300]
         )
         details: list[str] = parts
-    elif summary is not None and summary.get("status") == "success" and not error:
+    elif summary is not None and summary.status == Outcome.SUCCESS and not error:
         event = SUCCESS
-        totals = summary.get("totals") or {}
+        totals = summary.totals
         headline = (
-            f"{len(summary.get('tables') or [])} tables: +{totals.get('inserted', 0)} "
-            f"~{totals.get('updated', 0)} -{totals.get('deleted', 0)} rows, "
-            f"{totals.get('ddl', 0)} DDL statements"
+            f"{len(summary.tables)} tables: +{totals.inserted} ~{totals.updated} "
+            f"-{totals.deleted} rows, {totals.ddl} DDL statements"
         )
         details = []
     else:
-        event = ROLLBACK if rollback.get("status") == Rollback.ROLLED_BACK else FAILURE
+        event = ROLLBACK if rollback and rollback.status == Rollback.ROLLED_BACK else FAILURE
         # the failed steps with their errors (apply_table's name its tables), else the failed units
         details = [
             f"{s.name or s.task_id}: {_one_line(s.error or 'failed')}" for s in failed_steps
         ] or failed_tables(summary)
         units_only = all(s.task_id == task_ids.APPLY_TABLE for s in failed_steps)
         if event == ROLLBACK:
-            failed_units = len((summary or {}).get("failed_units") or ()) or len(details)
+            failed_units = (len(summary.failed_units) if summary else 0) or len(details)
             headline = (
                 f"{failed_units} unit(s) failed; the target was rolled back to backup "
-                f"{rollback.get('backup_id')} and verified"
+                f"{rollback.backup_id if rollback else None} and verified"
             )
-        elif summary and summary.get("failed_units") and units_only:
-            headline = f"{len(summary['failed_units'])} unit(s) failed"
+        elif summary and summary.failed_units and units_only:
+            headline = f"{len(summary.failed_units)} unit(s) failed"
         else:
             names = ", ".join(s.name or s.task_id for s in failed_steps)
             headline = f"the run stopped at {names or 'its first task'}"

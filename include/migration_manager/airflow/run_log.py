@@ -33,7 +33,7 @@ from migration_manager.airflow.store import (
 from migration_manager.errors import ConfigError
 from migration_manager.redaction import redact
 from migration_manager.run_options import RunOptions
-from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
+from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord, RunSummary
 from migration_manager.run_record_build import (
     RunInfo,
     Step,
@@ -350,7 +350,7 @@ def write_run_log(
     context: Any,
     *,
     report: dict[str, Any] | None,
-    summary: dict[str, Any] | None,
+    summary: RunSummary | None,
     results: list[dict[str, Any]],
     final_status: str,
     errors: list[str] | None = None,
@@ -369,10 +369,10 @@ def write_run_log(
     steps = gather_steps(
         context, report=report, results=results, final_status=final_status, states=states
     )
-    backup = (summary or {}).get("backup")
+    backup: object = summary.backup if summary else None
     if backup is None and ids.BACKUP in succeeded:
         backup = ti.xcom_pull(task_ids=ids.BACKUP)
-    rollback = (summary or {}).get("rollback")
+    rollback = summary.rollback if summary else None
     run_type = getattr(dag_run, "run_type", None)
     record = build_record(
         run=RunInfo(

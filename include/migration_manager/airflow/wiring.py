@@ -43,7 +43,9 @@ from migration_manager.airflow.xcom_models import Json
 from migration_manager.check_outcomes import AppRestart
 from migration_manager.notifications import QUESTION
 from migration_manager.pipelines import DEFAULT_POOL
+from migration_manager.run_record import Outcome
 from migration_manager.step_kinds import Rollback
+from migration_manager.step_outcomes import BackupOutcome, RollbackOutcome, outcome_as
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,8 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
     from migration_manager.airflow.xcom_models import PlanReport, flat_results, unit_results
-    from migration_manager.report import format_summary, summarize
+    from migration_manager.report import summarize
+    from migration_manager.run_log_text import format_summary
 
     ti = context["ti"]
     report = plan_report_xcom(ti)
@@ -118,9 +121,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             "The plan task produced no report: the migration did not start (see the failed "
             f"task's log); the run's log is in {folder}"
         )
-    summary = summarize(report, results)
     run_id = context["run_id"]
-    summary["run_id"] = run_id
     plan = PlanReport.from_xcom(report)
     if not plan.units:
         log.info(
@@ -128,18 +129,19 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             "(see each table's reason); no backup was taken and nothing was written"
         )
     # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
-    summary["backup"] = backup
-    rollback = rollback_outcome(ti)
+    rollback = outcome_as(RollbackOutcome, rollback_outcome(ti))
     if rollback:
-        summary["rollback"] = rollback
         log.info("Rollback: %s", _rollback_advice(rollback))
+    summary = summarize(report, results).model_copy(
+        update={"run_id": run_id, "backup": outcome_as(BackupOutcome, backup), "rollback": rollback}
+    )
     # --- end backup / rollback ---
     record, folder = write_run_log(
         context,
         report=report,
         summary=summary,
         results=results,
-        final_status="success" if summary["status"] == "success" else "failed",
+        final_status=str(summary.status),
     )
     ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=summary))
     try:  # for the next plan: which tables were changed in the target after this run
@@ -147,12 +149,12 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             context,
             plan,
             unit_results(results),
-            rolled_back=bool(rollback and rollback.get("status") == Rollback.ROLLED_BACK),
+            rolled_back=bool(rollback and rollback.status == Rollback.ROLLED_BACK),
         )
     except Exception as exc:  # never fails the run: the next plan then finds no prod edits
         log.warning("Could not record the target's table fingerprints: %s", exc)
-    finish_run(context, migration_id=summary["migration_id"])
-    log.info("Migration %s\n%s", summary["migration_id"], format_summary(summary))
+    finish_run(context, migration_id=summary.migration_id)
+    log.info("Migration %s\n%s", summary.migration_id, format_summary(summary))
     log.info("Log written to %s (migration.log, migration.json, schema.sql, data.sql)", folder)
     restart = record.checks.get(task_ids.APP_RESTART)
     if isinstance(restart, AppRestart) and restart.status == "restart needed":
@@ -160,29 +162,33 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     restart_failed = [
         s for s in record.steps if s.task_id == task_ids.APP_RESTART and s.status == "failed"
     ]
-    if summary["status"] != "success":
-        failed = "; ".join(", ".join(u["tables"]) for u in summary["failed_units"])
-        advice = _rollback_advice(summary.get("rollback")) or (
+    if summary.status != Outcome.SUCCESS:
+        failed = "; ".join(", ".join(u.tables) for u in summary.failed_units)
+        advice = _rollback_advice(summary.rollback) or (
             "Each failed unit was rolled back; fix the cause and clear the failed apply_table "
             "task(s) to retry them alone."
         )
         raise AirflowFailException(
-            f"{len(summary['failed_units'])} unit(s) failed: {failed}. {advice}"
+            f"{len(summary.failed_units)} unit(s) failed: {failed}. {advice}"
         )
     if restart_failed:
         raise AirflowFailException(
             "The migration was applied, but restarting the target app failed: "
             f"{restart_failed[0].error}. Restart the app by hand; the log is in {folder}"
         )
-    return {k: summary[k] for k in ("migration_id", "status", "totals", "run_id")} | {
-        "log": str(folder)
+    return {
+        "migration_id": summary.migration_id,
+        "status": str(summary.status),
+        "totals": summary.totals.model_dump(),
+        "run_id": run_id,
+        "log": str(folder),
     }
 
 
-def _rollback_advice(rollback: Json | None) -> str | None:
+def _rollback_advice(rollback: RollbackOutcome | None) -> str | None:
     if not rollback:
         return None
-    status, backup_id = rollback.get("status"), rollback.get("backup_id")
+    status, backup_id = rollback.status, rollback.backup_id
     if status == Rollback.ROLLED_BACK:
         return (
             f"The target was rolled back to backup {backup_id} (taken before this run) and verified: "
@@ -190,17 +196,17 @@ def _rollback_advice(rollback: Json | None) -> str | None:
         )
     if status == Rollback.ROLLBACK_FAILED:
         return (
-            f"Rolling back to backup {backup_id} FAILED ({rollback.get('reason')}); the target is as the "
-            f"failed run left it. To restore by hand: {rollback.get('restore_by_hand')}."
+            f"Rolling back to backup {backup_id} FAILED ({rollback.reason}); the target is as the "
+            f"failed run left it. To restore by hand: {rollback.restore_by_hand}."
         )
     if backup_id:
         return (
-            f"Not rolled back ({rollback.get('reason')}): the target keeps the units that succeeded. "
+            f"Not rolled back ({rollback.reason}): the target keeps the units that succeeded. "
             f"Backup {backup_id} holds the state before this run; to restore it: "
-            f"{rollback.get('restore_by_hand')}."
+            f"{rollback.restore_by_hand}."
         )
     return (
-        f"Not rolled back ({rollback.get('reason')}): the target keeps the units that succeeded; "
+        f"Not rolled back ({rollback.reason}): the target keeps the units that succeeded; "
         "fix the cause and clear the failed apply_table task(s) to retry them alone."
     )
 
