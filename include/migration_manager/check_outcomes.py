@@ -147,8 +147,12 @@ class PluginCheck(StepOutcome):
         missing = ", ".join(str(p.name) for p in self.missing)
         if not missing:
             return "every plugin enabled"
-        by = f" by {self.decided_by}" if self.decided_by else ""
-        return f"missing {missing}: {self.decision}{by}"
+        return _decided(f"missing {missing}", self.decision, self.decided_by)
+
+
+def _decided(what: str, decision: str | None, decided_by: str | None) -> str:
+    """What was asked, and what was decided (by whom)."""
+    return f"{what}: {decision}" + (f" by {decided_by}" if decided_by else "")
 
 
 class DestructiveCheck(StepOutcome):
@@ -170,8 +174,7 @@ class DestructiveCheck(StepOutcome):
         parts = "; ".join(self.parts)
         if not parts:
             return "not destructive"
-        by = f" by {self.decided_by}" if self.decided_by else ""
-        return f"{parts}: {self.decision}{by}"
+        return _decided(parts, self.decision, self.decided_by)
 
 
 class EnvWrite(StepOutcome):

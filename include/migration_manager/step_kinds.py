@@ -1,18 +1,5 @@
-"""The kinds of step a run records an outcome for, and the base of every outcome's model.
-
-A step's return value is read by its kind's model (:data:`OUTCOMES`, keyed by :class:`StepKind`);
-what the model does not name is not kept, and a step of no known kind has no outcome in the
-record. Environment variables appear by name and type only, never their values. Each model's
-:meth:`StepOutcome.describe` puts the outcome in a few words for the log and the run page.
-
-A model reads both a step's return value and what the record holds (``migration.json``), and
-writes the record's keys only (``exclude_unset``): the record's shape is the one earlier versions
-wrote.
-
-The engine names the kinds; which task of a DAG is which kind is the Airflow adapter's business
-(``migration_manager.airflow.run_log.STEP_KINDS``). In ``migration.json`` the kind's value is
-the step's ``task_id`` and the key of its outcome under ``checks``.
-"""
+"""The kinds of step a run records an outcome for, and the base of every outcome's model
+(the models themselves: :mod:`check_outcomes`, :mod:`step_outcomes`)."""
 
 from __future__ import annotations
 
