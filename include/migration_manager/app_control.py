@@ -17,9 +17,10 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
+from migration_manager.check_outcomes import AppRestart
 from migration_manager.errors import AppRestartError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -69,18 +70,6 @@ class AppEndpoint:
                 "(an API key of a user allowed app:restart) or app_account and app_password to "
                 "the connection's extra"
             )
-
-
-@dataclass(frozen=True)
-class RestartResult:
-    url: str
-    status: str  # "restarted"
-    went_down: bool  # the health check answered something other than ok after the request
-    seconds: float  # from the request to the first ok
-    health: str  # the last health answer
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _request(
@@ -154,9 +143,7 @@ def wait_healthy(
     return code, body
 
 
-def restart(
-    app: AppEndpoint, *, timeout: float = 300.0, down_window: float = 15.0
-) -> RestartResult:
+def restart(app: AppEndpoint, *, timeout: float = 300.0, down_window: float = 15.0) -> AppRestart:
     """Ask the app to restart, then wait until its health check answers ``ok`` again.
 
     The request returns before the restart begins; the health check is polled for up to
@@ -202,4 +189,6 @@ def restart(
         seconds,
         "" if went_down else " (it never looked down: the restart may have been instant)",
     )
-    return RestartResult(app.url, "restarted", went_down, seconds, body.strip())
+    return AppRestart(
+        url=app.url, status="restarted", went_down=went_down, seconds=seconds, health=body.strip()
+    )

@@ -193,7 +193,8 @@ class EnvWrite(StepOutcome):
 
 
 class AppRestart(StepOutcome):
-    """The target app's restart after the migration (``app_control.RestartResult``)."""
+    """The target app's restart after the migration or rollback: what ``app_control.restart`` returns,
+    with when (``after``), or why no restart happened (``message``)."""
 
     kind = StepKind.APP_RESTART
 

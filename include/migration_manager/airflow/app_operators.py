@@ -88,7 +88,7 @@ class AppRestartOperator(BaseOperator):
                     mask_secret(secret)
             self.log.info("Asking the app at %s to restart (after the %s)", env.app.url, after)
             result = app_control.restart(env.app)
-        return {"after": after, **result.to_dict()}
+        return {"after": after, **result.model_dump(exclude_unset=True)}
 
 
 class EnvWriteOperator(BaseOperator):
