@@ -244,11 +244,10 @@ def read_record(text: str) -> RunRecord:
     return RunRecord.model_validate(data)
 
 
-def endpoint(info: Endpoint | Mapping[str, Any] | None) -> str:
+def endpoint(e: Endpoint | None) -> str:
     """``conn_id: user@host:port/database`` (no password), or the database name alone."""
-    if not info:
+    if e is None:
         return "-"
-    e = info if isinstance(info, Endpoint) else Endpoint.model_validate(info)
     where = e.database or "?"
     if e.host:
         port = f":{e.port}" if e.port else ""

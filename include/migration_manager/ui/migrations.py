@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from markupsafe import Markup
 from pydantic import BaseModel
 
-from migration_manager import run_files, run_record, store_layout
+from migration_manager import run_files, store_layout
 from migration_manager.backup.record import BackupRecord, RestoreRecord
 from migration_manager.ui import catalog, charts
 from migration_manager.ui.deps import AirflowRoot, Api, Base, Store, write_access
@@ -116,9 +116,7 @@ def run_page(
         ref=ref,
         r=record,
         timeline=Markup(charts.timeline_svg(bars)),
-        timeline_full=Markup(
-            charts.timeline_svg(charts.collapse(record.steps, limit=len(record.steps)))
-        )
+        timeline_full=Markup(charts.timeline_svg([charts.Bar.of(s) for s in record.steps]))
         if len(bars) < len(record.steps)
         else None,
         changed_tables=[t for t in record.tables if t.status not in QUIET],
@@ -131,7 +129,6 @@ def run_page(
         restored_by=_undone(catalog.list_restores(root)).get(str(record.run_id)),
         restore_url=restore_run_url,
         changed=record.totals.changed,
-        endpoint=run_record.endpoint,
     )
 
 
