@@ -1,5 +1,9 @@
-"""``kill -9`` of an apply at random moments: the target keeps its old content, and nothing is
-left behind (no lock, no backend, no temp file); the next apply works as if nothing happened."""
+"""``kill -9`` of an apply in each phase of its unit's transaction (staging COPY, delete,
+insert): the target keeps its old content, and nothing is left behind (no lock, no
+backend, no temp file); the next apply works as if nothing happened.
+
+The kill waits for the phase's statement to show in ``pg_stat_activity`` rather than for a random
+time: a random delay lost the race on a loaded CI machine (the apply had already committed)."""
 
 from __future__ import annotations
 
@@ -17,6 +21,12 @@ from tests.pgtools import PG_URL, REPO, apply_file, make_file, scalar, sql
 
 OVERWRITE = {"user": {"default": "overwrite"}}
 ROWS = 300_000
+# the statements of an overwrite unit's transaction, in the order the apply runs them
+PHASES = (
+    "COPY ",
+    "WITH r AS (DELETE",
+    "WITH r AS (INSERT",
+)
 
 
 def _database(dsn: str) -> str:
@@ -69,8 +79,22 @@ def _wait(what: str, done: object, timeout: float = 30.0) -> None:
     while time.monotonic() < deadline:
         if callable(done) and done():
             return
-        time.sleep(0.05)
+        time.sleep(0.01)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _wait_for_phase(
+    child: subprocess.Popen[bytes], db: str, phase: str, timeout: float = 30.0
+) -> list[str]:
+    """The statements running on ``db`` once one of them is ``phase``'s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert child.poll() is None, f"the apply ended before it ran {phase!r}"
+        running = [q for _, s, q in _others(db) if s == "active"]
+        if any(q.startswith(phase) for q in running):
+            return running
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for the apply to run {phase!r}")
 
 
 def test_kill_9_while_applying_keeps_the_old_content_and_leaves_nothing(
@@ -97,7 +121,7 @@ def test_kill_9_while_applying_keeps_the_old_content_and_leaves_nothing(
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     rng = random.Random(20261130)
     killed_while = []
-    for attempt in range(3):
+    for attempt, phase in enumerate(PHASES):
         scratch = tmp_path / f"tmp{attempt}"
         scratch.mkdir()
         child = subprocess.Popen(
@@ -106,10 +130,9 @@ def test_kill_9_while_applying_keeps_the_old_content_and_leaves_nothing(
             cwd=REPO,
         )
         try:
-            # the apply has started writing once a backend of the target is busy
-            _wait("the apply to start", lambda: any(s == "active" for _, s, _ in _others(db)))
-            time.sleep(rng.uniform(0.0, 1.5))  # a random moment of the unit's transaction
-            killed_while.append([q for _, s, q in _others(db) if s == "active"])
+            running = _wait_for_phase(child, db, phase)
+            time.sleep(rng.uniform(0.0, 0.02))  # a moment into that statement
+            killed_while.append(running)
             assert child.poll() is None, "the apply ended before it could be killed"
             child.send_signal(signal.SIGKILL)
             child.wait(timeout=30)
