@@ -160,6 +160,8 @@ def seed_store(root: Path) -> dict[str, Any]:
     Returns the seeded ids: ``failed`` and ``success`` as (migration folder, run folder).
     """
     from migration_manager import run_files, store_layout
+    from migration_manager.execute.results import UnitResult
+    from migration_manager.plan_report import PlanReport
     from migration_manager.report import summarize
     from migration_manager.run_record import Endpoint, MigrationFileInfo
     from migration_manager.run_record_build import RunInfo, Step, build_record, describe_signature
@@ -176,14 +178,16 @@ def seed_store(root: Path) -> dict[str, Any]:
     ):
         (files / f"{mid}.zip").write_bytes(migration_archive(mid))
         units = [{"id": "u1", "label": "uiSchemas", "tables": ["uiSchemas"]}]
-        report = {
-            "migration_id": mid,
-            "migration_file": f"{mid}.zip",
-            "units": units,
-            "rules": {"uiSchemas": "overwrite", "users": "schema-only"},
-            "quiet_tables": [{"table": "users", "rule": "schema-only", "status": "unchanged"}],
-            "warnings": [],
-        }
+        report = PlanReport.model_validate(
+            {
+                "migration_id": mid,
+                "migration_file": f"{mid}.zip",
+                "units": units,
+                "rules": {"uiSchemas": "overwrite", "users": "schema-only"},
+                "quiet_tables": [{"table": "users", "rule": "schema-only", "status": "unchanged"}],
+                "warnings": [],
+            }
+        )
         results = (
             []
             if status == "failed"
@@ -266,7 +270,7 @@ def seed_store(root: Path) -> dict[str, Any]:
             ),
             steps=steps,
             report=report,
-            summary=summarize(report, results),
+            summary=summarize(report, [UnitResult.model_validate(r) for r in results]),
             migration_file=MigrationFileInfo(
                 name=f"{mid}.zip",
                 id=mid,

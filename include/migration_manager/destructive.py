@@ -38,6 +38,7 @@ from migration_manager.references import (
 )
 from migration_manager.run_options import DEFAULT_MAX_DELETE_RATIO, check_ratio
 from migration_manager.schema import TableStructure
+from migration_manager.step_outcomes import Difference
 
 log = logging.getLogger(__name__)
 
@@ -128,13 +129,13 @@ class DestructivePlan(BaseModel):
         return bool(self.parts)
 
 
-def plan_drops(pending: Iterable[Mapping[str, Any]]) -> list[str]:
+def plan_drops(pending: Iterable[Difference]) -> list[str]:
     """The drops among the plan's structure changes (only there with ``allow_drop``)."""
     return [
-        f"{p['table']}: {change}"
+        f"{p.table}: {change}"
         for p in pending
-        for change in p.get("changes") or []
-        if str(change).startswith("drop ")
+        for change in p.changes
+        if change.startswith("drop ")
     ]
 
 
@@ -272,7 +273,7 @@ def _loss(
 def assess(
     reader: ArchiveReader,
     target_dsn: str,
-    pending: Iterable[Mapping[str, Any]],
+    pending: Iterable[Difference],
     *,
     max_delete_ratio: float = DEFAULT_MAX_DELETE_RATIO,
     changed: Iterable[str] = (),
@@ -310,26 +311,26 @@ def assess(
                 return None
 
         for item in pending:
-            entry = entries.get(item["table"])
-            if entry is None or item.get("rule") != OVERWRITE:
+            entry = entries.get(str(item.table))
+            if entry is None or item.rule != OVERWRITE:
                 continue
             loss = counted(entry["name"], lambda entry=entry: _loss(cur, reader, entry))
             if loss is not None and loss.deleted:
                 losses.append(loss)
-        rule_of = {item["table"]: item.get("rule") for item in pending}
+        rule_of = {item.table: item.rule for item in pending}
         refs = list(reader.manifest.references)
         # references from tables whose target rows stay (not replaced by the source's), whether
         # or not the plan has work for them (an unchanged schema-only table is not pending)
         kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]
         referred = {r.target for r in kept}
         for item in pending:
-            entry = entries.get(item["table"])
-            if item["table"] not in referred or item.get("rule") != OVERWRITE or entry is None:
+            entry = entries.get(str(item.table))
+            if item.table not in referred or item.rule != OVERWRITE or entry is None:
                 continue
-            if item["table"] in unchecked:
+            if item.table in unchecked:
                 continue
             found = counted(
-                item["table"], lambda e=entry: references.dangling(cur, reader, e, kept)
+                str(item.table), lambda e=entry: references.dangling(cur, reader, e, kept)
             )
             dangling.extend(found or ())
         for name in sorted(set(changed)):

@@ -3,28 +3,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from migration_manager.run_record import FailedUnit, Outcome, RunSummary, TableRecord, Totals
 
+if TYPE_CHECKING:
+    from migration_manager.execute.results import UnitResult
+    from migration_manager.plan_report import PlanReport
 
-def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> RunSummary:
+
+def summarize(report: PlanReport, results: Iterable[UnitResult]) -> RunSummary:
     """Join the plan's report with the units' results; units without a result have failed."""
     # imported here: DAG files import this module (through the run log) and need no engine
-    from migration_manager.execute.results import TableResult, UnitResult
+    from migration_manager.execute.results import TableResult
 
-    unit_results = [UnitResult.model_validate(r) for r in results if r]
+    unit_results = list(results)
     done = {r.unit for r in unit_results}
-    failed = [u for u in report.get("units", []) if u["id"] not in done]
+    failed = [u for u in report.units if u.id not in done]
     tables: list[TableResult] = [t for r in unit_results for t in r.tables]
-    tables += [TableResult.model_validate(t) for t in report.get("quiet_tables", [])]
+    tables += report.quiet_tables
     for unit in failed:
-        for name in unit["tables"]:
+        for name in unit.tables:
             tables.append(
-                TableResult(
-                    table=name, rule=report.get("rules", {}).get(name, "?"), status="failed"
-                )
+                TableResult(table=name, rule=report.rules.get(name, "?"), status="failed")
             )
     tables.sort(key=lambda t: t.table)
     totals = {
@@ -32,11 +34,11 @@ def summarize(report: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -
         for k in ("inserted", "updated", "deleted", "unchanged")
     }
     return RunSummary(
-        migration_id=report.get("migration_id"),
-        migration_file=report.get("migration_file"),
+        migration_id=report.migration_id,
+        migration_file=report.migration_file,
         status=Outcome.FAILED if failed else Outcome.SUCCESS,
-        failed_units=[FailedUnit(id=u["id"], tables=list(u["tables"])) for u in failed],
+        failed_units=[FailedUnit(id=u.id, tables=list(u.tables)) for u in failed],
         tables=[TableRecord.model_validate(t.model_dump(mode="json")) for t in tables],
         totals=Totals(**totals, ddl=sum(len(t.ddl) for t in tables)),
-        warnings=list(report.get("warnings", [])),
+        warnings=list(report.warnings),
     )

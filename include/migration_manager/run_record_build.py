@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import JsonValue
 
@@ -42,13 +42,14 @@ from migration_manager.signing import Signature, TrustedKey
 from migration_manager.step_kinds import StepKind, StepOutcome
 from migration_manager.step_outcomes import (
     BackupOutcome,
-    Difference,
-    PlanOutcome,
     RollbackOutcome,
     outcome_as,
     outcome_of,
 )
 from migration_manager.text_format import seconds_between, utc_iso
+
+if TYPE_CHECKING:  # DAG files import this module; the plan's models need the engine
+    from migration_manager.plan_report import PlanReport
 
 _CHUNK = 1 << 20
 _SOURCE_KEYS = ("database", "server_version", "app_version", "schema", "app_settings")
@@ -222,35 +223,30 @@ def _step_sort_key(order: Mapping[str, int]) -> Callable[[Step], tuple[Any, ...]
     return key
 
 
-def _units(summary: RunSummary | None, report: Mapping[str, Any] | None) -> list[UnitRecord]:
+def _units(summary: RunSummary | None, report: PlanReport | None) -> list[UnitRecord]:
     """The plan's units in apply order (tables referenced-first), with how each ended."""
+    if report is None:
+        return []
     failed = {u.id for u in summary.failed_units} if summary else set()
     # the apply_table map index of each unit: units are packed into tasks (the report's tasks)
-    task_of = {
-        unit_id: i for i, ids in enumerate((report or {}).get("tasks") or []) for unit_id in ids
-    }
+    task_of = {unit_id: i for i, ids in enumerate(report.tasks) for unit_id in ids}
     return [
         UnitRecord(
-            id=u.get("id"),
-            label=u.get("label") or ", ".join(u.get("tables", [])),
-            tables=list(u.get("tables", [])),
-            map_index=task_of.get(u.get("id"), i),
-            status=Outcome.FAILED if u.get("id") in failed else Outcome.SUCCESS,
+            id=u.id,
+            label=u.label or ", ".join(u.tables),
+            tables=list(u.tables),
+            map_index=task_of.get(u.id, i),
+            status=Outcome.FAILED if u.id in failed else Outcome.SUCCESS,
         )
-        for i, u in enumerate((report or {}).get("units", []))
+        for i, u in enumerate(report.units)
     ]
-
-
-def _differences(report: Mapping[str, Any] | None) -> list[Difference]:
-    plan = outcome_as(PlanOutcome, report) if report else None
-    return list(plan.differences) if plan else []
 
 
 def build_record(
     *,
     run: RunInfo,
     steps: Sequence[Step],
-    report: Mapping[str, Any] | None = None,
+    report: PlanReport | None = None,
     summary: RunSummary | None = None,
     migration_file: MigrationFileInfo | None = None,
     source: Endpoint | None = None,
@@ -287,7 +283,7 @@ def build_record(
     all_errors += [f"{s.name}: {redact(s.error)}" for s in steps if s.error and s.failed]
     migration_id = (
         (summary.migration_id if summary else None)
-        or (report or {}).get("migration_id")
+        or (report.migration_id if report else None)
         or (migration_file.id if migration_file else None)
     )
     summarised_checks: dict[str, StepOutcome] = {
@@ -318,7 +314,7 @@ def build_record(
         backup=outcome_as(BackupOutcome, backup) if backup else None,
         rollback=outcome_as(RollbackOutcome, rollback) if rollback else None,
         units=_units(summary, report),
-        differences=_differences(report),
+        differences=report.outcome().differences if report else [],
         tables=list(summary.tables) if summary else [],
         totals=summary.totals
         if summary

@@ -52,7 +52,8 @@ class CreatedFile(StepOutcome):
 
 
 class Difference(Part):
-    """A structure difference the plan found in one table."""
+    """A table the plan found work for: its rule and the structure changes to make (none: only
+    rows). The run record keeps those with changes (the structure differences found)."""
 
     table: str | None = None
     rule: str | None = None
@@ -61,8 +62,8 @@ class Difference(Part):
 
 class PlanOutcome(StepOutcome):
     """The plan's units (by label), the structure differences it found, and the tables changed
-    in the target since the last migration whose rows the rule replaces. Read from the plan's
-    report, its return value (the units), or the record."""
+    in the target since the last migration whose rows the rule replaces. Made from the plan's
+    report (``PlanReport.outcome``), or read from its return value (the units) or the record."""
 
     kind = StepKind.PLAN
 
@@ -84,16 +85,8 @@ class PlanOutcome(StepOutcome):
         }
         if not isinstance(v, Mapping):
             return out
-        if "differences" in v:  # the record
-            out["differences"] = v["differences"]
-            out["unchanged"] = v.get("unchanged", 0)
-        else:  # the report
-            out["differences"] = [
-                {"table": p.get("table"), "rule": p.get("rule"), "changes": list(p["changes"])}
-                for p in items(v.get("pending"))
-                if p.get("changes")
-            ]
-            out["unchanged"] = len(v.get("quiet_tables") or [])
+        out["differences"] = v.get("differences") or []
+        out["unchanged"] = v.get("unchanged", 0)
         changed = [
             c if isinstance(c, str) else str(c.get("table")) for c in v.get("changed_in_prod") or []
         ]
@@ -228,6 +221,8 @@ def outcome_of(kind: StepKind | None, value: object) -> StepOutcome | None:
     """What a step's return value says, for the record; None for a step of no known kind, or a
     value its kind's model cannot read."""
     model = OUTCOMES.get(kind) if kind is not None else None
+    if model is not None and isinstance(value, model):  # made by the step's adapter
+        return value
     if model is None or value is None or not isinstance(value, (Mapping, list, str)):
         return None
     try:

@@ -14,6 +14,7 @@ import pytest
 from migration_manager.archive import open_archive
 from migration_manager.destructive import DestructivePlan, assess
 from migration_manager.execute import prepare
+from migration_manager.step_outcomes import Difference
 from tests.airflowtools import (
     answer_when_asked,
     connection_uri,
@@ -139,7 +140,7 @@ def test_a_table_locked_by_another_session_is_not_counted_nor_waited_for(
     path = tmp_path / "m.zip"
     make_file(source, path, rules={"user": {"default": "overwrite"}})
     monkeypatch.setenv("MM_PLAN_LOCK_TIMEOUT", "200ms")
-    pending = [{"table": "a", "rule": "overwrite"}, {"table": "b", "rule": "overwrite"}]
+    pending = [Difference(table="a", rule="overwrite"), Difference(table="b", rule="overwrite")]
     with psycopg.connect(target) as blocker:
         blocker.execute("LOCK TABLE a IN ACCESS EXCLUSIVE MODE")
         with open_archive(path) as reader:

@@ -127,11 +127,11 @@ def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> 
     rule and unit, no structures) and, per apply_table task, only its own units' entries."""
     import io
 
-    from migration_manager.airflow.xcom_models import PlanReport, planned_tasks
     from migration_manager.archive import ArchiveReader
     from migration_manager.create import create_migration
     from migration_manager.execute import prepare, table_bytes, unit_entries
     from migration_manager.plan import pack_units
+    from migration_manager.plan_report import PlanReport, planned_tasks
 
     count = 1000
     sql(
@@ -159,12 +159,12 @@ def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> 
         units=plan.units,
         rules={t.name: t.rule for t in manifest.tables},
         pending=plan.pending,
-        target_fingerprints=plan.target_fingerprints,
+        target_fingerprints=dict(plan.target_fingerprints),
         tasks=tuple(tuple(u.id for u in t) for t in tasks),
     )
-    pushed = [t.to_xcom() for t in planned_tasks(plan, tasks, entries, "m.zip")]
+    pushed = [t.model_dump(mode="json") for t in planned_tasks(plan, tasks, entries, "m.zip")]
 
-    report_bytes = len(json.dumps(report.to_xcom()))
+    report_bytes = len(json.dumps(report.model_dump(mode="json")))
     task_bytes = [len(json.dumps(t)) for t in pushed]
     per_table = max(b / len(t["units"]) for b, t in zip(task_bytes, pushed, strict=True))
     print(
@@ -174,7 +174,7 @@ def test_the_plan_xcom_for_1000_tables_stays_small(source: str, target: str) -> 
     )
     assert len(pushed) == 4 and sum(len(t["units"]) for t in pushed) == count
     # the report holds no table structure; about 250 bytes per table here
-    assert "structure" not in json.dumps(report.to_xcom())
+    assert "structure" not in json.dumps(report.model_dump(mode="json"))
     assert report_bytes < 400 * count
     # each task carries its own units' entries only: its tables' structures and no other
     for task in pushed:

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from migration_manager.airflow.target_record import fingerprints_left
-from migration_manager.airflow.xcom_models import PlanReport
 from migration_manager.archive import open_archive
 from migration_manager.destructive import ProdEdit, assess
 from migration_manager.errors import ApplyError
 from migration_manager.execute import UnitResult, apply_unit, prepare
 from migration_manager.pg import identity_of
+from migration_manager.plan_report import PlanReport
 from migration_manager.prod_edits import TargetRecord, changed_since, target_key
 from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
 from tests.integration.test_destructive import ANSWERS, UI_PART, _connect, _xcom_key
@@ -62,7 +62,7 @@ def _record_after(plan: Any, results: list[Any], reader: Any) -> TargetRecord:
     }
     # as collect_logs reads them: the plan's report and the units' results from their XCom form
     left = fingerprints_left(
-        PlanReport.from_xcom(report),
+        PlanReport.model_validate(report),
         [UnitResult.model_validate(r.model_dump(mode="json")) for r in results],
     )
     return TargetRecord(target_key="t").updated(left, "run 1")

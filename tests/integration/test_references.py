@@ -17,6 +17,7 @@ import pytest
 from migration_manager.archive import open_archive
 from migration_manager.destructive import assess
 from migration_manager.execute import prepare
+from migration_manager.step_outcomes import Difference
 from tests.pgtools import apply_file, make_file, rows, scalar, sql
 
 pytestmark = pytest.mark.postgres
@@ -24,11 +25,11 @@ pytestmark = pytest.mark.postgres
 STORAGE = "attachments.storageId -> storages.id"
 
 
-def _pending(manifest: dict) -> list[dict]:
+def _pending(manifest: dict) -> list[Difference]:
     """The tables the plan has work for: the overwritten ones (schema-only tables whose
     structure is equal, such as attachments, are not among them)."""
     return [
-        {"table": t["name"], "rule": t["rule"]}
+        Difference(table=t["name"], rule=t["rule"])
         for t in manifest["tables"]
         if t["rule"] == "overwrite"
     ]
@@ -118,7 +119,7 @@ def test_a_real_foreign_key_into_an_overwritten_table_is_counted(
     [ref] = manifest["references"]
     assert ref["declared_by"].startswith("foreign key ")
     with open_archive(path) as reader:
-        plan = assess(reader, target, [{"table": "parent", "rule": "overwrite"}])
+        plan = assess(reader, target, [Difference(table="parent", rule="overwrite")])
     [dangling] = plan.dangling
     assert dangling.rows == 3  # the child rows of parent 2; none point at 3
     assert dangling.describe().startswith(

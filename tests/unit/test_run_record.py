@@ -20,6 +20,8 @@ from migration_manager import (
     store_layout,
 )
 from migration_manager.archive import ArchiveWriter, data_member
+from migration_manager.execute.results import UnitResult
+from migration_manager.plan_report import PlanReport
 from migration_manager.report import summarize
 from migration_manager.run_record import Endpoint, MigrationFileInfo, RunRecord
 from migration_manager.run_record_build import RunInfo, Step, build_record, describe_file
@@ -29,33 +31,35 @@ from migration_manager.step_outcomes import outcome_of, recorded
 
 SECRET = "hunter2-do-not-log"
 
-REPORT: dict[str, Any] = {
-    "migration_id": "mig-20261126T120000Z-abc123",
-    "migration_file": "mig-20261126T120000Z-abc123",
-    "source": "staging",
-    "units": [
-        {"id": "u1", "label": "roles, rolesUsers", "tables": ["roles", "rolesUsers"]},
-        {"id": "u2", "label": "orders", "tables": ["orders"]},
-        {"id": "u3", "label": "broken", "tables": ["broken"]},
-    ],
-    "rules": {
-        "roles": "overwrite",
-        "rolesUsers": "schema-only",
-        "orders": "upsert",
-        "broken": "overwrite",
-        "users": "skip",
-    },
-    "quiet_tables": [{"table": "users", "rule": "skip", "status": "skipped"}],
-    "warnings": ["legacyThing: the profile does not know it (schema-only)"],
-    "pending": [
-        {
-            "table": "orders",
-            "rule": "upsert",
-            "changes": ["add column tags", "add index ix_orders_tags"],
+REPORT = PlanReport.model_validate(
+    {
+        "migration_id": "mig-20261126T120000Z-abc123",
+        "migration_file": "mig-20261126T120000Z-abc123",
+        "source": "staging",
+        "units": [
+            {"id": "u1", "label": "roles, rolesUsers", "tables": ["roles", "rolesUsers"]},
+            {"id": "u2", "label": "orders", "tables": ["orders"]},
+            {"id": "u3", "label": "broken", "tables": ["broken"]},
+        ],
+        "rules": {
+            "roles": "overwrite",
+            "rolesUsers": "schema-only",
+            "orders": "upsert",
+            "broken": "overwrite",
+            "users": "skip",
         },
-        {"table": "roles", "rule": "overwrite", "changes": []},
-    ],
-}
+        "quiet_tables": [{"table": "users", "rule": "skip", "status": "skipped"}],
+        "warnings": ["legacyThing: the profile does not know it (schema-only)"],
+        "pending": [
+            {
+                "table": "orders",
+                "rule": "upsert",
+                "changes": ["add column tags", "add index ix_orders_tags"],
+            },
+            {"table": "roles", "rule": "overwrite", "changes": []},
+        ],
+    }
+)
 RESULTS: list[dict[str, Any]] = [
     {
         "unit": "u2",
@@ -153,7 +157,7 @@ def _steps() -> list[Step]:
 
 
 def _record(**overrides: Any) -> RunRecord:
-    summary = summarize(REPORT, RESULTS)
+    summary = summarize(REPORT, [UnitResult.model_validate(r) for r in RESULTS])
     values: dict[str, Any] = {
         "run": RunInfo(
             dag_id="migration_execute",
@@ -536,6 +540,6 @@ def test_differences_found_by_the_plan() -> None:
     text = run_log_text.format_log(record)
     assert "Differences found by the plan" in text
     assert "  orders (upsert):\n    - add column tags\n    - add index ix_orders_tags" in text
-    plan = outcome_of(StepKind.PLAN, REPORT)
-    assert plan is not None and plan.model_dump()["unchanged"] == 1
+    plan = REPORT.outcome()
+    assert plan.model_dump()["unchanged"] == 1
     assert plan.describe() == ("3 unit(s) to apply; structure differences in 1 table(s)")

@@ -68,7 +68,7 @@ class BackupOperator(BaseOperator):
     :param target_conn_id: Airflow connection of the target database (templated)
     :param skip_backup: take no backup; automatic rollback is then unavailable (templated)
     :param backups_to_keep: how many backups of this target to keep (templated)
-    :param report: in a migration run, ``plan``'s report (XCom form of ``xcom_models.PlanReport``)
+    :param report: in a migration run, ``plan``'s report (XCom form of ``plan_report.PlanReport``)
     :return: the backup's id, URI, size and sha256, or None when none was taken
     """
 
@@ -111,9 +111,9 @@ class BackupOperator(BaseOperator):
             )
             return None
         if self.migration_file:
-            from migration_manager.airflow.xcom_models import PlanReport
+            from migration_manager.plan_report import PlanReport
 
-            report = PlanReport.from_optional(self.report)
+            report = PlanReport.pulled(self.report)
             if report is None or not report.units:
                 self.log.info(
                     "The plan has no unit to apply: nothing will be written, no backup needed"

@@ -371,14 +371,14 @@ class PluginCheckOperator(HITLOperator, SkipMixin):
         self.skip_when_idle = list(skip_when_idle)
         self.backup_task = backup_task
         self.env_write_task = env_write_task
-        self.report = report  # plan's report (XCom form of xcom_models.PlanReport)
+        self.report = report  # plan's report (XCom form of plan_report.PlanReport)
         self.env_values = env_values  # env_values' outcome: the rows to write
 
     def _skips(self, context: Context) -> dict[str, str]:
         """The following tasks that would only skip themselves: task id -> why."""
-        from migration_manager.airflow.xcom_models import PlanReport
+        from migration_manager.plan_report import PlanReport
 
-        report = PlanReport.from_optional(self.report)
+        report = PlanReport.pulled(self.report)
         rows = (self.env_values or {}).get("rows")
         if self.skip_when_idle and report and not report.units and not rows:
             return dict.fromkeys(self.skip_when_idle, NOTHING_TO_APPLY)

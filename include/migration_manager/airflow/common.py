@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from migration_manager.archive import ArchiveReader
     from migration_manager.manifest import Manifest
+    from migration_manager.plan_report import PlanReport
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +115,11 @@ def responder(event: Mapping[str, Any]) -> str | None:
 # the notifier): they read the XCom by the pushing task's id, defined once in task_ids.
 
 
-def plan_report_xcom(ti: Any) -> Json | None:
-    """``plan``'s report (``xcom_models.PlanReport.to_xcom()``), None when it pushed none."""
-    pushed = ti.xcom_pull(task_ids=task_ids.PLAN, key=task_ids.REPORT_KEY)
-    return dict(pushed) if pushed else None
+def plan_report_xcom(ti: Any) -> PlanReport | None:
+    """``plan``'s report, None when it pushed none (it failed, or never ran)."""
+    from migration_manager.plan_report import PlanReport
+
+    return PlanReport.pulled(ti.xcom_pull(task_ids=task_ids.PLAN, key=task_ids.REPORT_KEY))
 
 
 def rollback_outcome(ti: Any) -> Json | None:

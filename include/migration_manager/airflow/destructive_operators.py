@@ -41,7 +41,7 @@ class DestructiveCheckOperator(ApprovalOperator):
 
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
-    :param report: ``plan``'s report (XCom form of ``xcom_models.PlanReport``)
+    :param report: ``plan``'s report (XCom form of ``plan_report.PlanReport``)
     :return: the destructive parts, the decision and who made it (``xcom_models.DestructiveOutcome``)
     """
 
@@ -56,9 +56,9 @@ class DestructiveCheckOperator(ApprovalOperator):
         self.report = report
 
     def _assess(self, context: Context) -> DestructivePlan:
-        from migration_manager.airflow.xcom_models import PlanReport
+        from migration_manager.plan_report import PlanReport
 
-        report = PlanReport.from_optional(self.report)
+        report = PlanReport.pulled(self.report)
         options = RunOptions.of_params(context["params"])
         with engine_errors():
             env = environment(self.target_conn_id)

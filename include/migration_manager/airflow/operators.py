@@ -188,8 +188,8 @@ class PlanMigrationOperator(BaseOperator):
     :param allow_drop: also drop target columns/indexes the source lacks (templated)
     :param max_apply_tasks: how many ``apply_table`` tasks the units are packed into at most
         (empty: two per slot of the pool, see :func:`apply_tasks`) (templated)
-    :return: one ``xcom_models.PlannedTask`` per ``apply_table`` task, in XCom form (mapped over
-        by ``apply_table``); the plan report (``xcom_models.PlanReport``) goes to XCom key ``report``
+    :return: one ``plan_report.PlannedTask`` per ``apply_table`` task, in XCom form (mapped over
+        by ``apply_table``); the plan report (``plan_report.PlanReport``) goes to XCom key ``report``
     """
 
     template_fields: Sequence[str] = (
@@ -215,9 +215,9 @@ class PlanMigrationOperator(BaseOperator):
         self.max_apply_tasks = max_apply_tasks
 
     def execute(self, context: Context) -> list[Json]:
-        from migration_manager.airflow.xcom_models import PlanReport, planned_tasks
         from migration_manager.execute import prepare, table_bytes, unit_entries
         from migration_manager.plan import pack_units
+        from migration_manager.plan_report import PlanReport, planned_tasks
 
         with engine_errors():
             most = apply_tasks(self.max_apply_tasks)
@@ -241,9 +241,7 @@ class PlanMigrationOperator(BaseOperator):
         for warning in plan.warnings:
             self.log.warning("%s", warning)
         for item in plan.pending:
-            self.log.info(
-                "%s (%s): %s", item["table"], item["rule"], "; ".join(item["changes"]) or "rows"
-            )
+            self.log.info("%s (%s): %s", item.table, item.rule, "; ".join(item.changes) or "rows")
         for quiet in plan.tables:
             if quiet.reason:
                 self.log.info("%s (%s): unchanged: %s", quiet.table, quiet.rule, quiet.reason)
@@ -267,13 +265,14 @@ class PlanMigrationOperator(BaseOperator):
             warnings=plan.warnings,
             pending=plan.pending,
             target_key=target_key,
-            target_fingerprints=plan.target_fingerprints,
+            target_fingerprints=dict(plan.target_fingerprints),
             changed_in_prod=tuple(changed),
             tasks=tuple(tuple(u.id for u in task) for task in tasks),
         )
-        context["ti"].xcom_push(key=task_ids.REPORT_KEY, value=report.to_xcom())
-        # each mapped apply_table gets what its units need (xcom_models.planned_tasks)
-        return [t.to_xcom() for t in planned_tasks(plan, tasks, entries, str(self.migration_file))]
+        context["ti"].xcom_push(key=task_ids.REPORT_KEY, value=report.model_dump(mode="json"))
+        # each mapped apply_table gets what its units need (plan_report.planned_tasks)
+        planned = planned_tasks(plan, tasks, entries, str(self.migration_file))
+        return [t.model_dump(mode="json") for t in planned]
 
     def _prod_edits(self, plan: Any, manifest: Manifest) -> tuple[str | None, list[Any]]:
         """The target's key in the store and the tables changed there since the last migration."""
@@ -313,7 +312,7 @@ class ApplyUnitOperator(BaseOperator):
     applies again only its units that did not succeed (those that did are kept in the task's
     ``task_state_store`` and reported again). Each unit is idempotent.
 
-    :param batch: one element of ``plan``'s return value, ``xcom_models.PlannedTask``'s XCom
+    :param batch: one element of ``plan``'s return value, ``plan_report.PlannedTask``'s XCom
         form (mapped over ``plan``'s output; not templated: its texts come from the migration
         file and are data, and rendering each of them as a Jinja template took seconds per task)
     :param target_conn_id: Airflow connection of the target database (templated)
@@ -332,12 +331,12 @@ class ApplyUnitOperator(BaseOperator):
         self.allow_drop = allow_drop
 
     def execute(self, context: Context) -> list[Json]:
-        from migration_manager.airflow.xcom_models import PlannedTask
         from migration_manager.config import DATA_RULES
         from migration_manager.errors import TransientError
         from migration_manager.execute import UnitResult, apply_unit, apply_units
+        from migration_manager.plan_report import PlannedTask
 
-        planned = PlannedTask.from_xcom(self.batch)
+        planned = PlannedTask.model_validate(self.batch)
         by_id = {p.unit.id: p for p in planned.units}
         self.log.info("%d unit(s): %s", len(by_id), planned.label)
         refuse_after_rollback(context, planned.label)

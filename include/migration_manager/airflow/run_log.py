@@ -42,12 +42,14 @@ from migration_manager.run_record_build import (
     unreadable_file,
 )
 from migration_manager.step_kinds import StepKind
-from migration_manager.step_outcomes import outcome_of
+from migration_manager.step_outcomes import UnitOutcome, outcome_of
 from migration_manager.store_layout import run_log_dir, run_log_names
 from migration_manager.text_format import utc_iso
 
 if TYPE_CHECKING:
     from migration_manager.archive import Openable
+    from migration_manager.execute.results import UnitResult
+    from migration_manager.plan_report import PlanReport
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +188,8 @@ def _succeeded(states: dict[tuple[str, int], str]) -> set[str]:
 def gather_steps(
     context: Any,
     *,
-    report: dict[str, Any] | None,
-    results: list[dict[str, Any]],
+    report: PlanReport | None,
+    results: list[UnitResult],
     final_status: str,
     states: dict[tuple[str, int], str] | None = None,
 ) -> list[Step]:
@@ -206,7 +208,7 @@ def gather_steps(
     for task_id in (task_ids & set(STEP_KINDS) & _succeeded(states)) - {APPLY_TASK}:
         outcomes[(task_id, -1)] = ti.xcom_pull(task_ids=task_id, map_indexes=-1)
     if report:
-        outcomes[(ids.PLAN, -1)] = report  # units and the differences found
+        outcomes[(ids.PLAN, -1)] = report.outcome()  # units and the differences found
     rollback = (
         ti.xcom_pull(task_ids=ids.ROLLBACK, key=ids.ROLLBACK_KEY)
         if ids.ROLLBACK in _succeeded(states)
@@ -254,27 +256,28 @@ def gather_steps(
 
 
 def _apply_steps(
-    report: dict[str, Any] | None, results: list[dict[str, Any]]
+    report: PlanReport | None, results: list[UnitResult]
 ) -> tuple[dict[int, str], dict[tuple[str, int], Any]]:
     """Each ``apply_table`` map index's name and outcome: its units' results as one (every
     table of the task), from the plan's packing (``PlanReport.tasks``)."""
-    from migration_manager.airflow.xcom_models import PlanReport
     from migration_manager.plan import task_label
 
     if not report:
         return {}, {}
-    tasks = PlanReport.from_xcom(report).task_units
+    tasks = report.task_units
     labels = {i: task_label(units) for i, units in enumerate(tasks)}
-    by_unit = {r.get("unit"): r for r in results if isinstance(r, dict)}
+    by_unit = {r.unit: r for r in results}
     outcomes: dict[tuple[str, int], Any] = {}
     for i, units in enumerate(tasks):
         found = [by_unit[u.id] for u in units if u.id in by_unit]
         if found:
-            outcomes[(APPLY_TASK, i)] = {
-                "unit": ", ".join(str(r.get("unit")) for r in found),
-                "seconds": round(sum(float(r.get("seconds") or 0) for r in found), 3),
-                "tables": [t for r in found for t in r.get("tables") or ()],
-            }
+            outcomes[(APPLY_TASK, i)] = UnitOutcome.model_validate(
+                {
+                    "unit": ", ".join(r.unit for r in found),
+                    "seconds": round(sum(r.seconds for r in found), 3),
+                    "tables": [t.model_dump(mode="json") for r in found for t in r.tables],
+                }
+            )
     return labels, outcomes
 
 
@@ -314,9 +317,9 @@ def describe_connection(conn_id: str | None) -> Endpoint | None:
     )
 
 
-def _file_ref(context: Any, report: dict[str, Any] | None) -> str | None:
+def _file_ref(context: Any, report: PlanReport | None) -> str | None:
     ti = context["ti"]
-    ref = (report or {}).get("migration_file")
+    ref: object = report.migration_file if report else None
     if not ref and ids.CREATE in context["dag"].task_ids:
         ref = ti.xcom_pull(task_ids=ids.CREATE)
     if not ref:
@@ -349,9 +352,9 @@ def _describe_file(ref: str | None, options: RunOptions) -> MigrationFileInfo | 
 def write_run_log(
     context: Any,
     *,
-    report: dict[str, Any] | None,
+    report: PlanReport | None,
     summary: RunSummary | None,
-    results: list[dict[str, Any]],
+    results: list[UnitResult],
     final_status: str,
     errors: list[str] | None = None,
 ) -> tuple[RunRecord, ObjectStoragePath]:

@@ -21,9 +21,9 @@ from migration_manager.airflow.common import is_dry_run
 from migration_manager.config import DATA_RULES
 
 if TYPE_CHECKING:  # the engine is imported when a task runs, not when a DAG file is parsed
-    from migration_manager.airflow.xcom_models import PlanReport
     from migration_manager.execute.results import UnitResult
     from migration_manager.fingerprint import RowFingerprint
+    from migration_manager.plan_report import PlanReport
 
 log = logging.getLogger(__name__)
 

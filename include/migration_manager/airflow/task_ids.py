@@ -24,7 +24,7 @@ RESTORE = "restore"
 WRITERS = (ENV_WRITE, APPLY_TABLE)
 
 # XCom keys besides the return value
-REPORT_KEY = "report"  # plan: the plan report (xcom_models.PlanReport)
+REPORT_KEY = "report"  # plan: the plan report (plan_report.PlanReport)
 ROLLBACK_KEY = "rollback"  # rollback: its outcome, also when restoring failed
 DESTRUCTIVE_KEY = "destructive"  # destructive_check: its outcome, also when it refused
 SKIP_NOTES_KEY = "skip_notes"  # plugin_check: the tasks it had the scheduler skip, and why

@@ -104,13 +104,13 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     ``MIGRATION_STORE/logs/<migration id>/<run id>/``: migration.json, migration.log, schema.sql,
     data.sql and summary.json (see :mod:`migration_manager.run_files`).
     """
-    from migration_manager.airflow.xcom_models import PlanReport, flat_results, unit_results
+    from migration_manager.airflow.xcom_models import unit_results
     from migration_manager.report import summarize
     from migration_manager.run_log_text import format_summary
 
     ti = context["ti"]
     report = plan_report_xcom(ti)
-    results = flat_results(results)  # one result per unit applied
+    results = unit_results(results)  # one result per unit applied
     if not report:
         record, folder = write_run_log(
             context, report=None, summary=None, results=results, final_status="failed"
@@ -122,8 +122,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             f"task's log); the run's log is in {folder}"
         )
     run_id = context["run_id"]
-    plan = PlanReport.from_xcom(report)
-    if not plan.units:
+    if not report.units:
         log.info(
             "Nothing to apply: every table already matches the source for its rule "
             "(see each table's reason); no backup was taken and nothing was written"
@@ -147,8 +146,8 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
     try:  # for the next plan: which tables were changed in the target after this run
         record_fingerprints(
             context,
-            plan,
-            unit_results(results),
+            report,
+            results,
             rolled_back=bool(rollback and rollback.status == Rollback.ROLLED_BACK),
         )
     except Exception as exc:  # never fails the run: the next plan then finds no prod edits
@@ -233,7 +232,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         max_apply_tasks="{{ params.max_apply_tasks }}",
         retries=1,
     )
-    report = XComArg(plan, key=task_ids.REPORT_KEY)  # the plan report (xcom_models.PlanReport)
+    report = XComArg(plan, key=task_ids.REPORT_KEY)  # the plan report (plan_report.PlanReport)
     applied = ApplyUnitOperator.partial(
         task_id=task_ids.APPLY_TABLE,
         target_conn_id="{{ params.target_conn_id }}",
@@ -243,7 +242,7 @@ def execute_chain(migration_file: Any, *, pool: str = DEFAULT_POOL) -> Any:
         # plugin_check may have the scheduler skip backup and env_write when they have nothing
         # to do: the units still run; an upstream failure still stops them
         trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-    ).expand(batch=plan.output)  # one xcom_models.PlannedTask each: its units
+    ).expand(batch=plan.output)  # one plan_report.PlannedTask each: its units
     env_values = EnvValuesOperator(
         task_id=task_ids.ENV_VALUES,
         migration_file=migration_file,

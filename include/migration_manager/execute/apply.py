@@ -91,7 +91,7 @@ def apply_unit(
     dry_run: bool = False,
     entries: Mapping[str, Mapping[str, Any]] | None = None,
     checked: Collection[str] = (),
-    expected: Mapping[str, Mapping[str, Any] | None] | None = None,
+    expected: Mapping[str, RowFingerprint | None] | None = None,
 ) -> UnitResult:
     """Apply one unit to the target in a single transaction; all of it or nothing.
 
@@ -455,7 +455,7 @@ def _check_drift(
     cur: psycopg.Cursor[Any],
     unit: Unit,
     structure: TableStructure,
-    expected: Mapping[str, Any] | None,
+    before: RowFingerprint | None,
 ) -> None:
     """Fail (terminal) when the table is no longer as the plan saw it; nothing is written yet.
 
@@ -468,7 +468,6 @@ def _check_drift(
         now = current_fingerprint(cur, schema, name)
     except TooLarge:
         return
-    before = RowFingerprint.model_validate(expected) if expected is not None else None
     if before is None and now is None:
         return
     if before is not None and now is not None and now.same_rows(before):

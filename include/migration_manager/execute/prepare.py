@@ -32,6 +32,7 @@ from migration_manager.execute.target import (
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.references import compared_columns
 from migration_manager.schema import SchemaDiff, TableStructure, TypeStructure, diff_table
+from migration_manager.step_outcomes import Difference
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def prepare(
     entries = manifest_entries(reader)
     problems: list[str] = []
     quiet: list[TableResult] = []
-    pending: list[dict[str, Any]] = []
+    pending: list[Difference] = []
     needs_work: set[str] = set()
     checked: set[str] = set()
     target_fps: dict[str, RowFingerprint | None] = {}
@@ -83,7 +84,7 @@ def prepare(
                 # not waited for: its unit compares and applies it (and waits, as always)
                 log.warning("%s: locked by another session; not compared, applied", name)
                 needs_work.add(name)
-                pending.append({"table": name, "rule": rule, "changes": [LOCKED]})
+                pending.append(Difference(table=name, rule=rule, changes=[LOCKED]))
                 continue
             found = reflected.get(name)
             target_pk = found.primary_key if found is not None else None
@@ -131,7 +132,7 @@ def prepare(
                 checked.discard(name)
             if reason is None:
                 needs_work.add(name)
-                pending.append({"table": name, "rule": rule, "changes": changes})
+                pending.append(Difference(table=name, rule=rule, changes=changes))
             else:
                 quiet.append(
                     TableResult(

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
 from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit
+from migration_manager.step_outcomes import Difference
 
 SAMPLE_KINDS = ("inserted_keys", "updated_keys", "deleted_keys")
 
@@ -73,9 +73,7 @@ class ExecutionPlan:
     tables: tuple[TableResult, ...] = field(
         default=()
     )  # tables needing no unit (skipped / unchanged)
-    pending: tuple[dict[str, Any], ...] = field(
-        default=()
-    )  # per table: rule and structure changes to make
+    pending: tuple[Difference, ...] = ()  # per table with work to do: rule, structure changes
     warnings: tuple[str, ...] = ()
     # tables whose structure (types, sequences, columns, indexes, ...) already equals the source's
     checked: frozenset[str] = frozenset()
@@ -84,11 +82,8 @@ class ExecutionPlan:
     target_fingerprints: Mapping[str, RowFingerprint | None] = field(default_factory=dict)
     target_identity: DatabaseIdentity | None = None
 
-    def unit_fingerprints(self, unit: Unit) -> dict[str, dict[str, Any] | None]:
+    def unit_fingerprints(self, unit: Unit) -> dict[str, RowFingerprint | None]:
         """What the unit's drift guard checks: its tables' fingerprints the plan saw (small)."""
         return {
-            t: (fp.model_dump(exclude_none=True) if fp is not None else None)
-            for t in unit.tables
-            if t in self.target_fingerprints
-            for fp in [self.target_fingerprints[t]]
+            t: self.target_fingerprints[t] for t in unit.tables if t in self.target_fingerprints
         }
