@@ -215,7 +215,7 @@ def running_airflow(
         )
         yield Airflow(f"http://127.0.0.1:{port}", home)
     finally:
-        before = _instance_processes(home)
+        before = instance_processes(home)
         stopped = subprocess.run(
             [*cmd[:2], "stop", *cmd[2:], "--timeout", "5"],
             env=proc_env,
@@ -236,16 +236,60 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def _instance_processes(home: Path) -> list[psutil.Process]:
-    """Every process of the instance: those whose working directory is its home (all of them)."""
-    found = []
+def instance_processes(home: Path) -> list[psutil.Process]:
+    """Every process of the instance: its components (their pid files), everything they started,
+    and any other process whose environment says ``AIRFLOW_HOME=<home>`` (one that left their
+    tree). A component that sets its process title may overwrite its environment, hence both."""
+    found: dict[int, psutil.Process] = {}
+    for path in (home / "run").glob("*.pid"):
+        try:
+            proc = psutil.Process(int(path.read_text().split()[0]))
+            found.update({p.pid: p for p in [proc, *proc.children(recursive=True)]})
+        except (ValueError, IndexError, OSError, psutil.Error):
+            continue
     for proc in psutil.process_iter():
         try:
-            if Path(proc.cwd()) == home.resolve():
-                found.append(proc)
+            if proc.environ().get("AIRFLOW_HOME") == str(home.resolve()):
+                found.setdefault(proc.pid, proc)
         except (psutil.Error, OSError):
             continue
-    return found
+    return list(found.values())
+
+
+def component(home: Path, name: str) -> psutil.Process:
+    """The running component ``name`` of bin/airflow-local's instance at ``home`` (its pid file)."""
+    return psutil.Process(int((home / "run" / f"{name}.pid").read_text().split()[0]))
+
+
+def start_daemon(home: Path, name: str, cmd: list[str], env: dict[str, str]) -> psutil.Process:
+    """Run ``cmd`` (an Airflow component) as bin/airflow-local runs its components: daemonised
+    with its pid file in <home>/run (so ``bin/airflow-local stop`` stops it) and its output in
+    <home>/logs/<name>.log. Returns the daemon once its pid file names it."""
+    pid_file = home / "run" / f"{name}.pid"
+    log, root_log = home / "logs" / f"{name}.log", home / "logs" / f"{name}.root.log"
+    flags = ["-D", "--pid", str(pid_file), "--stdout", str(log), "--stderr", str(log)]
+    started = subprocess.run(
+        [*cmd, *flags, "--log-file", str(root_log)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert started.returncode == 0, f"{name} did not start: {started.stdout}{started.stderr}"
+
+    def running() -> psutil.Process | None:
+        try:
+            proc = component(home, name)
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return None
+        return proc if _alive(proc) else None
+
+    deadline = time.monotonic() + 60
+    while (proc := running()) is None:
+        assert time.monotonic() < deadline, f"{name} wrote no pid file {pid_file}"
+        time.sleep(0.1)
+    return proc
 
 
 def _log_tails(home: Path) -> str:

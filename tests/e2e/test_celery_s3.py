@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +17,14 @@ import psycopg
 import pytest
 
 from migration_manager.target_lock import owner
-from tests.e2e.airflowapi import Airflow, free_port, running_airflow, wait_for
+from tests.e2e.airflowapi import (
+    Airflow,
+    component,
+    free_port,
+    running_airflow,
+    start_daemon,
+    wait_for,
+)
 from tests.pgtools import REPO, sql, table_text
 
 REDIS = "redis://127.0.0.1:6379/11"
@@ -141,27 +147,13 @@ def _second_worker(airflow: Airflow) -> psutil.Process:
     """Start another Celery worker like bin/airflow-local's (its command, environment and
     folder, another Celery hostname); recorded in the instance's state so that
     ``bin/airflow-local stop`` stops it too."""
-    state_path = airflow.home / "airflow-local.json"
-    state = json.loads(state_path.read_text())
-    first = psutil.Process(int(state["processes"]["celery-worker"]["pid"]))
-    scheduler = psutil.Process(int(state["processes"]["scheduler"]["pid"]))
+    scheduler = component(airflow.home, "scheduler")
     # bin/airflow-local's worker command (Celery rewrites the process title, so not its cmdline)
     airflow_bin = str(REPO / ".venv" / "bin" / "airflow")
     hostname = f"second-{uuid.uuid4().hex[:6]}@%h"
     cmd = [airflow_bin, "celery", "worker", "--skip-serve-logs", "--celery-hostname", hostname]
-    with (airflow.home / "logs" / "celery-worker-2.log").open("ab") as log:
-        proc = subprocess.Popen(
-            cmd,
-            env=scheduler.environ(),  # Celery's process title overwrites the worker's own
-            cwd=first.cwd(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    second = psutil.Process(proc.pid)
-    state["processes"]["celery-worker-2"] = {"pid": proc.pid, "started": second.create_time()}
-    state_path.write_text(json.dumps(state, indent=1))
+    # the scheduler's environment: Celery's process title overwrites the worker's own
+    second = start_daemon(airflow.home, "celery-worker-2", cmd, scheduler.environ())
     return second
 
 
@@ -216,10 +208,7 @@ def test_a_worker_killed_mid_unit_the_unit_is_retried_on_another_worker(
         },
     )
     task = _copying_client(target)
-    workers = {
-        int(json.loads((airflow.home / "airflow-local.json").read_text())["processes"][k]["pid"])
-        for k in ("celery-worker", "celery-worker-2")
-    }
+    workers = {component(airflow.home, k).pid for k in ("celery-worker", "celery-worker-2")}
     worker = next(p for p in task.parents() if p.pid in workers)
     survivor_log = (
         airflow.home

@@ -20,8 +20,8 @@ import pytest
 
 from migration_manager.store_layout import safe_component
 from migration_manager.target_lock import owner
-from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
-from tests.pgtools import rows, sql
+from tests.e2e.airflowapi import Airflow, component, running_airflow, start_daemon, wait_for
+from tests.pgtools import REPO, rows, sql
 
 PIPELINES = """\
 pipelines:
@@ -218,15 +218,10 @@ def _process_with_port(port: int) -> psutil.Process:
 
 def _restart_scheduler(airflow: Airflow) -> tuple[int, int]:
     """SIGKILL ``bin/airflow-local``'s scheduler, then start it again as it was started (same
-    command, environment, folder and log); the state file then names the new one, so
-    ``bin/airflow-local stop`` stops it. Returns (old pid, new pid)."""
-    import json
-    import subprocess
-
-    state_path = airflow.home / "airflow-local.json"
-    state = json.loads(state_path.read_text())
-    old = psutil.Process(int(state["processes"]["scheduler"]["pid"]))
-    cmd, env, cwd = old.cmdline(), old.environ(), old.cwd()
+    command, environment and log, daemonised with the same pid file, so ``bin/airflow-local
+    stop`` stops the new one). Returns (old pid, new pid)."""
+    old = component(airflow.home, "scheduler")
+    env = old.environ()
     workers = old.children(recursive=True)  # its executor's workers and their task processes
     assert workers, "the scheduler runs no executor worker"
     old.send_signal(signal.SIGKILL)
@@ -239,21 +234,8 @@ def _restart_scheduler(airflow: Airflow) -> tuple[int, int]:
     # (and its row locks) open, and the new scheduler never scheduled the run's next tasks
     wait_for("its workers to die with it", lambda: all(gone(w) for w in workers), 30, interval=0.1)
     time.sleep(3)  # the run goes on without a scheduler for a moment
-    with (airflow.home / "logs" / "scheduler.log").open("ab") as log:
-        new = subprocess.Popen(
-            cmd,
-            env=env,
-            cwd=cwd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    state["processes"]["scheduler"] = {
-        "pid": new.pid,
-        "started": psutil.Process(new.pid).create_time(),
-    }
-    state_path.write_text(json.dumps(state, indent=1))
+    cmd = [str(REPO / ".venv" / "bin" / "airflow"), "scheduler", "--skip-serve-logs"]
+    new = start_daemon(airflow.home, "scheduler", cmd, env)
     return old.pid, new.pid
 
 

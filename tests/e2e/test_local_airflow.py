@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -17,7 +16,7 @@ import psycopg
 import pytest
 
 from migration_manager.target_lock import owner
-from tests.e2e.airflowapi import Airflow, running_airflow, wait_for
+from tests.e2e.airflowapi import Airflow, instance_processes, running_airflow, wait_for
 from tests.pgtools import FIXTURES, load_dump, rows, scalar, sql, table_text
 
 PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
@@ -80,13 +79,7 @@ def _units(airflow: Airflow, run_id: str) -> dict[str, dict[str, Any]]:
 
 
 def test_only_loopback_listeners(airflow: Airflow) -> None:
-    members = []
-    for proc in psutil.process_iter():
-        try:
-            if Path(proc.cwd()) == airflow.home.resolve():
-                members.append(proc)
-        except (psutil.Error, OSError):
-            continue
+    members = instance_processes(airflow.home)
     assert members, "no process of the running Airflow found"
     listening = []
     for proc in members:
