@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.airflowtools import connection_uri, metadata_db, run_dag, summaries, task_states
+from tests.factories import connection_document
 from tests.pgtools import (
     FIXTURES,
     dsn_for,
@@ -63,19 +64,15 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         # prod as a connection of the metadata database (the Connections page's kind)
         for conn_id in ("nb_prod", "not_postgres"):
             test_client.delete(f"/api/v2/connections/{conn_id}", headers=admin)
-        parts = json.loads(connection_uri(dbs["prod"], {"APP_AES_SECRET_KEY": AES_PROD}))
+        app_env = {"app_env": {"APP_AES_SECRET_KEY": AES_PROD}}
         created = test_client.post(
             "/api/v2/connections",
             headers=admin,
             json={
                 "connection_id": "nb_prod",
-                "conn_type": "postgres",
-                "description": "NocoBase prod",
-                "host": parts["host"],
-                "port": parts["port"],
-                "login": parts["login"],
-                "schema": parts["schema"],
-                "extra": json.dumps(parts["extra"]),
+                **connection_document(
+                    dbs["prod"], extra=json.dumps(app_env), description="NocoBase prod"
+                ),
             },
         )
         assert created.status_code == 201, created.text
