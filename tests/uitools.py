@@ -55,6 +55,13 @@ def auth_env(folder: Path) -> dict[str, str]:
     }
 
 
+def api_token(client: Any, user: str) -> str:
+    """A JWT of ``user`` (password = name, see USERS) from the API server app's ``/auth/token``."""
+    resp = client.post("/auth/token", json={"username": user, "password": user})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["access_token"])
+
+
 def store_root() -> Path:
     return Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
 

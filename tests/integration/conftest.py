@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from tests.integration.archive_tools import ITEMS_SOURCE, ITEMS_TARGET, OVERWRIT
 from tests.integration.dagrun_tools import Logs
 from tests.mailtools import Inbox, free_port
 from tests.pgtools import make_file, sql
+from tests.uitools import api_token
 
 
 @pytest.fixture
@@ -57,3 +59,18 @@ def good_file(source: str, target: str, tmp_path: Path) -> Path:
     path = tmp_path / "good.zip"
     make_file(source, path, **OVERWRITE_USER)
     return path
+
+
+# --- the pages' API test client: the test module defines ``client`` (Airflow's API server app) ---
+
+
+@pytest.fixture(scope="module")
+def admin(client: Any) -> dict[str, str]:
+    """Authorization header of user admin on the module's ``client``."""
+    return {"Authorization": f"Bearer {api_token(client, 'admin')}"}
+
+
+@pytest.fixture(scope="module")
+def viewer(client: Any) -> dict[str, str]:
+    """Authorization header of user viewer on the module's ``client``."""
+    return {"Authorization": f"Bearer {api_token(client, 'viewer')}"}

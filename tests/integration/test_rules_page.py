@@ -20,7 +20,7 @@ from tests.pgtools import (
     rows,
     table_text,
 )
-from tests.uitools import auth_env, store_root, sync_dags
+from tests.uitools import api_token, auth_env, store_root, sync_dags
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -60,7 +60,7 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         test_client = TestClient(app)
         page_app = next(r.app for r in app.routes if getattr(r, "path", None) == "/migrations")
         page_app.state.api_client = lambda request: TestClient(app)
-        admin = {"Authorization": f"Bearer {_token(test_client, 'admin')}"}
+        admin = {"Authorization": f"Bearer {api_token(test_client, 'admin')}"}
         # prod as a connection of the metadata database (the Connections page's kind)
         for conn_id in ("nb_prod", "not_postgres"):
             test_client.delete(f"/api/v2/connections/{conn_id}", headers=admin)
@@ -84,22 +84,6 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert created.status_code == 201, created.text
         yield test_client
         purge_cached_app()
-
-
-def _token(client: Any, user: str) -> str:
-    resp = client.post("/auth/token", json={"username": user, "password": user})
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-def admin(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'admin')}"}
-
-
-@pytest.fixture(scope="module")
-def viewer(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'viewer')}"}
 
 
 def _message(resp: Any) -> str:
