@@ -66,6 +66,17 @@ def table_text(dsn: str, table: str, schema: str = "public") -> list[str]:
     ]
 
 
+def tables_text(dsn: str, schema: str = "public") -> dict[str, list[str]]:
+    """Every table of ``schema`` by name, with ``table_text``: equal dicts mean untouched tables."""
+    names = [
+        r[0]
+        for r in rows(
+            dsn, "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+        )
+    ]
+    return {name: table_text(dsn, name, schema) for name in names}
+
+
 @contextmanager
 def nocobase_databases() -> Iterator[dict[str, str]]:
     """Two fresh databases loaded from the real NocoBase fixture, dropped afterwards:

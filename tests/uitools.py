@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.factories import manifest_table
 from tests.pgtools import REPO
 
 # the failed seeded run's approved destructive part (a prod edit)
@@ -54,6 +55,13 @@ def auth_env(folder: Path) -> dict[str, str]:
     }
 
 
+def api_token(client: Any, user: str) -> str:
+    """A JWT of ``user`` (password = name, see USERS) from the API server app's ``/auth/token``."""
+    resp = client.post("/auth/token", json={"username": user, "password": user})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["access_token"])
+
+
 def store_root() -> Path:
     return Path(os.environ["MIGRATION_STORE"].removeprefix("file://"))
 
@@ -69,35 +77,6 @@ def sync_dags() -> None:
     )
     assert not bag.import_errors, bag.import_errors
     sync_bag_to_db(bag, "dags-folder", None)
-
-
-def _table(name: str, rule: str, data: dict[str, Any] | None) -> dict[str, Any]:
-    """A manifest entry as migration_create writes it (one text key column)."""
-    return {
-        "name": name,
-        "schema": "public",
-        "group": "system",
-        "rule": rule,
-        "rule_source": "system default (profile)",
-        "key_kind": "string",
-        "companion_of": [],
-        "structure": {
-            "name": name,
-            "schema": "public",
-            "columns": [{"name": "x_uid", "type": "character varying(255)", "nullable": False}],
-            "primary_key": ["x_uid"],
-            "primary_key_name": f"{name}_pkey",
-            "unique_constraints": [],
-            "indexes": [],
-            "foreign_keys": [],
-            "check_constraints": [],
-            "sequences": [],
-            "comment": None,
-            "types": [],
-        },
-        "estimated_rows": (data or {}).get("rows", 0),
-        "data": data,
-    }
 
 
 def migration_archive(
@@ -142,8 +121,8 @@ def migration_archive(
             "environment": {"variables": [], "referenced_unknown": []},
             "plugins": [],
             "tables": [
-                _table("uiSchemas", "overwrite", data),
-                _table("users", "schema-only", None),
+                manifest_table("uiSchemas", "overwrite", data),
+                manifest_table("users", "schema-only", None),
             ],
             "units": [{"id": "u1", "tables": ["uiSchemas"], "label": "uiSchemas"}],
             "warnings": [],

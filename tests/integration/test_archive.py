@@ -1,16 +1,14 @@
 """A damaged or foreign migration file is refused with ArchiveError, and the target stays as it was.
 
-Files are made by the engine from a small real source, then broken with Python's zipfile:
-bytes flipped in a data member, the file cut short, the manifest edited, another format
-version, members whose path leaves the archive.
+Files are made by the engine from a small real source (``good_file``: tests/integration/conftest.py
+and archive_tools.py), then broken with Python's zipfile (tests/factories.py): bytes flipped in a
+data member, the file cut short, the manifest edited, another format version, members whose path
+leaves the archive.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-import struct
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,117 +16,14 @@ from typing import Any
 
 import pytest
 
-from migration_manager.archive import MANIFEST, MANIFEST_SUM, ArchiveReader, open_archive
+from migration_manager.archive import MANIFEST_SUM, ArchiveReader, open_archive
 from migration_manager.errors import ApplyError, ArchiveError
 from migration_manager.execute import apply_unit, prepare
-from tests.pgtools import apply_file, make_file, rows, sql, table_text
+from tests.factories import edit_manifest, first_member, flip_bytes, rewrite
+from tests.integration.archive_tools import OVERWRITE_USER, assert_refused
+from tests.pgtools import apply_file, make_file, rows, sql, table_text, tables_text
 
 pytestmark = pytest.mark.postgres
-
-SOURCE = """
-CREATE TABLE items (id integer PRIMARY KEY, name text, data jsonb);
-INSERT INTO items SELECT g, 'source ' || g, jsonb_build_object('n', g) FROM generate_series(1, 500) g;
-CREATE TABLE fresh (id integer PRIMARY KEY, v text);
-INSERT INTO fresh VALUES (1, 'new table');
-"""
-TARGET = """
-CREATE TABLE items (id integer PRIMARY KEY, name text, data jsonb);
-INSERT INTO items VALUES (1, 'target 1', NULL), (999, 'target only', '{}');
-"""
-RULES = {"rules": {"user": {"default": "overwrite"}}}
-
-
-def snapshot(dsn: str) -> dict[str, list[str]]:
-    names = [
-        r[0]
-        for r in rows(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-    ]
-    return {name: table_text(dsn, name) for name in names}
-
-
-@pytest.fixture
-def good_file(source: str, target: str, tmp_path: Path) -> Path:
-    """A valid migration file (overwrite items, create fresh) and a target it would change."""
-    sql(source, SOURCE)
-    sql(target, TARGET)
-    path = tmp_path / "good.zip"
-    make_file(source, path, **RULES)
-    return path
-
-
-def rewrite(
-    src: Path,
-    dst: Path,
-    change: Callable[[str, bytes], bytes | None] = lambda name, data: data,
-    extra: dict[str, bytes] | None = None,
-) -> Path:
-    """Copy a zip member by member through ``change`` (None drops a member), plus ``extra``."""
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            data = change(info.filename, zin.read(info.filename))
-            if data is not None:
-                zout.writestr(info.filename, data)
-        for name, data in (extra or {}).items():
-            zout.writestr(zipfile.ZipInfo(name), data)
-    return dst
-
-
-def edit_manifest(
-    src: Path, dst: Path, edit: Callable[[dict[str, Any]], None], *, resum: bool
-) -> Path:
-    """Change manifest.json; with ``resum`` also write its new checksum (a consistent forgery)."""
-    with zipfile.ZipFile(src) as z:
-        manifest = json.loads(z.read(MANIFEST))
-    edit(manifest)
-    body = json.dumps(manifest).encode()
-
-    def change(name: str, data: bytes) -> bytes:
-        if name == MANIFEST:
-            return body
-        if name == MANIFEST_SUM and resum:
-            return hashlib.sha256(body).hexdigest().encode() + b"\n"
-        return data
-
-    return rewrite(src, dst, change)
-
-
-def data_offset(path: Path, member: str) -> tuple[int, int]:
-    """Where ``member``'s stored bytes start in the file, and how many there are."""
-    with zipfile.ZipFile(path) as z:
-        info = z.getinfo(member)
-    with path.open("rb") as fh:
-        fh.seek(info.header_offset)
-        header = fh.read(30)
-    name_len, extra_len = struct.unpack("<HH", header[26:30])
-    return info.header_offset + 30 + name_len + extra_len, info.compress_size
-
-
-def flip_bytes(src: Path, dst: Path, member: str) -> Path:
-    """Flip a few bytes in the middle of ``member``'s data, in place (the zip's CRC now lies too)."""
-    blob = bytearray(src.read_bytes())
-    start, size = data_offset(src, member)
-    assert size > 64, "the member is too small to damage in the middle"
-    for i in range(start + size // 2, start + size // 2 + 8):
-        blob[i] ^= 0xFF
-    dst.write_bytes(bytes(blob))
-    return dst
-
-
-def first_member(path: Path) -> str:
-    with zipfile.ZipFile(path) as z:
-        manifest = json.loads(z.read(MANIFEST))
-    items = next(t for t in manifest["tables"] if t["name"] == "items")
-    return str(items["data"]["member"])
-
-
-def assert_refused(path: Path, target: str, match: str) -> ArchiveError:
-    """Executing ``path`` raises ArchiveError matching ``match``; the target is unchanged."""
-    before = snapshot(target)
-    with pytest.raises(ArchiveError, match=match) as info:
-        apply_file(path, target)
-    assert snapshot(target) == before
-    return info.value
-
 
 # --------------------------------------------------------------------------- baseline
 
@@ -160,7 +55,7 @@ def test_corrupt_data_member_is_caught_while_streaming_and_the_unit_rolls_back(
 ) -> None:
     """apply_unit without a prior verify(): the damage surfaces mid-load, nothing is committed."""
     bad = flip_bytes(good_file, tmp_path / "bad.zip", first_member(good_file))
-    before = snapshot(target)
+    before = tables_text(target)
     with open_archive(bad) as reader:
         units = [u for u in reader.manifest.units]
         items_unit = next(u for u in units if "items" in u.tables)
@@ -168,7 +63,7 @@ def test_corrupt_data_member_is_caught_while_streaming_and_the_unit_rolls_back(
             apply_unit(reader, target, items_unit)
     assert isinstance(info.value, ApplyError)
     assert info.value.terminal, "a damaged file stays damaged: retrying cannot help"
-    assert snapshot(target) == before
+    assert tables_text(target) == before
 
 
 def _swap_member(good_file: Path, other: Path, dst: Path) -> Path:
@@ -187,7 +82,7 @@ def _swap_member(good_file: Path, other: Path, dst: Path) -> Path:
 def swapped_file(good_file: Path, source: str, tmp_path: Path) -> Path:
     sql(source, "UPDATE items SET name = 'tampered ' || id")
     other = tmp_path / "other.zip"
-    make_file(source, other, **RULES)
+    make_file(source, other, **OVERWRITE_USER)
     return _swap_member(good_file, other, tmp_path / "swapped.zip")
 
 
@@ -205,7 +100,7 @@ def test_swapped_data_member_loads_then_fails_its_checksum_and_rolls_back(
     swapped_file: Path, target: str
 ) -> None:
     """The member decompresses and parses as COPY: only its checksum tells, and the unit rolls back."""
-    before = snapshot(target)
+    before = tables_text(target)
     with open_archive(swapped_file) as reader:
         for u in reader.manifest.units:
             unit = u
@@ -214,7 +109,7 @@ def test_swapped_data_member_loads_then_fails_its_checksum_and_rolls_back(
             with pytest.raises(ApplyError, match="items: .*fails its checksum") as info:
                 apply_unit(reader, target, unit)
             assert isinstance(info.value.__cause__, ArchiveError)
-    assert snapshot(target) == before
+    assert tables_text(target) == before
     assert rows(target, "SELECT count(*) FROM items WHERE name LIKE 'tampered%'") == [(0,)]
 
 

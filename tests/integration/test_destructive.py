@@ -7,7 +7,6 @@ The NocoBase fixture pair: overwriting prod's uiSchemas with staging's deletes 6
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,49 +16,22 @@ from migration_manager.execute import prepare
 from migration_manager.step_outcomes import Difference
 from tests.airflowtools import (
     answer_when_asked,
-    connection_uri,
     pipeline_dag,
     run_dag,
     task_states,
     xcom,
 )
+from tests.integration.dagrun_tools import (
+    UI_OVERWRITE,
+    UI_OVERWRITE_ANSWERS,
+    UI_OVERWRITE_PART,
+    connect_nocobase_pair,
+    xcom_key,
+)
 from tests.mailtools import Inbox, message_body
-from tests.pgtools import FIXTURES, make_file, scalar, sql, table_text
+from tests.pgtools import make_file, scalar, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
-
-PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
-UI_OVERWRITE = {"system": {"default": "schema-only", "independent": {"uiSchemas": "overwrite"}}}
-ANSWERS: dict[str, Any] = {
-    "env_values": {"HELPDESK_URL": "https://h.invalid", "HELPDESK_KEY": "k-destructive"},
-    "on_missing_plugins": "continue",
-    "rules": UI_OVERWRITE,
-}
-UI_PART = "uiSchemas: overwrite would delete 63 of its 66 rows (95%)"
-
-
-def _connect(monkeypatch: pytest.MonkeyPatch, staging: str, prod: str) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_MIGRATION_TARGET",
-        connection_uri(prod, {"APP_AES_SECRET_KEY": PROD_KEY.hex()}),
-    )
-
-
-def _xcom_key(dag_run: Any, task_id: str, key: str) -> Any:
-    import json
-
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        value = (
-            session.query(XComModel.value)
-            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, key=key)
-            .scalar()
-        )
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
 
 # --- counting, engine level ---------------------------------------------------------------------
 
@@ -160,13 +132,13 @@ def test_manual_run_asks_and_a_rejection_stops_before_any_write(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     before = table_text(prod, "uiSchemas")
     thread = answer_when_asked("migration_sync", "destructive_check", ["Reject"], user="olga")
     dag_run = run_dag(
         "migration_sync",
         {
-            **ANSWERS,
+            **UI_OVERWRITE_ANSWERS,
             "on_destructive": "ask",  # the default of a manual run (run_dag's is continue)
             "notify_conn_id": "mm_smtp",
             "notify_to": ["ops@example.test"],
@@ -182,13 +154,15 @@ def test_manual_run_asks_and_a_rejection_stops_before_any_write(
         scalar(prod, "SELECT count(*) FROM \"environmentVariables\" WHERE name = 'HELPDESK_URL'")
         == 0
     )
-    found = _xcom_key(dag_run, "destructive_check", "destructive")
+    found = xcom_key(dag_run, "destructive_check", "destructive")
     assert found["decision"] == "rejected" and found["refused_by"] == "rejected by olga"
-    assert found["parts"] == [UI_PART]
+    assert found["parts"] == [UI_OVERWRITE_PART]
     # the question, then the refusal: two messages, the second one names the refused part
     messages = inbox.wait(2)
     assert [m["X-Migration-Event"] for m in messages] == ["question", "refused"]
-    assert UI_PART in message_body(messages[0]) and UI_PART in message_body(messages[1])
+    assert UI_OVERWRITE_PART in message_body(messages[0]) and UI_OVERWRITE_PART in message_body(
+        messages[1]
+    )
     assert "rejected by olga" in str(messages[1]["Subject"])
 
 
@@ -196,7 +170,7 @@ def test_a_pipeline_refuses_a_destructive_plan(
     nocobase_pair: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     before = table_text(prod, "uiSchemas")
     dag = pipeline_dag(
         tmp_path,
@@ -212,25 +186,25 @@ def test_a_pipeline_refuses_a_destructive_plan(
     from tests.airflowtools import metadata_db
 
     metadata_db()
-    dag_run = dag.test(run_conf={"env_values": ANSWERS["env_values"]})
+    dag_run = dag.test(run_conf={"env_values": UI_OVERWRITE_ANSWERS["env_values"]})
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)
     assert states["destructive_check"] == ["failed"] and states["backup"] == ["upstream_failed"]
     assert table_text(prod, "uiSchemas") == before
-    found = _xcom_key(dag_run, "destructive_check", "destructive")
-    assert found["parts"] == [UI_PART] and found["refused_by"] == "on_destructive=fail"
+    found = xcom_key(dag_run, "destructive_check", "destructive")
+    assert found["parts"] == [UI_OVERWRITE_PART] and found["refused_by"] == "on_destructive=fail"
 
 
 def test_a_destructive_plan_goes_on_when_allowed(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    dag_run = run_dag("migration_sync", {**ANSWERS, "on_destructive": "continue"})
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    dag_run = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "continue"})
     assert str(dag_run.state) == "success", task_states(dag_run)
     decided = xcom(dag_run, "destructive_check")
     assert decided["decision"] == "continue (on_destructive=continue)"
-    assert decided["parts"] == [UI_PART]
+    assert decided["parts"] == [UI_OVERWRITE_PART]
     assert table_text(prod, "uiSchemas") == table_text(staging, "uiSchemas")
 
 
@@ -243,9 +217,9 @@ def test_an_approved_destructive_plan_is_applied_and_the_approval_recorded(
     from migration_manager import store_layout
 
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     thread = answer_when_asked("migration_sync", "destructive_check", ["Approve"], user="olga")
-    dag_run = run_dag("migration_sync", {**ANSWERS, "on_destructive": "ask"})
+    dag_run = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "ask"})
     assert thread.error is None and thread.answered
     assert str(dag_run.state) == "success", task_states(dag_run)
     decided = xcom(dag_run, "destructive_check")
@@ -257,5 +231,7 @@ def test_an_approved_destructive_plan_is_applied_and_the_approval_recorded(
     step = next(
         s for s in json.loads(path.read_text())["steps"] if s["task_id"] == "destructive_check"
     )
-    assert step["outcome"]["decided_by"] == "olga" and step["outcome"]["parts"] == [UI_PART]
-    assert f"{UI_PART}: approved by olga" in (path.parent / "migration.log").read_text()
+    assert step["outcome"]["decided_by"] == "olga" and step["outcome"]["parts"] == [
+        UI_OVERWRITE_PART
+    ]
+    assert f"{UI_OVERWRITE_PART}: approved by olga" in (path.parent / "migration.log").read_text()

@@ -20,30 +20,13 @@ from migration_manager.errors import ApplyError, ArchiveError
 from migration_manager.execute import apply_unit
 from migration_manager.manifest import validate
 from migration_manager.signing import SIGNATURE_MEMBER, SigningKey, Trust, TrustedKey, generate
-from tests.integration.test_archive import (
-    RULES,
-    SOURCE,
-    TARGET,
-    assert_refused,
-    edit_manifest,
-    first_member,
-    rewrite,
-    snapshot,
-)
-from tests.pgtools import make_file, signing_key, sql
+from tests.factories import edit_manifest, first_member, flip_bytes, rewrite
+from tests.integration.archive_tools import assert_refused
+from tests.pgtools import signing_key, tables_text
 
 pytestmark = pytest.mark.postgres
 
 GIB = 1 << 30
-
-
-@pytest.fixture
-def good_file(source: str, target: str, tmp_path: Path) -> Path:
-    sql(source, SOURCE)
-    sql(target, TARGET)
-    path = tmp_path / "good.zip"
-    make_file(source, path, **RULES)
-    return path
 
 
 def trust(*keys: SigningKey, allow_unsigned: bool = False) -> Trust:
@@ -125,12 +108,12 @@ def test_a_zstd_stream_inflating_beyond_raw_bytes_is_refused_and_rolled_back(
 
     edited = edit_manifest(good_file, tmp_path / "e.zip", shrink, resum=True)
     resigned = _resign(edited, tmp_path / "r.zip", key)
-    before = snapshot(target)
+    before = tables_text(target)
     with open_archive(resigned, trust=trust(key)) as reader:
         unit = next(u for u in reader.manifest.units if "items" in u.tables)
         with pytest.raises(ApplyError, match="inflates beyond the 100 bytes its manifest declares"):
             apply_unit(reader, target, unit)
-    assert snapshot(target) == before
+    assert tables_text(target) == before
 
 
 def test_duplicated_member_names_are_refused(good_file: Path, target: str, tmp_path: Path) -> None:
@@ -148,8 +131,6 @@ def test_duplicated_member_names_are_refused(good_file: Path, target: str, tmp_p
 def test_a_damaged_data_member_says_to_create_the_file_again(
     good_file: Path, target: str, tmp_path: Path
 ) -> None:
-    from tests.integration.test_archive import flip_bytes
-
     bad = flip_bytes(good_file, tmp_path / "bad.zip", first_member(good_file))
     err = assert_refused(bad, target, "create the migration file again")
     assert first_member(good_file) in str(err)
@@ -262,7 +243,7 @@ def test_unsigned_untrusted_and_forged_files_are_refused_unless_allowed(
         m["source"]["database"] = "forged"
 
     forged = edit_manifest(good_file, tmp_path / "f.zip", forge, resum=True)  # old signature kept
-    before = snapshot(target)
+    before = tables_text(target)
     for path, message in (
         (unsigned, "is not signed; refusing it"),
         (stranger, "is signed by a key this side does not trust .*claims 'mallory'"),
@@ -276,7 +257,7 @@ def test_unsigned_untrusted_and_forged_files_are_refused_unless_allowed(
         assert "allow_unsigned" in str(info.value)
         with open_archive(path, trust=trust(key, allow_unsigned=True)) as reader:
             assert reader.signature.status != "verified"
-    assert snapshot(target) == before
+    assert tables_text(target) == before
 
 
 def test_a_manifest_is_signed_exactly(good_file: Path) -> None:

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql as q
 
 from migration_manager.errors import MigrationError
-from tests.integration.test_archive import edit_manifest
+from tests.factories import edit_manifest
 from tests.pgtools import apply_file, make_file, migrate, scalar, sql
 from tests.pgtools import rows as pg_rows
 from tests.schematools import assert_same, roles, schema_dump, user_schemas

@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import metadata_db
-from tests.uitools import PROD_EDIT_PART, auth_env, migration_archive, seed_store, sync_dags
+from tests.uitools import (
+    PROD_EDIT_PART,
+    api_token,
+    auth_env,
+    migration_archive,
+    seed_store,
+    sync_dags,
+)
 
 pytestmark = [pytest.mark.airflow]
 
@@ -52,22 +59,6 @@ def client(store: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> I
         purge_cached_app()
 
 
-def _token(client: Any, user: str) -> str:
-    resp = client.post("/auth/token", json={"username": user, "password": user})
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-def admin(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'admin')}"}
-
-
-@pytest.fixture(scope="module")
-def viewer(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'viewer')}"}
-
-
 def _routes(store: dict[str, Any]) -> list[tuple[str, str]]:
     m, r = store["success"]
     name = f"{m}.zip"
@@ -102,7 +93,7 @@ def test_every_route_refuses_anonymous_requests(client: Any, store: dict[str, An
 
 
 def test_the_ui_cookie_is_accepted(client: Any, store: dict[str, Any]) -> None:
-    token = _token(client, "admin")
+    token = api_token(client, "admin")
     from fastapi.testclient import TestClient
 
     with TestClient(client.app, cookies={"_token": token}) as browser_like:
@@ -532,7 +523,7 @@ def test_a_cross_site_form_post_with_the_ui_cookie_changes_nothing(
     from fastapi.testclient import TestClient
 
     m, _r = store["success"]
-    token = _token(client, "admin")
+    token = api_token(client, "admin")
     runs_before = _runs_of_execute(client, admin)
     body = migration_archive("mig-20261126T150000Z-csrf")
     stored = store["root"] / "files" / "mig-20261126T150000Z-csrf.zip"
@@ -735,7 +726,7 @@ def _raw_get(app: Any, raw_path: bytes, token: str) -> tuple[int, bytes]:
 def test_paths_outside_the_store_get_only_the_page_s_own_404(
     client: Any, store: dict[str, Any], raw: bytes
 ) -> None:
-    status, body = _raw_get(client.app, raw, _token(client, "admin"))
+    status, body = _raw_get(client.app, raw, api_token(client, "admin"))
     assert status == 404, (raw, status)
     assert b"root:" not in body and b"TOP-SECRET" not in body
     assert b"<h1>Not found</h1>" in body  # the Migrations page's error page, not another app's

@@ -12,18 +12,13 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import connection_uri, rerun_cleared, task_states, xcom
-from tests.integration.test_rollback_dags import Logs, _conn_id
+from tests.integration.dagrun_tools import Logs, target_conn_id
 from tests.pgtools import rows, sql
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
 COUNT = 12
 BAD = "t07"
-
-
-@pytest.fixture
-def logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Logs:
-    return Logs(capfd, caplog)
 
 
 def _tables(dsn: str, *, bad_text: bool = False) -> None:
@@ -60,7 +55,7 @@ def test_a_failing_unit_in_a_packed_task_and_a_clear_that_applies_only_it(
         f"CREATE TABLE {BAD} (id int PRIMARY KEY, v text); INSERT INTO {BAD} VALUES (1, 'seven');",
     )
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
     dag_run = logs.run(
         "migration_sync",
         {

@@ -13,30 +13,16 @@ from typing import Any
 
 import pytest
 
-from tests.airflowtools import answer_when_asked, connection_uri, run_dag, task_states
-from tests.pgtools import FIXTURES, rows, table_text
+from tests.airflowtools import answer_when_asked, run_dag, task_states
+from tests.integration.dagrun_tools import (
+    HELPDESK_SECRET,
+    HELPDESK_URL,
+    PROD_KEY,
+    connect_nocobase_pair,
+)
+from tests.pgtools import rows, tables_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
-
-PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
-SECRET = "s3cr3t-prod-helpdesk-7f9c1e"
-URL = "https://helpdesk.prod.invalid/api"
-
-
-def _connect(
-    monkeypatch: pytest.MonkeyPatch, staging: str, prod: str, prod_env: dict[str, str] | None = None
-) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
-    env = {"APP_AES_SECRET_KEY": PROD_KEY.hex(), **(prod_env or {})}
-    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_TARGET", connection_uri(prod, env))
-
-
-def _snapshot(dsn: str) -> dict[str, list[str]]:
-    tables = [
-        r[0]
-        for r in rows(dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
-    ]
-    return {t: table_text(dsn, t) for t in tables}
 
 
 def _env_rows(dsn: str) -> dict[str, tuple[str, str]]:
@@ -84,35 +70,35 @@ def test_env_mismatch_stops_before_any_write(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod, {"DB_TABLE_PREFIX": "nb_"})
-    before = _snapshot(prod)
+    connect_nocobase_pair(monkeypatch, staging, prod, {"DB_TABLE_PREFIX": "nb_"})
+    before = tables_text(prod)
     dag_run = run_dag("migration_sync", {"on_missing_plugins": "continue"})
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)
     assert states["env_check"] == ["failed"]
     assert states["plan"] == ["upstream_failed"]
     assert all(s == "upstream_failed" for s in states["env_write"])
-    assert _snapshot(prod) == before
+    assert tables_text(prod) == before
 
 
 def test_values_from_params_land_in_prod(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     conf: dict[str, Any] = {
-        "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        "env_values": {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": HELPDESK_SECRET},
         "on_missing_plugins": "continue",
     }
     dag_run = run_dag("migration_sync", conf)
     assert str(dag_run.state) == "success", task_states(dag_run)
     stored = _env_rows(prod)
-    assert stored["HELPDESK_URL"] == ("default", URL)
+    assert stored["HELPDESK_URL"] == ("default", HELPDESK_URL)
     kind, value = stored["HELPDESK_KEY"]
-    assert kind == "secret" and value != SECRET
-    assert _decrypt(value) == SECRET  # decrypts with prod's key, as NocoBase would
+    assert kind == "secret" and value != HELPDESK_SECRET
+    assert _decrypt(value) == HELPDESK_SECRET  # decrypts with prod's key, as NocoBase would
     # conf is the one place the value was given; it must not leak into logs, XCom or files
-    _assert_secret_nowhere(SECRET)
+    _assert_secret_nowhere(HELPDESK_SECRET)
 
 
 def test_secrets_by_reference_are_resolved_in_the_task_and_never_in_the_conf(
@@ -123,7 +109,7 @@ def test_secrets_by_reference_are_resolved_in_the_task_and_never_in_the_conf(
     """env_values names an Airflow Variable (the secret) and a connection (its password): the
     run's conf holds only the names; the values land in prod, the secret encrypted."""
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     secret = "by-reference-9d2e71c4b0"
     url = "https://helpdesk.by-connection.invalid/api"
     monkeypatch.setenv("AIRFLOW_VAR_HELPDESK_KEY_PROD", secret)
@@ -157,10 +143,13 @@ def test_a_literal_secret_is_warned_about_in_the_run_log(
 ) -> None:
     """A reference to a Variable that does not exist stops the run naming both; a literal secret warns."""
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    before = _snapshot(prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    before = tables_text(prod)
     conf: dict[str, Any] = {
-        "env_values": {"HELPDESK_URL": {"variable": "no_such_variable"}, "HELPDESK_KEY": SECRET},
+        "env_values": {
+            "HELPDESK_URL": {"variable": "no_such_variable"},
+            "HELPDESK_KEY": HELPDESK_SECRET,
+        },
         "on_missing_plugins": "continue",
     }
     dag_run = run_dag("migration_sync", conf)
@@ -169,28 +158,28 @@ def test_a_literal_secret_is_warned_about_in_the_run_log(
     assert task_states(dag_run)["env_values"] == ["failed"]
     assert "Secret HELPDESK_KEY was given as a literal value in env_values" in task_log
     assert "env_values['HELPDESK_URL']: the variable 'no_such_variable' does not exist" in task_log
-    assert _snapshot(prod) == before
+    assert tables_text(prod) == before
 
 
 def test_values_answered_through_the_prompt(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    secret = SECRET + "-prompted"
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    secret = HELPDESK_SECRET + "-prompted"
     # the missing plugin is asked in the same question as the values: one answer for both
     env_answer = answer_when_asked(
         "migration_sync",
         "env_values",
         ["Continue with these values"],
-        {"HELPDESK_URL": URL, "HELPDESK_KEY": secret},
+        {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": secret},
         user="olga",
     )
     dag_run = run_dag("migration_sync")
     assert env_answer.error is None and env_answer.answered
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert _decrypt(_env_rows(prod)["HELPDESK_KEY"][1]) == secret
-    assert _env_rows(prod)["HELPDESK_URL"] == ("default", URL)
+    assert _env_rows(prod)["HELPDESK_URL"] == ("default", HELPDESK_URL)
     from tests.airflowtools import xcom
 
     decision = xcom(dag_run, "plugin_check")
@@ -205,13 +194,13 @@ def test_stop_in_the_question_for_values_and_plugins(
     """The one question for the missing values and plugins also offers to stop: nothing written,
     plugin_check never asks."""
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    before = _snapshot(prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    before = tables_text(prod)
     answer = answer_when_asked(
         "migration_sync",
         "env_values",
         ["Stop the migration"],
-        {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+        {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": HELPDESK_SECRET},
         user="olga",
     )
     dag_run = run_dag("migration_sync")
@@ -219,21 +208,21 @@ def test_stop_in_the_question_for_values_and_plugins(
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)
     assert states["env_values"] == ["failed"] and states["plugin_check"] == ["upstream_failed"]
-    assert _snapshot(prod) == before
+    assert tables_text(prod) == before
 
 
 def test_on_missing_env_fail(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    before = _snapshot(prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    before = tables_text(prod)
     dag_run = run_dag(
-        "migration_sync", {"on_missing_env": "fail", "env_values": {"HELPDESK_URL": URL}}
+        "migration_sync", {"on_missing_env": "fail", "env_values": {"HELPDESK_URL": HELPDESK_URL}}
     )
     assert str(dag_run.state) == "failed"
     assert task_states(dag_run)["env_values"] == ["failed"]
-    assert _snapshot(prod) == before
+    assert tables_text(prod) == before
 
 
 @pytest.mark.parametrize(("mode", "answer"), [("fail", None), ("ask", "Stop the migration")])
@@ -241,30 +230,33 @@ def test_missing_plugins_stop(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch, mode: str, answer: str | None
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    before = _snapshot(prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    before = tables_text(prod)
     thread = answer_when_asked("migration_sync", "plugin_check", [answer]) if answer else None
     dag_run = run_dag(
         "migration_sync",
-        {"on_missing_plugins": mode, "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET}},
+        {
+            "on_missing_plugins": mode,
+            "env_values": {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": HELPDESK_SECRET},
+        },
     )
     assert str(dag_run.state) == "failed"
     assert task_states(dag_run)["plugin_check"] == ["failed"]
     if thread is not None:
         assert thread.error is None and thread.answered
-    assert _snapshot(prod) == before
+    assert tables_text(prod) == before
 
 
 def test_missing_plugins_continue(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     dag_run = run_dag(
         "migration_sync",
         {
             "on_missing_plugins": "continue",
-            "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+            "env_values": {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": HELPDESK_SECRET},
         },
     )
     assert str(dag_run.state) == "success", task_states(dag_run)
@@ -293,5 +285,5 @@ def test_env_values_into_a_table_not_shaped_as_the_app_s_fail_clearly(
         match=r"environment variables HELPDESK_URL into the target failed \(column \"createdAt\".*"
         r"nothing was written.*not shaped as the nocobase profile expects",
     ):
-        checks.write_values(manifest.profile, prod, {}, [("HELPDESK_URL", "default", URL)])
+        checks.write_values(manifest.profile, prod, {}, [("HELPDESK_URL", "default", HELPDESK_URL)])
     assert _env_rows(prod) == before

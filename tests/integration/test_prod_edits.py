@@ -23,7 +23,12 @@ from migration_manager.pg import identity_of
 from migration_manager.plan_report import PlanReport
 from migration_manager.prod_edits import TargetRecord, changed_since, target_key
 from tests.airflowtools import answer_when_asked, run_dag, task_states, xcom
-from tests.integration.test_destructive import ANSWERS, UI_PART, _connect, _xcom_key
+from tests.integration.dagrun_tools import (
+    UI_OVERWRITE_ANSWERS,
+    UI_OVERWRITE_PART,
+    connect_nocobase_pair,
+    xcom_key,
+)
 from tests.pgtools import make_file, rows, sql, table_text
 
 pytestmark = [pytest.mark.postgres]
@@ -197,8 +202,8 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
-    first = run_dag("migration_sync", {**ANSWERS, "on_destructive": "continue"})
+    connect_nocobase_pair(monkeypatch, staging, prod)
+    first = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "continue"})
     assert str(first.state) == "success", task_states(first)
     # this prod's record (other tests of the session migrate into other databases)
     key = target_key("migration_target", identity_of(prod))
@@ -208,7 +213,7 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     assert tables["uiSchemas"]["rows"] == len(table_text(staging, "uiSchemas"))
     assert first.run_id in tables["uiSchemas"]["run"]
     # the next sync finds nothing changed in prod: not destructive
-    again = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail"})
+    again = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "fail"})
     assert str(again.state) == "success", task_states(again)
     assert xcom(again, "destructive_check")["decision"] == "not destructive"
     # someone edits three configuration rows in prod
@@ -219,9 +224,11 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
         f"replaced (keys {', '.join(keys)})"
     )
     # a dry run lists it (plan report, destructive_check, run log), writes nothing
-    dry = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail", "dry_run": True})
+    dry = run_dag(
+        "migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "fail", "dry_run": True}
+    )
     assert str(dry.state) == "success", task_states(dry)
-    report = _xcom_key(dry, "plan", "report")
+    report = xcom_key(dry, "plan", "report")
     assert [c["table"] for c in report["changed_in_prod"]] == ["uiSchemas"]
     assert xcom(dry, "destructive_check")["parts"] == [part]
     assert table_text(prod, "uiSchemas") == edited
@@ -232,10 +239,10 @@ def test_a_prod_edit_after_a_migration_is_listed_before_the_next_overwrite(
     assert part in log_text
     assert "changed in prod since the last migration: uiSchemas" in log_text  # the plan step
     # a nightly-style run refuses it: destructive because of the prod edit alone
-    refused = run_dag("migration_sync", {**ANSWERS, "on_destructive": "fail"})
+    refused = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "fail"})
     assert str(refused.state) == "failed"
     assert task_states(refused)["backup"] == ["upstream_failed"]
-    found = _xcom_key(refused, "destructive_check", "destructive")
+    found = xcom_key(refused, "destructive_check", "destructive")
     assert found["parts"] == [part] and found["refused_by"] == "on_destructive=fail"
     assert found["prod_edits"][0]["rows"] == EDITED
     assert table_text(prod, "uiSchemas") == edited
@@ -246,7 +253,7 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     edited: list[list[str]] = []
 
     def edit_prod() -> None:  # after the plan and its approval question, before the answer
@@ -256,7 +263,7 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     thread = answer_when_asked(
         "migration_sync", "destructive_check", ["Approve"], user="olga", before_answer=edit_prod
     )
-    dag_run = run_dag("migration_sync", {**ANSWERS, "on_destructive": "ask"})
+    dag_run = run_dag("migration_sync", {**UI_OVERWRITE_ANSWERS, "on_destructive": "ask"})
     assert thread.error is None and thread.answered and edited
     assert str(dag_run.state) == "failed"
     states = task_states(dag_run)
@@ -274,7 +281,7 @@ def test_a_target_changed_after_the_approval_fails_the_unit_with_prod_untouched(
     assert "uiSchemas: changed in the target since the plan" in text
     assert "Nothing of unit uiSchemas (overwrite) was written" in text
     assert "Run the migration again" in text
-    assert UI_PART in text  # the approved plan (63 of 66 rows) is in the log, not applied
+    assert UI_OVERWRITE_PART in text  # the approved plan (63 of 66 rows) is in the log, not applied
 
 
 @pytest.mark.airflow
@@ -288,11 +295,11 @@ def test_a_restore_is_not_taken_for_prod_edits_at_the_next_sync(
     from migration_manager.backup.record import read_restores
 
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     before = table_fingerprints(prod)
     plugins = table_text(prod, "applicationPlugins")
     # the default rules (the package's own), as a user's first sync
-    conf = {k: ANSWERS[k] for k in ("env_values", "on_missing_plugins")}
+    conf = {k: UI_OVERWRITE_ANSWERS[k] for k in ("env_values", "on_missing_plugins")}
     conf["on_destructive"] = "continue"
     first = run_dag("migration_sync", conf)
     assert str(first.state) == "success", task_states(first)
@@ -322,12 +329,12 @@ def test_a_restore_is_not_taken_for_prod_edits_at_the_next_sync(
 
     again = run_dag("migration_sync", {**conf, "dry_run": True})
     assert str(again.state) == "success", task_states(again)
-    assert _xcom_key(again, "plan", "report")["changed_in_prod"] == []
+    assert xcom_key(again, "plan", "report")["changed_in_prod"] == []
     assert not any("changed in prod" in p for p in xcom(again, "destructive_check")["parts"])
 
     # a prod edit made after the restore is found as before
     _edit_ui_schemas(prod, EDITED, "edited after the restore")
     edited = run_dag("migration_sync", {**conf, "dry_run": True})
-    assert [c["table"] for c in _xcom_key(edited, "plan", "report")["changed_in_prod"]] == [
+    assert [c["table"] for c in xcom_key(edited, "plan", "report")["changed_in_prod"]] == [
         "uiSchemas"
     ]

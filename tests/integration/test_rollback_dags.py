@@ -6,7 +6,6 @@ Each test uses its own target connection id, so its backups have their own folde
 from __future__ import annotations
 
 import json
-import logging
 import os
 import uuid
 from pathlib import Path
@@ -16,20 +15,19 @@ import psycopg
 import pytest
 
 from migration_manager.backup.fingerprints import table_fingerprints
-from tests.airflowtools import connection_uri, run_dag, summaries, task_states, xcom
-from tests.pgtools import FIXTURES, drop_database, dsn_for, rows, scalar, sql, table_text
+from tests.airflowtools import connection_uri, summaries, task_states, xcom
+from tests.integration.dagrun_tools import (
+    FAILING_SOURCE,
+    FAILING_TARGET,
+    OVERWRITE_ALL,
+    PROD_KEY,
+    Logs,
+    failing_sync,
+    target_conn_id,
+)
+from tests.pgtools import drop_database, dsn_for, rows, scalar, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
-
-PROD_KEY = (FIXTURES / "dev_prod_aes_key.dat").read_bytes()
-
-
-def _conn_id(
-    monkeypatch: pytest.MonkeyPatch, dsn: str, app_env: dict[str, str] | None = None
-) -> str:
-    conn_id = f"mm_target_{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_uri(dsn, app_env))
-    return conn_id
 
 
 def _backup_folder(conn_id: str) -> Path:
@@ -47,79 +45,15 @@ def _summary(dag_run: Any) -> dict[str, Any]:
     return found[-1]
 
 
-class Logs:
-    """Task logs of ``dag.test()`` runs, read from what pytest captured.
-
-    ``dag.test()`` prints task logs (the first run of a session) or hands them to ``logging``
-    (later runs, once pytest's log handler is in place): both are collected.
-    """
-
-    def __init__(self, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture):
-        self.capfd = capfd
-        self.caplog = caplog
-        self.text = ""
-
-    def run(self, dag_id: str, conf: dict[str, Any]) -> Any:
-        self.capfd.readouterr()
-        self.caplog.clear()
-        with self.caplog.at_level(logging.INFO):
-            dag_run = run_dag(dag_id, conf)
-        captured = self.capfd.readouterr()
-        self.text = "\n".join((captured.out, captured.err, self.caplog.text))
-        return dag_run
-
-    def task(self, name: str) -> str:
-        """What the task logged in the last run: lines tagged with its operator (or task) name."""
-        lines = [line for line in self.text.splitlines() if name in line]
-        assert lines, f"nothing logged by {name}"
-        return "\n".join(lines)
-
-
-@pytest.fixture
-def logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Logs:
-    return Logs(capfd, caplog)
-
-
-SOURCE = """
-CREATE TABLE good (id int PRIMARY KEY, v text);
-INSERT INTO good SELECT g, 'source ' || g FROM generate_series(1, 50) g;
-CREATE TABLE fresh (id int PRIMARY KEY, v text);
-INSERT INTO fresh VALUES (1, 'new in the source');
-CREATE TABLE bad (id int PRIMARY KEY, v integer);
-INSERT INTO bad VALUES (1, 1);
-"""
-# the target's `bad` holds text that the source's integer type cannot take: its unit fails
-TARGET = """
-CREATE TABLE good (id int PRIMARY KEY, v text);
-INSERT INTO good SELECT g, 'target ' || g FROM generate_series(1, 80) g;
-CREATE TABLE bad (id int PRIMARY KEY, v text);
-INSERT INTO bad VALUES (7, 'seven');
-CREATE TABLE untouched (id serial PRIMARY KEY, note text);
-INSERT INTO untouched (note) VALUES ('kept'), ('as is');
-"""
-OVERWRITE_ALL = {"profile": "generic", "rules": {"user": {"default": "overwrite"}}}
-
-
-def _failing_sync(
-    source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs, **conf: Any
-) -> tuple[Any, str]:
-    """SOURCE and TARGET must be loaded; runs a sync whose `bad` unit fails."""
-    monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
-    dag_run = logs.run("migration_sync", {**OVERWRITE_ALL, "target_conn_id": conn_id, **conf})
-    assert str(dag_run.state) == "failed"
-    return dag_run, conn_id
-
-
 def test_a_failed_unit_rolls_the_whole_target_back(
     source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
-    sql(source, SOURCE)
-    sql(target, TARGET)
+    sql(source, FAILING_SOURCE)
+    sql(target, FAILING_TARGET)
     before = table_fingerprints(target)
     texts = {t.split(".")[1]: table_text(target, t.split(".")[1]) for t in before}
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
 
     dag_run = logs.run("migration_sync", {**OVERWRITE_ALL, "target_conn_id": conn_id})
 
@@ -160,7 +94,7 @@ def test_no_rollback_without_failure(
 ) -> None:
     sql(source, "CREATE TABLE good (id int PRIMARY KEY, v text); INSERT INTO good VALUES (1, 'x')")
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
     conf = {"profile": "generic", "target_conn_id": conn_id}  # user tables: schema-only
     dag_run = logs.run("migration_sync", conf)
     assert str(dag_run.state) == "success", task_states(dag_run)
@@ -177,9 +111,9 @@ def test_no_rollback_without_failure(
 
 
 def test_skip_backup(source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs) -> None:
-    sql(source, SOURCE)
-    sql(target, TARGET)
-    dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs, skip_backup=True)
+    sql(source, FAILING_SOURCE)
+    sql(target, FAILING_TARGET)
+    dag_run, conn_id = failing_sync(source, target, monkeypatch, logs, skip_backup=True)
     states = task_states(dag_run)
     # plugin_check had the scheduler skip the backup (and env_write: no value to write); the
     # units ran all the same, and rollback still reports that there is nothing to restore
@@ -202,10 +136,10 @@ def test_skip_backup(source: str, target: str, monkeypatch: pytest.MonkeyPatch, 
 def test_rollback_off_then_migration_rollback_in_place(
     source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
-    sql(source, SOURCE)
-    sql(target, TARGET)
+    sql(source, FAILING_SOURCE)
+    sql(target, FAILING_TARGET)
     before = table_fingerprints(target)
-    dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs, rollback_on_failure=False)
+    dag_run, conn_id = failing_sync(source, target, monkeypatch, logs, rollback_on_failure=False)
     (backup_id,) = _backup_ids(conn_id)
     outcome = _summary(dag_run)["rollback"]
     assert outcome["status"] == "not rolled back" and outcome["backup_id"] == backup_id
@@ -248,10 +182,10 @@ def test_rollback_off_then_migration_rollback_in_place(
 def test_migration_rollback_into_a_new_database(
     source: str, target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
-    sql(source, SOURCE)
-    sql(target, TARGET)
+    sql(source, FAILING_SOURCE)
+    sql(target, FAILING_TARGET)
     before = table_fingerprints(target)
-    dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs, rollback_on_failure=False)
+    dag_run, conn_id = failing_sync(source, target, monkeypatch, logs, rollback_on_failure=False)
     (backup_id,) = _backup_ids(conn_id)
     failed_state = table_fingerprints(target)
     name = f"mmtest_green_{uuid.uuid4().hex[:8]}"
@@ -298,9 +232,9 @@ def _store_backup(dsn: str, conn_id: str, **meta: Any) -> str:
 def test_migration_rollback_refuses_another_server_major_and_a_damaged_backup(
     target: str, monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
-    sql(target, TARGET)
+    sql(target, FAILING_TARGET)
     before = table_fingerprints(target)
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
     backup_id = _store_backup(target, conn_id)
     sql(target, "DELETE FROM good; CREATE TABLE later (x int)")
     changed = table_fingerprints(target)
@@ -346,7 +280,7 @@ def test_nocobase_failed_promotion_leaves_prod_as_it_was(
     before = table_fingerprints(prod)
     assert len(before) == 104
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(staging))
-    conn_id = _conn_id(monkeypatch, prod, {"APP_AES_SECRET_KEY": PROD_KEY.hex()})
+    conn_id = target_conn_id(monkeypatch, prod, {"APP_AES_SECRET_KEY": PROD_KEY.hex()})
 
     dag_run = logs.run(
         "migration_sync",
@@ -387,7 +321,7 @@ def test_nocobase_version_alignment(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch, logs: Logs
 ) -> None:
     _staging, prod = nocobase_pair
-    conn_id = _conn_id(monkeypatch, prod)
+    conn_id = target_conn_id(monkeypatch, prod)
     backup_id = _store_backup(prod, conn_id, profile="nocobase")
     before = table_fingerprints(prod)
     version = scalar(prod, 'SELECT value FROM "applicationVersion"')
@@ -410,10 +344,10 @@ def test_blue_green(
     """PROD-A keeps serving; its backup goes into PROD-B, which is migrated, then traffic switches."""
     from tests.pgtools import make_file
 
-    sql(source, SOURCE.replace("bad", "bad_unused"))  # no conflict: the migration succeeds
-    sql(target, TARGET)
+    sql(source, FAILING_SOURCE.replace("bad", "bad_unused"))  # no conflict: the migration succeeds
+    sql(target, FAILING_TARGET)
     prod_a = table_fingerprints(target)
-    conn_a = _conn_id(monkeypatch, target)
+    conn_a = target_conn_id(monkeypatch, target)
     safety = logs.run("migration_backup", {"target_conn_id": conn_a, "profile": "generic"})
     assert str(safety.state) == "success", task_states(safety)
     backup_id = xcom(safety, "backup")["backup_id"]
@@ -430,7 +364,7 @@ def test_blue_green(
             },
         )
         assert str(restored.state) == "success", task_states(restored)
-        conn_b = _conn_id(monkeypatch, dsn_for(prod_b))
+        conn_b = target_conn_id(monkeypatch, dsn_for(prod_b))
         file = tmp_path / "release.zip"
         make_file(source, file, rules={"user": {"default": "overwrite"}})
         migrated = logs.run(
@@ -450,8 +384,8 @@ def test_a_backup_waits_for_a_migration_on_its_target(
     """migration_backup never catches a migration half done: it takes the target's lock."""
     from migration_manager.target_lock import DagRunRef, hold_run_lock
 
-    sql(target, TARGET)
-    conn_id = _conn_id(monkeypatch, target)
+    sql(target, FAILING_TARGET)
+    conn_id = target_conn_id(monkeypatch, target)
     conf = {"target_conn_id": conn_id, "profile": "generic", "target_lock_timeout": 2}
     with hold_run_lock(target, DagRunRef("migration_sync", "nightly-7"), timeout=5):
         refused = logs.run("migration_backup", conf)

@@ -12,6 +12,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.airflowtools import connection_uri, metadata_db, run_dag, summaries, task_states
+from tests.factories import connection_document
 from tests.pgtools import (
     FIXTURES,
     dsn_for,
@@ -19,7 +20,7 @@ from tests.pgtools import (
     rows,
     table_text,
 )
-from tests.uitools import auth_env, store_root, sync_dags
+from tests.uitools import api_token, auth_env, store_root, sync_dags
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
@@ -59,23 +60,19 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         test_client = TestClient(app)
         page_app = next(r.app for r in app.routes if getattr(r, "path", None) == "/migrations")
         page_app.state.api_client = lambda request: TestClient(app)
-        admin = {"Authorization": f"Bearer {_token(test_client, 'admin')}"}
+        admin = {"Authorization": f"Bearer {api_token(test_client, 'admin')}"}
         # prod as a connection of the metadata database (the Connections page's kind)
         for conn_id in ("nb_prod", "not_postgres"):
             test_client.delete(f"/api/v2/connections/{conn_id}", headers=admin)
-        parts = json.loads(connection_uri(dbs["prod"], {"APP_AES_SECRET_KEY": AES_PROD}))
+        app_env = {"app_env": {"APP_AES_SECRET_KEY": AES_PROD}}
         created = test_client.post(
             "/api/v2/connections",
             headers=admin,
             json={
                 "connection_id": "nb_prod",
-                "conn_type": "postgres",
-                "description": "NocoBase prod",
-                "host": parts["host"],
-                "port": parts["port"],
-                "login": parts["login"],
-                "schema": parts["schema"],
-                "extra": json.dumps(parts["extra"]),
+                **connection_document(
+                    dbs["prod"], extra=json.dumps(app_env), description="NocoBase prod"
+                ),
             },
         )
         assert created.status_code == 201, created.text
@@ -87,22 +84,6 @@ def client(dbs: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Ite
         assert created.status_code == 201, created.text
         yield test_client
         purge_cached_app()
-
-
-def _token(client: Any, user: str) -> str:
-    resp = client.post("/auth/token", json={"username": user, "password": user})
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["access_token"])
-
-
-@pytest.fixture(scope="module")
-def admin(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'admin')}"}
-
-
-@pytest.fixture(scope="module")
-def viewer(client: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token(client, 'viewer')}"}
 
 
 def _message(resp: Any) -> str:

@@ -11,24 +11,18 @@ from typing import Any
 import pytest
 
 from tests.airflowtools import run_dag, set_connections, task_states, xcom
+from tests.integration.dagrun_tools import (
+    HELPDESK_SECRET,
+    HELPDESK_URL,
+    connect_nocobase_pair,
+    log_folder,
+    run_record,
+)
 from tests.pgtools import psql_bin, rows, sql
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
 
 TARGET_DDL = "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric(10,2)); "
-
-
-def _log_folder(dag_run: Any) -> Path:
-    from migration_manager.store_layout import safe_component
-    from tests.uitools import store_root
-
-    found = list((store_root() / "logs").glob(f"*/{safe_component(dag_run.run_id)}"))
-    assert len(found) == 1, f"no single log folder for run {dag_run.run_id}: {found}"
-    return found[0]
-
-
-def _record(folder: Path) -> dict[str, Any]:
-    return dict(json.loads((folder / "migration.json").read_text()))
 
 
 def _steps(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -70,7 +64,7 @@ def test_successful_run_is_logged_step_by_step(
     dag_run = run_dag("migration_execute", {"migration_file": uri})
     assert str(dag_run.state) == "success", task_states(dag_run)
 
-    folder = _log_folder(dag_run)
+    folder = log_folder(dag_run)
     assert sorted(p.name for p in folder.iterdir()) == [
         "data.sql",
         "migration.json",
@@ -78,7 +72,7 @@ def test_successful_run_is_logged_step_by_step(
         "schema.sql",
         "summary.json",
     ]
-    record = _record(folder)
+    record = run_record(folder)
     assert record["status"] == "success" and record["dag_id"] == "migration_execute"
     assert record["run_id"] == dag_run.run_id and record["run_type"] == "manual"
     file_path = Path(uri.removeprefix("file://"))
@@ -168,7 +162,7 @@ def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.Monk
     )
     assert str(dag_run.state) == "failed"
     assert task_states(dag_run)["collect_logs"] == ["failed"]
-    record = _record(_log_folder(dag_run))
+    record = run_record(log_folder(dag_run))
     assert record["status"] == "failed"
     assert record["failed_units"][0]["tables"] == ["bad"]
     steps = _steps(record)
@@ -185,7 +179,7 @@ def test_failed_run_is_logged(source: str, target: str, monkeypatch: pytest.Monk
     assert steps["env_write"]["note"] == "No environment variables to write"
     assert record["source"]["conn_id"] == "migration_source"
     assert any('column "extra"' in e for e in record["errors"])
-    text = (_log_folder(dag_run) / "migration.log").read_text()
+    text = (log_folder(dag_run) / "migration.log").read_text()
     assert "! apply_table[bad (overwrite)]: " in text and "FAILED" in text.splitlines()[0]
     assert "skip_backup is set: no backup is taken" in text
 
@@ -210,9 +204,9 @@ def test_run_stopped_by_the_checks_is_logged(
     )
     dag_run = run_dag("migration_execute", {"migration_file": uri})
     assert str(dag_run.state) == "failed"
-    folder = _log_folder(dag_run)
+    folder = log_folder(dag_run)
     assert folder.parent.name == Path(uri).stem  # filed under the migration's id, from the file
-    record = _record(folder)
+    record = run_record(folder)
     steps = _steps(record)
     assert record["status"] == "failed" and record["tables"] == []
     assert (
@@ -227,14 +221,12 @@ def test_run_stopped_by_the_checks_is_logged(
 def test_secret_values_never_reach_the_log(
     nocobase_pair: tuple[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tests.integration.test_preflight import SECRET, URL, _connect
-
     staging, prod = nocobase_pair
-    _connect(monkeypatch, staging, prod)
+    connect_nocobase_pair(monkeypatch, staging, prod)
     dag_run = run_dag(
         "migration_sync",
         {
-            "env_values": {"HELPDESK_URL": URL, "HELPDESK_KEY": SECRET},
+            "env_values": {"HELPDESK_URL": HELPDESK_URL, "HELPDESK_KEY": HELPDESK_SECRET},
             "on_missing_plugins": "continue",
         },
     )
@@ -243,13 +235,13 @@ def test_secret_values_never_reach_the_log(
         prod, 'SELECT value FROM "environmentVariables" WHERE name = %s', ("HELPDESK_KEY",)
     )
     ciphertext = stored[0][0]
-    folder = _log_folder(dag_run)
+    folder = log_folder(dag_run)
     for path in folder.iterdir():
         text = path.read_text()
-        assert SECRET not in text, path.name
+        assert HELPDESK_SECRET not in text, path.name
         assert ciphertext not in text, path.name  # not even encrypted
-        assert URL not in text, path.name  # values are not recorded, plain ones neither
-    record = _record(folder)
+        assert HELPDESK_URL not in text, path.name  # values are not recorded, plain ones neither
+    record = run_record(folder)
     assert record["params"]["env_values"] == ["HELPDESK_KEY", "HELPDESK_URL"]
     supplied = record["checks"]["env_values"]["supplied"]
     assert {"name": "HELPDESK_KEY", "type": "secret"} in supplied

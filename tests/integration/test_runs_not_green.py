@@ -14,21 +14,16 @@ import pytest
 from migration_manager.airflow.store import run_rollback_record
 from migration_manager.backup.fingerprints import table_fingerprints
 from tests.airflowtools import connection_uri, metadata_db, rerun_cleared, task_states, xcom
-from tests.integration.test_rollback_dags import (
-    SOURCE,
-    TARGET,
+from tests.integration.dagrun_tools import (
+    FAILING_SOURCE,
+    FAILING_TARGET,
     Logs,
-    _conn_id,
-    _failing_sync,
+    failing_sync,
+    target_conn_id,
 )
 from tests.pgtools import REPO, make_file, rows, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
-
-
-@pytest.fixture
-def logs(capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> Logs:
-    return Logs(capfd, caplog)
 
 
 def _store_files() -> list[str]:
@@ -43,7 +38,7 @@ def test_a_sync_onto_its_own_source_database_is_refused_before_anything_runs(
     sql(source, "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'a');")
     source_id = "mm_same_source"
     monkeypatch.setenv(f"AIRFLOW_CONN_{source_id.upper()}", connection_uri(source))
-    target_id = _conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
+    target_id = target_conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
     before, files = table_fingerprints(source), _store_files()
 
     dag_run = logs.run(
@@ -90,7 +85,7 @@ def test_executing_a_file_on_its_own_source_database_is_refused_before_anything_
     assert identity["system_identifier"] == sysid
     assert "password" not in json.dumps(manifest["source"]).lower()
     # the file was made by the session's trusted key, so only the identity can refuse it
-    target_id = _conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
+    target_id = target_conn_id(monkeypatch, source.replace("127.0.0.1", "localhost"))
     sql(source, "UPDATE t SET v = 'changed after the file was made'")
     before = table_fingerprints(source)
 
@@ -121,10 +116,10 @@ def test_a_cleared_unit_of_a_rolled_back_run_refuses_to_apply_alone(
     """After the automatic rollback, clearing one apply_table map index (here the unit that
     had succeeded, `good`) used to apply it alone to the restored target. It must refuse, say to
     run the whole migration again, leave the target as the rollback left it, and the run failed."""
-    sql(source, SOURCE)
-    sql(target, TARGET)
+    sql(source, FAILING_SOURCE)
+    sql(target, FAILING_TARGET)
     before = table_fingerprints(target)
-    dag_run, conn_id = _failing_sync(source, target, monkeypatch, logs)
+    dag_run, conn_id = failing_sync(source, target, monkeypatch, logs)
     rollback = xcom(dag_run, "rollback")
     assert rollback["status"] == "rolled back"
     backup_id = rollback["backup_id"]
@@ -178,7 +173,7 @@ def test_more_units_than_airflow_s_default_map_length_fan_out(
     count = 1100
     _many_tables(source, count)
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
     assert os.environ["AIRFLOW__CORE__MAX_MAP_LENGTH"] == "16384"  # tests/conftest.py
     from airflow.dag_processing.dagbag import DagBag
 
@@ -212,7 +207,7 @@ def test_the_plan_names_the_map_limit_when_a_migration_exceeds_it(
     _many_tables(source, 1030)
     monkeypatch.setenv("AIRFLOW__CORE__MAX_MAP_LENGTH", "1024")
     monkeypatch.setenv("AIRFLOW_CONN_MIGRATION_SOURCE", connection_uri(source))
-    conn_id = _conn_id(monkeypatch, target)
+    conn_id = target_conn_id(monkeypatch, target)
     dag_run = logs.run(
         "migration_sync",
         {

@@ -14,7 +14,7 @@ import pytest
 
 from migration_manager.signing import SIGNATURE_MEMBER
 from tests.airflowtools import run_dag, set_connections, task_states, xcom
-from tests.integration.test_run_logs import _log_folder, _record
+from tests.integration.dagrun_tools import log_folder, run_record
 from tests.pgtools import REPO, make_file, rows, sql, table_text
 
 pytestmark = [pytest.mark.airflow, pytest.mark.postgres]
@@ -42,7 +42,7 @@ def test_an_unsigned_file_is_refused_before_anything_runs_unless_allow_unsigned(
     assert states["env_check"] == ["failed"]  # the first task that opens the file
     assert states["plan"] == ["upstream_failed"]
     assert rows(target, "SELECT count(*) FROM items") == [(0,)]
-    refused_sig = _record(_log_folder(refused))["migration_file"]["signature"]
+    refused_sig = run_record(log_folder(refused))["migration_file"]["signature"]
     assert (refused_sig["status"], refused_sig["accepted"]) == ("unsigned", False)
 
     allowed = run_dag(
@@ -51,8 +51,8 @@ def test_an_unsigned_file_is_refused_before_anything_runs_unless_allow_unsigned(
     assert str(allowed.state) == "success", task_states(allowed)
     assert table_text(target, "items") == table_text(source, "items")
     # the run log says the file was accepted unsigned under allow_unsigned
-    folder = _log_folder(allowed)
-    signature = _record(folder)["migration_file"]["signature"]
+    folder = log_folder(allowed)
+    signature = run_record(folder)["migration_file"]["signature"]
     assert signature["status"] == "unsigned" and signature["signer"] is None
     assert signature["allow_unsigned"] is True and signature["accepted"] is True
     assert (
@@ -86,8 +86,8 @@ def test_the_run_log_names_the_trusted_key_that_signed_the_file(
     make_file(source, path, rules={"user": {"default": "overwrite"}})
     dag_run = run_dag("migration_execute", {"migration_file": str(path)})
     assert str(dag_run.state) == "success", task_states(dag_run)
-    folder = _log_folder(dag_run)
-    signature = _record(folder)["migration_file"]["signature"]
+    folder = log_folder(dag_run)
+    signature = run_record(folder)["migration_file"]["signature"]
     key_id = signing_key().key_id
     assert (signature["status"], signature["signer"], signature["key_id"]) == (
         "verified",
@@ -142,7 +142,7 @@ def test_a_pipeline_with_allow_unsigned_runs_unsigned_files_and_one_without_refu
     assert str(refused.state) == "failed"
     states = task_states(refused)
     assert states["create_migration_file"] == ["success"] and states["env_check"] == ["failed"]
-    refused_record = _record(_log_folder(refused))
+    refused_record = run_record(log_folder(refused))
     assert any("is not signed; refusing it" in e for e in refused_record["errors"]), refused_record
     assert refused_record["params"]["allow_unsigned"] is False
     assert rows(target, "SELECT count(*) FROM items") == [(0,)]
@@ -150,5 +150,5 @@ def test_a_pipeline_with_allow_unsigned_runs_unsigned_files_and_one_without_refu
     allowed = _pipeline_run(tmp_path / "allow.yaml", monkeypatch, {"allow_unsigned": True})
     assert str(allowed.state) == "success", task_states(allowed)
     assert table_text(target, "items") == table_text(source, "items")
-    signature = _record(_log_folder(allowed))["migration_file"]["signature"]
+    signature = run_record(log_folder(allowed))["migration_file"]["signature"]
     assert (signature["status"], signature["allow_unsigned"]) == ("unsigned", True)

@@ -393,7 +393,7 @@ def test_write_files_and_load(tmp_path: Path) -> None:
 
 def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) -> Path:
     """A valid migration file: one table ``t`` with 7 rows (the manifest as the reader's model wants)."""
-    from tests.uitools import _table
+    from tests.factories import manifest_table
 
     buf = io.BytesIO()
     writer = ArchiveWriter(buf)
@@ -428,7 +428,7 @@ def _archive(path: Path, manifest_id: str = "mig-1", signing_key: Any = None) ->
             },
             "environment": {"variables": [], "referenced_unknown": []},
             "plugins": [],
-            "tables": [_table("t", "overwrite", data)],
+            "tables": [manifest_table("t", "overwrite", data)],
             "units": [{"id": "u1", "tables": ["t"], "label": "t"}],
             "warnings": [],
             "members": writer.members,
