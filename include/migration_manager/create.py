@@ -24,7 +24,7 @@ from migration_manager.archive import (
 )
 from migration_manager.config import MigrationRules, check_profile
 from migration_manager.errors import ConfigError
-from migration_manager.fingerprint import max_bytes, row_fingerprint, structure_digest, table_sizes
+from migration_manager.fingerprint import max_bytes, row_fingerprint, table_sizes
 from migration_manager.manifest import (
     Environment,
     Manifest,
@@ -180,8 +180,8 @@ def create_migration(
                 structure = structures[p.name]
                 entry: dict[str, Any] = {
                     **p.model_dump(by_alias=True),
-                    "structure": structure.to_dict(),
-                    "structure_sha256": structure_digest(structure.to_dict()),
+                    "structure": structure,
+                    "structure_sha256": structure.digest(),
                     "estimated_rows": estimates.get(p.name, 0),
                     "data": None,
                 }

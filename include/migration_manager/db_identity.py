@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-NAMEDATALEN = 63  # PostgreSQL's identifier limit in bytes
+# a database name: PostgreSQL's identifier limit (63 bytes) in characters of up to 4 bytes
+MAX_NAME_CHARS = 63 * 4
 
 
 class DatabaseIdentity(BaseModel):
@@ -22,7 +23,7 @@ class DatabaseIdentity(BaseModel):
 
     system_identifier: str | None = Field(pattern=r"^[0-9]{1,20}$")
     database_oid: int = Field(ge=0, strict=True)
-    database: str = Field(min_length=1, max_length=NAMEDATALEN * 4)
+    database: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     server_started_at: str | None = Field(default=None, pattern=r"^[0-9]{1,12}(\.[0-9]{1,9})?$")
 
     def same_as(self, other: DatabaseIdentity) -> bool | None:

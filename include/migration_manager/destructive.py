@@ -140,7 +140,7 @@ def plan_drops(pending: Iterable[Difference]) -> list[str]:
 
 
 def _target(entry: Mapping[str, Any]) -> row_writes.Target | None:
-    structure = TableStructure.from_dict(entry["structure"])
+    structure = TableStructure.model_validate(entry["structure"])
     data = entry.get("data") or {}
     if not data:
         return None

@@ -15,10 +15,8 @@ purpose to collide.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -43,12 +41,6 @@ def max_bytes() -> int:
         return int(raw) if raw else DEFAULT_MAX_BYTES
     except ValueError:
         return DEFAULT_MAX_BYTES
-
-
-def structure_digest(structure: Mapping[str, Any]) -> str:
-    """sha256 of a table structure's canonical JSON (recorded in the file; informational)."""
-    text = json.dumps(structure, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def table_sizes(cur: psycopg.Cursor[Any], schema: str) -> dict[str, int]:

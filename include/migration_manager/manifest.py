@@ -3,10 +3,9 @@
 Every key is declared (``extra="forbid"``): an unknown key, a missing ``rule``, a rule name
 this tool does not know (``truncate-everything``), a member the archive layout does not allow,
 or a table whose data member the manifest does not list is refused with a message naming the
-table and the key. Identifiers are PostgreSQL names: non-empty, at most 63 bytes of UTF-8,
-no NUL. Nothing else is restricted: quotes, dots, spaces and unicode are valid PostgreSQL
-names and must migrate (they reach SQL only through ``psycopg.sql.Identifier`` / SQLAlchemy's
-quoting).
+table and the key. Identifiers are PostgreSQL names (:data:`table_structure.Identifier`), and a
+table's structure is :class:`table_structure.TableStructure`, the model the engine reflects,
+compares and creates tables from.
 
 ``ArchiveReader.manifest`` is this model: the engine reads the manifest through it.
 """
@@ -31,23 +30,11 @@ from pydantic import (
 )
 
 from migration_manager.config import DATA_RULES, MigrationRules, ProfileName, Rule
-from migration_manager.db_identity import NAMEDATALEN, DatabaseIdentity
+from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.errors import ArchiveError
+from migration_manager.table_structure import Identifier, TableStructure
 
 MEMBER_PATTERN = re.compile(r"^data/[0-9]{4,6}\.copy\.zst$")
-
-
-def _identifier(value: str) -> str:
-    if not value:
-        raise ValueError("an identifier may not be empty")
-    if "\x00" in value:
-        raise ValueError("an identifier may not contain NUL")
-    size = len(value.encode("utf-8"))
-    if size > NAMEDATALEN:
-        raise ValueError(
-            f"an identifier is at most {NAMEDATALEN} bytes of UTF-8 (this one has {size})"
-        )
-    return value
 
 
 def _member(value: str) -> str:
@@ -56,7 +43,6 @@ def _member(value: str) -> str:
     return value
 
 
-Identifier = Annotated[str, AfterValidator(_identifier)]
 Member = Annotated[str, AfterValidator(_member)]
 Count = Annotated[int, Field(ge=0, strict=True)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -100,92 +86,6 @@ class Plugin(_Model):
     name: str
     package: str = ""
     version: str = ""
-
-
-class Column(_Model):
-    name: Identifier
-    type: str = Field(min_length=1)
-    nullable: bool
-    default: str | None = None
-    identity: dict[str, int | bool | str] | None = None
-    computed: str | None = None
-    comment: str | None = None
-
-
-class NamedColumns(_Model):
-    name: Identifier | None
-    columns: list[Identifier]
-
-
-class Index(_Model):
-    name: Identifier | None
-    unique: bool
-    columns: list[Identifier | None]  # None where an expression takes the place of a column
-    expressions: list[str] | None = None
-    column_sorting: dict[str, list[Literal["asc", "desc", "nulls_first", "nulls_last"]]] | None = (
-        None
-    )
-    dialect_options: dict[str, Any] = {}
-
-
-class ForeignKey(_Model):
-    name: Identifier | None
-    columns: list[Identifier]
-    referred_schema: Identifier | None
-    referred_table: Identifier
-    referred_columns: list[Identifier]
-    options: dict[str, Any] = {}
-
-
-class Check(_Model):
-    name: Identifier | None
-    sqltext: str
-
-
-class Sequence(_Model):
-    name: Identifier
-    schema_: Identifier | None = Field(alias="schema")
-    column: Identifier | None
-    data_type: str
-    start: int
-    increment: int
-    min_value: int
-    max_value: int
-    cache: int
-    cycle: bool
-    last_value: int | None
-    identity: bool = False
-
-
-class TypeCheck(_Model):
-    name: Identifier
-    definition: str
-
-
-class UserType(_Model):
-    schema_: Identifier = Field(alias="schema")
-    name: Identifier
-    kind: Literal["enum", "domain"]
-    labels: list[str] = []
-    base_type: str | None = None
-    not_null: bool = False
-    default: str | None = None
-    checks: list[TypeCheck] = []
-
-
-class Structure(_Model):
-    name: Identifier
-    schema_: Identifier | None = Field(alias="schema")
-    columns: list[Column]
-    primary_key: list[Identifier]
-    primary_key_name: Identifier | None
-    unique_constraints: list[NamedColumns]
-    indexes: list[Index]
-    foreign_keys: list[ForeignKey]
-    check_constraints: list[Check]
-    sequences: list[Sequence]
-    comment: str | None
-    types: list[UserType] = []
 
 
 class Data(_Model):
@@ -255,7 +155,7 @@ class Table(_Model):
     companion_of: list[str] = []
     # rows matched to the target's by these columns, keeping the target's keys (storages.name)
     natural_key: list[Identifier] = []
-    structure: Structure
+    structure: TableStructure
     structure_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     fingerprint: RowFingerprint | None = None
     estimated_rows: int

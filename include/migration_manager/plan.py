@@ -283,7 +283,7 @@ def units(plans: list[TablePlan], structures: Mapping[str, TableStructure]) -> l
     deps: dict[str, set[str]] = {t: set() for t in active}
     for t in active:
         for fk in structures[t].foreign_keys:
-            ref = fk["referred_table"]
+            ref = fk.referred_table
             if ref in active and ref != t:
                 deps[t].add(ref)
                 parent[find(t)] = find(ref)

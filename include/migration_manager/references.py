@@ -42,15 +42,15 @@ def foreign_key_references(structures: Mapping[str, TableStructure]) -> list[Tab
     out = []
     for name, s in structures.items():
         for fk in s.foreign_keys:
-            target = fk.get("referred_table")
-            if len(fk["columns"]) == 1 and target in structures:
+            target = fk.referred_table
+            if len(fk.columns) == 1 and target in structures:
                 out.append(
                     TableReference(
                         table=name,
-                        column=fk["columns"][0],
+                        column=fk.columns[0],
                         target=str(target),
-                        target_column=fk["referred_columns"][0],
-                        declared_by=f"foreign key {fk.get('name') or ''}".strip(),
+                        target_column=fk.referred_columns[0],
+                        declared_by=f"foreign key {fk.name or ''}".strip(),
                     )
                 )
     return out
@@ -192,7 +192,7 @@ def dangling(
     """For one overwritten table: per reference into it from a table the target has, the target
     rows that keep pointing at target rows the source lacks (after natural-key matching).
     Leaves nothing behind."""
-    structure = TableStructure.from_dict(entry["structure"])
+    structure = TableStructure.model_validate(entry["structure"])
     data = entry.get("data") or {}
     schema = structure.schema or "public"
     refs = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from migration_manager.errors import ApplyError
 from migration_manager.pg import endpoint, same_database
@@ -39,7 +40,7 @@ def _seq(**changes: object) -> SequenceStructure:
         "last_value": None,
     }
     base.update(changes)
-    return SequenceStructure(**base)  # type: ignore[arg-type]
+    return SequenceStructure.model_validate(base)
 
 
 def test_create_sequence_quotes_names_and_checks_every_number() -> None:
@@ -47,8 +48,13 @@ def test_create_sequence_quotes_names_and_checks_every_number() -> None:
     assert text.startswith('CREATE SEQUENCE "a""b"."s\'; DROP TABLE x; --" AS integer ')
     with pytest.raises(ApplyError, match="data type 'integer; DROP TABLE x' is not one of"):
         create_sequence_sql(_seq(data_type="integer; DROP TABLE x"))
+    # the model refuses a number that is not one; a structure made without validation still
+    # meets create_sequence_sql's own check
+    with pytest.raises(ValidationError, match="increment"):
+        _seq(increment="1; DROP TABLE x")
+    unchecked = _seq().model_copy(update={"increment": "1; DROP TABLE x"})
     with pytest.raises(ApplyError, match="increment '1; DROP TABLE x' is not an integer"):
-        create_sequence_sql(_seq(increment="1; DROP TABLE x"))
+        create_sequence_sql(unchecked)
 
 
 def test_same_database_resolves_the_host_not_the_spelling() -> None:

@@ -28,29 +28,38 @@ def table(
     cols: list[ColumnStructure] = []
     pk: tuple[str, ...] = ("id",)
     if key == "string":
-        cols.append(ColumnStructure("id", "character varying(255)", False))
+        cols.append(ColumnStructure(name="id", type="character varying(255)", nullable=False))
     elif key == "bigint":
-        cols.append(ColumnStructure("id", "bigint", False))
+        cols.append(ColumnStructure(name="id", type="bigint", nullable=False))
     elif key == "serial":
         cols.append(
-            ColumnStructure("id", "integer", False, default=f"nextval('{name}_id_seq'::regclass)")
+            ColumnStructure(
+                name="id",
+                type="integer",
+                nullable=False,
+                default=f"nextval('{name}_id_seq'::regclass)",
+            )
         )
     elif key == "identity":
-        cols.append(ColumnStructure("id", "bigint", False, identity={"always": False}))
+        cols.append(
+            ColumnStructure(name="id", type="bigint", nullable=False, identity={"always": False})
+        )
     elif key == "composite":
         cols += [
-            ColumnStructure("roleName", "character varying(255)", False),
-            ColumnStructure("userId", "bigint", False),
+            ColumnStructure(name="roleName", type="character varying(255)", nullable=False),
+            ColumnStructure(name="userId", type="bigint", nullable=False),
         ]
         pk = ("roleName", "userId")
     elif key == "composite-serial":
         cols += [
-            ColumnStructure("id", "integer", False, default="nextval('x_seq'::regclass)"),
-            ColumnStructure("tenant", "text", False),
+            ColumnStructure(
+                name="id", type="integer", nullable=False, default="nextval('x_seq'::regclass)"
+            ),
+            ColumnStructure(name="tenant", type="text", nullable=False),
         ]
         pk = ("id", "tenant")
     elif key == "none":
-        cols.append(ColumnStructure("path", "text", True))
+        cols.append(ColumnStructure(name="path", type="text", nullable=True))
         pk = ()
     else:
         raise ValueError(key)
@@ -65,7 +74,7 @@ def table(
         }
         for ref in references
     )
-    cols += [ColumnStructure(f"{ref}_id", "bigint", True) for ref in references]
+    cols += [ColumnStructure(name=f"{ref}_id", type="bigint", nullable=True) for ref in references]
     return TableStructure(
         name=name,
         schema="public",

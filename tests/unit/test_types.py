@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -13,10 +14,13 @@ from migration_manager.schema import (
     RawType,
     TableStructure,
     TypeStructure,
+    create_type_sql,
+    to_table,
     type_from_text,
     type_text,
 )
 from migration_manager.schema.comparators import compare_type
+from migration_manager.table_structure import TypeCheck
 
 # format_type() text -> the type's DDL as the engine writes it on the target
 ROUND_TRIPS = {
@@ -152,28 +156,31 @@ def test_table_structure_round_trips_through_json() -> None:
         name="uiSchemas",
         schema="public",
         columns=(
-            ColumnStructure("x-uid", "character varying(255)", False),
-            ColumnStructure("schema", "json", True, default="'{}'::json"),
-            ColumnStructure("n", "integer", False, identity={"always": True, "start": 1}),
+            ColumnStructure(name="x-uid", type="character varying(255)", nullable=False),
+            ColumnStructure(name="schema", type="json", nullable=True, default="'{}'::json"),
+            ColumnStructure(
+                name="n", type="integer", nullable=False, identity={"always": True, "start": 1}
+            ),
         ),
         primary_key=("x-uid",),
         primary_key_name="uiSchemas_pkey",
     )
-    assert TableStructure.from_dict(s.to_dict()) == s
-    table = s.to_table(sa.MetaData())
+    document = s.model_dump(mode="json", by_alias=True)
+    assert TableStructure.model_validate(json.loads(json.dumps(document))) == s
+    table = to_table(s, sa.MetaData())
     assert [type_text(c.type) for c in table.columns] == ["VARCHAR(255)", "JSON", "INTEGER"]
     assert table.c["n"].identity is not None and table.c["n"].identity.always
 
 
-MOOD = TypeStructure("public", "mood", "enum", labels=("sad", "it's 50%"))
+MOOD = TypeStructure(schema="public", name="mood", kind="enum", labels=("sad", "it's 50%"))
 POSINT = TypeStructure(
-    "app",
-    "PosInt",
-    "domain",
+    schema="app",
+    name="PosInt",
+    kind="domain",
     base_type="integer",
     not_null=True,
     default="1",
-    checks=({"name": "positive", "definition": "CHECK ((VALUE > 0)) NOT VALID"},),
+    checks=(TypeCheck(name="positive", definition="CHECK ((VALUE > 0)) NOT VALID"),),
 )
 
 
@@ -181,19 +188,22 @@ def test_types_round_trip_through_json_and_old_structures_have_none() -> None:
     s = TableStructure(
         name="t",
         schema="public",
-        columns=(ColumnStructure("m", "mood", True),),
+        columns=(ColumnStructure(name="m", type="mood", nullable=True),),
         types=(MOOD, POSINT),
     )
-    assert TableStructure.from_dict(s.to_dict()) == s
-    old = s.to_dict()
-    del old["types"]  # a file written before types were recorded
-    assert TableStructure.from_dict(old).types == ()
+    document = s.model_dump(mode="json", by_alias=True)
+    assert TableStructure.model_validate(json.loads(json.dumps(document))) == s
+    assert document["types"][1]["checks"] == [
+        {"name": "positive", "definition": "CHECK ((VALUE > 0)) NOT VALID"}
+    ]
+    del document["types"]  # a file written before types were recorded
+    assert TableStructure.model_validate(document).types == ()
 
 
 def test_enums_and_domains_are_created_with_quoted_names_and_literal_labels() -> None:
-    assert MOOD.create_sql() == "CREATE TYPE public.mood AS ENUM ('sad', 'it''s 50%')"
+    assert create_type_sql(MOOD) == "CREATE TYPE public.mood AS ENUM ('sad', 'it''s 50%')"
     # CREATE DOMAIN takes no NOT VALID (only ALTER DOMAIN does)
-    assert POSINT.create_sql() == (
+    assert create_type_sql(POSINT) == (
         'CREATE DOMAIN app."PosInt" AS integer DEFAULT 1 NOT NULL '
         "CONSTRAINT positive CHECK ((VALUE > 0))"
     )

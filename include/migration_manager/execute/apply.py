@@ -112,7 +112,7 @@ def apply_unit(
             f"Unit {unit.id} names tables the migration file lacks: {', '.join(missing)}",
             terminal=True,
         )
-    structures = {t: TableStructure.from_dict(entries[t]["structure"]) for t in unit.tables}
+    structures = {t: TableStructure.model_validate(entries[t]["structure"]) for t in unit.tables}
     rule_of = {t: entries[t]["rule"] for t in unit.tables}
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
     kinds: dict[str, list[str]] = {t: [] for t in unit.tables}
@@ -402,7 +402,7 @@ def _keys_after_load(
         changed = False
         for t in unit.tables:
             for fk in structures[t].foreign_keys:
-                ref = fk["referred_table"]
+                ref = fk.referred_table
                 if ref == t or ref not in order:
                     continue
                 if t in chosen and order[ref] > order[t]:

@@ -31,7 +31,13 @@ from migration_manager.execute.target import (
 )
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
 from migration_manager.references import compared_columns
-from migration_manager.schema import SchemaDiff, TableStructure, TypeStructure, diff_table
+from migration_manager.schema import (
+    SchemaDiff,
+    TableStructure,
+    TypeStructure,
+    diff_table,
+    type_name,
+)
 from migration_manager.step_outcomes import Difference
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,7 @@ def prepare(
             target_name=f"({pg.endpoint(target_dsn).shown})",
         )
         structures = {
-            name: TableStructure.from_dict(e["structure"])
+            name: TableStructure.model_validate(e["structure"])
             for name, e in entries.items()
             if e["rule"] != SKIP
         }
@@ -99,7 +105,7 @@ def prepare(
             else:
                 diff = diff_table(conn, structure, allow_drop=allow_drop)
             changes = [
-                f"create type {t.qualified}"
+                f"create type {type_name(t)}"
                 for t in structure.types
                 if (t.schema, t.name) in missing_types
             ] + [c.description for c in diff.changes]

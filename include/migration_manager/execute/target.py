@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -19,9 +19,11 @@ from migration_manager.prod_edits import TooLarge, current_fingerprint
 from migration_manager.schema import (
     TableStructure,
     TypeStructure,
+    domain_definition,
     find_type,
     list_tables,
     reflect_tables,
+    type_name,
 )
 
 _T = TypeVar("_T")
@@ -71,20 +73,13 @@ def without_waiting(conn: sa.Connection, read: Callable[[], _T]) -> _T:
         raise
 
 
-def _comparable(structure: TableStructure) -> dict[str, Any]:
-    d = structure.to_dict()
-    # a sequence's position is data, not structure (compared by sequences.sequence_work)
-    d["sequences"] = [{**q, "last_value": None} for q in d.get("sequences") or ()]
-    return d
-
-
 def same_structure(source: TableStructure, target: TableStructure) -> bool:
     """The target reflects to exactly the source's structure: the comparison would find nothing.
 
     The cheap first look of ``prepare`` (one reflection of every table instead of a comparison
     per table); anything that differs at all goes through :func:`diff_table`.
     """
-    return _comparable(source) == _comparable(target)
+    return source.without_positions() == target.without_positions()
 
 
 def check_types(
@@ -109,8 +104,8 @@ def check_types(
             missing.add(key)
         elif target.kind != source.kind:
             problems.append(
-                f"{names}: the source's {source.kind} type {source.qualified} is a {target.kind} "
-                f"type in the target; rename or drop the target's {source.qualified}, then run "
+                f"{names}: the source's {source.kind} type {type_name(source)} is a {target.kind} "
+                f"type in the target; rename or drop the target's {type_name(source)}, then run "
                 "the migration again"
             )
         elif source.kind == "enum":
@@ -120,12 +115,12 @@ def check_types(
                 labels = ", ".join(literals)
                 add = "; ".join(
                     sql.SQL("ALTER TYPE {} ADD VALUE {}")
-                    .format(sql.SQL(source.qualified), sql.SQL(literal))
+                    .format(sql.SQL(type_name(source)), sql.SQL(literal))
                     .as_string(None)
                     for literal in literals
                 )
                 problems.append(
-                    f"{names}: the target's enum type {source.qualified} lacks the label(s) "
+                    f"{names}: the target's enum type {type_name(source)} lacks the label(s) "
                     f"{labels} of the source's; add them on the target first ({add};), "
                     "then run the migration again"
                 )
@@ -133,15 +128,15 @@ def check_types(
                 source.labels
             ):
                 warnings.append(
-                    f"{names}: the target's enum type {source.qualified} orders its labels "
+                    f"{names}: the target's enum type {type_name(source)} orders its labels "
                     f"otherwise ({', '.join(target.labels)}) than the source's "
                     f"({', '.join(source.labels)}); sorting by it follows the target's order"
                 )
-        elif source.kind == "domain" and target.domain_definition(
-            default_schema
-        ) != source.domain_definition(default_schema):
+        elif source.kind == "domain" and domain_definition(
+            target, default_schema
+        ) != domain_definition(source, default_schema):
             warnings.append(
-                f"{names}: the target's domain {source.qualified} is defined otherwise than the "
+                f"{names}: the target's domain {type_name(source)} is defined otherwise than the "
                 f"source's ({_describe_domain(target)} instead of {_describe_domain(source)}); "
                 "it is left as it is: rows it refuses fail their unit"
             )
@@ -154,7 +149,7 @@ def _describe_domain(t: TypeStructure) -> str:
         parts.append(f"DEFAULT {t.default}")
     if t.not_null:
         parts.append("NOT NULL")
-    parts.extend(c["definition"] for c in t.checks)
+    parts.extend(c.definition for c in t.checks)
     return " ".join(parts)
 
 

@@ -6,18 +6,24 @@ plus the catalog's own texts for types and defaults); rows are read by column na
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from migration_manager.schema.sqltext import NEXTVAL, seq_name
-from migration_manager.schema.structure import (
-    SORTING,
+from migration_manager.schema.structure import SORTING
+from migration_manager.table_structure import (
+    CheckConstraint,
     ColumnStructure,
+    ForeignKeyStructure,
+    IndexStructure,
+    Option,
     SequenceStructure,
     TableStructure,
+    TypeCheck,
     TypeStructure,
+    UniqueConstraint,
 )
 
 # A column's own type, NOT NULL and default as the catalog has them. SQLAlchemy's reflection
@@ -127,7 +133,7 @@ def _type_from_row(row: Any) -> TypeStructure:
         not_null=bool(row.typnotnull) if kind == "domain" else False,
         default=row.typdefault if kind == "domain" else None,
         checks=tuple(
-            {"name": n, "definition": d}
+            TypeCheck(name=n, definition=d)
             for n, d in zip(row.check_names or (), row.check_defs or (), strict=True)
         ),
     )
@@ -213,6 +219,9 @@ def row_counts(conn: sa.Connection, schema: str) -> dict[str, int | None]:
     return out
 
 
+_IDENTITY_OPTIONS = ("always", "start", "increment", "minvalue", "maxvalue", "cycle", "cache")
+
+
 def reflect_tables(
     conn: sa.Connection, schema: str, names: Iterable[str]
 ) -> dict[str, TableStructure]:
@@ -221,14 +230,13 @@ def reflect_tables(
     if not names:
         return {}
     insp = sa.inspect(conn)
-    kw: dict[str, Any] = {"schema": schema, "filter_names": names}
-    cols = insp.get_multi_columns(**kw)
-    pks = insp.get_multi_pk_constraint(**kw)
-    uniques = insp.get_multi_unique_constraints(**kw)
-    indexes = insp.get_multi_indexes(**kw)
-    fks = insp.get_multi_foreign_keys(**kw)
-    checks = insp.get_multi_check_constraints(**kw)
-    comments = insp.get_multi_table_comment(**kw)
+    cols = insp.get_multi_columns(schema=schema, filter_names=names)
+    pks = insp.get_multi_pk_constraint(schema=schema, filter_names=names)
+    uniques = insp.get_multi_unique_constraints(schema=schema, filter_names=names)
+    indexes = insp.get_multi_indexes(schema=schema, filter_names=names)
+    fks = insp.get_multi_foreign_keys(schema=schema, filter_names=names)
+    checks = insp.get_multi_check_constraints(schema=schema, filter_names=names)
+    comments = insp.get_multi_table_comment(schema=schema, filter_names=names)
     catalog: dict[tuple[str, str], tuple[str, bool, str | None]] = {
         (r.relname, r.attname): (r.type_text, bool(r.attnotnull), r.default_text)
         for r in conn.execute(sa.text(_FORMAT_TYPES), {"schema": schema, "names": names})
@@ -245,22 +253,12 @@ def reflect_tables(
         columns = []
         wanted_seqs: dict[str, str | None] = {}
         for c in cols.get(key, []):
-            identity: dict[str, Any] | None = None
+            identity: dict[str, int | bool | str] | None = None
             if c.get("identity"):
                 ident = c["identity"]
-                identity = {
-                    k: ident[k]
-                    for k in (
-                        "always",
-                        "start",
-                        "increment",
-                        "minvalue",
-                        "maxvalue",
-                        "cycle",
-                        "cache",
-                    )
-                    if k in ident and ident[k] is not None
-                }
+                # the options an identity column has, by SQLAlchemy's names (Identity(**...))
+                found = [(k, ident.get(k)) for k in _IDENTITY_OPTIONS]
+                identity = {k: v for k, v in found if isinstance(v, (int, bool, str))}
             computed = c["computed"]["sqltext"] if c.get("computed") else None
             type_text_, not_null, default = catalog[(name, c["name"])]
             columns.append(
@@ -303,46 +301,48 @@ def reflect_tables(
                     identity=r.deptype == "i",
                 )
             )
-        pk: dict[str, Any] = dict(pks.get(key) or {})
+        pk = pks.get(key)
         out[name] = TableStructure(
             name=name,
             schema=schema,
             columns=tuple(columns),
-            primary_key=tuple(pk.get("constrained_columns") or ()),
-            primary_key_name=pk.get("name"),
+            primary_key=tuple(pk["constrained_columns"]) if pk else (),
+            primary_key_name=pk.get("name") if pk else None,
             unique_constraints=tuple(
-                {"name": u["name"], "columns": list(u["column_names"])}
+                UniqueConstraint(name=u["name"], columns=tuple(u["column_names"]))
                 for u in uniques.get(key, [])
             ),
             indexes=tuple(
-                {
-                    "name": i["name"],
-                    "unique": bool(i["unique"]),
-                    "columns": list(i["column_names"]),
-                    "expressions": list(i.get("expressions") or []) or None,
-                    "column_sorting": {
-                        k: [m for m in v if m in SORTING]
-                        for k, v in (i.get("column_sorting") or {}).items()
+                IndexStructure.model_validate(
+                    {
+                        "name": i["name"],
+                        "unique": bool(i["unique"]),
+                        "columns": i["column_names"],
+                        "expressions": i.get("expressions") or None,
+                        "column_sorting": {
+                            k: [m for m in v if m in SORTING]
+                            for k, v in (i.get("column_sorting") or {}).items()
+                        }
+                        or None,
+                        "dialect_options": _plain(i.get("dialect_options") or {}),
                     }
-                    or None,
-                    "dialect_options": _plain(i.get("dialect_options") or {}),
-                }
+                )
                 for i in indexes.get(key, [])
                 if not i.get("duplicates_constraint")
             ),
             foreign_keys=tuple(
-                {
-                    "name": f["name"],
-                    "columns": list(f["constrained_columns"]),
-                    "referred_schema": f.get("referred_schema"),
-                    "referred_table": f["referred_table"],
-                    "referred_columns": list(f["referred_columns"]),
-                    "options": _plain(f.get("options") or {}),
-                }
+                ForeignKeyStructure(
+                    name=f["name"],
+                    columns=tuple(f["constrained_columns"]),
+                    referred_schema=f.get("referred_schema"),
+                    referred_table=f["referred_table"],
+                    referred_columns=tuple(f["referred_columns"]),
+                    options=_plain(f.get("options") or {}),
+                )
                 for f in fks.get(key, [])
             ),
             check_constraints=tuple(
-                {"name": c["name"], "sqltext": c["sqltext"]} for c in checks.get(key, [])
+                CheckConstraint(name=c["name"], sqltext=c["sqltext"]) for c in checks.get(key, [])
             ),
             sequences=tuple(sequences),
             comment=_comment(comments.get(key)),
@@ -356,9 +356,9 @@ def _comment(c: Any) -> str | None:
     return str(text) if text is not None else None
 
 
-def _plain(d: dict[str, Any]) -> dict[str, Any]:
+def _plain(d: Mapping[str, object]) -> dict[str, Option]:
     """JSON-safe copy of reflection options (SQLAlchemy may return clause objects or tuples)."""
-    out: dict[str, Any] = {}
+    out: dict[str, Option] = {}
     for k, v in d.items():
         if isinstance(v, (list, tuple)):
             out[k] = [str(x) for x in v]

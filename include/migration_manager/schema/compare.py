@@ -8,7 +8,7 @@ are held back unless dropping is allowed. No hand-written differ.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -23,7 +23,8 @@ from migration_manager.schema.comparators import (
     setup_alembic,
 )
 from migration_manager.schema.sqltext import ddl_name, type_text
-from migration_manager.schema.structure import TableStructure
+from migration_manager.schema.structure import to_table
+from migration_manager.table_structure import TableStructure
 
 # Alembic is imported where a structure is compared or changed: a unit whose structure the
 # plan found equal never loads it (one import less at the start of every apply_table).
@@ -186,10 +187,12 @@ def _in_default_schema(structure: TableStructure, default_schema: str | None) ->
     if structure.schema not in (None, default_schema):
         return structure
     foreign_keys = tuple(
-        {**fk, "referred_schema": None} if fk.get("referred_schema") == default_schema else fk
+        fk.model_copy(update={"referred_schema": None})
+        if fk.referred_schema == default_schema
+        else fk
         for fk in structure.foreign_keys
     )
-    return replace(structure, schema=None, foreign_keys=foreign_keys)
+    return structure.model_copy(update={"schema_": None, "foreign_keys": foreign_keys})
 
 
 def diff_table(
@@ -202,7 +205,7 @@ def diff_table(
     """
     structure = _in_default_schema(structure, conn.dialect.default_schema_name)
     metadata = sa.MetaData()
-    structure.to_table(metadata)  # with stubs of the tables its foreign keys refer to
+    to_table(structure, metadata)  # with stubs of the tables its foreign keys refer to
     from alembic.autogenerate import produce_migrations
     from alembic.operations import ops as alembic_ops
 

@@ -20,7 +20,8 @@ from migration_manager.schema.catalog import find_type
 from migration_manager.schema.comparators import setup_alembic
 from migration_manager.schema.compare import SchemaDiff
 from migration_manager.schema.sqltext import DIALECT, ddl_name
-from migration_manager.schema.structure import SequenceStructure, TableStructure
+from migration_manager.schema.structure import create_type_sql, type_name
+from migration_manager.table_structure import SequenceStructure, TableStructure
 
 if TYPE_CHECKING:
     from alembic.operations.ops import MigrateOperation
@@ -151,7 +152,7 @@ def ensure_types(
             )
         try:
             with conn.begin_nested():
-                execute(t.create_sql(context))
+                execute(create_type_sql(t, context))
         except (sa.exc.DBAPIError, psycopg.Error) as exc:
             orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
             raced = isinstance(
@@ -160,7 +161,7 @@ def ensure_types(
             if not raced or find_type(conn, t.schema, t.name) is None:
                 raise
             log.info(
-                "%s: type %s was created meanwhile by another unit", structure.name, t.qualified
+                "%s: type %s was created meanwhile by another unit", structure.name, type_name(t)
             )
 
 
