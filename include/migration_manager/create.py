@@ -215,7 +215,7 @@ def create_migration(
                         with raw.cursor() as cur:
                             entry["fingerprint"] = row_fingerprint(
                                 cur, scope.schema, p.name, compared, rule=p.rule, key=key
-                            ).model_dump(exclude_none=True)
+                            ).model_dump()
                 table_entries.append(entry)
             conn.rollback()
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import psycopg
@@ -31,13 +31,13 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.config import OVERWRITE, UPSERT
+from migration_manager.manifest import Table
 from migration_manager.references import (
     DanglingReference,
     match_natural_keys,
     table_exists,
 )
 from migration_manager.run_options import DEFAULT_MAX_DELETE_RATIO, check_ratio
-from migration_manager.schema import TableStructure
 from migration_manager.step_outcomes import Difference
 
 log = logging.getLogger(__name__)
@@ -139,32 +139,17 @@ def plan_drops(pending: Iterable[Difference]) -> list[str]:
     ]
 
 
-def _target(entry: Mapping[str, Any]) -> row_writes.Target | None:
-    structure = TableStructure.model_validate(entry["structure"])
-    data = entry.get("data") or {}
-    if not data:
-        return None
-    return row_writes.Target(
-        schema=structure.schema or "public",
-        name=entry["name"],
-        columns=tuple(data["columns"]),
-        key=structure.primary_key,
-        rows=int(data["rows"]),
-        raw_bytes=data.get("raw_bytes"),
-    )
-
-
 def _prod_edit(
-    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any], rule: str
+    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Table, rule: str
 ) -> ProdEdit | None:
     """The target rows ``rule`` would overwrite that are not identical to a source row."""
-    t = _target(entry)
-    if t is None or not table_exists(cur, t.schema, t.name):
+    t = row_writes.Target.of(entry)
+    if t is None or entry.data is None or not table_exists(cur, t.schema, t.name):
         return None
     name = f"mm_edit_{zlib.crc32(t.name.encode()):08x}"
     try:
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
-            with reader.data(entry["data"]["member"]) as stream:
+            with reader.data(entry.data.member) as stream:
                 stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
             differ = sql.SQL("{} IS DISTINCT FROM {}").format(
                 row_writes.row_text("d", t.columns), row_writes.row_text("s", t.columns)
@@ -219,13 +204,10 @@ def _prod_edit(
     return ProdEdit(table=t.name, rule=rule, rows=count, keys=keys) if count else None
 
 
-def _loss(
-    cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Mapping[str, Any]
-) -> TableLoss | None:
-    t = _target(entry)
-    if t is None:
+def _loss(cur: psycopg.Cursor[Any], reader: ArchiveReader, entry: Table) -> TableLoss | None:
+    t, data = row_writes.Target.of(entry), entry.data
+    if t is None or data is None:
         return None
-    data = entry["data"]
     if not table_exists(cur, t.schema, t.name):
         return None
     target_rows = row_writes.count_rows(cur, t)
@@ -234,10 +216,10 @@ def _loss(
     name = f"mm_loss_{zlib.crc32(t.name.encode()):08x}"
     try:
         with cur.connection.transaction():  # a savepoint: a failed COPY leaves the rest usable
-            with reader.data(data["member"]) as stream:
+            with reader.data(data.member) as stream:
                 stage = row_writes.stage(cur, row_writes.Counts(), t, stream, name)
-            if entry.get("natural_key") and len(t.key) == 1:
-                match_natural_keys(cur, t, stage, entry["natural_key"])
+            if entry.natural_key and len(t.key) == 1:
+                match_natural_keys(cur, t, stage, entry.natural_key)
             if t.key:
                 row = cur.execute(
                     sql.SQL(
@@ -285,10 +267,7 @@ def assess(
     """
     ratio = check_ratio(max_delete_ratio)
     pending = list(pending)
-    entries = {  # the file's JSON form, which the row checks below read
-        t.name: t.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        for t in reader.manifest.tables
-    }
+    entries = {t.name: t for t in reader.manifest.tables}
     losses: list[TableLoss] = []
     edits: list[ProdEdit] = []
     unchecked: list[str] = []
@@ -314,14 +293,14 @@ def assess(
             entry = entries.get(str(item.table))
             if entry is None or item.rule != OVERWRITE:
                 continue
-            loss = counted(entry["name"], lambda entry=entry: _loss(cur, reader, entry))
+            loss = counted(entry.name, lambda entry=entry: _loss(cur, reader, entry))
             if loss is not None and loss.deleted:
                 losses.append(loss)
         rule_of = {item.table: item.rule for item in pending}
         refs = list(reader.manifest.references)
         # references from tables whose target rows stay (not replaced by the source's), whether
         # or not the plan has work for them (an unchanged schema-only table is not pending)
-        kept = [r for r in refs if entries.get(r.table, {}).get("rule", OVERWRITE) != OVERWRITE]
+        kept = [r for r in refs if r.table in entries and entries[r.table].rule != OVERWRITE]
         referred = {r.target for r in kept}
         for item in pending:
             entry = entries.get(str(item.table))

@@ -24,9 +24,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     ValidationError,
     field_serializer,
     field_validator,
+    model_serializer,
 )
 
 from migration_manager.config import DATA_RULES, MigrationRules, ProfileName, Rule
@@ -49,7 +51,7 @@ Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, serialize_by_alias=True)
 
 
 class Source(_Model):
@@ -108,7 +110,7 @@ class RowFingerprint(BaseModel):
     (None when the table has more than :data:`MAX_LISTED_ROWS` rows or another rule); written
     as base64 of big-endian int64s. The migration file records one per data table (``plan`` compares the target's, taken by
     :mod:`migration_manager.fingerprint`); XCom and the per-target record carry them as JSON
-    (``model_dump(exclude_none=True)``).
+    (without the keys that are None).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -118,6 +120,9 @@ class RowFingerprint(BaseModel):
     sum0: str = Field(pattern=SUM)
     sum1: str = Field(pattern=SUM)
     listed: tuple[int, ...] | None = None
+    # the server encoding its sums were taken in (they hash the row text's bytes): set on the
+    # entries a unit gets (execute.unit_entries), from the file's source
+    encoding: str | None = None
 
     @field_validator("listed", mode="before")
     @classmethod
@@ -129,6 +134,12 @@ class RowFingerprint(BaseModel):
                 raise ValueError(f"listed is not base64 ({exc})") from None
             return struct.unpack(f">{len(raw) // 8}q", raw[: len(raw) // 8 * 8])
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        """Absent rather than null (``listed`` of a large table, ``encoding``), in every JSON
+        form: the file, XCom, the per-target record."""
+        return {k: v for k, v in handler(self).items() if v is not None}
 
     @field_serializer("listed")
     def _packed(self, listed: tuple[int, ...] | None) -> str | None:

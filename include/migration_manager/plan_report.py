@@ -16,19 +16,12 @@ from pydantic import BaseModel, ConfigDict, computed_field, field_serializer, mo
 
 from migration_manager.execute.results import ExecutionPlan, TableResult
 from migration_manager.fingerprint import RowFingerprint
-from migration_manager.manifest import Unit
+from migration_manager.manifest import Table, Unit
 from migration_manager.plan import task_label
 from migration_manager.prod_edits import Changed
 from migration_manager.step_outcomes import Difference, PlanOutcome
 
-# a table's manifest entry as the plan passes it to its unit (the file's JSON form)
-Entry = Mapping[str, Any]
-
 __all__ = ["PlanReport", "PlannedTask", "PlannedUnit", "planned_tasks"]
-
-
-def _fingerprint_json(fp: RowFingerprint | None) -> dict[str, Any] | None:
-    return fp.model_dump(mode="json", exclude_none=True) if fp is not None else None
 
 
 class PlanReport(BaseModel):
@@ -61,12 +54,6 @@ class PlanReport(BaseModel):
             return {k: x for k, x in v.items() if x is not None}
         return v
 
-    @field_serializer("target_fingerprints")
-    def _fingerprints(
-        self, fingerprints: dict[str, RowFingerprint | None]
-    ) -> dict[str, dict[str, Any] | None]:
-        return {t: _fingerprint_json(fp) for t, fp in fingerprints.items()}
-
     @classmethod
     def pulled(cls, value: object) -> PlanReport | None:
         """The report a task pulled, or None when the plan pushed none (it failed, or never ran)."""
@@ -86,15 +73,16 @@ class PlanReport(BaseModel):
         return {t for u in self.units for t in u.tables}
 
     def outcome(self) -> PlanOutcome:
-        """The plan's step in the run record: its units, the differences, the prod edits."""
-        found: dict[str, Any] = {
-            "units": [u.label or u.id for u in self.units],
-            "differences": [p for p in self.pending if p.changes],
-            "unchanged": len(self.quiet_tables),
-        }
-        if self.changed_in_prod:
-            found["changed_in_prod"] = [c.table for c in self.changed_in_prod]
-        return PlanOutcome.model_validate(found)
+        """The plan's step in the run record: its units, the differences, the prod edits (the
+        model keeps ``changed_in_prod`` only when there are some)."""
+        return PlanOutcome.model_validate(
+            {
+                "units": [u.label or u.id for u in self.units],
+                "differences": [p for p in self.pending if p.changes],
+                "unchanged": len(self.quiet_tables),
+                "changed_in_prod": [c.table for c in self.changed_in_prod],
+            }
+        )
 
 
 class PlannedUnit(BaseModel):
@@ -108,9 +96,9 @@ class PlannedUnit(BaseModel):
     label: str
     migration_file: str | None = None  # absent in units planned before it was passed along
     # the unit's tables' manifest entries (rule, structure, data member, columns, the source's
-    # fingerprint without its row hashes); None: absent in units planned before they were
-    # passed along (read from the file then)
-    entries: dict[str, Entry] | None = None
+    # fingerprint without its row hashes: execute.unit_entries); None: absent in units planned
+    # before they were passed along (read from the file then)
+    entries: dict[str, Table] | None = None
     checked: frozenset[str] = frozenset()  # tables the plan found structurally equal
     # the drift guard: the unit's tables' fingerprints as the plan saw them (None: absent)
     fingerprints: dict[str, RowFingerprint | None] | None = None
@@ -118,14 +106,6 @@ class PlannedUnit(BaseModel):
     @field_serializer("checked")
     def _sorted(self, checked: frozenset[str]) -> list[str]:
         return sorted(checked)
-
-    @field_serializer("fingerprints")
-    def _fingerprints(
-        self, fingerprints: dict[str, RowFingerprint | None] | None
-    ) -> dict[str, dict[str, Any] | None] | None:
-        if fingerprints is None:
-            return None
-        return {t: _fingerprint_json(fp) for t, fp in fingerprints.items()}
 
     @property
     def unit(self) -> Unit:
@@ -161,7 +141,7 @@ class PlannedTask(BaseModel):
 def planned_tasks(
     plan: ExecutionPlan,
     tasks: Sequence[Sequence[Unit]],
-    entries: Mapping[str, Mapping[str, Entry]],
+    entries: Mapping[str, Mapping[str, Table]],
     migration_file: str,
 ) -> list[PlannedTask]:
     """``plan``'s return value: per task (``plan.pack_units``), what its units need and no more:

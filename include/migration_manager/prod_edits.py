@@ -185,7 +185,7 @@ def copied_fingerprint(
     schema: str,
     table: str,
     columns: Sequence[tuple[str, str]],
-    source: Mapping[str, Any] | None,
+    source: RowFingerprint | None,
     loaded: int,
 ) -> RowFingerprint | None:
     """The fingerprint :func:`current_fingerprint` would take, without scanning: the source's.
@@ -196,19 +196,19 @@ def copied_fingerprint(
     the same bytes: when its columns are exactly the file's (names, order, types), each value
     prints as on the source, no trigger changed a row and ``loaded`` is the source's count, the
     source's fingerprint (``source``, taken by ``create`` over those columns in the file's
-    snapshot, in the server encoding ``source["encoding"]``, which must be the target's: the sums
+    snapshot, in the server encoding ``source.encoding``, which must be the target's: the sums
     hash the row text's bytes) is what a scan would compute. None when any of this is not shown:
     scan then.
     A table larger than ``MM_FINGERPRINT_MAX_BYTES`` gets none either way (omitted, as
     :func:`fingerprints_of` omits it).
     """
-    if not source or source.get("method") != METHOD or int(source.get("rows", -1)) != loaded:
+    if source is None or source.method != METHOD or source.rows != loaded:
         return None
     # the sums hash the row text's bytes: the same only in the same server encoding (a file
     # that does not say which, from before it recorded it, is scanned). The server reports its
     # encoding when the connection starts: no query per table
     encoding = cur.connection.info.parameter_status("server_encoding")
-    if not source.get("encoding") or encoding is None or source["encoding"] != encoding:
+    if not source.encoding or encoding is None or source.encoding != encoding:
         return None
     row = cur.execute(
         _COPIED_TABLE, {"schema": schema, "table": table, "limit": max_bytes()}
@@ -217,7 +217,7 @@ def copied_fingerprint(
         return None
     if list(zip(row[1], row[2], strict=True)) != [tuple(c) for c in columns]:
         return None
-    return RowFingerprint(rows=loaded, sum0=str(source["sum0"]), sum1=str(source["sum1"]))
+    return RowFingerprint(rows=loaded, sum0=source.sum0, sum1=source.sum1)
 
 
 def lock_for_check(cur: psycopg.Cursor[Any], schema: str, table: str) -> None:

@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 from migration_manager import pg, row_writes
 from migration_manager.archive import ArchiveReader
 from migration_manager.manifest import Reference as TableReference
+from migration_manager.manifest import Table
 from migration_manager.nocobase_knowledge import Knowledge
 from migration_manager.schema import TableStructure
 
@@ -186,29 +187,28 @@ def table_exists(cur: psycopg.Cursor[Any], schema: str, table: str) -> bool:
 def dangling(
     cur: psycopg.Cursor[Any],
     reader: ArchiveReader,
-    entry: Mapping[str, Any],
+    entry: Table,
     references: Iterable[TableReference],
 ) -> list[DanglingReference]:
     """For one overwritten table: per reference into it from a table the target has, the target
     rows that keep pointing at target rows the source lacks (after natural-key matching).
     Leaves nothing behind."""
-    structure = TableStructure.model_validate(entry["structure"])
-    data = entry.get("data") or {}
-    schema = structure.schema or "public"
-    refs = [
-        r for r in references if r.target == entry["name"] and table_exists(cur, schema, r.table)
-    ]
-    if not data or not refs or not table_exists(cur, schema, entry["name"]):
+    target, data = row_writes.Target.of(entry), entry.data
+    if target is None or data is None:
         return []
-    target = row_writes.Target(
-        schema, entry["name"], tuple(data["columns"]), structure.primary_key, int(data["rows"])
-    )
+    refs = [
+        r
+        for r in references
+        if r.target == entry.name and table_exists(cur, target.schema, r.table)
+    ]
+    if not refs or not table_exists(cur, target.schema, entry.name):
+        return []
     out = []
     name = f"mm_refs_{zlib.crc32(target.name.encode()):08x}"
-    with reader.data(entry["data"]["member"]) as stream:
+    with reader.data(data.member) as stream:
         stage = row_writes.stage(cur, row_writes.Counts(), target, stream, name)
-    if entry.get("natural_key") and len(target.key) == 1:
-        match_natural_keys(cur, target, stage, entry["natural_key"])
+    if entry.natural_key and len(target.key) == 1:
+        match_natural_keys(cur, target, stage, entry.natural_key)
     for r in refs:
         holder = pg.qualified(target.schema, r.table)
         query = sql.SQL(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -17,6 +17,9 @@ from psycopg import sql
 from migration_manager import pg
 from migration_manager.digest import CHUNK
 from migration_manager.progress import Progress
+
+if TYPE_CHECKING:
+    from migration_manager.manifest import Table
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,20 @@ class Target:
     @property
     def ident(self) -> sql.Composable:
         return pg.qualified(self.schema, self.name)
+
+    @classmethod
+    def of(cls, entry: Table) -> Target | None:
+        """The manifest entry's table with the file's rows for it (None: the file has none)."""
+        if entry.data is None:
+            return None
+        return cls(
+            schema=entry.structure.schema or "public",
+            name=entry.name,
+            columns=tuple(entry.data.columns),
+            key=entry.structure.primary_key,
+            rows=entry.data.rows,
+            raw_bytes=entry.data.raw_bytes,
+        )
 
 
 def _run(

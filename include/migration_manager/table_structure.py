@@ -43,7 +43,9 @@ Sorting = Literal["asc", "desc", "nulls_first", "nulls_last"]
 
 
 class _Part(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
 
 class ColumnStructure(_Part):

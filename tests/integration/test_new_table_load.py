@@ -292,11 +292,14 @@ def test_a_fingerprint_taken_in_another_or_an_unknown_encoding_is_not_reused(
     real = apply_module.unit_entries
 
     def other_encoding(reader: Any, unit: Any) -> Any:
-        entries = real(reader, unit)
-        for entry in entries.values():
-            if entry.get("fingerprint"):
-                entry["fingerprint"]["encoding"] = encoding
-        return entries
+        return {
+            name: entry.model_copy(
+                update={"fingerprint": entry.fingerprint.model_copy(update={"encoding": encoding})}
+            )
+            if entry.fingerprint
+            else entry
+            for name, entry in real(reader, unit).items()
+        }
 
     monkeypatch.setattr(sys.modules[__name__], "unit_entries", other_encoding)
     left, fresh = _apply_all(path, target, scanned)

@@ -7,11 +7,12 @@ import json
 
 from migration_manager.execute import TableResult
 from migration_manager.fingerprint import RowFingerprint
-from migration_manager.manifest import Unit
+from migration_manager.manifest import Table, Unit
 from migration_manager.plan_report import PlannedTask, PlannedUnit, PlanReport
 from migration_manager.prod_edits import Changed
 from migration_manager.step_kinds import StepKind
 from migration_manager.step_outcomes import Difference, outcome_of
+from tests.factories import manifest_table
 
 FP = RowFingerprint(rows=3, sum0="11", sum1="22", listed=(1, 2, 3))
 
@@ -94,7 +95,7 @@ def test_a_planned_unit_is_the_unit_plus_what_apply_table_needs() -> None:
         tables=("a",),
         label="a",
         migration_file="m1.zip",
-        entries={"a": {"name": "a", "rule": "overwrite"}},
+        entries={"a": Table.model_validate(manifest_table("a", "overwrite", None))},
         checked=frozenset({"a"}),
         fingerprints={"a": FP, "b": None},
     )
@@ -102,6 +103,7 @@ def test_a_planned_unit_is_the_unit_plus_what_apply_table_needs() -> None:
     # the map index's label is read from the XCom form (map_index_template)
     assert form["label"] == "a" and form["id"] == "u1" and form["checked"] == ["a"]
     assert PlannedUnit.model_validate(json.loads(json.dumps(form))) == planned
+    assert form["entries"]["a"]["schema"] == "public"  # the file's keys, aliases included
     assert planned.unit == Unit(id="u1", tables=("a",), label="a")
     # a unit planned before entries and fingerprints were passed along
     old = PlannedUnit.model_validate({"id": "u1", "tables": ["a"], "label": "a"})

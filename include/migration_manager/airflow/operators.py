@@ -345,7 +345,7 @@ class ApplyUnitOperator(BaseOperator):
         done = _earlier_results(store, by_id)
         cleared = cleared_by_a_person(context, self)
         loads_rows = any(
-            p.entries is None or any(e["rule"] in DATA_RULES for e in p.entries.values())
+            p.entries is None or any(e.rule in DATA_RULES for e in p.entries.values())
             for p in planned.units
             if p.unit.id not in done
         )

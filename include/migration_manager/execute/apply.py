@@ -10,7 +10,7 @@ import os
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from migration_manager.errors import ApplyError, MigrationError, TransientError
 from migration_manager.execute.results import TableResult, UnitResult
 from migration_manager.execute.sequences import fix_sequences
 from migration_manager.fingerprint import RowFingerprint
+from migration_manager.manifest import Data, Table
 from migration_manager.plan import Unit
 from migration_manager.prod_edits import (
     TooLarge,
@@ -47,38 +48,45 @@ from migration_manager.schema import (
 log = logging.getLogger(__name__)
 
 
-def manifest_entries(reader: ArchiveReader) -> dict[str, dict[str, Any]]:
-    """The manifest's table entries by table name, in the file's JSON form (what XCom carries)."""
-    return {
-        t.name: t.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        for t in reader.manifest.tables
-    }
+def manifest_entries(reader: ArchiveReader) -> dict[str, Table]:
+    """The manifest's table entries by table name."""
+    return {t.name: t for t in reader.manifest.tables}
 
 
 def _lock_timeout() -> str:
     return os.environ.get("MM_LOCK_TIMEOUT", "60s")
 
 
-def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, dict[str, Any]]:
+def unit_entries(reader: ArchiveReader, unit: Unit) -> dict[str, Table]:
     """What ``apply_unit`` needs of the manifest for ``unit``: its tables' entries.
 
     Small enough for XCom: a mapped task then needs no manifest of its own. A fingerprint keeps
-    its count and sums (what :func:`copied_fingerprint` records), not its list of row hashes.
+    its count and sums (what :func:`copied_fingerprint` records), not its list of row hashes,
+    and says the server encoding the source took it in (the file's source's).
     """
     entries = manifest_entries(reader)
-    # the server encoding the source's fingerprints were taken in (hashes of the row text's bytes)
     encoding = reader.manifest.source.server_encoding
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Table] = {}
     for t in unit.tables:
         if t not in entries:
             continue
-        entry = {k: v for k, v in entries[t].items() if k != "fingerprint"}
-        if entries[t].get("fingerprint"):
-            entry["fingerprint"] = {
-                k: v for k, v in entries[t]["fingerprint"].items() if k != "listed"
-            } | {"encoding": encoding}
+        entry, fp = entries[t], entries[t].fingerprint
+        if fp is not None:
+            fp = fp.model_copy(update={"listed": None, "encoding": encoding})
+            entry = entry.model_copy(update={"fingerprint": fp})
         out[t] = entry
     return out
+
+
+def _data(entry: Table) -> Data:
+    """The table's data member, which a rule that moves rows has (the manifest says so)."""
+    return entry.data or _no_rows(entry.name)
+
+
+def _no_rows(table: str) -> NoReturn:
+    raise ApplyError(
+        f"{table}: its rule moves rows, but the migration file has none for it", terminal=True
+    )
 
 
 def apply_unit(
@@ -89,7 +97,7 @@ def apply_unit(
     allow_drop: bool = False,
     on_sql: Callable[[str], None] | None = None,
     dry_run: bool = False,
-    entries: Mapping[str, Mapping[str, Any]] | None = None,
+    entries: Mapping[str, Table] | None = None,
     checked: Collection[str] = (),
     expected: Mapping[str, RowFingerprint | None] | None = None,
 ) -> UnitResult:
@@ -112,8 +120,8 @@ def apply_unit(
             f"Unit {unit.id} names tables the migration file lacks: {', '.join(missing)}",
             terminal=True,
         )
-    structures = {t: TableStructure.model_validate(entries[t]["structure"]) for t in unit.tables}
-    rule_of = {t: entries[t]["rule"] for t in unit.tables}
+    structures = {t: entries[t].structure for t in unit.tables}
+    rule_of = {t: entries[t].rule for t in unit.tables}
     ddl: dict[str, list[str]] = {t: [] for t in unit.tables}
     kinds: dict[str, list[str]] = {t: [] for t in unit.tables}
     warnings: dict[str, list[str]] = {t: [] for t in unit.tables}
@@ -193,16 +201,7 @@ def apply_unit(
             data_tables = [t for t in unit.tables if rule_of[t] in DATA_RULES]
             targets = {}
             for name in data_tables:
-                e = entries[name]
-                s = structures[name]
-                targets[name] = row_writes.Target(
-                    schema=s.schema or "public",
-                    name=name,
-                    columns=tuple(e["data"]["columns"]),
-                    key=s.primary_key,
-                    rows=int(e["data"]["rows"]),
-                    raw_bytes=e["data"].get("raw_bytes"),
-                )
+                targets[name] = row_writes.Target.of(entries[name]) or _no_rows(name)
             cur = raw.cursor()
             cur.execute("SET LOCAL synchronous_commit = off")
             staged: dict[str, sql.Identifier] = {}
@@ -218,7 +217,7 @@ def apply_unit(
                 if rule_of[name] == OVERWRITE and row_writes.is_empty(cur, t):
                     direct.add(name)
                 else:
-                    with reader.data(entries[name]["data"]["member"]) as stream:
+                    with reader.data(_data(entries[name]).member) as stream:
                         staged[name] = row_writes.stage(
                             cur,
                             counts[name],
@@ -226,7 +225,7 @@ def apply_unit(
                             stream,
                             f"mm_stage_{zlib.crc32(name.encode()):08x}",
                         )
-                    natural = entries[name].get("natural_key")
+                    natural = entries[name].natural_key
                     if natural and rule_of[name] in (OVERWRITE, UPSERT) and len(t.key) == 1:
                         # prod's rows keep their keys, and what refers to them stays valid
                         match_natural_keys(cur, t, staged[name], natural)
@@ -253,7 +252,7 @@ def apply_unit(
                 rule = rule_of[name]
                 if name in direct:
                     assert reader is not None
-                    with reader.data(entries[name]["data"]["member"]) as stream:
+                    with reader.data(_data(entries[name]).member) as stream:
                         c.inserted += row_writes.copy_in(cur, c, t.ident, t, stream, f"load {name}")
                 elif rule == OVERWRITE and not t.key:
                     if name in replace:
@@ -418,7 +417,7 @@ def _fingerprints_left(
     cur: psycopg.Cursor[Any],
     data_tables: list[str],
     structures: Mapping[str, TableStructure],
-    entries: Mapping[str, Mapping[str, Any]],
+    entries: Mapping[str, Table],
     counts: Mapping[str, row_writes.Counts],
     direct: Collection[str],
     alone: Collection[str],
@@ -435,13 +434,13 @@ def _fingerprints_left(
         schema = structures[name].schema or "public"
         known = None
         if name in direct and name in alone:
-            columns = entries[name]["data"]["columns"]
+            columns = _data(entries[name]).columns
             known = copied_fingerprint(
                 cur,
                 schema,
                 name,
                 [(c, structures[name].column(c).type) for c in columns],
-                entries[name].get("fingerprint"),
+                entries[name].fingerprint,
                 counts[name].inserted,
             )
         if known is not None:

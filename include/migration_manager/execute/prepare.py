@@ -7,9 +7,7 @@ unit (a :class:`TableResult` ``unchanged``, with the reason).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from functools import partial
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,6 +28,7 @@ from migration_manager.execute.target import (
     without_waiting,
 )
 from migration_manager.fingerprint import RowFingerprint, rows_unchanged
+from migration_manager.manifest import Table
 from migration_manager.references import compared_columns
 from migration_manager.schema import (
     SchemaDiff,
@@ -66,11 +65,7 @@ def prepare(
             file=reader.name,
             target_name=f"({pg.endpoint(target_dsn).shown})",
         )
-        structures = {
-            name: TableStructure.model_validate(e["structure"])
-            for name, e in entries.items()
-            if e["rule"] != SKIP
-        }
+        structures = {name: e.structure for name, e in entries.items() if e.rule != SKIP}
         uses: dict[tuple[str, str], tuple[TypeStructure, list[str]]] = {}
         for name, structure in structures.items():
             for t in structure.types:
@@ -81,7 +76,7 @@ def prepare(
             log.warning("%s", w)
         reflected, locked = reflect_target(conn, structures)
         for name, e in entries.items():
-            rule = e["rule"]
+            rule = e.rule
             if rule == SKIP:
                 quiet.append(TableResult(table=name, rule=rule, status="skipped"))
                 continue
@@ -119,12 +114,12 @@ def prepare(
                     fp = without_waiting(conn, partial(target_fingerprint, conn, structure))
                     if isinstance(fp, RowFingerprint) or fp is None:
                         target_fps[name] = fp
-                    data_columns = list((e.get("data") or {}).get("columns") or ())
+                    data_columns = list(e.data.columns) if e.data else []
                     if (
                         isinstance(fp, RowFingerprint)
                         and found is not None
                         and data_columns == [c.name for c in found.columns]
-                        and not e.get("natural_key")  # compared without the key: see _unchanged
+                        and not e.natural_key  # compared without the key: see _unchanged
                     ):
                         known = fp  # the same columns in the same order: the same fingerprint
                 compare = partial(
@@ -145,7 +140,7 @@ def prepare(
                         table=name,
                         rule=rule,
                         status="unchanged",
-                        unchanged=int((e.get("data") or {}).get("rows") or 0),
+                        unchanged=e.data.rows if e.data else 0,
                         warnings=tuple(f"kept: {c.description}" for c in diff.skipped),
                         reason=reason,
                     )
@@ -171,7 +166,7 @@ def prepare(
 
 def _compare(
     conn: sa.Connection,
-    entry: Mapping[str, Any],
+    entry: Table,
     structure: TableStructure,
     rule: str,
     creates_table: bool,
@@ -186,7 +181,7 @@ def _compare(
 
 def _unchanged(
     conn: sa.Connection,
-    entry: Mapping[str, Any],
+    entry: Table,
     structure: TableStructure,
     rule: str,
     known: RowFingerprint | None = None,
@@ -197,14 +192,12 @@ def _unchanged(
     """
     if rule not in DATA_RULES:
         return "structure equal to the source's; the rule moves no rows"
-    data, recorded = entry.get("data"), entry.get("fingerprint")
+    data, recorded = entry.data, entry.fingerprint
     if not data or not recorded:
         return None  # a file without fingerprints (or a table too large for one): apply
     raw = conn.connection.driver_connection
     assert raw is not None
-    columns, key = compared_columns(
-        data["columns"], structure.primary_key, entry.get("natural_key")
-    )
+    columns, key = compared_columns(data.columns, structure.primary_key, entry.natural_key)
     with raw.cursor() as cur:
         why = rows_unchanged(
             cur,
@@ -213,7 +206,7 @@ def _unchanged(
             columns,
             key,
             rule,
-            RowFingerprint.model_validate(recorded),
+            recorded,
             target=known,
         )
     return f"structure equal; {why}" if why else None

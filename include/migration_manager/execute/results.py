@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pydantic import BaseModel, ConfigDict, field_serializer
+from pydantic import BaseModel, ConfigDict
 
 from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import RowFingerprint
@@ -55,15 +55,6 @@ class UnitResult(BaseModel):
     # each data table's fingerprint as the unit left it, taken just before its commit (not in a
     # dry run): recorded per target after the run (prod_edits.TargetRecord)
     fingerprints: dict[str, RowFingerprint | None] = {}
-
-    @field_serializer("fingerprints")
-    def _without_nulls(
-        self, fingerprints: dict[str, RowFingerprint | None]
-    ) -> dict[str, dict[str, object] | None]:
-        return {
-            k: (v.model_dump(mode="json", exclude_none=True) if v is not None else None)
-            for k, v in fingerprints.items()
-        }
 
 
 @dataclass(frozen=True)
