@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from migration_manager.check_outcomes import (
     AppRestart,
@@ -32,10 +32,10 @@ SAMPLE_KINDS = (
 )
 
 
-def sample_keys(table: TableRecord | Mapping[str, Any]) -> list[tuple[str, list[str]]]:
+def sample_keys(table: TableRecord) -> list[tuple[str, list[str]]]:
     """A table's sample keys by kind (``inserted``, ``updated``, ``deleted``), kinds with none left out."""
-    t = table.model_dump() if isinstance(table, TableRecord) else table
-    return [(kind, [str(k) for k in t.get(f) or ()]) for kind, f in SAMPLE_KINDS if t.get(f)]
+    found = [(kind, list(getattr(table, f))) for kind, f in SAMPLE_KINDS]
+    return [(kind, keys) for kind, keys in found if keys]
 
 
 def sample_key_lines(tables: Iterable[TableRecord]) -> list[str]:

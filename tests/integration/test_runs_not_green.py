@@ -137,7 +137,8 @@ def test_a_cleared_unit_of_a_rolled_back_run_refuses_to_apply_alone(
     again = rerun_cleared(dag_run, ("apply_table", good), ("rollback", -1), ("collect_logs", -1))
 
     assert str(again.state) == "failed"
-    assert run_rollback_record(dag_run.dag_id, dag_run.run_id)["backup_id"] == backup_id
+    recorded = run_rollback_record(dag_run.dag_id, dag_run.run_id)
+    assert recorded is not None and recorded.backup_id == backup_id
     assert table_fingerprints(target) == before
     assert table_text(target, "good")[0] == '(1,"target 1")'  # the target's rows, not the source's
     out = logs.capfd.readouterr()

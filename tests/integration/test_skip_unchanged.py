@@ -164,7 +164,7 @@ def test_a_changed_sequence_position_is_applied(source: str, target: str, tmp_pa
     sql(source, "SELECT nextval('counters_id_seq') FROM generate_series(1, 5)")
     p = plan(source, target, path, "overwrite")
     assert mapped(p) == {"counters"}
-    pending = {x["table"]: x["changes"] for x in p.pending}
+    pending = {x.table: x.changes for x in p.pending}
     assert any("setval" in c for c in pending["counters"])
     migrate(source, target, path, create=rules_for("overwrite"))
     assert scalar(target, "SELECT last_value FROM counters_id_seq") == 7
@@ -219,6 +219,6 @@ def test_a_table_locked_by_another_session_is_applied_not_waited_for(
         p = plan(source, target, path, "overwrite")
         blocker.rollback()
     assert mapped(p) == {"items"}, p.pending
-    pending = {x["table"]: x["changes"] for x in p.pending}
+    pending = {x.table: x.changes for x in p.pending}
     assert pending["items"] == ["not compared (locked by another session): applied"]
     assert {t.table for t in p.tables} == {"counters"}  # the other table was still compared

@@ -40,6 +40,7 @@ from migration_manager.backup.restore import (
 )
 from migration_manager.errors import BackupError, ConfigError
 from migration_manager.step_kinds import Rollback
+from migration_manager.step_outcomes import RollbackOutcome
 from migration_manager.store_layout import backup_key
 
 if TYPE_CHECKING:
@@ -260,7 +261,7 @@ class RollbackOperator(BaseOperator):
             outcome |= {"status": Rollback.ROLLED_BACK, **result.model_dump(mode="json")}
             # before anything else: a cleared apply_table of this run must find it (see
             # operators.refuse_after_rollback), even once this task's XCom is cleared
-            record_run_rollback(ti.dag_id, ti.run_id, outcome)
+            record_run_rollback(ti.dag_id, ti.run_id, RollbackOutcome.model_validate(outcome))
             self.log.info(
                 "Rolled back: the target is back at backup %s (taken before this run); %d tables "
                 "verified (row count and content checksum)%s",

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from migration_manager.airflow import task_ids
-from migration_manager.airflow.xcom_models import Json
 from migration_manager.errors import MigrationError
 from migration_manager.run_options import RunOptions
 
@@ -20,9 +19,11 @@ from migration_manager.run_options import RunOptions
 if TYPE_CHECKING:
     from airflow.providers.standard.operators.hitl import HITLOperator
 
+    from migration_manager.airflow.xcom_models import DestructiveOutcome
     from migration_manager.archive import ArchiveReader
     from migration_manager.manifest import Manifest
     from migration_manager.plan_report import PlanReport
+    from migration_manager.step_outcomes import RollbackOutcome
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,17 @@ def plan_report_xcom(ti: Any) -> PlanReport | None:
     return PlanReport.pulled(ti.xcom_pull(task_ids=task_ids.PLAN, key=task_ids.REPORT_KEY))
 
 
-def rollback_outcome(ti: Any) -> Json | None:
+def rollback_outcome(ti: Any) -> RollbackOutcome | None:
     """``rollback``'s outcome, also when restoring failed; None when it did not run."""
+    from migration_manager.step_outcomes import RollbackOutcome, outcome_as
+
     pushed = ti.xcom_pull(task_ids=task_ids.ROLLBACK, key=task_ids.ROLLBACK_KEY)
-    return dict(pushed) if pushed else None
+    return outcome_as(RollbackOutcome, pushed) if pushed else None
 
 
-def destructive_outcome(ti: Any) -> Json | None:
-    """``destructive_check``'s outcome (``xcom_models.DestructiveOutcome``), also when it refused."""
+def destructive_outcome(ti: Any) -> DestructiveOutcome | None:
+    """``destructive_check``'s outcome, also when it refused; None when it pushed none."""
+    from migration_manager.airflow.xcom_models import DestructiveOutcome
+
     pushed = ti.xcom_pull(task_ids=task_ids.DESTRUCTIVE_CHECK, key=task_ids.DESTRUCTIVE_KEY)
-    return dict(pushed) if pushed else None
+    return DestructiveOutcome.from_xcom(pushed) if pushed else None

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 from airflow.sdk.bases.notifier import BaseNotifier
+from pydantic import BaseModel, ConfigDict
 
 from migration_manager import redaction, store_layout
 from migration_manager.airflow import task_ids
@@ -79,7 +80,7 @@ def run_outcome(
     record: RunRecord | None,
     summary: RunSummary | None,
     error: str | None = None,
-) -> dict[str, Any]:
+) -> RunOutcome:
     """What this run's notification says, decided in ``collect_logs`` (pushed as an XCom)."""
     ti = context["ti"]
     steps = record.steps if record else []
@@ -93,8 +94,8 @@ def run_outcome(
     )
     if refused:
         event = REFUSED
-        parts = list(refused.get("parts") or [])
-        how = refused.get("refused_by") or "on_destructive=fail"
+        parts = refused.parts
+        how = refused.refused_by or "on_destructive=fail"
         headline = (
             f"the plan is destructive and was refused ({how}); nothing was written: "
             + "; ".join(parts)[:300]
@@ -128,12 +129,12 @@ def run_outcome(
             headline = f"the run stopped at {names or 'its first task'}"
             if error and not details:
                 details = [_one_line(error)]
-    return {
-        "event": event,
-        "headline": headline,
-        "details": [redaction.redact(str(d)) for d in details],
-        "migration_id": migration_id,
-    }
+    return RunOutcome(
+        event=event,
+        headline=headline,
+        details=[redaction.redact(str(d)) for d in details],
+        migration_id=migration_id,
+    )
 
 
 def _one_line(error: str, limit: int = 600) -> str:
@@ -149,6 +150,18 @@ def _question_lines(body: str | None) -> list[str]:
         if line:
             lines.append(line)
     return lines
+
+
+class RunOutcome(BaseModel):
+    """What the run's notification says, decided by ``collect_logs`` (XCom ``notification``);
+    the notifier adds where it ran and the links."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event: str
+    headline: str = ""
+    details: list[str] = []
+    migration_id: str | None = None
 
 
 class MigrationNotifier(BaseNotifier):
@@ -179,20 +192,22 @@ class MigrationNotifier(BaseNotifier):
                 details=tuple(_question_lines(getattr(task, "body", None))),
                 links=(("Answer under Required actions of the run", links[0][1]),),
             )
-        outcome = ti.xcom_pull(task_ids=ti.task_id, key=OUTCOME_KEY) or {}
-        if not outcome:
+        pulled = ti.xcom_pull(task_ids=ti.task_id, key=OUTCOME_KEY)
+        if pulled:
+            outcome = RunOutcome.model_validate(pulled)
+        else:
             error = str(context.get("exception") or "the run failed")
-            outcome = {"event": FAILURE, "headline": error.splitlines()[0][:300], "details": []}
-        page = run_page_url(outcome.get("migration_id"), run_id)
+            outcome = RunOutcome(event=FAILURE, headline=error.splitlines()[0][:300])
+        page = run_page_url(outcome.migration_id, run_id)
         if page:
             links.insert(0, ("Run page", page))
         return Notification(
-            event=str(outcome["event"]),
+            event=outcome.event,
             dag_id=dag_id,
             run_id=run_id,
             target=_target(context),
-            headline=str(outcome.get("headline") or ""),
-            details=tuple(str(d) for d in outcome.get("details") or []),
+            headline=outcome.headline,
+            details=tuple(outcome.details),
             links=tuple(links),
         )
 

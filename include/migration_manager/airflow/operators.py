@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +32,7 @@ from migration_manager.step_kinds import Rollback
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from migration_manager.execute.results import UnitResult
     from migration_manager.manifest import Manifest
     from migration_manager.plan import Unit
 
@@ -333,7 +334,7 @@ class ApplyUnitOperator(BaseOperator):
     def execute(self, context: Context) -> list[Json]:
         from migration_manager.config import DATA_RULES
         from migration_manager.errors import TransientError
-        from migration_manager.execute import UnitResult, apply_unit, apply_units
+        from migration_manager.execute import apply_unit, apply_units
         from migration_manager.plan_report import PlannedTask
 
         planned = PlannedTask.model_validate(self.batch)
@@ -405,7 +406,7 @@ class ApplyUnitOperator(BaseOperator):
 APPLIED_KEY = "applied_units"  # task_state_store: results of the units applied, by unit id
 
 
-def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
+def _earlier_results(store: Any, units: Collection[str]) -> dict[str, UnitResult]:
     """The results of this task's units that an earlier try applied (kept in its task state)."""
     from migration_manager.execute.results import UnitResult
 
@@ -419,7 +420,7 @@ def _earlier_results(store: Any, units: Mapping[str, Any]) -> dict[str, Any]:
     return {k: UnitResult.model_validate(v) for k, v in kept.items() if k in units}
 
 
-def _keep_applied(store: Any, applied: Mapping[str, Any], task_log: Any) -> None:
+def _keep_applied(store: Any, applied: Mapping[str, UnitResult], task_log: Any) -> None:
     """Keep the results of the units applied so far for the next try, or none when
     ``applied`` is empty (never fails the task)."""
     if store is None:
@@ -455,12 +456,12 @@ def refuse_after_rollback(context: Context, label: str) -> None:
     record = run_rollback_record(ti.dag_id, ti.run_id)
     if record is None:
         pushed = rollback_outcome(ti)
-        if isinstance(pushed, dict) and pushed.get("status") == Rollback.ROLLED_BACK:
+        if pushed is not None and pushed.status == Rollback.ROLLED_BACK:
             record = pushed
     if record is not None:
         raise AirflowFailException(
             f"{label}: this run ({ti.dag_id}/{ti.run_id}) was rolled back to backup "
-            f"{record.get('backup_id')} after a unit failed, so no change of the run remains on "
+            f"{record.backup_id} after a unit failed, so no change of the run remains on "
             "the target. Applying this unit alone would leave a partial target: run the whole "
             "migration again (trigger a new run) instead of clearing tasks of this one."
         )

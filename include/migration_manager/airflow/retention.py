@@ -34,7 +34,7 @@ def lease_file(context: Any) -> None:
         log.warning("Could not mark the migration file in use", exc_info=True)
 
 
-def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | None:
+def finish_run(context: Any, *, migration_id: str | None) -> retention.Pruned | None:
     """Release the run's lease, then prune the target's old run logs and migration files."""
     ti = context["ti"]
     options = RunOptions.of_params(context.get("params"))
@@ -69,4 +69,4 @@ def finish_run(context: Any, *, migration_id: str | None) -> dict[str, Any] | No
             len(pruned.logs),
             len(pruned.files),
         )
-    return pruned.model_dump()
+    return pruned

@@ -17,6 +17,7 @@ Recording a step never fails a task: a hook that cannot push logs a warning and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypedDict, cast
 
@@ -146,7 +147,7 @@ def step_skipped(context: Any) -> None:
     _push(context, "skipped", note=context.get("exception"))
 
 
-STEP_HOOKS: dict[str, Any] = {
+STEP_HOOKS: dict[str, Callable[[Any], None]] = {
     "pre_execute": step_started,
     "post_execute": step_succeeded,
     "on_failure_callback": step_failed,

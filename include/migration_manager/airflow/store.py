@@ -38,6 +38,8 @@ from migration_manager.errors import BackupError, ConfigError, MigrationError, S
 from migration_manager.prod_edits import TargetRecord
 from migration_manager.run_files import RECORD, write_files
 from migration_manager.run_record import RunRecord
+from migration_manager.step_kinds import Rollback
+from migration_manager.step_outcomes import RollbackOutcome
 
 log = logging.getLogger(__name__)
 
@@ -292,28 +294,25 @@ def _run_file(dag_id: str, run_id: str) -> ObjectStoragePath:
     return layout.rollback_record(store_root(), dag_id, run_id)
 
 
-def record_run_rollback(dag_id: str, run_id: str, outcome: dict[str, Any]) -> None:
+def record_run_rollback(dag_id: str, run_id: str, outcome: RollbackOutcome) -> None:
     """Remember that this run's target was rolled back (outlives clearing the rollback task)."""
     with store_writes(
         f"the rollback record of run {dag_id}/{run_id}", "The target was rolled back."
     ):
-        write_text(
-            _run_file(dag_id, run_id),
-            json.dumps({"dag_id": dag_id, "run_id": run_id, **outcome}, default=str),
-        )
+        document = {"dag_id": dag_id, "run_id": run_id, **outcome.model_dump(mode="json")}
+        write_text(_run_file(dag_id, run_id), json.dumps(document))
 
 
-def run_rollback_record(dag_id: str, run_id: str) -> dict[str, Any] | None:
+def run_rollback_record(dag_id: str, run_id: str) -> RollbackOutcome | None:
     """The rollback recorded for this run; None when the run was never rolled back."""
     path = _run_file(dag_id, run_id)
     if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
+        return RollbackOutcome.model_validate_json(path.read_text())
     except ValueError:
         # unreadable, but it exists: the run was rolled back
-        return {"dag_id": dag_id, "run_id": run_id, "backup_id": "(record unreadable)"}
-    return record if isinstance(record, dict) else {"backup_id": None}
+        return RollbackOutcome(status=Rollback.ROLLED_BACK, backup_id="(record unreadable)")
 
 
 # --- restored backups: restores/<target key>/<run key>.json ------------------------------------

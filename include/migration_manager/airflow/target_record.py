@@ -14,7 +14,7 @@ and the record says so (``prod_edits.after_restore``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from migration_manager.airflow.common import is_dry_run
@@ -43,7 +43,7 @@ def fingerprints_left(
 
 
 def record_fingerprints(
-    context: Mapping[str, Any],
+    context: Any,
     report: PlanReport | None,
     results: Iterable[UnitResult],
     *,

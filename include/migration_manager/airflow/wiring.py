@@ -115,7 +115,8 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
         record, folder = write_run_log(
             context, report=None, summary=None, results=results, final_status="failed"
         )
-        ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=None))
+        outcome = run_outcome(context, record=record, summary=None)
+        ti.xcom_push(key=OUTCOME_KEY, value=outcome.model_dump(mode="json"))
         finish_run(context, migration_id=record.migration_id)
         raise AirflowFailException(
             "The plan task produced no report: the migration did not start (see the failed "
@@ -128,7 +129,7 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
             "(see each table's reason); no backup was taken and nothing was written"
         )
     # --- backup / rollback outcome (rollback task), shown in the summary and the failure ---
-    rollback = outcome_as(RollbackOutcome, rollback_outcome(ti))
+    rollback = rollback_outcome(ti)
     if rollback:
         log.info("Rollback: %s", _rollback_advice(rollback))
     summary = summarize(report, results).model_copy(
@@ -142,7 +143,8 @@ def collect_logs(results: Any, backup: Any = None, **context: Any) -> Json:
         results=results,
         final_status=str(summary.status),
     )
-    ti.xcom_push(key=OUTCOME_KEY, value=run_outcome(context, record=record, summary=summary))
+    outcome = run_outcome(context, record=record, summary=summary)
+    ti.xcom_push(key=OUTCOME_KEY, value=outcome.model_dump(mode="json"))
     try:  # for the next plan: which tables were changed in the target after this run
         record_fingerprints(
             context,

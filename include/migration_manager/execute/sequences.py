@@ -7,7 +7,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from migration_manager import pg, row_writes
 from migration_manager.config import DATA_RULES
@@ -64,7 +64,7 @@ def fix_sequences(
 
 
 def _past(
-    cur: psycopg.Cursor[dict[str, Any]],
+    cur: psycopg.Cursor[DictRow],
     schema: str,
     structure: TableStructure,
     seq: SequenceStructure,
