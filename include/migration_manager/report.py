@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from migration_manager.run_record import FailedUnit, Outcome, RunSummary, TableRecord, Totals
+from migration_manager.run_record import FailedUnit, Outcome, RunSummary, Totals
+from migration_manager.table_result import TableResult
 
 if TYPE_CHECKING:
     from migration_manager.execute.results import UnitResult
@@ -15,9 +16,6 @@ if TYPE_CHECKING:
 
 def summarize(report: PlanReport, results: Iterable[UnitResult]) -> RunSummary:
     """Join the plan's report with the units' results; units without a result have failed."""
-    # imported here: DAG files import this module (through the run log) and need no engine
-    from migration_manager.execute.results import TableResult
-
     unit_results = list(results)
     done = {r.unit for r in unit_results}
     failed = [u for u in report.units if u.id not in done]
@@ -38,7 +36,8 @@ def summarize(report: PlanReport, results: Iterable[UnitResult]) -> RunSummary:
         migration_file=report.migration_file,
         status=Outcome.FAILED if failed else Outcome.SUCCESS,
         failed_units=[FailedUnit(id=u.id, tables=list(u.tables)) for u in failed],
-        tables=[TableRecord.model_validate(t.model_dump(mode="json")) for t in tables],
+        # every key of each table in summary.json and the record (they are dumped exclude_unset)
+        tables=[TableResult.model_validate(t.model_dump()) for t in tables],
         totals=Totals(**totals, ddl=sum(len(t.ddl) for t in tables)),
         warnings=list(report.warnings),
     )

@@ -19,8 +19,9 @@ from migration_manager.check_outcomes import (
     PluginCheck,
 )
 from migration_manager.redaction import redact
-from migration_manager.run_record import RunRecord, RunSummary, TableRecord, endpoint
+from migration_manager.run_record import RunRecord, RunSummary, endpoint
 from migration_manager.step_kinds import StepOutcome
+from migration_manager.table_result import TableResult
 from migration_manager.text_format import clock, size, text_table, when
 
 Kind = TypeVar("Kind", bound=StepOutcome)
@@ -32,13 +33,13 @@ SAMPLE_KINDS = (
 )
 
 
-def sample_keys(table: TableRecord) -> list[tuple[str, list[str]]]:
+def sample_keys(table: TableResult) -> list[tuple[str, list[str]]]:
     """A table's sample keys by kind (``inserted``, ``updated``, ``deleted``), kinds with none left out."""
     found = [(kind, list(getattr(table, f))) for kind, f in SAMPLE_KINDS]
     return [(kind, keys) for kind, keys in found if keys]
 
 
-def sample_key_lines(tables: Iterable[TableRecord]) -> list[str]:
+def sample_key_lines(tables: Iterable[TableResult]) -> list[str]:
     """One line per table and kind: ``uiSchemas deleted (3 of 63): a, b, c``."""
     lines = []
     for t in tables:

@@ -8,7 +8,7 @@ The JSON document (format ``migration-manager-log`` version 1) keeps the shape e
 wrote: a model is dumped with only the keys it was given (``exclude_unset``), so a key that an
 earlier version left out stays out, and a record written by an earlier version reads back as it
 was written. Every model forbids keys it does not know (the key sets never changed in version 1)
-except the tables (:class:`TableRecord`), whose shape is :class:`migration_manager.execute.TableResult`'s.
+except the tables: :class:`migration_manager.table_result.TableResult`, the units' own model.
 A change that is not compatible raises :data:`LOG_VERSION`.
 """
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, SerializeAsAny, mo
 
 from migration_manager.step_kinds import StepOutcome
 from migration_manager.step_outcomes import BackupOutcome, Difference, RollbackOutcome, recorded
+from migration_manager.table_result import TableResult
 
 LOG_FORMAT: Final = "migration-manager-log"
 LOG_VERSION = 1
@@ -137,28 +138,6 @@ class FailedUnit(_Model):
     tables: list[str] = []
 
 
-class TableRecord(_Model):
-    """One table's result (``execute.TableResult``'s shape; keys of earlier versions are kept)."""
-
-    model_config = ConfigDict(extra="allow")
-
-    table: str
-    rule: str = "?"
-    status: str = ""
-    ddl: list[str] = []
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    seconds: float = 0.0
-    warnings: list[str] = []
-    data_sql: list[str] = []
-    inserted_keys: list[str] = []
-    updated_keys: list[str] = []
-    deleted_keys: list[str] = []
-    reason: str = ""
-
-
 class Totals(_Model):
     """Rows inserted, updated, deleted and unchanged, and DDL statements, over every table."""
 
@@ -197,7 +176,7 @@ class RunRecord(_Model):
     rollback: RollbackOutcome | None = None
     units: list[UnitRecord] = []
     differences: list[Difference] = []
-    tables: list[TableRecord] = []
+    tables: list[TableResult] = []
     totals: Totals = Totals()
     failed_units: list[FailedUnit] = []
     warnings: list[str] = []
@@ -228,7 +207,7 @@ class RunSummary(BaseModel):
     status: Outcome
     run_id: str | None = None
     failed_units: list[FailedUnit] = []
-    tables: list[TableRecord] = []
+    tables: list[TableResult] = []
     totals: Totals = Totals()
     warnings: list[str] = []
     backup: BackupOutcome | None = None

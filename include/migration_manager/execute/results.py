@@ -15,33 +15,9 @@ from migration_manager.db_identity import DatabaseIdentity
 from migration_manager.fingerprint import RowFingerprint
 from migration_manager.plan import Unit
 from migration_manager.step_outcomes import Difference
+from migration_manager.table_result import TableResult
 
 SAMPLE_KINDS = ("inserted_keys", "updated_keys", "deleted_keys")
-
-
-class TableResult(BaseModel):
-    """What a run did to one table (or why it left it alone); JSON as ``model_dump(mode="json")``."""
-
-    model_config = ConfigDict(frozen=True)
-
-    table: str
-    rule: str
-    status: str  # "applied", "unchanged", "skipped"
-    ddl: tuple[str, ...] = ()
-    inserted: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    seconds: float = 0.0
-    warnings: tuple[str, ...] = ()
-    data_sql: tuple[str, ...] = ()
-    # up to rules.SAMPLE_KEYS primary-key values (text) of the rows inserted / updated / deleted
-    inserted_keys: tuple[str, ...] = ()
-    updated_keys: tuple[str, ...] = ()
-    deleted_keys: tuple[str, ...] = ()
-    reason: str = ""  # why an unchanged table got no unit
-    # the kinds of the structure changes made (schema.SchemaChange.kind: add_table, add_column, ...)
-    structure_changes: tuple[str, ...] = ()
 
 
 class UnitResult(BaseModel):

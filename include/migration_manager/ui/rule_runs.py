@@ -201,11 +201,9 @@ def preview_rows(record: run_record.RunRecord) -> list[dict[str, Any]]:
     do, without its data SQL."""
     rows = []
     for t in record.tables:
-        row: dict[str, Any] = {k: v for k, v in t.to_json_dict().items() if k != "data_sql"}
+        row: dict[str, Any] = t.model_dump(mode="json", exclude_unset=True, exclude={"data_sql"})
         row["ddl"] = list(t.ddl)
-        row["changes"] = describe_changes(
-            t.ddl, [str(c) for c in row.get("structure_changes") or []]
-        )
+        row["changes"] = describe_changes(t.ddl, list(t.structure_changes))
         rows.append(row)
     return rows
 
