@@ -26,7 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from migration_manager import pg, references, row_writes
 from migration_manager.archive import ArchiveReader
@@ -127,6 +127,17 @@ class DestructivePlan(BaseModel):
     @property
     def destructive(self) -> bool:
         return bool(self.parts)
+
+
+class DestructiveOutcome(DestructivePlan):
+    """``destructive_check``'s outcome (its return value, and XCom key ``destructive`` when the
+    plan is destructive): the plan, the decision and who made or refused it."""
+
+    mode: str = ""  # on_destructive: ask, continue, fail
+    decision: str | None = None
+    decided_by: str | None = None
+    # set when the plan was refused: on_destructive=fail, rejected
+    refused_by: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 def plan_drops(pending: Iterable[Difference]) -> list[str]:

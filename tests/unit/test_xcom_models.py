@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from migration_manager.airflow.xcom_models import DestructiveOutcome, flat_results
-from migration_manager.destructive import DestructivePlan, TableLoss
+from migration_manager.airflow.xcom_models import flat_results
+from migration_manager.destructive import DestructiveOutcome, DestructivePlan, TableLoss
 
 
 def test_every_unit_result_is_read_from_packed_and_older_tasks() -> None:
@@ -21,10 +21,11 @@ def test_a_refusal_keeps_who_refused_and_the_parts() -> None:
         drops=("a: drop column x",),
     )
     refused = DestructiveOutcome(
-        plan=plan, mode="fail", decision="refused", refused_by="on_destructive=fail"
+        **dict(plan), mode="fail", decision="refused", refused_by="on_destructive=fail"
     )
-    form = refused.to_xcom()
+    form = refused.model_dump(mode="json")
     assert form["refused_by"] == "on_destructive=fail" and form["destructive"] is True
     assert form["parts"] == plan.parts and len(plan.parts) == 2
-    assert DestructiveOutcome.from_xcom(json.loads(json.dumps(form))) == refused
-    assert "refused_by" not in DestructiveOutcome(plan=plan, mode="ask").to_xcom()
+    assert DestructiveOutcome.model_validate(json.loads(json.dumps(form))) == refused
+    asked = DestructiveOutcome(**dict(plan), mode="ask").model_dump(mode="json")
+    assert "refused_by" not in asked and asked["decision"] is None

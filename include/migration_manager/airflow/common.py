@@ -19,8 +19,8 @@ from migration_manager.run_options import RunOptions
 if TYPE_CHECKING:
     from airflow.providers.standard.operators.hitl import HITLOperator
 
-    from migration_manager.airflow.xcom_models import DestructiveOutcome
     from migration_manager.archive import ArchiveReader
+    from migration_manager.destructive import DestructiveOutcome
     from migration_manager.manifest import Manifest
     from migration_manager.plan_report import PlanReport
     from migration_manager.step_outcomes import RollbackOutcome
@@ -133,7 +133,7 @@ def rollback_outcome(ti: Any) -> RollbackOutcome | None:
 
 def destructive_outcome(ti: Any) -> DestructiveOutcome | None:
     """``destructive_check``'s outcome, also when it refused; None when it pushed none."""
-    from migration_manager.airflow.xcom_models import DestructiveOutcome
+    from migration_manager.destructive import DestructiveOutcome
 
     pushed = ti.xcom_pull(task_ids=task_ids.DESTRUCTIVE_CHECK, key=task_ids.DESTRUCTIVE_KEY)
-    return DestructiveOutcome.from_xcom(pushed) if pushed else None
+    return DestructiveOutcome.model_validate(pushed) if pushed else None

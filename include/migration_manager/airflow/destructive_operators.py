@@ -11,7 +11,6 @@ the destructive parts, ``continue`` goes on (the parts are in the log).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLOperator
@@ -27,7 +26,13 @@ from migration_manager.airflow.common import (
 )
 from migration_manager.airflow.connections import environment
 from migration_manager.airflow.notify import airflow_run_url
-from migration_manager.destructive import ASK, CONTINUE, DestructivePlan, assess
+from migration_manager.destructive import (
+    ASK,
+    CONTINUE,
+    DestructiveOutcome,
+    DestructivePlan,
+    assess,
+)
 from migration_manager.run_options import RunOptions
 
 if TYPE_CHECKING:
@@ -42,7 +47,7 @@ class DestructiveCheckOperator(ApprovalOperator):
     :param migration_file: URI or store file name of the migration file (templated)
     :param target_conn_id: Airflow connection of the target database (templated)
     :param report: ``plan``'s report (XCom form of ``plan_report.PlanReport``)
-    :return: the destructive parts, the decision and who made it (``xcom_models.DestructiveOutcome``)
+    :return: the destructive parts, the decision and who made it (``destructive.DestructiveOutcome``)
     """
 
     template_fields: Sequence[str] = ("migration_file", "target_conn_id", "report")
@@ -74,8 +79,6 @@ class DestructiveCheckOperator(ApprovalOperator):
     def execute(self, context: Context) -> Any:
         with engine_errors():
             mode: str = RunOptions.of_params(context["params"]).on_destructive
-        from migration_manager.airflow.xcom_models import DestructiveOutcome
-
         found = self._assess(context)
         for loss in found.losses:
             self.log.info("%s", loss.describe())
@@ -89,7 +92,7 @@ class DestructiveCheckOperator(ApprovalOperator):
                 "wait for the lock and apply them as planned): %s",
                 ", ".join(found.unchecked),
             )
-        result = DestructiveOutcome(plan=found, mode=mode)
+        result = DestructiveOutcome(**dict(found), mode=mode)
         if not found.destructive:
             self.log.info(
                 "Not destructive: no table loses more than %.0f%% of its rows, nothing is dropped, "
@@ -97,20 +100,26 @@ class DestructiveCheckOperator(ApprovalOperator):
                 "target row is left pointing at a removed row",
                 found.max_delete_ratio * 100,
             )
-            return replace(result, decision="not destructive").to_xcom()
+            return result.model_copy(update={"decision": "not destructive"}).model_dump(mode="json")
         parts = "; ".join(found.parts)
-        context["ti"].xcom_push(key=KEY, value=result.to_xcom())
+        context["ti"].xcom_push(key=KEY, value=result.model_dump(mode="json"))
         if is_dry_run(context):
             self.log.warning(
                 "Dry run of a destructive plan (not asked, nothing is committed): %s", parts
             )
-            return replace(result, decision="dry run: not asked").to_xcom()
+            return result.model_copy(update={"decision": "dry run: not asked"}).model_dump(
+                mode="json"
+            )
         if mode == CONTINUE:
             self.log.warning("Destructive plan, going on (on_destructive=continue): %s", parts)
-            return replace(result, decision="continue (on_destructive=continue)").to_xcom()
+            return result.model_copy(
+                update={"decision": "continue (on_destructive=continue)"}
+            ).model_dump(mode="json")
         if mode != ASK:
-            refused = replace(result, decision="refused", refused_by="on_destructive=fail")
-            context["ti"].xcom_push(key=KEY, value=refused.to_xcom())
+            refused = result.model_copy(
+                update={"decision": "refused", "refused_by": "on_destructive=fail"}
+            )
+            context["ti"].xcom_push(key=KEY, value=refused.model_dump(mode="json"))
             raise AirflowFailException(
                 f"The plan is destructive: {parts}. Nothing was written. Check the migration file and "
                 "the rules; to apply it anyway, run again with on_destructive 'ask' (approve it) or "
@@ -129,8 +138,6 @@ class DestructiveCheckOperator(ApprovalOperator):
         return super().execute(context)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        from migration_manager.airflow.xcom_models import DestructiveOutcome
-
         if "error" in event:
             unanswered(self, event, "the destructive plan")
         # HITLOperator's: validates the answer; ApprovalOperator's own would skip downstream on
@@ -140,17 +147,19 @@ class DestructiveCheckOperator(ApprovalOperator):
         # this task's own XCom, pushed by the try that asked
         asked = context["ti"].xcom_pull(task_ids=self.task_id, key=KEY)
         if asked and asked.get("parts"):
-            found = DestructiveOutcome.from_xcom(asked)
+            found = DestructiveOutcome.model_validate(asked)
         else:  # recomputed when the asking try's XCom is gone
-            found = DestructiveOutcome(plan=self._assess(context), mode=ASK)
+            found = DestructiveOutcome(**dict(self._assess(context)), mode=ASK)
         if self.REJECT in (answer.get("chosen_options") or []):
-            rejected = replace(
-                found, decision="rejected", refused_by=f"rejected by {user or 'a user'}"
+            rejected = found.model_copy(
+                update={"decision": "rejected", "refused_by": f"rejected by {user or 'a user'}"}
             )
-            context["ti"].xcom_push(key=KEY, value=rejected.to_xcom())
+            context["ti"].xcom_push(key=KEY, value=rejected.model_dump(mode="json"))
             raise AirflowFailException(
                 f"Rejected by {user or 'a user'}: the plan is destructive "
                 f"({'; '.join(found.parts)}); nothing was written"
             )
         self.log.info("%s approved the destructive plan", user or "A user")
-        return replace(found, decision="approved", decided_by=user).to_xcom()
+        return found.model_copy(update={"decision": "approved", "decided_by": user}).model_dump(
+            mode="json"
+        )
