@@ -82,18 +82,31 @@ class RestoreResult(BaseModel):
     seconds: float
 
 
+_ENDING_SECONDS = 1.0  # how long a session that just disconnected may still be listed
+
+
 def other_clients(dsn: str) -> list[str]:
-    """Other sessions connected to the database (the spec's "stop service" before a restore)."""
+    """Other sessions connected to the database (the spec's "stop service" before a restore).
+
+    A client that disconnected a moment ago stays listed until its backend has exited: the list
+    is read again for up to a second while it is not empty, so that only sessions that stay are
+    reported.
+    """
+    deadline = time.monotonic() + _ENDING_SECONDS
     with pg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            """
-            SELECT pid, usename, application_name, client_addr::text, backend_start, state
-            FROM pg_stat_activity
-            WHERE datname = current_database() AND pid <> pg_backend_pid()
-              AND backend_type = 'client backend'
-            ORDER BY backend_start
-            """
-        ).fetchall()
+        while True:
+            rows = conn.execute(
+                """
+                SELECT pid, usename, application_name, client_addr::text, backend_start, state
+                FROM pg_stat_activity
+                WHERE datname = current_database() AND pid <> pg_backend_pid()
+                  AND backend_type = 'client backend'
+                ORDER BY backend_start
+                """
+            ).fetchall()
+            if not rows or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
     return [
         f"pid {pid} user {user or '?'} application {app or '-'!r} from {addr or 'local socket'}, "
         f"connected since {start:%Y-%m-%d %H:%M:%S %Z}, {state or 'unknown state'}"
